@@ -1,0 +1,79 @@
+#pragma once
+// Shape and hyper-parameters of a decoder-only transformer. Architecture-specific
+// behaviour (normalisation, MLP, positions) lives in policies (see Architecture.hpp);
+// Config only carries the numbers those policies need.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace depass {
+
+/// How rotary embeddings pair up the dimensions of a head.
+enum class RopeLayout {
+  AdjacentPairs,  ///< (0,1), (2,3), ... : llama2.c and GGUF llama checkpoints
+  Halves          ///< (0, d/2), (1, d/2+1), ... : Hugging Face checkpoints
+};
+
+inline const char* to_string(RopeLayout layout) {
+  return layout == RopeLayout::AdjacentPairs ? "adjacent-pairs" : "halves";
+}
+
+struct Config {
+  std::string architecture = "llama";  // family name as read from the checkpoint
+  int dim = 0;                         // D: residual stream width
+  int n_layers = 0;                    // L: transformer blocks
+  int n_heads = 0;                     // H: query heads
+  int n_kv_heads = 0;                  // G: key/value heads, divides H (GQA)
+  int head_dim = 0;                    // d: per-head width (H*d need not equal D)
+  int hidden_dim = 0;                  // I: MLP width
+  int vocab_size = 0;                  // V
+  int max_seq_len = 0;                 // longest sequence the model accepts
+  double norm_eps = 1e-5;              // RMSNorm epsilon
+  double rope_theta = 10000.0;         // RoPE base frequency
+  RopeLayout rope_layout = RopeLayout::Halves;
+  bool tied_embeddings = false;        // unembedding == token embedding
+  bool attention_qkv_bias = false;     // q/k/v projections carry biases (Qwen2)
+  bool attention_out_bias = false;     // output projection carries a bias
+  bool mlp_bias = false;               // gate/up/down projections carry biases
+
+  int q_width() const { return n_heads * head_dim; }
+  int kv_width() const { return n_kv_heads * head_dim; }
+  int heads_per_kv() const { return n_heads / n_kv_heads; }
+  bool has_biases() const { return attention_qkv_bias || attention_out_bias || mlp_bias; }
+
+  /// Throws std::invalid_argument naming the first field out of range.
+  void validate() const {
+    // Upper bounds keep products like V*D and L*D*I far from overflow and refuse
+    // headers that would make us allocate absurd amounts of memory.
+    auto check = [](const char* name, long long value, long long lo, long long hi) {
+      if (value < lo || value > hi)
+        throw std::invalid_argument("Config: " + std::string(name) + " = " + std::to_string(value) +
+                                    " is out of range [" + std::to_string(lo) + ", " +
+                                    std::to_string(hi) + "]");
+    };
+    check("dim", dim, 1, 1 << 16);
+    check("n_layers", n_layers, 1, 1024);
+    check("n_heads", n_heads, 1, 1024);
+    check("n_kv_heads", n_kv_heads, 1, n_heads);
+    check("head_dim", head_dim, 2, 1 << 12);
+    check("hidden_dim", hidden_dim, 1, 1 << 18);
+    check("vocab_size", vocab_size, 1, 1 << 22);
+    check("max_seq_len", max_seq_len, 1, 1 << 22);
+    if (n_heads % n_kv_heads != 0)
+      throw std::invalid_argument("Config: n_heads (" + std::to_string(n_heads) +
+                                  ") must be a multiple of n_kv_heads (" +
+                                  std::to_string(n_kv_heads) + ")");
+    if (head_dim % 2 != 0)
+      throw std::invalid_argument("Config: head_dim (" + std::to_string(head_dim) +
+                                  ") must be even for rotary embeddings");
+    if (!(norm_eps >= 0.0) || !(norm_eps < 1.0))
+      throw std::invalid_argument("Config: norm_eps = " + std::to_string(norm_eps) +
+                                  " is out of range [0, 1)");
+    if (!(rope_theta > 1.0) || !(rope_theta < 1e12))
+      throw std::invalid_argument("Config: rope_theta = " + std::to_string(rope_theta) +
+                                  " is out of range (1, 1e12)");
+  }
+};
+
+}  // namespace depass
