@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""Regenerate every golden file under tests/golden/ from the Python references.
+
+    /usr/bin/python3 tools/reference/make_goldens.py --models /work/shared/models [--only NAME ...]
+
+NAME in: tokenizers, generate, logits, depass.  Output dir: --out (default tests/golden
+next to this repo's tools/).  Requires /usr/bin/python3 with torch and numpy.
+"""
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+from tokenizers import Llama2cTokenizer, HFBpeTokenizer  # noqa: E402
+import llama  # noqa: E402
+
+torch.set_num_threads(1)
+
+TOK512 = "stories260K/tok512.bin"
+STORIES = "stories260K/stories260K.bin"
+HF656 = "tinystories-656k"
+
+LONG_SENTENCE = ("Once upon a time, there was a little girl named Lily. She loved to play "
+                 "outside in the park. One day, she saw a big, red ball. She wanted to play "
+                 "with it, but it was too high.")
+
+COMMON_TEXTS = [
+    ("Once upon a time", True),
+    ("Once upon a time", False),
+    ("", True),
+    ("", False),
+    (" ", True),
+    ("  leading and trailing  ", True),
+    ("Hello, world!", True),
+    ("digits 0123456789 and 3.14159", True),
+    ("tabs\tand\nnewlines\n\n", True),
+    ("UTF-8: café naïve résumé", True),
+    ("emoji 🙂👍", True),
+    ("CJK 你好世界", True),
+    ("punctuation !?.,;:'\"()[]{}<>", True),
+    ("unknown bytes \u0001\u007f", True),
+    ("Lily's mom said, \"Let's go to the park.\"", True),
+    (LONG_SENTENCE, True),
+    (LONG_SENTENCE, False),
+    ("a\u00a0b\u200bc", True),          # no-break space, zero-width space
+    ("<unk> <s> </s>", True),
+]
+
+HF_EXTRA_TEXTS = [
+    ("<|start_story|>Once upon a time<|end_story|>", True),
+    ("<|start_story|>Once upon a time<|end_story|>", False),
+    ("The end. <|end_story|> <|start_story|>One day", True),
+    ("a<unk>b <unk>", True),
+    ("<|end_story|>", True),
+]
+
+
+def dump(obj, path):
+    # json uses repr() for floats: shortest string that round-trips the float64 exactly
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=None, separators=(",", ":"))
+        f.write("\n")
+    print("wrote %s (%d bytes)" % (path, os.path.getsize(path)))
+
+
+# ----------------------------------------------------------------------------
+def make_tokenizers(models, out):
+    t = Llama2cTokenizer(os.path.join(models, TOK512))
+    ids = t.encode("Once upon a time", bos=True)
+    assert t.decode(ids) == "Once upon a time", (ids, t.decode(ids))
+    cases = []
+    for text, bos in COMMON_TEXTS:
+        ids = t.encode(text, bos=bos)
+        body = ids[1:] if bos else ids
+        dec = t.decode_bytes(body, prev=t.BOS if bos else None).decode("utf-8")
+        assert t.decode(ids) == dec
+        if bos and text and "\u00a0" not in text:
+            assert dec == text, (text, dec)
+        cases.append(dict(text=text, add_bos=bos, ids=ids, decoded=dec))
+    dump(dict(
+        tokenizer=TOK512,
+        notes=("llama2.c run.c encode(): optional BOS=1, dummy prefix token ' ' (id of piece ' ') "
+               "if text non-empty, UTF-8 codepoints (<=4 bytes) looked up as pieces else byte "
+               "fallback id=byte+3, then greedy merges of the adjacent pair with the highest "
+               "piece score (leftmost on ties). 'decoded' = concatenation of llama2.c decode(prev, tok) "
+               "over the ids after the BOS (prev = previous id, so the first token after a BOS "
+               "loses one leading space; when add_bos is false nothing is stripped, so the "
+               "dummy-prefix space stays). '<0xNN>' pieces decode to raw bytes."),
+        cases=cases), os.path.join(out, "tokenizer_tok512.json"))
+
+    h = HFBpeTokenizer(os.path.join(models, HF656, "tokenizer.json"))
+    cases = []
+    for text, bos in COMMON_TEXTS + HF_EXTRA_TEXTS:
+        ids = h.encode(text, add_bos=bos)
+        body = ids[1:] if bos else ids
+        c = dict(text=text, add_bos=bos, ids=ids, decoded=h.decode(body))
+        alt = h.encode(text, add_bos=bos, mode="raw_split")
+        if alt != ids:
+            c["ids_raw_split"] = alt
+        cases.append(c)
+    dump(dict(
+        tokenizer=HF656 + "/tokenizer.json",
+        notes=("HF tokenizers semantics. Normalizer Prepend('▁') (only on non-empty strings) then "
+               "Replace(' ','▁'); no pre-tokenizer (whole normalised segment is one BPE word); BPE "
+               "merges lowest rank first, leftmost on ties; chars missing from the vocab: byte "
+               "fallback needs <0xNN> tokens, which this vocab lacks, so they become <unk> (id 0), "
+               "consecutive ones fused into one <unk>. Added tokens are all normalized=true, so, as "
+               "in tokenizers' AddedVocabulary, they are matched (leftmost-longest) in the NORMALISED "
+               "text against their normalised content, i.e. '▁<|start_story|>': a special token is "
+               "only recognised at the start of the text or after a space, and it absorbs that "
+               "space. 'ids' follow this real-HF behaviour. 'ids_raw_split' (present only where it "
+               "differs) is the simpler alternative: split the raw text on the literal special "
+               "strings, then normalise + BPE each remaining segment separately. BOS <|start_story|> "
+               "(1) prepended when add_bos. 'decoded' = decode(ids without the BOS, "
+               "skip_special_tokens=False): Replace('▁',' '), ByteFallback, Fuse, Strip one leading "
+               "space; special tokens decode to their content."),
+        cases=cases), os.path.join(out, "tokenizer_tinystories656k.json"))
+
+
+# ----------------------------------------------------------------------------
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="/work/shared/models")
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "..", "tests", "golden"))
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    steps = [("tokenizers", make_tokenizers)]
+    for name, fn in steps:
+        if args.only is None or name in args.only:
+            fn(args.models, out)
+
+
+if __name__ == "__main__":
+    main()
