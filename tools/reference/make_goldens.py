@@ -123,6 +123,111 @@ def make_tokenizers(models, out):
 
 
 # ----------------------------------------------------------------------------
+def load_model(models, which, dtype):
+    if which == "stories260K":
+        m = llama.load_llama2c(os.path.join(models, STORIES))
+    else:
+        m = llama.load_hf_safetensors(os.path.join(models, HF656))
+    return llama.to_dtype(m, dtype)
+
+
+def greedy_margin(model64, ids, gen):
+    """Smallest top-1 minus top-2 logit gap (float64) over the greedy steps."""
+    with torch.no_grad():
+        lg = llama.forward(model64, list(ids) + list(gen))
+    top2 = torch.topk(lg[len(ids) - 1:len(ids) - 1 + len(gen)], 2, dim=-1).values
+    return float((top2[:, 0] - top2[:, 1]).min())
+
+
+def make_generate(models, out):
+    # stories260K + tok512
+    tok = Llama2cTokenizer(os.path.join(models, TOK512))
+    m32 = load_model(models, "stories260K", torch.float32)
+    m64 = load_model(models, "stories260K", torch.float64)
+    prompt = "Once upon a time"
+    ids = tok.encode(prompt, bos=True)
+    g32 = llama.greedy(m32, ids, 80)
+    g64 = llama.greedy(m64, ids, 80)
+    text = tok.decode(ids + g32)
+    known = ("Once upon a time, there was a little girl named Lily. She loved to play outside in "
+             "the park. One day, she saw a big, red ball. She wanted to play with it, but it was "
+             "too high.\nLily's mom said,")
+    assert text.startswith(known), text
+    assert g32 == g64
+    dump(dict(model=STORIES, tokenizer=TOK512, prompt=prompt, prompt_ids=ids, greedy_ids=g32,
+              greedy_text=text,
+              notes=("float32 greedy (argmax, no sampling), 80 new tokens, full recomputation. "
+                     "float64 greedy gives the identical 80 ids; smallest float64 top1-top2 logit "
+                     "gap over the steps: %.6g. greedy_text = llama2.c-style decode of prompt_ids + "
+                     "greedy_ids (BOS not printed, its following token loses its leading space); it "
+                     "reproduces the known story." % greedy_margin(m64, ids, g32))),
+         os.path.join(out, "stories260K_generate.json"))
+
+    hf = HFBpeTokenizer(os.path.join(models, HF656, "tokenizer.json"))
+    m32 = load_model(models, "tinystories656k", torch.float32)
+    m64 = load_model(models, "tinystories656k", torch.float64)
+    prompt = "Once upon a time,"
+    ids = hf.encode(prompt, add_bos=True)
+    g32 = llama.greedy(m32, ids, 60)
+    g64 = llama.greedy(m64, ids, 60)
+    assert g32 == g64
+    text = hf.decode(ids[1:] + g32)
+    dump(dict(model=HF656 + "/model.safetensors", tokenizer=HF656 + "/tokenizer.json",
+              prompt=prompt, prompt_ids=ids, greedy_ids=g32, greedy_text=text,
+              notes=("float32 greedy, 60 new tokens, RoPE halves layout. float64 greedy gives the "
+                     "identical 60 ids; smallest float64 top1-top2 logit gap: %.6g. greedy_text = HF "
+                     "decode of prompt_ids[1:] + greedy_ids. (With the adjacent-pair RoPE layout "
+                     "this model degenerates into 'an an an ...': layout matters.)"
+                     % greedy_margin(m64, ids, g32))),
+         os.path.join(out, "tinystories656k_generate.json"))
+
+
+def logits_cases(m32, m64, prompts_ids, positions=None):
+    cases = []
+    for ids in prompts_ids:
+        with torch.no_grad():
+            l64 = llama.forward(m64, ids)
+            l32 = llama.forward(m32, ids)
+        pos = list(range(len(ids))) if positions is None else positions
+        c = dict(ids=ids)
+        if positions is not None:
+            c["positions"] = pos
+        c["logits_f64"] = [[float(v) for v in l64[p].tolist()] for p in pos]
+        c["logits_f32"] = [[float(v) for v in l32[p].tolist()] for p in pos]
+        c["max_abs_diff_f32_f64"] = float((l64 - l32.double()).abs().max())
+        cases.append(c)
+    return cases
+
+
+def make_logits(models, out):
+    tok = Llama2cTokenizer(os.path.join(models, TOK512))
+    m32 = load_model(models, "stories260K", torch.float32)
+    m64 = load_model(models, "stories260K", torch.float64)
+    prompts = [tok.encode(s, bos=True)[:10] for s in
+               ["Once upon a time, there was", "Lily and Ben went to the park",
+                "The cat sat on the mat."]]
+    dump(dict(model=STORIES, tokenizer=TOK512,
+              notes=("logits for all positions of each case (ids include BOS). logits_f64: the "
+                     "float64 reference; logits_f32: the same forward in float32 (torch CPU), "
+                     "expect ~1e-5 agreement with a float32 C++ forward, not bit equality. "
+                     "RoPE cos/sin computed in float64 then cast."),
+              cases=logits_cases(m32, m64, prompts)),
+         os.path.join(out, "stories260K_logits.json"))
+
+    hf = HFBpeTokenizer(os.path.join(models, HF656, "tokenizer.json"))
+    m32 = load_model(models, "tinystories656k", torch.float32)
+    m64 = load_model(models, "tinystories656k", torch.float64)
+    prompts = [hf.encode(s, add_bos=True)[:10] for s in
+               ["Once upon a time, there was", "The cat sat on the mat."]]
+    dump(dict(model=HF656 + "/model.safetensors", tokenizer=HF656 + "/tokenizer.json",
+              notes=("logits for all positions of each case (ids include BOS); RoPE halves layout, "
+                     "rms_norm_eps 1e-6, tied lm_head. logits_f64 reference, logits_f32 the same "
+                     "forward in float32."),
+              cases=logits_cases(m32, m64, prompts)),
+         os.path.join(out, "tinystories656k_logits.json"))
+
+
+# ----------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="/work/shared/models")
@@ -131,7 +236,7 @@ def main():
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    steps = [("tokenizers", make_tokenizers)]
+    steps = [("tokenizers", make_tokenizers), ("generate", make_generate), ("logits", make_logits)]
     for name, fn in steps:
         if args.only is None or name in args.only:
             fn(args.models, out)
