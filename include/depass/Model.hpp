@@ -1,0 +1,405 @@
+#pragma once
+// The transformer forward pass. Every block runs the real computation on the hidden state
+// and, when a ComponentState rides along, propagates the components with the block's
+// nonlinear coefficients frozen (method note, sections 2-4). The plain forward pass is
+// the same code with no components, so the two can never drift apart.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ComponentTensor.hpp"
+#include "Config.hpp"
+#include "Weights.hpp"
+
+namespace depass {
+
+/// How an MLP neuron's output is shared among the components that drive its gate.
+enum class MlpSplit {
+  Softmax,      ///< softmax over components of gate contribution / temperature (default)
+  Argmax,       ///< whole neuron to the component with the largest gate contribution
+  Proportional  ///< signed share g_m / g; falls back to softmax where g == 0
+};
+
+inline const char* to_string(MlpSplit split) {
+  switch (split) {
+    case MlpSplit::Softmax: return "softmax";
+    case MlpSplit::Argmax: return "argmax";
+    case MlpSplit::Proportional: return "proportional";
+  }
+  return "?";
+}
+
+inline MlpSplit parse_mlp_split(const std::string& name) {
+  if (name == "softmax") return MlpSplit::Softmax;
+  if (name == "argmax") return MlpSplit::Argmax;
+  if (name == "proportional") return MlpSplit::Proportional;
+  throw std::invalid_argument("mlp split '" + name +
+                              "' is unknown (allowed: softmax, argmax, proportional)");
+}
+
+/// Components carried through the blocks, and the rules that propagate them.
+template <typename Scalar>
+struct ComponentState {
+  ComponentTensor<Scalar> tensor;    // M x N x D
+  Eigen::Index bias_component = -1;  // receives biases and neurons no component drives
+  Eigen::Index sink_component = -1;  // attention sink: MLP output only at position 0
+  MlpSplit split = MlpSplit::Softmax;
+  Scalar temperature = Scalar(0.1);
+};
+
+/// What a hook sees after a named sub-step.
+template <typename Scalar>
+struct HookEvent {
+  const char* name;  // embed, attn_norm, attn_probs, attn_heads, attn_out, attn_resid,
+                     // ffn_norm, ffn_gate, ffn_up, ffn_act, ffn_out, layer_out,
+                     // final_norm, logits
+  int layer;         // block index, -1 before the first block and after the last
+  Eigen::Ref<const Matrix<Scalar>> value;      // the tensor just computed (see names above)
+  const ComponentTensor<Scalar>* components;  // set on residual-stream events of a decomposed pass
+};
+
+template <typename Scalar>
+using Hook = std::function<void(const HookEvent<Scalar>&)>;
+
+template <typename Scalar>
+class Model {
+ public:
+  using MatrixType = Matrix<Scalar>;
+  using VectorType = Vector<Scalar>;
+
+  explicit Model(Checkpoint<Scalar> checkpoint) : checkpoint_(std::move(checkpoint)) {
+    checkpoint_.config.validate();
+    checkpoint_.weights.validate(checkpoint_.config);
+  }
+
+  const Config& config() const { return checkpoint_.config; }
+  const Weights<Scalar>& weights() const { return checkpoint_.weights; }
+
+  /// Throws std::invalid_argument unless ids is a non-empty sequence of valid token ids
+  /// that fits in the context.
+  void check_tokens(const std::vector<int>& ids) const {
+    const Config& cfg = config();
+    if (ids.empty()) throw std::invalid_argument("token sequence is empty");
+    if (static_cast<long long>(ids.size()) > cfg.max_seq_len)
+      throw std::invalid_argument("token sequence has " + std::to_string(ids.size()) +
+                                  " tokens, longer than the model's context of " +
+                                  std::to_string(cfg.max_seq_len));
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= cfg.vocab_size)
+        throw std::invalid_argument("token id " + std::to_string(ids[i]) + " at position " +
+                                    std::to_string(i) + " is out of range [0, " +
+                                    std::to_string(cfg.vocab_size) + ")");
+  }
+
+  void check_layer(int layer) const {
+    if (layer < 0 || layer >= config().n_layers)
+      throw std::invalid_argument("layer " + std::to_string(layer) + " is out of range [0, " +
+                                  std::to_string(config().n_layers) + ")");
+  }
+
+  /// Token embeddings, N x D.
+  MatrixType embed(const std::vector<int>& ids, const Hook<Scalar>& hook = {}) const {
+    check_tokens(ids);
+    MatrixType x(static_cast<Eigen::Index>(ids.size()), config().dim);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      x.row(static_cast<Eigen::Index>(i)) = weights().token_embedding.row(ids[i]);
+    emit(hook, "embed", -1, x, nullptr);
+    return x;
+  }
+
+  /// x += attention(norm(x)); components (if any) propagate with frozen probabilities.
+  void attention_block(int layer, MatrixType& x, ComponentState<Scalar>* components = nullptr,
+                       const Hook<Scalar>& hook = {}) const {
+    check_layer(layer);
+    check_state(x, components);
+    const Config& cfg = config();
+    const LayerWeights<Scalar>& w = weights().layers[static_cast<std::size_t>(layer)];
+    const Eigen::Index N = x.rows(), d = cfg.head_dim;
+    const int H = cfg.n_heads, group = cfg.heads_per_kv();
+
+    VectorType scale;
+    const MatrixType xn = rms_norm(x, w.attention_norm, &scale);
+    emit(hook, "attn_norm", layer, xn, nullptr);
+    MatrixType q = xn * w.wq.transpose();
+    MatrixType k = xn * w.wk.transpose();
+    MatrixType v = xn * w.wv.transpose();
+    if (w.bq.size()) q.rowwise() += w.bq.transpose();
+    if (w.bk.size()) k.rowwise() += w.bk.transpose();
+    if (w.bv.size()) v.rowwise() += w.bv.transpose();
+    apply_rope(q, cfg.n_heads);
+    apply_rope(k, cfg.n_kv_heads);
+
+    // probs stacks the H attention matrices: rows [h*N, (h+1)*N) are head h.
+    MatrixType probs(H * N, N);
+    MatrixType heads(N, cfg.q_width());
+    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
+    for (int h = 0; h < H; ++h) {
+      const Eigen::Index kv = h / group;
+      Eigen::Block<MatrixType> A = probs.middleRows(h * N, N);
+      A.noalias() = (q.middleCols(h * d, d) * k.middleCols(kv * d, d).transpose()) * inv_sqrt_d;
+      causal_softmax_rows(A);
+      heads.middleCols(h * d, d).noalias() = A * v.middleCols(kv * d, d);
+    }
+    emit(hook, "attn_probs", layer, probs, nullptr);
+    emit(hook, "attn_heads", layer, heads, nullptr);
+    MatrixType out = heads * w.wo.transpose();
+    if (w.bo.size()) out.rowwise() += w.bo.transpose();
+    emit(hook, "attn_out", layer, out, nullptr);
+    x += out;
+
+    if (components) {
+      ComponentTensor<Scalar>& C = components->tensor;
+      const Eigen::Index M = C.components();
+      MatrixType values = frozen_rms_norm(C, scale, w.attention_norm) * w.wv.transpose();
+      if (w.bv.size()) bias_rows(values, *components).rowwise() += w.bv.transpose();
+      // Mix each component with the frozen probabilities per head first, then project
+      // once: H times cheaper than expanding every head through Wo before mixing.
+      MatrixType mixed(M * N, cfg.q_width());
+      for (Eigen::Index m = 0; m < M; ++m)
+        for (int h = 0; h < H; ++h)
+          mixed.block(m * N, h * d, N, d).noalias() =
+              probs.middleRows(h * N, N) * values.block(m * N, (h / group) * d, N, d);
+      C.stacked().noalias() += mixed * w.wo.transpose();
+      if (w.bo.size()) bias_rows(C.stacked(), *components).rowwise() += w.bo.transpose();
+    }
+    emit(hook, "attn_resid", layer, x, components ? &components->tensor : nullptr);
+  }
+
+  /// x += mlp(norm(x)); each neuron's output is split among components by the split rule.
+  void mlp_block(int layer, MatrixType& x, ComponentState<Scalar>* components = nullptr,
+                 const Hook<Scalar>& hook = {}) const {
+    check_layer(layer);
+    check_state(x, components);
+    const LayerWeights<Scalar>& w = weights().layers[static_cast<std::size_t>(layer)];
+    const Eigen::Index N = x.rows(), I = config().hidden_dim;
+
+    VectorType scale;
+    const MatrixType xn = rms_norm(x, w.mlp_norm, &scale);
+    emit(hook, "ffn_norm", layer, xn, nullptr);
+    MatrixType gate = xn * w.w1.transpose();
+    MatrixType up = xn * w.w3.transpose();
+    if (w.b1.size()) gate.rowwise() += w.b1.transpose();
+    if (w.b3.size()) up.rowwise() += w.b3.transpose();
+    emit(hook, "ffn_gate", layer, gate, nullptr);
+    emit(hook, "ffn_up", layer, up, nullptr);
+    const MatrixType act = silu(gate).cwiseProduct(up);
+    emit(hook, "ffn_act", layer, act, nullptr);
+    MatrixType out = act * w.w2.transpose();
+    if (w.b2.size()) out.rowwise() += w.b2.transpose();
+    emit(hook, "ffn_out", layer, out, nullptr);
+    x += out;
+
+    if (components) {
+      ComponentTensor<Scalar>& C = components->tensor;
+      // Per-component gate contributions; overwritten in place by each component's
+      // share of the neuron's output so that only one (M*N) x I buffer is live.
+      MatrixType share = frozen_rms_norm(C, scale, w.mlp_norm) * w.w1.transpose();
+      if (w.b1.size()) bias_rows(share, *components).rowwise() += w.b1.transpose();
+      split_neurons(share, act, *components, N, I);
+      C.stacked().noalias() += share * w.w2.transpose();
+      if (w.b2.size()) bias_rows(C.stacked(), *components).rowwise() += w.b2.transpose();
+    }
+    emit(hook, "layer_out", layer, x, components ? &components->tensor : nullptr);
+  }
+
+  /// Final RMSNorm of x (N x D); its per-row scale goes to *scale for freezing.
+  MatrixType final_norm(const MatrixType& x, VectorType* scale = nullptr) const {
+    return rms_norm(x, weights().final_norm, scale);
+  }
+
+  /// Final norm with the scale of the real state frozen, applied to every component.
+  MatrixType final_norm_components(const ComponentTensor<Scalar>& C, const VectorType& scale) const {
+    return frozen_rms_norm(C, scale, weights().final_norm);
+  }
+
+  /// Runs every block and returns the logits (N x V), or only the last row when last_only.
+  MatrixType forward(const std::vector<int>& ids, const Hook<Scalar>& hook = {},
+                     bool last_only = false) const {
+    MatrixType x = embed(ids, hook);
+    for (int l = 0; l < config().n_layers; ++l) {
+      attention_block(l, x, nullptr, hook);
+      mlp_block(l, x, nullptr, hook);
+    }
+    const MatrixType normed = final_norm(x);
+    emit(hook, "final_norm", -1, normed, nullptr);
+    MatrixType logits = last_only ? MatrixType(normed.bottomRows(1) * weights().unembedding().transpose())
+                                  : MatrixType(normed * weights().unembedding().transpose());
+    emit(hook, "logits", -1, logits, nullptr);
+    return logits;
+  }
+
+  /// Greedy continuation of prompt: up to max_new tokens, stopping after stop_token
+  /// (if >= 0) or when the context is full. Returns only the new tokens.
+  std::vector<int> generate(const std::vector<int>& prompt, int max_new, int stop_token = -1) const {
+    if (max_new < 0)
+      throw std::invalid_argument("max_new = " + std::to_string(max_new) + " must be >= 0");
+    check_tokens(prompt);
+    std::vector<int> sequence = prompt, generated;
+    while (static_cast<int>(generated.size()) < max_new &&
+           static_cast<int>(sequence.size()) < config().max_seq_len) {
+      const MatrixType logits = forward(sequence, {}, true);
+      Eigen::Index best = 0;
+      logits.row(0).maxCoeff(&best);
+      sequence.push_back(static_cast<int>(best));
+      generated.push_back(static_cast<int>(best));
+      if (best == stop_token) break;
+    }
+    return generated;
+  }
+
+  /// y_i = x_i * r_i * w with r_i = 1/sqrt(mean(x_i^2) + eps); r goes to *scale.
+  MatrixType rms_norm(const MatrixType& x, const VectorType& gain, VectorType* scale) const {
+    VectorType r = ((x.array().square().rowwise().sum() / Scalar(x.cols())) +
+                    static_cast<Scalar>(config().norm_eps))
+                       .rsqrt()
+                       .matrix();
+    MatrixType y = (x.array().colwise() * r.array()).rowwise() * gain.transpose().array();
+    if (scale) *scale = std::move(r);
+    return y;
+  }
+
+ private:
+  void check_state(const MatrixType& x, const ComponentState<Scalar>* components) const {
+    if (x.cols() != config().dim)
+      throw std::invalid_argument("hidden state has width " + std::to_string(x.cols()) +
+                                  ", expected dim = " + std::to_string(config().dim));
+    if (x.rows() < 1 || x.rows() > config().max_seq_len)
+      throw std::invalid_argument("hidden state has " + std::to_string(x.rows()) +
+                                  " positions, allowed [1, " +
+                                  std::to_string(config().max_seq_len) + "]");
+    if (!components) return;
+    const ComponentTensor<Scalar>& C = components->tensor;
+    if (C.positions() != x.rows() || C.width() != x.cols())
+      throw std::invalid_argument("component tensor is " + std::to_string(C.components()) + " x " +
+                                  std::to_string(C.positions()) + " x " +
+                                  std::to_string(C.width()) + ", state is " +
+                                  std::to_string(x.rows()) + " x " + std::to_string(x.cols()));
+    if (config().has_biases() &&
+        (components->bias_component < 0 || components->bias_component >= C.components()))
+      throw std::invalid_argument("model has biases: the component state needs a bias component");
+  }
+
+  static void emit(const Hook<Scalar>& hook, const char* name, int layer, const MatrixType& value,
+                   const ComponentTensor<Scalar>* components) {
+    if (hook) hook(HookEvent<Scalar>{name, layer, value, components});
+  }
+
+  static Eigen::Block<MatrixType> bias_rows(MatrixType& stacked, const ComponentState<Scalar>& cs) {
+    if (cs.bias_component < 0)
+      throw std::logic_error("a bias term needs a bias component, and none was set up");
+    const Eigen::Index N = cs.tensor.positions();
+    return stacked.middleRows(cs.bias_component * N, N);
+  }
+
+  /// norm(C[m]) with the real state's scale r (N) frozen: row i of every component times r_i * w.
+  static MatrixType frozen_rms_norm(const ComponentTensor<Scalar>& C, const VectorType& scale,
+                                    const VectorType& gain) {
+    const Eigen::Index N = C.positions();
+    MatrixType out(C.stacked().rows(), C.width());
+    for (Eigen::Index m = 0; m < C.components(); ++m)
+      out.middleRows(m * N, N) = C.component(m).array().colwise() * scale.array();
+    out.array().rowwise() *= gain.transpose().array();
+    return out;
+  }
+
+  static MatrixType silu(const MatrixType& g) {
+    return (g.array() / (Scalar(1) + (-g.array()).exp())).matrix();
+  }
+
+  /// Row-wise softmax over columns j <= i (causal mask); masked entries become exactly 0.
+  static void causal_softmax_rows(Eigen::Block<MatrixType>& A) {
+    for (Eigen::Index i = 0; i < A.rows(); ++i) {
+      Scalar peak = A(i, 0);
+      for (Eigen::Index j = 1; j <= i; ++j) peak = std::max(peak, A(i, j));
+      Scalar total = 0;
+      for (Eigen::Index j = 0; j <= i; ++j) total += (A(i, j) = std::exp(A(i, j) - peak));
+      for (Eigen::Index j = 0; j <= i; ++j) A(i, j) /= total;
+      for (Eigen::Index j = i + 1; j < A.cols(); ++j) A(i, j) = 0;
+    }
+  }
+
+  /// Rotates each head's pairs of q or k (N x heads*d) by position-dependent angles.
+  void apply_rope(MatrixType& t, int n_heads) const {
+    const Config& cfg = config();
+    const Eigen::Index d = cfg.head_dim, half = d / 2;
+    const bool adjacent = cfg.rope_layout == RopeLayout::AdjacentPairs;
+    for (Eigen::Index j = 0; j < half; ++j) {
+      // Frequencies in double: the angle for late positions loses digits in float.
+      const double freq = std::pow(cfg.rope_theta, -2.0 * static_cast<double>(j) / static_cast<double>(d));
+      for (Eigen::Index pos = 0; pos < t.rows(); ++pos) {
+        const double angle = static_cast<double>(pos) * freq;
+        const Scalar c = static_cast<Scalar>(std::cos(angle)), s = static_cast<Scalar>(std::sin(angle));
+        for (int h = 0; h < n_heads; ++h) {
+          const Eigen::Index a = h * d + (adjacent ? 2 * j : j);
+          const Eigen::Index b = h * d + (adjacent ? 2 * j + 1 : j + half);
+          const Scalar x0 = t(pos, a), x1 = t(pos, b);
+          t(pos, a) = x0 * c - x1 * s;
+          t(pos, b) = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+
+  /// share: (M*N) x I gate contributions in, each component's part of a[i,k] out.
+  static void split_neurons(MatrixType& share, const MatrixType& act, const ComponentState<Scalar>& cs,
+                            Eigen::Index N, Eigen::Index I) {
+    const Eigen::Index M = cs.tensor.components();
+    const Scalar inv_t = Scalar(1) / cs.temperature;
+    std::vector<Scalar> weight(static_cast<std::size_t>(M));
+    for (Eigen::Index k = 0; k < I; ++k) {
+      Scalar* column = share.col(k).data();
+      for (Eigen::Index i = 0; i < N; ++i) {
+        // A component is eligible when it drives the gate at all (zero contributions come
+        // from components that are absent at this position) and is not the attention sink
+        // past its own position.
+        auto eligible = [&](Eigen::Index m) {
+          return column[m * N + i] != Scalar(0) && !(m == cs.sink_component && i > 0);
+        };
+        Eigen::Index count = 0, best = -1;
+        Scalar peak = -std::numeric_limits<Scalar>::infinity(), total = 0;
+        for (Eigen::Index m = 0; m < M; ++m) {
+          if (!eligible(m)) continue;
+          const Scalar g = column[m * N + i];
+          ++count;
+          total += g;
+          if (g > peak) { peak = g; best = m; }
+        }
+        for (Eigen::Index m = 0; m < M; ++m) weight[static_cast<std::size_t>(m)] = 0;
+        if (count == 0) {
+          if (cs.bias_component < 0)
+            throw std::logic_error("a neuron driven by no component needs a bias component");
+          weight[static_cast<std::size_t>(cs.bias_component)] = 1;
+        } else if (cs.split == MlpSplit::Argmax) {
+          weight[static_cast<std::size_t>(best)] = 1;
+        } else if (cs.split == MlpSplit::Proportional && total != Scalar(0)) {
+          for (Eigen::Index m = 0; m < M; ++m)
+            if (eligible(m)) weight[static_cast<std::size_t>(m)] = column[m * N + i] / total;
+        } else {
+          Scalar norm = 0;
+          for (Eigen::Index m = 0; m < M; ++m)
+            if (eligible(m)) {
+              const Scalar e = std::exp((column[m * N + i] - peak) * inv_t);
+              weight[static_cast<std::size_t>(m)] = e;
+              norm += e;
+            }
+          for (Eigen::Index m = 0; m < M; ++m) weight[static_cast<std::size_t>(m)] /= norm;
+        }
+        const Scalar a = act(i, k);
+        for (Eigen::Index m = 0; m < M; ++m) column[m * N + i] = weight[static_cast<std::size_t>(m)] * a;
+      }
+    }
+  }
+
+  Checkpoint<Scalar> checkpoint_;
+};
+
+using Modelf = Model<float>;
+using Modeld = Model<double>;
+
+}  // namespace depass
