@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from tokenizers import Llama2cTokenizer, HFBpeTokenizer  # noqa: E402
 import llama  # noqa: E402
+import depass_ref  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -228,6 +229,107 @@ def make_logits(models, out):
 
 
 # ----------------------------------------------------------------------------
+DEPASS_STORIES = [
+    "Once upon a time, there was a little",
+    "Lily and Ben went to the park. They saw a big dog. Ben was scared, so Lily held his",
+    "Tom had a red ball. He liked to throw it high in the sky. One day, the ball fell into the",
+    "Sara wanted to bake a cake for her mom. She got flour, eggs and sugar. When her mom came "
+    "home, she was very",
+    "Once upon a time, there was a little boy named Tim. Tim loved to play with his toy car. "
+    "Every day, he would race it around the house. His mom would smile and say, \"Be careful, "
+    "Tim!\"\nOne day, Tim took his car outside to the big hill near his home. He put the car at "
+    "the top of the hill and let it go. The car went fast. Tim ran after it, but the car hit a "
+    "rock and flew into the tall grass. Tim looked and looked, but he could not find his",
+]
+
+DEPASS_TINY = DEPASS_STORIES[:4]
+
+
+def depass_case(m64, ids, piece_of, extra=False, naive_check=False):
+    res = depass_ref.attribute(m64, ids, temperature=0.1, bos_sink=True, split="softmax")
+    p, t = res["position"], res["target"]
+    total = sum(res["scores"]) + res["bias_score"]
+    assert abs(total - res["target_logit"]) <= 1e-11 * max(1.0, abs(res["target_logit"]))
+    assert res["info"]["max_rel_state_err"] < 1e-12 and res["info"]["max_rel_logit_err"] < 1e-12
+    c = dict(ids=ids, position=p, target=t, target_piece=piece_of(t),
+             target_logit=res["target_logit"], scores=res["scores"], bias_score=res["bias_score"],
+             max_rel_invariant_error=res["info"]["max_rel_state_err"],
+             max_rel_logit_sum_error=res["info"]["max_rel_logit_err"])
+    with torch.no_grad():
+        top2 = torch.topk(llama.forward(m64, ids)[p], 2).values
+    c["target_top2_gap"] = float(top2[0] - top2[1])
+    if naive_check:
+        cl, _ = depass_ref.depass_naive(m64, ids, split="softmax", temperature=0.1, bos_sink=True)
+        d = max(abs(float(cl[m, p, t]) - s) for m, s in enumerate(res["scores"]))
+        assert d < 1e-11, d
+        c["naive_reimplementation_max_abs_diff"] = d
+    if extra:
+        for key, kw in [("argmax", dict(split="argmax", bos_sink=True)),
+                        ("proportional", dict(split="proportional", bos_sink=True)),
+                        ("proportional_no_bos_sink", dict(split="proportional", bos_sink=False)),
+                        ("no_bos_sink", dict(split="softmax", bos_sink=False))]:
+            r = depass_ref.attribute(m64, ids, position=p, target=t, temperature=0.1, **kw)
+            assert abs(sum(r["scores"]) + r["bias_score"] - r["target_logit"]) < 1e-9
+            c["scores_" + key] = r["scores"]
+            c["bias_score_" + key] = r["bias_score"]
+            if naive_check:
+                cl, _ = depass_ref.depass_naive(m64, ids, temperature=0.1, **kw)
+                d = max(abs(float(cl[m, p, t]) - s) for m, s in enumerate(r["scores"]))
+                c["naive_reimplementation_max_abs_diff_" + key] = d
+    return c
+
+
+DEPASS_NOTES = (
+    "Token-level DePass, float64, dense components (M = N input tokens + 1 bias component). "
+    "Attention: frozen RMSNorm scale and real attention probabilities, V_m = norm(C[m]) Wv^T, "
+    "per-head A[h] V_m[kv(h)], then Wo. MLP: g_m = norm(C[m]) W1^T; split weights = softmax over "
+    "eligible components of g_m/T (T = temperature), eligible = g_m != 0 exactly, and with "
+    "bos_sink the component of position 0 is not eligible at positions > 0; neurons without an "
+    "eligible component go to the bias component (never happens here: bias_score is 0); "
+    "C[m] += (w_m * a) W2^T. Output: frozen final-norm scale, then Wcls. scores[m] = logit of "
+    "`target` at `position` from component m; sum(scores) + bias_score = target_logit. target = "
+    "float64 argmax at the last position. max_rel_invariant_error = max over all layer boundaries "
+    "of max|sum_m C[m] - x| / max|x|; max_rel_logit_sum_error likewise for the logits. "
+    "Variants (first case only): scores_argmax (whole neuron to the eligible component with the "
+    "largest g_m, ties to the lowest index; bos_sink on), scores_proportional (w_m = g_m / sum of "
+    "eligible g_m, softmax where that sum is exactly 0; bos_sink on), "
+    "scores_proportional_no_bos_sink, scores_no_bos_sink (softmax, bos_sink off). WARNING: "
+    "proportional with bos_sink on is ill-conditioned (the denominator excludes the BOS share "
+    "and can be close to 0, giving scores of +-100s that cancel); two float64 implementations "
+    "with different summation orders differ by naive_reimplementation_max_abs_diff_proportional, "
+    "so compare it with a relative tolerance of ~1e-6, not 1e-12. "
+    "naive_reimplementation_max_abs_diff*: agreement with a second, loop-based implementation "
+    "(per-head Wo before mixing, per-neuron split) in depass_ref.py.")
+
+
+def make_depass(models, out):
+    tok = Llama2cTokenizer(os.path.join(models, TOK512))
+    m64 = load_model(models, "stories260K", torch.float64)
+    piece = lambda t: tok.pieces[t].decode("utf-8", errors="replace")  # noqa: E731
+    cases = []
+    for k, text in enumerate(DEPASS_STORIES):
+        ids = tok.encode(text, bos=True)
+        c = depass_case(m64, ids, piece, extra=(k == 0), naive_check=(len(ids) <= 40))
+        c["text"] = text
+        cases.append(c)
+    dump(dict(model=STORIES, tokenizer=TOK512, temperature=0.1, bos_sink=True, split="softmax",
+              notes=DEPASS_NOTES, cases=cases), os.path.join(out, "depass_stories260K.json"))
+
+    hf = HFBpeTokenizer(os.path.join(models, HF656, "tokenizer.json"))
+    m64 = load_model(models, "tinystories656k", torch.float64)
+    piece = lambda t: hf.id_to_tok[t]  # noqa: E731
+    cases = []
+    for k, text in enumerate(DEPASS_TINY):
+        ids = hf.encode(text, add_bos=True)
+        c = depass_case(m64, ids, piece, extra=(k == 0), naive_check=True)
+        c["text"] = text
+        cases.append(c)
+    dump(dict(model=HF656 + "/model.safetensors", tokenizer=HF656 + "/tokenizer.json",
+              temperature=0.1, bos_sink=True, split="softmax", notes=DEPASS_NOTES, cases=cases),
+         os.path.join(out, "depass_tinystories656k.json"))
+
+
+# ----------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="/work/shared/models")
@@ -236,7 +338,7 @@ def main():
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    steps = [("tokenizers", make_tokenizers), ("generate", make_generate), ("logits", make_logits)]
+    steps = [("tokenizers", make_tokenizers), ("generate", make_generate), ("logits", make_logits), ("depass", make_depass)]
     for name, fn in steps:
         if args.only is None or name in args.only:
             fn(args.models, out)
