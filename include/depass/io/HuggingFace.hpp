@@ -1,0 +1,186 @@
+#pragma once
+// Loader for Hugging Face Llama/Mistral model directories: config.json plus weights in
+// model.safetensors or in shards listed by model.safetensors.index.json.
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "../Weights.hpp"
+#include "../detail/File.hpp"
+#include "../detail/io/HuggingFaceConfig.hpp"
+#include "../detail/io/Json.hpp"
+#include "Safetensors.hpp"
+
+namespace depass {
+namespace detail {
+
+/// Where each tensor of a Hugging Face directory lives: one safetensors file, or the
+/// shards named by an index. All files are opened (headers validated) up front.
+class HuggingFaceTensors {
+ public:
+  static HuggingFaceTensors open(const std::string& dir) {
+    namespace fs = std::filesystem;
+    HuggingFaceTensors result;
+    const fs::path root(dir);
+    const fs::path single = root / "model.safetensors";
+    const fs::path index = root / "model.safetensors.index.json";
+    std::error_code ec;
+    // transformers also prefers the single file when both exist.
+    if (fs::exists(single, ec)) {
+      result.files_.emplace(single.filename().string(),
+                            std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::open(single.string())));
+      result.single_ = single.filename().string();
+      result.where_ = single.string();
+      return result;
+    }
+    if (!fs::exists(index, ec)) {
+      std::string hint;
+      if (fs::exists(root / "pytorch_model.bin", ec) || fs::exists(root / "pytorch_model.bin.index.json", ec))
+        hint = " (only PyTorch pickle weights are present; convert them to safetensors)";
+      throw std::runtime_error("cannot open weights in '" + dir +
+                               "': no model.safetensors or model.safetensors.index.json" + hint);
+    }
+    result.where_ = index.string();
+    const Json json = parse_json(read_file(index.string()), index.string());
+    if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
+      throw FormatError(index.string() + ": missing or malformed 'weight_map' object");
+    for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
+      if (!it->is_string())
+        throw FormatError(index.string() + ": weight_map entry for '" + it.key() +
+                          "' must be a file name, got " + describe_json(*it));
+      const std::string shard = it->get<std::string>();
+      // Shards are siblings of the index; refuse names that would escape the directory.
+      const fs::path shard_rel(shard);
+      bool escapes = shard.empty() || shard_rel.is_absolute();
+      for (const auto& part : shard_rel) escapes = escapes || part == "..";
+      if (escapes)
+        throw FormatError(index.string() + ": weight_map maps '" + it.key() +
+                          "' to invalid shard name '" + shard + "'");
+      result.map_[it.key()] = shard;
+      if (result.files_.count(shard)) continue;
+      const fs::path shard_path = root / shard_rel;
+      if (!fs::is_regular_file(shard_path, ec))
+        throw FormatError(index.string() + ": weight_map points at missing shard '" + shard +
+                          "' (for tensor '" + it.key() + "')");
+      result.files_.emplace(shard, std::make_unique<io::SafetensorsFile>(
+                                       io::SafetensorsFile::open(shard_path.string())));
+    }
+    return result;
+  }
+
+  /// The file holding name, or nullptr if the checkpoint does not have it.
+  const io::SafetensorsFile* find(const std::string& name) const {
+    if (!single_.empty()) {
+      const io::SafetensorsFile& file = *files_.at(single_);
+      return file.contains(name) ? &file : nullptr;
+    }
+    auto it = map_.find(name);
+    if (it == map_.end()) return nullptr;
+    const io::SafetensorsFile& file = *files_.at(it->second);
+    if (!file.contains(name))
+      throw FormatError(where_ + ": weight_map maps tensor '" + name + "' to shard '" +
+                        it->second + "', which does not contain it");
+    return &file;
+  }
+
+  const io::SafetensorsFile& require(const std::string& name) const {
+    if (const io::SafetensorsFile* file = find(name)) return *file;
+    throw FormatError(where_ + ": missing tensor '" + name + "'");
+  }
+
+  const std::string& where() const { return where_; }
+
+ private:
+  HuggingFaceTensors() = default;
+
+  // unique_ptr keeps returned pointers stable regardless of map implementation details.
+  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files_;  // by shard file name
+  std::map<std::string, std::string> map_;                              // tensor -> shard
+  std::string single_;  // non-empty when there is one unsharded file
+  std::string where_;   // the file to name in "missing tensor" messages
+};
+
+}  // namespace detail
+
+namespace io {
+
+/// Loads a Hugging Face Llama or Mistral directory. std::runtime_error if dir, its
+/// config.json or its weight file cannot be read; FormatError for unsupported or
+/// inconsistent content (naming the file, the field or tensor, and the problem).
+template <typename Scalar>
+Checkpoint<Scalar> load_huggingface(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw std::runtime_error("cannot open Hugging Face model directory '" + dir +
+                             (fs::exists(dir, ec) ? "': not a directory" : "': no such directory"));
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  Checkpoint<Scalar> result;
+  result.config = detail::parse_huggingface_config(
+      detail::parse_json(detail::read_file(config_path), config_path), config_path);
+  const Config& c = result.config;
+  const auto tensors = detail::HuggingFaceTensors::open(dir);
+
+  const std::int64_t D = c.dim, I = c.hidden_dim, V = c.vocab_size, Q = c.q_width(),
+                     K = c.kv_width();
+  const std::string embed = "model.embed_tokens.weight", head = "lm_head.weight";
+  if (c.tied_embeddings && !tensors.find(embed) && !tensors.find(head))
+    throw FormatError(tensors.where() + ": missing tensor '" + embed +
+                      "' (with tied embeddings '" + head + "' would also do)");
+  // Tied checkpoints store the shared matrix under either name (TinyStories-656K keeps
+  // only lm_head.weight and aliases the embedding to it in __metadata__).
+  const std::string& embedding = c.tied_embeddings && !tensors.find(embed) ? head : embed;
+
+  // Two passes over the same list: the first only checks presence, shape and dtype of
+  // every tensor, so a bad checkpoint fails before gigabytes are read and converted.
+  Weights<Scalar>& w = result.weights;
+  auto visit = [&](bool read) {
+    auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+      const io::SafetensorsFile& file = tensors.require(name);
+      file.check(name, {rows, cols});
+      return read ? file.template matrix<Scalar>(name) : RowMatrix<Scalar>();
+    };
+    auto vector = [&](const std::string& name, std::int64_t size) {
+      const io::SafetensorsFile& file = tensors.require(name);
+      file.check(name, {size});
+      return read ? file.template vector<Scalar>(name) : Vector<Scalar>();
+    };
+    w.token_embedding = matrix(embedding, V, D);
+    if (!c.tied_embeddings) w.output = matrix(head, V, D);
+    w.layers.assign(static_cast<std::size_t>(c.n_layers), LayerWeights<Scalar>());
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      LayerWeights<Scalar>& layer = w.layers[l];
+      layer.attention_norm = vector(p + "input_layernorm.weight", D);
+      layer.wq = matrix(p + "self_attn.q_proj.weight", Q, D);
+      layer.wk = matrix(p + "self_attn.k_proj.weight", K, D);
+      layer.wv = matrix(p + "self_attn.v_proj.weight", K, D);
+      layer.wo = matrix(p + "self_attn.o_proj.weight", D, Q);
+      if (c.attention_qkv_bias) {
+        layer.bq = vector(p + "self_attn.q_proj.bias", Q);
+        layer.bk = vector(p + "self_attn.k_proj.bias", K);
+        layer.bv = vector(p + "self_attn.v_proj.bias", K);
+      }
+      if (c.attention_out_bias) layer.bo = vector(p + "self_attn.o_proj.bias", D);
+      layer.mlp_norm = vector(p + "post_attention_layernorm.weight", D);
+      layer.w1 = matrix(p + "mlp.gate_proj.weight", I, D);
+      layer.w3 = matrix(p + "mlp.up_proj.weight", I, D);
+      layer.w2 = matrix(p + "mlp.down_proj.weight", D, I);
+      if (c.mlp_bias) {
+        layer.b1 = vector(p + "mlp.gate_proj.bias", I);
+        layer.b3 = vector(p + "mlp.up_proj.bias", I);
+        layer.b2 = vector(p + "mlp.down_proj.bias", D);
+      }
+    }
+    w.final_norm = vector("model.norm.weight", D);
+  };
+  visit(false);
+  visit(true);
+  w.validate(c);  // cannot fail for shapes checked above; guards future edits
+  return result;
+}
+
+}  // namespace io
+}  // namespace depass
