@@ -222,7 +222,7 @@ inline TensorInfo SafetensorsFile::parse_entry(const std::string& name, const de
       return v.get<std::uint64_t>();
     if (v.is_number_integer() && !v.is_number_unsigned() && v.get<std::int64_t>() >= 0)
       return static_cast<std::uint64_t>(v.get<std::int64_t>());
-    throw FormatError(where + ": " + what + " must be a non-negative integer, got " +
+    throw FormatError(where + ": " + what + " must be a non-negative integer below 2^63, got " +
                       detail::describe_json(v));
   };
 
