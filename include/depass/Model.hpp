@@ -23,8 +23,12 @@ namespace depass {
 enum class MlpSplit {
   Softmax,      ///< softmax over components of gate contribution / temperature (default)
   Argmax,       ///< whole neuron to the component with the largest gate contribution
-  Proportional  ///< signed share g_m / g; falls back to softmax where g == 0
+  Proportional  ///< signed share g_m / g; softmax where the g_m nearly cancel (see below)
 };
+
+/// Proportional split: where |sum g_m| <= this * sum |g_m| the signed shares would exceed
+/// 1/this in magnitude and rounding would break losslessness, so softmax is used there.
+constexpr double kProportionalCancelRatio = 1e-3;
 
 inline const char* to_string(MlpSplit split) {
   switch (split) {
@@ -362,12 +366,13 @@ class Model {
           return column[m * N + i] != Scalar(0) && !(m == cs.sink_component && i > 0);
         };
         Eigen::Index count = 0, best = -1;
-        Scalar peak = -std::numeric_limits<Scalar>::infinity(), total = 0;
+        Scalar peak = -std::numeric_limits<Scalar>::infinity(), total = 0, magnitude = 0;
         for (Eigen::Index m = 0; m < M; ++m) {
           if (!eligible(m)) continue;
           const Scalar g = column[m * N + i];
           ++count;
           total += g;
+          magnitude += std::abs(g);
           if (g > peak) { peak = g; best = m; }
         }
         for (Eigen::Index m = 0; m < M; ++m) weight[static_cast<std::size_t>(m)] = 0;
@@ -377,7 +382,8 @@ class Model {
           weight[static_cast<std::size_t>(cs.bias_component)] = 1;
         } else if (cs.split == MlpSplit::Argmax) {
           weight[static_cast<std::size_t>(best)] = 1;
-        } else if (cs.split == MlpSplit::Proportional && total != Scalar(0)) {
+        } else if (cs.split == MlpSplit::Proportional &&
+                   std::abs(total) > static_cast<Scalar>(kProportionalCancelRatio) * magnitude) {
           for (Eigen::Index m = 0; m < M; ++m)
             if (eligible(m)) weight[static_cast<std::size_t>(m)] = column[m * N + i] / total;
         } else {

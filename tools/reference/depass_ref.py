@@ -19,8 +19,10 @@ Per layer (x = the real hidden state, updated by the real forward):
              x += real MLP output.
   split rules: "softmax"      w = softmax(g_m / T) over eligible m (default T = 0.1)
                "argmax"       whole neuron to the eligible m with largest g_m (ties -> lowest m)
-               "proportional" w = g_m / sum_eligible g_m; where that sum is exactly 0 the
-                              softmax weights are used instead.
+               "proportional" w = g_m / sum_eligible g_m; where that sum nearly cancels,
+                              |sum g_m| <= CANCEL_RATIO * sum |g_m| over eligible m, the
+                              softmax weights are used instead (docs/method-choices.md: the
+                              signed shares would exceed 1/CANCEL_RATIO and amplify rounding).
 Output: logits_m = (C[m] * r_final * w_final) @ Wu^T; score of input token m for target t
 at position p = logits_m[p, t].
 
@@ -36,6 +38,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama  # noqa: E402
+
+
+# Proportional split: below this |sum g| / sum |g| the split falls back to softmax.
+CANCEL_RATIO = 1e-3
 
 
 def split_weights(gm, split="softmax", temperature=0.1, bos_sink=True):
@@ -65,8 +71,10 @@ def split_weights(gm, split="softmax", temperature=0.1, bos_sink=True):
         w = (idx == first).to(gm.dtype)
     elif split == "proportional":
         s = torch.where(elig, gm, torch.zeros_like(gm)).sum(dim=0, keepdim=True)
-        prop = torch.where(elig, gm, torch.zeros_like(gm)) / torch.where(s != 0, s, torch.ones_like(s))
-        w = torch.where(s != 0, prop, soft)
+        mag = torch.where(elig, gm.abs(), torch.zeros_like(gm)).sum(dim=0, keepdim=True)
+        ok = s.abs() > CANCEL_RATIO * mag
+        prop = torch.where(elig, gm, torch.zeros_like(gm)) / torch.where(ok, s, torch.ones_like(s))
+        w = torch.where(ok, prop, soft)
     else:
         raise ValueError(split)
     w = torch.where(elig, w, torch.zeros_like(w))
@@ -185,7 +193,8 @@ def depass_naive(model, ids, split="softmax", temperature=0.1, bos_sink=True):
                     wk = {best: 1.0}
                 else:
                     s = sum(vals[m] for m in el)
-                    wk = {m: vals[m] / s for m in el} if s != 0 else soft
+                    mag = sum(abs(vals[m]) for m in el)
+                    wk = {m: vals[m] / s for m in el} if abs(s) > CANCEL_RATIO * mag else soft
                 for m, wv in wk.items():
                     W[m, i, k] = wv
         comps = [comps[m] + (W[m] * a) @ L["w2"].T for m in range(M)]
