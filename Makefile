@@ -52,6 +52,12 @@ demo: deps models build
 	@test -x $(BUILD_DIR)/bin/depass || { echo "demo: $(BUILD_DIR)/bin/depass was not built (examples/depass/ missing?)"; exit 1; }
 	$(BUILD_DIR)/bin/depass generate --model models/stories260K/stories260K.bin \
 	  --tokenizer models/stories260K/tok512.bin --prompt "Once upon a time" --max-new 200
+	@echo
+	@echo "Which input tokens made the model predict the next word? (token-level DePass)"
+	$(BUILD_DIR)/bin/depass tokens --model models/stories260K/stories260K.bin \
+	  --tokenizer models/stories260K/tok512.bin \
+	  --prompt "Once upon a time there was a little girl named Lily. She loved to play with her" \
+	  --json $(BUILD_DIR)/demo-tokens.json
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -1,0 +1,11 @@
+#pragma once
+// Everything in one include: models, loaders, tokenizers and the DePass engine.
+
+#include "ComponentTensor.hpp"
+#include "Config.hpp"
+#include "Decomposer.hpp"
+#include "Error.hpp"
+#include "Model.hpp"
+#include "Tokenizer.hpp"
+#include "Weights.hpp"
+#include "io/Load.hpp"
