@@ -583,6 +583,10 @@ TEST_CASE("huggingface: missing directories and files are I/O errors naming the 
   CHECK_THAT(io_error([&] { io::load_huggingface<float>(dir.path("noconfig")); }),
              Contains(dir.path("noconfig/config.json")));
 
+  dir.write("dirconfig/config.json/x", "x");  // config.json that is a directory
+  CHECK_THAT(io_error([&] { io::load_huggingface<float>(dir.path("dirconfig")); }),
+             Contains("config.json': it is a directory"));
+
   dir.write("noweights/config.json", tiny_config().dump());
   dir.write("noweights/pytorch_model.bin", "pickle");
   CHECK_THAT(io_error([&] { io::load_huggingface<float>(dir.path("noweights")); }),

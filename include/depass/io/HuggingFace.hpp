@@ -43,7 +43,7 @@ class HuggingFaceTensors {
                                "': no model.safetensors or model.safetensors.index.json" + hint);
     }
     result.where_ = index.string();
-    const Json json = parse_json(read_file(index.string()), index.string());
+    const Json json = parse_json(read_regular_file(index.string()), index.string());
     if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
       throw FormatError(index.string() + ": missing or malformed 'weight_map' object");
     for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
@@ -119,7 +119,7 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   Checkpoint<Scalar> result;
   result.config = detail::parse_huggingface_config(
-      detail::parse_json(detail::read_file(config_path), config_path), config_path);
+      detail::parse_json(detail::read_regular_file(config_path), config_path), config_path);
   const Config& c = result.config;
   const auto tensors = detail::HuggingFaceTensors::open(dir);
 

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "../../Error.hpp"
+#include "../File.hpp"
 
 namespace depass {
 namespace detail {
@@ -29,6 +30,13 @@ inline std::uint64_t regular_file_size(const std::string& path) {
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) throw std::runtime_error("cannot determine the size of '" + path + "'");
   return static_cast<std::uint64_t>(size);
+}
+
+/// detail::read_file for a path that must be a regular file. read_file alone, given a
+/// directory, sees a bogus size from tellg and fails with std::length_error.
+inline std::string read_regular_file(const std::string& path) {
+  regular_file_size(path);
+  return read_file(path);
 }
 
 /// A regular file opened for bounded random-access reads.

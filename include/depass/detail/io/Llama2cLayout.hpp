@@ -85,9 +85,11 @@ struct Llama2cArray {
 /// though validate() bounds the fields, so a relaxed bound later cannot silently overflow.
 inline std::vector<Llama2cArray> llama2c_layout(const Llama2cHeader& header, const std::string& path) {
   const Config& c = header.config;
-  const std::uint64_t D = c.dim, I = c.hidden_dim, L = c.n_layers, V = c.vocab_size,
-                      Q = c.q_width(), K = c.kv_width(), S = c.max_seq_len,
-                      half = c.head_dim / 2;
+  // All positive: parse_llama2c_header ran validate().
+  auto u = [](int value) { return static_cast<std::uint64_t>(value); };
+  const std::uint64_t D = u(c.dim), I = u(c.hidden_dim), L = u(c.n_layers), V = u(c.vocab_size),
+                      Q = u(c.q_width()), K = u(c.kv_width()), S = u(c.max_seq_len),
+                      half = u(c.head_dim / 2);
   std::vector<Llama2cArray> arrays;
   std::uint64_t offset = llama2c_header_size;
   auto add = [&](const char* name, std::vector<std::uint64_t> dims) {
