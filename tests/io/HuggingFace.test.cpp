@@ -2,14 +2,13 @@
 // directories (single file and sharded) whose every tensor carries a recognisable value
 // pattern, and hostile configs, tensors and indexes.
 
-#include "IoTestHelpers.hpp"
-#include "TestSupport.hpp"
-
 #include <algorithm>
 #include <cstdio>
+#include <depass/io/HuggingFace.hpp>
 #include <filesystem>
 
-#include <depass/io/HuggingFace.hpp>
+#include "IoTestHelpers.hpp"
+#include "TestSupport.hpp"
 
 using namespace depass;
 using namespace depass::test;
@@ -159,9 +158,9 @@ template <typename T>
 void check_all_weights(const Checkpoint<T>& ck, const HfTensors& t) {
   const Config& c = ck.config;
   const auto& w = ck.weights;
-  CHECK(holds(w.token_embedding, t,
-              t.base.count("model.embed_tokens.weight") ? "model.embed_tokens.weight"
-                                                        : "lm_head.weight"));
+  CHECK(holds(
+      w.token_embedding, t,
+      t.base.count("model.embed_tokens.weight") ? "model.embed_tokens.weight" : "lm_head.weight"));
   if (!c.tied_embeddings) CHECK(holds(w.output, t, "lm_head.weight"));
   REQUIRE(w.layers.size() == static_cast<std::size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
@@ -306,8 +305,8 @@ TEST_CASE("huggingface: tied embeddings under either name", "[io][hf]") {
 TEST_CASE("huggingface: defaults for optional fields", "[io][hf]") {
   TempDir dir;
   json cfg = tiny_config();
-  for (const char* key : {"num_key_value_heads", "rope_theta", "tie_word_embeddings", "hidden_act",
-                          "rope_scaling"})
+  for (const char* key :
+       {"num_key_value_heads", "rope_theta", "tie_word_embeddings", "hidden_act", "rope_scaling"})
     cfg.erase(key);
   cfg["head_dim"] = nullptr;  // null means "default", as transformers writes it
   const HfTensors t = hf_tensors(cfg);
@@ -322,7 +321,7 @@ TEST_CASE("huggingface: defaults for optional fields", "[io][hf]") {
 TEST_CASE("huggingface: explicit head_dim decouples q width from hidden size", "[io][hf]") {
   TempDir dir;
   json cfg = tiny_config();
-  cfg["head_dim"] = 6;  // q_proj is [24, 16], k/v [12, 16], o [16, 24]
+  cfg["head_dim"] = 6;                               // q_proj is [24, 16], k/v [12, 16], o [16, 24]
   cfg["rope_scaling"] = {{"rope_type", "default"}};  // plain RoPE spelled out
   const HfTensors t = hf_tensors(cfg);
   const auto ck = io::load_huggingface<float>(write_hf(dir, "m", cfg, t));
@@ -375,21 +374,24 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   json cfg = tiny_config();
 
   SECTION("missing required fields") {
-    for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers",
-                            "num_attention_heads", "vocab_size", "max_position_embeddings",
-                            "rms_norm_eps", "model_type"}) {
+    for (const char* key :
+         {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+          "vocab_size", "max_position_embeddings", "rms_norm_eps", "model_type"}) {
       json c = cfg;
       c.erase(key);
       INFO(key);
-      CHECK_THAT(error_with(c), Contains("config.json: missing required field '" + std::string(key) + "'"));
+      CHECK_THAT(error_with(c),
+                 Contains("config.json: missing required field '" + std::string(key) + "'"));
     }
   }
   SECTION("wrong types") {
     cfg["hidden_size"] = "abc";
-    CHECK_THAT(error_with(cfg), Contains("config.json: field 'hidden_size' must be an integer, got string \"abc\""));
+    CHECK_THAT(error_with(cfg),
+               Contains("config.json: field 'hidden_size' must be an integer, got string \"abc\""));
     cfg = tiny_config();
     cfg["num_hidden_layers"] = 2.5;
-    CHECK_THAT(error_with(cfg), Contains("field 'num_hidden_layers' must be an integer, got number 2.5"));
+    CHECK_THAT(error_with(cfg),
+               Contains("field 'num_hidden_layers' must be an integer, got number 2.5"));
     cfg = tiny_config();
     cfg["rms_norm_eps"] = "small";
     CHECK_THAT(error_with(cfg), Contains("field 'rms_norm_eps' must be a number"));
@@ -410,7 +412,8 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   }
   SECTION("unsupported model_type") {
     cfg["model_type"] = "gpt2";
-    CHECK_THAT(error_with(cfg), Contains("unsupported model_type 'gpt2' (supported: llama, mistral)"));
+    CHECK_THAT(error_with(cfg),
+               Contains("unsupported model_type 'gpt2' (supported: llama, mistral)"));
   }
   SECTION("unsupported activation") {
     cfg["hidden_act"] = "gelu";
@@ -418,7 +421,8 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   }
   SECTION("rope scaling") {
     cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
-    CHECK_THAT(error_with(cfg), Contains("config.json: rope_scaling type llama3 is not supported yet"));
+    CHECK_THAT(error_with(cfg),
+               Contains("config.json: rope_scaling type llama3 is not supported yet"));
     cfg["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
     CHECK_THAT(error_with(cfg), Contains("rope_scaling type linear is not supported yet"));
     cfg["rope_scaling"] = "yes";
@@ -426,7 +430,8 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   }
   SECTION("values rejected by Config::validate") {
     cfg["num_key_value_heads"] = 3;
-    CHECK_THAT(error_with(cfg), Contains("config.json: Config: n_heads (4) must be a multiple of n_kv_heads (3)"));
+    CHECK_THAT(error_with(cfg),
+               Contains("config.json: Config: n_heads (4) must be a multiple of n_kv_heads (3)"));
     cfg = tiny_config();
     cfg["vocab_size"] = 0;
     CHECK_THAT(error_with(cfg), Contains("vocab_size = 0 is out of range"));
@@ -436,7 +441,8 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   }
   SECTION("heads not dividing the hidden size without head_dim") {
     cfg["hidden_size"] = 18;
-    CHECK_THAT(error_with(cfg), Contains("num_attention_heads (4) does not divide hidden_size (18)"));
+    CHECK_THAT(error_with(cfg),
+               Contains("num_attention_heads (4) does not divide hidden_size (18)"));
   }
   SECTION("config.json is not JSON or not an object") {
     dir.write("m/config.json", "{\"model_type\": \"llama\",");
@@ -461,26 +467,32 @@ TEST_CASE("huggingface: tensors that disagree with the config", "[io][hf][hostil
     StTensor& q = t.at("model.layers.0.self_attn.q_proj.weight");
     q.shape = {8, 16};
     q.bytes = f32_bytes(pattern(1.0f, 8 * 16));
-    CHECK_THAT(error_with(cfg, t),
-               Contains("model.safetensors: tensor 'model.layers.0.self_attn.q_proj.weight' has shape "
-                        "[8, 16], expected [16, 16]"));
+    CHECK_THAT(
+        error_with(cfg, t),
+        Contains("model.safetensors: tensor 'model.layers.0.self_attn.q_proj.weight' has shape "
+                 "[8, 16], expected [16, 16]"));
   }
   SECTION("config vocabulary larger than the embedding") {
     json c = cfg;
     c["vocab_size"] = 12;
-    CHECK_THAT(error_with(c, t),
-               Contains("tensor 'model.embed_tokens.weight' has shape [10, 16], expected [12, 16]"));
+    CHECK_THAT(
+        error_with(c, t),
+        Contains("tensor 'model.embed_tokens.weight' has shape [10, 16], expected [12, 16]"));
   }
   SECTION("transposed matrix") {
     StTensor& down = t.at("model.layers.1.mlp.down_proj.weight");
     down.shape = {24, 16};
-    CHECK_THAT(error_with(cfg, t),
-               Contains("tensor 'model.layers.1.mlp.down_proj.weight' has shape [24, 16], expected [16, 24]"));
+    CHECK_THAT(
+        error_with(cfg, t),
+        Contains(
+            "tensor 'model.layers.1.mlp.down_proj.weight' has shape [24, 16], expected [16, 24]"));
   }
   SECTION("missing tensor") {
     t.drop("model.layers.1.post_attention_layernorm.weight");
-    CHECK_THAT(error_with(cfg, t),
-               Contains("model.safetensors: missing tensor 'model.layers.1.post_attention_layernorm.weight'"));
+    CHECK_THAT(
+        error_with(cfg, t),
+        Contains(
+            "model.safetensors: missing tensor 'model.layers.1.post_attention_layernorm.weight'"));
   }
   SECTION("untied checkpoint without lm_head") {
     t.drop("lm_head.weight");
@@ -506,7 +518,8 @@ TEST_CASE("huggingface: tensors that disagree with the config", "[io][hf][hostil
   SECTION("unsupported dtype is caught before any tensor is read") {
     StTensor& norm = t.at("model.norm.weight");
     norm.dtype = "I32";
-    CHECK_THAT(error_with(cfg, t), Contains("unsupported dtype 'I32' for tensor 'model.norm.weight'"));
+    CHECK_THAT(error_with(cfg, t),
+               Contains("unsupported dtype 'I32' for tensor 'model.norm.weight'"));
   }
   SECTION("corrupt weights file") {
     dir.write("m/config.json", cfg.dump());
@@ -540,20 +553,25 @@ TEST_CASE("huggingface: hostile shard indexes", "[io][hf][hostile]") {
         idx["weight_map"]["model.norm.weight"] == "model-00001-of-00002.safetensors"
             ? "model-00002-of-00002.safetensors"
             : "model-00001-of-00002.safetensors";
-    CHECK_THAT(error_with_index(idx), Contains("weight_map maps tensor 'model.norm.weight' to shard"));
+    CHECK_THAT(error_with_index(idx),
+               Contains("weight_map maps tensor 'model.norm.weight' to shard"));
     CHECK_THAT(error_with_index(idx), Contains("which does not contain it"));
   }
   SECTION("tensor absent from the weight_map") {
     json idx = index;
     idx["weight_map"].erase("model.layers.0.mlp.up_proj.weight");
-    CHECK_THAT(error_with_index(idx),
-               Contains("model.safetensors.index.json: missing tensor 'model.layers.0.mlp.up_proj.weight'"));
+    CHECK_THAT(
+        error_with_index(idx),
+        Contains(
+            "model.safetensors.index.json: missing tensor 'model.layers.0.mlp.up_proj.weight'"));
   }
   SECTION("malformed index") {
-    CHECK_THAT(error_with_index(json{{"metadata", json::object()}}), Contains("missing or malformed 'weight_map'"));
+    CHECK_THAT(error_with_index(json{{"metadata", json::object()}}),
+               Contains("missing or malformed 'weight_map'"));
     json idx = index;
     idx["weight_map"]["model.norm.weight"] = 3;
-    CHECK_THAT(error_with_index(idx), Contains("weight_map entry for 'model.norm.weight' must be a file name"));
+    CHECK_THAT(error_with_index(idx),
+               Contains("weight_map entry for 'model.norm.weight' must be a file name"));
     idx = index;
     idx["weight_map"]["model.norm.weight"] = "../outside.safetensors";
     CHECK_THAT(error_with_index(idx), Contains("invalid shard name '../outside.safetensors'"));
@@ -570,8 +588,7 @@ TEST_CASE("huggingface: hostile shard indexes", "[io][hf][hostile]") {
   }
 }
 
-TEST_CASE("huggingface: missing directories and files are I/O errors naming the path",
-          "[io][hf]") {
+TEST_CASE("huggingface: missing directories and files are I/O errors naming the path", "[io][hf]") {
   TempDir dir;
   const std::string missing = dir.path("nowhere");
   CHECK_THAT(io_error([&] { io::load_huggingface<float>(missing); }),

@@ -4,18 +4,15 @@
 // loaders against an independent description of each format.
 
 #include <catch2/catch.hpp>
-
 #include <cstdint>
 #include <cstring>
+#include <depass/Error.hpp>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include <depass/Error.hpp>
 
 namespace depass {
 namespace test {

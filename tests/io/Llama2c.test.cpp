@@ -1,14 +1,13 @@
 // llama2.c legacy checkpoints: the real stories260K file, a synthetic file whose every
 // float encodes its own position, and hostile headers and sizes.
 
-#include "IoTestHelpers.hpp"
-#include "TestSupport.hpp"
-
 #include <climits>
-#include <filesystem>
-
 #include <depass/io/Llama2c.hpp>
 #include <depass/io/Load.hpp>
+#include <filesystem>
+
+#include "IoTestHelpers.hpp"
+#include "TestSupport.hpp"
 
 using namespace depass;
 using namespace depass::test;
@@ -19,16 +18,16 @@ namespace {
 // Offsets in floats after the 28-byte header, worked out by hand from the format.
 constexpr std::uint64_t kD = 64, kI = 172, kL = 5, kV = 512, kQ = 64, kK = 32;
 constexpr std::uint64_t kEmb = 0;
-constexpr std::uint64_t kRmsAtt = kEmb + kV * kD;     // 32768
-constexpr std::uint64_t kWq = kRmsAtt + kL * kD;      // 33088
-constexpr std::uint64_t kWk = kWq + kL * kQ * kD;     // 53568
-constexpr std::uint64_t kWv = kWk + kL * kK * kD;     // 63808
-constexpr std::uint64_t kWo = kWv + kL * kK * kD;     // 74048
-constexpr std::uint64_t kRmsFfn = kWo + kL * kD * kQ; // 94528
-constexpr std::uint64_t kW1 = kRmsFfn + kL * kD;      // 94848
-constexpr std::uint64_t kW2 = kW1 + kL * kI * kD;     // 149888
-constexpr std::uint64_t kW3 = kW2 + kL * kD * kI;     // 204928
-constexpr std::uint64_t kRmsFinal = kW3 + kL * kI * kD;  // 259968
+constexpr std::uint64_t kRmsAtt = kEmb + kV * kD;             // 32768
+constexpr std::uint64_t kWq = kRmsAtt + kL * kD;              // 33088
+constexpr std::uint64_t kWk = kWq + kL * kQ * kD;             // 53568
+constexpr std::uint64_t kWv = kWk + kL * kK * kD;             // 63808
+constexpr std::uint64_t kWo = kWv + kL * kK * kD;             // 74048
+constexpr std::uint64_t kRmsFfn = kWo + kL * kD * kQ;         // 94528
+constexpr std::uint64_t kW1 = kRmsFfn + kL * kD;              // 94848
+constexpr std::uint64_t kW2 = kW1 + kL * kI * kD;             // 149888
+constexpr std::uint64_t kW3 = kW2 + kL * kD * kI;             // 204928
+constexpr std::uint64_t kRmsFinal = kW3 + kL * kI * kD;       // 259968
 constexpr std::uint64_t kEnd = kRmsFinal + kD + 2 * 512 * 4;  // + freq_cis_real/imag [512, 4]
 
 float raw_weight(const std::string& path, std::uint64_t float_index) {
@@ -110,7 +109,7 @@ TEST_CASE("llama2.c: float and double loads agree exactly", "[io][llama2c]") {
 TEMPLATE_TEST_CASE("llama2.c: synthetic file maps every array to the right weight", "[io][llama2c]",
                    float, double) {
   TempDir dir;
-  Llama2cShape s;  // dim 8, hidden 12, 2 layers, 2 heads, 1 kv head, vocab 10, seq 4
+  Llama2cShape s;      // dim 8, hidden 12, 2 layers, 2 heads, 1 kv head, vocab 10, seq 4
   s.vocab_size = -10;  // negative: a separate classifier follows
   const std::string path = dir.write("model.bin", llama2c_file(s));
   const auto ck = io::load_llama2c<TestType>(path);
@@ -173,9 +172,7 @@ TEST_CASE("llama2.c: truncated files name the array that is cut", "[io][llama2c]
   SECTION("empty file") {
     CHECK_THAT(cut(0), Contains("too short for the 28-byte llama2.c header"));
   }
-  SECTION("header only") {
-    CHECK_THAT(cut(28), Contains("truncated: array 'token_embedding'"));
-  }
+  SECTION("header only") { CHECK_THAT(cut(28), Contains("truncated: array 'token_embedding'")); }
   SECTION("mid-embedding") {
     const std::string msg = cut(28 + 4 * 40 + 2);
     CHECK_THAT(msg, Contains("truncated: array 'token_embedding'") && Contains("[10, 8]") &&
@@ -266,12 +263,12 @@ TEST_CASE("llama2.c: trailing bytes are refused", "[io][llama2c][hostile]") {
   TempDir dir;
   Llama2cShape s;  // shared classifier: the file ends with freq_cis_imag
   const std::string path = dir.write("long.bin", llama2c_file(s) + "junk");
-  CHECK_THAT(format_error([&] { io::load_llama2c<float>(path); }),
-             Contains("long.bin") && Contains("4 trailing bytes after the last array 'freq_cis_imag'"));
+  CHECK_THAT(
+      format_error([&] { io::load_llama2c<float>(path); }),
+      Contains("long.bin") && Contains("4 trailing bytes after the last array 'freq_cis_imag'"));
   // A shared-classifier header followed by a classifier anyway is also surplus.
   const std::string extra = dir.write("extra.bin", llama2c_file(s) + std::string(4 * 80, '\0'));
-  CHECK_THAT(format_error([&] { io::load_llama2c<float>(extra); }),
-             Contains("320 trailing bytes"));
+  CHECK_THAT(format_error([&] { io::load_llama2c<float>(extra); }), Contains("320 trailing bytes"));
 }
 
 TEST_CASE("llama2.c: missing files are I/O errors naming the path", "[io][llama2c]") {

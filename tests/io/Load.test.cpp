@@ -1,10 +1,10 @@
 // detect_format and load_checkpoint: each kind of input is recognised and dispatched, and
 // the inputs we cannot load fail with a message that says why.
 
+#include <depass/io/Load.hpp>
+
 #include "IoTestHelpers.hpp"
 #include "TestSupport.hpp"
-
-#include <depass/io/Load.hpp>
 
 using namespace depass;
 using namespace depass::test;
@@ -13,15 +13,16 @@ using io::Format;
 namespace {
 
 json small_config() {
-  return json{{"model_type", "llama"},        {"hidden_size", 8},
-              {"intermediate_size", 4},       {"num_hidden_layers", 1},
-              {"num_attention_heads", 2},     {"vocab_size", 3},
-              {"max_position_embeddings", 8}, {"rms_norm_eps", 1e-6},
-              {"tie_word_embeddings", true}};
+  return json{
+      {"model_type", "llama"},        {"hidden_size", 8},         {"intermediate_size", 4},
+      {"num_hidden_layers", 1},       {"num_attention_heads", 2}, {"vocab_size", 3},
+      {"max_position_embeddings", 8}, {"rms_norm_eps", 1e-6},     {"tie_word_embeddings", true}};
 }
 
 std::string write_small_hf(const TempDir& dir, const std::string& sub) {
-  auto zeros = [](std::int64_t n) { return f32_bytes(std::vector<float>(static_cast<std::size_t>(n), 0.5f)); };
+  auto zeros = [](std::int64_t n) {
+    return f32_bytes(std::vector<float>(static_cast<std::size_t>(n), 0.5f));
+  };
   const std::string p = "model.layers.0.";
   dir.write(sub + "/config.json", small_config().dump());
   dir.write(sub + "/model.safetensors",
@@ -113,7 +114,8 @@ TEST_CASE("load_checkpoint: the real models", "[io][format]") {
 
 TEST_CASE("load_checkpoint: formats it cannot load say so", "[io][format][hostile]") {
   TempDir dir;
-  const std::string gguf = dir.write("m.gguf", std::string("GGUF\3\0\0\0", 8) + std::string(64, '\0'));
+  const std::string gguf =
+      dir.write("m.gguf", std::string("GGUF\3\0\0\0", 8) + std::string(64, '\0'));
   CHECK_THAT(format_error([&] { io::load_checkpoint<float>(gguf); }),
              Contains("m.gguf") && Contains("GGUF support is not implemented yet"));
 

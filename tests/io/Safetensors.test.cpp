@@ -1,14 +1,13 @@
 // safetensors: element conversion (F16/BF16/F32/F64 to float and double, including the
 // awkward values), header validation against hostile inputs, and the real TinyStories file.
 
-#include "IoTestHelpers.hpp"
-#include "TestSupport.hpp"
-
 #include <cmath>
+#include <depass/io/Safetensors.hpp>
 #include <filesystem>
 #include <limits>
 
-#include <depass/io/Safetensors.hpp>
+#include "IoTestHelpers.hpp"
+#include "TestSupport.hpp"
 
 using namespace depass;
 using namespace depass::test;
@@ -49,7 +48,7 @@ TEST_CASE("safetensors: half_to_float decodes every binary16 value", "[io][safet
   const Case cases[] = {
       {0x0000, 0.0},
       {0x8000, -0.0},
-      {0x0001, std::ldexp(1.0, -24)},         // smallest subnormal
+      {0x0001, std::ldexp(1.0, -24)},  // smallest subnormal
       {0x8001, -std::ldexp(1.0, -24)},
       {0x03FF, 1023 * std::ldexp(1.0, -24)},  // largest subnormal
       {0x0400, std::ldexp(1.0, -14)},         // smallest normal
@@ -57,7 +56,7 @@ TEST_CASE("safetensors: half_to_float decodes every binary16 value", "[io][safet
       {0x3C01, 1.0 + std::ldexp(1.0, -10)},
       {0xC000, -2.0},
       {0x3555, 0.333251953125},
-      {0x7BFF, 65504.0},                      // largest finite
+      {0x7BFF, 65504.0},  // largest finite
       {0xFBFF, -65504.0},
       {0x7C00, inf},
       {0xFC00, -inf},
@@ -100,8 +99,8 @@ TEST_CASE("safetensors: bf16_to_float is the top half of a float", "[io][safeten
     CHECK(bits_of(detail::bf16_to_float(static_cast<std::uint16_t>(b))) == b << 16);
 }
 
-TEMPLATE_TEST_CASE("safetensors: F16, BF16, F32 and F64 tensors convert exactly", "[io][safetensors]",
-                   float, double) {
+TEMPLATE_TEST_CASE("safetensors: F16, BF16, F32 and F64 tensors convert exactly",
+                   "[io][safetensors]", float, double) {
   using T = TestType;
   const double inf = std::numeric_limits<double>::infinity();
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -110,23 +109,22 @@ TEMPLATE_TEST_CASE("safetensors: F16, BF16, F32 and F64 tensors convert exactly"
   // Values chosen to cover signed zero, subnormals, infinities and NaN in each encoding.
   const std::vector<std::uint16_t> f16 = {0x0000, 0x8000, 0x0001, 0x03FF, 0x3C00, 0xC000,
                                           0x7BFF, 0x7C00, 0xFC00, 0x7E00, 0x3555, 0x8001};
-  const std::vector<double> f16_values = {0.0,     -0.0, std::ldexp(1.0, -24), 1023 * std::ldexp(1.0, -24),
-                                          1.0,     -2.0, 65504.0,              inf,
-                                          -inf,    nan,  0.333251953125,       -std::ldexp(1.0, -24)};
+  const std::vector<double> f16_values = {
+      0.0,  -0.0, std::ldexp(1.0, -24), 1023 * std::ldexp(1.0, -24), 1.0, -2.0, 65504.0, inf,
+      -inf, nan,  0.333251953125,       -std::ldexp(1.0, -24)};
   const std::vector<std::uint16_t> bf16 = {0x3F80, 0xC040, 0x8000, 0x0001, 0x7F80, 0xFF80};
-  const std::vector<double> bf16_values = {1.0, -3.0, -0.0, static_cast<double>(float_from_bits(0x00010000u)),
-                                           inf, -inf};
+  const std::vector<double> bf16_values = {
+      1.0, -3.0, -0.0, static_cast<double>(float_from_bits(0x00010000u)), inf, -inf};
   const std::vector<float> f32 = {0.1f, -0.0f, tiny, -tiny, static_cast<float>(inf), 3.5f};
   const std::vector<double> f64 = {0.1, -0.0, 1e-300, -2.5};
 
   TempDir dir;
-  const std::string path = dir.write(
-      "conv.safetensors",
-      safetensors_file({{"half", "F16", {3, 4}, u16_bytes(f16)},
-                        {"brain", "BF16", {6}, u16_bytes(bf16)},
-                        {"single", "F32", {2, 3}, f32_bytes(f32)},
-                        {"double", "F64", {4}, f64_bytes(f64)}},
-                       json{{"format", "pt"}}));
+  const std::string path =
+      dir.write("conv.safetensors", safetensors_file({{"half", "F16", {3, 4}, u16_bytes(f16)},
+                                                      {"brain", "BF16", {6}, u16_bytes(bf16)},
+                                                      {"single", "F32", {2, 3}, f32_bytes(f32)},
+                                                      {"double", "F64", {4}, f64_bytes(f64)}},
+                                                     json{{"format", "pt"}}));
   const auto file = io::SafetensorsFile::open(path);
   CHECK(file.names() == std::vector<std::string>{"brain", "double", "half", "single"});
   CHECK(file.contains("half"));
@@ -172,10 +170,11 @@ TEMPLATE_TEST_CASE("safetensors: F16, BF16, F32 and F64 tensors convert exactly"
 TEST_CASE("safetensors: large tensors convert across scratch-buffer chunks", "[io][safetensors]") {
   // 200000 elements > the 65536-element conversion chunk.
   std::vector<std::uint16_t> bits(200000);
-  for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<std::uint16_t>(0x3C00 + i % 1024);
+  for (std::size_t i = 0; i < bits.size(); ++i)
+    bits[i] = static_cast<std::uint16_t>(0x3C00 + i % 1024);
   TempDir dir;
-  const std::string path = dir.write(
-      "big.safetensors", safetensors_file({{"x", "F16", {400, 500}, u16_bytes(bits)}}));
+  const std::string path =
+      dir.write("big.safetensors", safetensors_file({{"x", "F16", {400, 500}, u16_bytes(bits)}}));
   const auto m = io::SafetensorsFile::open(path).matrix<double>("x");
   bool all = true;
   for (std::size_t i = 0; i < bits.size(); ++i)
@@ -215,14 +214,15 @@ TEST_CASE("safetensors: hostile headers", "[io][safetensors][hostile]") {
   const std::string f32x2 = f32_bytes({1.0f, 2.0f});
 
   SECTION("file shorter than the length prefix") {
-    CHECK_THAT(open_error("abc"),
-               Contains("bad.safetensors") && Contains("too small for the 8-byte safetensors header"));
+    CHECK_THAT(open_error("abc"), Contains("bad.safetensors") &&
+                                      Contains("too small for the 8-byte safetensors header"));
   }
   SECTION("header length beyond the file") {
     std::string bytes;
     append_le<std::uint64_t>(bytes, 1000);
     bytes += "{}";
-    CHECK_THAT(open_error(bytes), Contains("header length 1000 exceeds the 2 bytes that follow it"));
+    CHECK_THAT(open_error(bytes),
+               Contains("header length 1000 exceeds the 2 bytes that follow it"));
     bytes.clear();
     append_le<std::uint64_t>(bytes, ~std::uint64_t(0));
     CHECK_THAT(open_error(bytes + "{}"), Contains("exceeds the 2 bytes that follow it"));
@@ -256,21 +256,25 @@ TEST_CASE("safetensors: hostile headers", "[io][safetensors][hostile]") {
                Contains("dtype must be a string"));
     CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":2,"data_offsets":[0,8]})", f32x2)),
                Contains("shape must be an array"));
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})", f32x2)),
-               Contains("data_offsets must be an array [begin, end]"));
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[2],"data_offsets":["0",8]})", f32x2)),
-               Contains("data_offsets begin must be a non-negative integer"));
+    CHECK_THAT(
+        open_error(one_tensor(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})", f32x2)),
+        Contains("data_offsets must be an array [begin, end]"));
+    CHECK_THAT(
+        open_error(one_tensor(R"({"dtype":"F32","shape":[2],"data_offsets":["0",8]})", f32x2)),
+        Contains("data_offsets begin must be a non-negative integer"));
   }
   SECTION("data_offsets beyond the data") {
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})", f32x2)),
-               Contains("tensor 't': data_offsets [0, 16] reach beyond the 8-byte data section"));
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[2],"data_offsets":[0,9223372036854775807]})",
-                                     f32x2)),
-               Contains("reach beyond the 8-byte data section"));
+    CHECK_THAT(
+        open_error(one_tensor(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})", f32x2)),
+        Contains("tensor 't': data_offsets [0, 16] reach beyond the 8-byte data section"));
     CHECK_THAT(open_error(one_tensor(
-                   R"({"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,18446744073709551615]})",
-                   f32x2)),
-               Contains("data_offsets begin must be a non-negative integer below 2^63"));
+                   R"({"dtype":"F32","shape":[2],"data_offsets":[0,9223372036854775807]})", f32x2)),
+               Contains("reach beyond the 8-byte data section"));
+    CHECK_THAT(
+        open_error(one_tensor(
+            R"({"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,18446744073709551615]})",
+            f32x2)),
+        Contains("data_offsets begin must be a non-negative integer below 2^63"));
   }
   SECTION("data_offsets end before begin") {
     CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})", f32x2)),
@@ -283,23 +287,28 @@ TEST_CASE("safetensors: hostile headers", "[io][safetensors][hostile]") {
                Contains("shape [2] of dtype F16 needs 4"));
   }
   SECTION("negative or non-integer shape") {
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", f32x2)),
-               Contains("shape dimension must be a non-negative integer below 2^63, got number -2"));
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})", f32x2)),
-               Contains("shape dimension must be a non-negative integer"));
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[1e30],"data_offsets":[0,8]})", f32x2)),
-               Contains("shape dimension must be a non-negative integer"));
+    CHECK_THAT(
+        open_error(one_tensor(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", f32x2)),
+        Contains("shape dimension must be a non-negative integer below 2^63, got number -2"));
+    CHECK_THAT(
+        open_error(one_tensor(R"({"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})", f32x2)),
+        Contains("shape dimension must be a non-negative integer"));
+    CHECK_THAT(
+        open_error(one_tensor(R"({"dtype":"F32","shape":[1e30],"data_offsets":[0,8]})", f32x2)),
+        Contains("shape dimension must be a non-negative integer"));
   }
   SECTION("huge shapes overflow instead of allocating") {
-    CHECK_THAT(open_error(one_tensor(
-                   R"({"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]})", f32x2)),
-               Contains("has too many elements"));
+    CHECK_THAT(
+        open_error(one_tensor(
+            R"({"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]})",
+            f32x2)),
+        Contains("has too many elements"));
     // 2^62 elements fit in 64 bits, their 2^64 bytes do not.
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,8]})",
-                                     f32x2)),
+    CHECK_THAT(open_error(one_tensor(
+                   R"({"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,8]})", f32x2)),
                Contains("has too many elements"));
-    CHECK_THAT(open_error(one_tensor(R"({"dtype":"F32","shape":[1099511627776],"data_offsets":[0,8]})",
-                                     f32x2)),
+    CHECK_THAT(open_error(one_tensor(
+                   R"({"dtype":"F32","shape":[1099511627776],"data_offsets":[0,8]})", f32x2)),
                Contains("needs 4398046511104"));
   }
   SECTION("duplicate tensor names") {
@@ -311,12 +320,13 @@ TEST_CASE("safetensors: hostile headers", "[io][safetensors][hostile]") {
 
 TEST_CASE("safetensors: unsupported dtypes are refused when read", "[io][safetensors][hostile]") {
   TempDir dir;
-  const std::string path = dir.write(
-      "dtypes.safetensors",
-      raw_safetensors(R"({"q":{"dtype":"I8","shape":[4],"data_offsets":[0,4]},)"
-                      R"("f8":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]},)"
-                      R"("odd":{"dtype":"Q4_K","shape":[1099511627776,1024],"data_offsets":[0,4]}})",
-                      "abcd"));
+  const std::string path =
+      dir.write("dtypes.safetensors",
+                raw_safetensors(
+                    R"({"q":{"dtype":"I8","shape":[4],"data_offsets":[0,4]},)"
+                    R"("f8":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]},)"
+                    R"("odd":{"dtype":"Q4_K","shape":[1099511627776,1024],"data_offsets":[0,4]}})",
+                    "abcd"));
   // Opening succeeds: a checkpoint may hold tensors we never need.
   const auto file = io::SafetensorsFile::open(path);
   CHECK_THAT(format_error([&] { file.vector<float>("q"); }),

@@ -15,11 +15,16 @@ enum class Format { Llama2c, HuggingFace, Safetensors, GGUF, Unknown };
 
 inline const char* to_string(Format format) {
   switch (format) {
-    case Format::Llama2c: return "llama2.c";
-    case Format::HuggingFace: return "Hugging Face";
-    case Format::Safetensors: return "safetensors";
-    case Format::GGUF: return "GGUF";
-    case Format::Unknown: break;
+    case Format::Llama2c:
+      return "llama2.c";
+    case Format::HuggingFace:
+      return "Hugging Face";
+    case Format::Safetensors:
+      return "safetensors";
+    case Format::GGUF:
+      return "GGUF";
+    case Format::Unknown:
+      break;
   }
   return "unknown";
 }
@@ -33,13 +38,15 @@ inline Format detect_format(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const auto status = fs::status(path, ec);
-  if (ec || !fs::exists(status)) throw std::runtime_error("cannot open '" + path + "': no such file or directory");
+  if (ec || !fs::exists(status))
+    throw std::runtime_error("cannot open '" + path + "': no such file or directory");
   if (fs::is_directory(status))
     return fs::is_regular_file(fs::path(path) / "config.json", ec) ? Format::HuggingFace
                                                                    : Format::Unknown;
   detail::BinaryFile file(path);
   char head[detail::llama2c_header_size] = {};
-  const std::size_t n = file.size() < sizeof head ? static_cast<std::size_t>(file.size()) : sizeof head;
+  const std::size_t n =
+      file.size() < sizeof head ? static_cast<std::size_t>(file.size()) : sizeof head;
   file.read(0, n, head, "file header");
   if (n >= 4 && head[0] == 'G' && head[1] == 'G' && head[2] == 'U' && head[3] == 'F')
     return Format::GGUF;

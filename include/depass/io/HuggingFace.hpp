@@ -29,15 +29,17 @@ class HuggingFaceTensors {
     std::error_code ec;
     // transformers also prefers the single file when both exist.
     if (fs::exists(single, ec)) {
-      result.files_.emplace(single.filename().string(),
-                            std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::open(single.string())));
+      result.files_.emplace(
+          single.filename().string(),
+          std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::open(single.string())));
       result.single_ = single.filename().string();
       result.where_ = single.string();
       return result;
     }
     if (!fs::exists(index, ec)) {
       std::string hint;
-      if (fs::exists(root / "pytorch_model.bin", ec) || fs::exists(root / "pytorch_model.bin.index.json", ec))
+      if (fs::exists(root / "pytorch_model.bin", ec) ||
+          fs::exists(root / "pytorch_model.bin.index.json", ec))
         hint = " (only PyTorch pickle weights are present; convert them to safetensors)";
       throw std::runtime_error("cannot open weights in '" + dir +
                                "': no model.safetensors or model.safetensors.index.json" + hint);
@@ -80,8 +82,8 @@ class HuggingFaceTensors {
     if (it == map_.end()) return nullptr;
     const io::SafetensorsFile& file = *files_.at(it->second);
     if (!file.contains(name))
-      throw FormatError(where_ + ": weight_map maps tensor '" + name + "' to shard '" +
-                        it->second + "', which does not contain it");
+      throw FormatError(where_ + ": weight_map maps tensor '" + name + "' to shard '" + it->second +
+                        "', which does not contain it");
     return &file;
   }
 
@@ -97,7 +99,7 @@ class HuggingFaceTensors {
 
   // unique_ptr keeps returned pointers stable regardless of map implementation details.
   std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files_;  // by shard file name
-  std::map<std::string, std::string> map_;                              // tensor -> shard
+  std::map<std::string, std::string> map_;                             // tensor -> shard
   std::string single_;  // non-empty when there is one unsharded file
   std::string where_;   // the file to name in "missing tensor" messages
 };
@@ -127,8 +129,8 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
                      K = c.kv_width();
   const std::string embed = "model.embed_tokens.weight", head = "lm_head.weight";
   if (c.tied_embeddings && !tensors.find(embed) && !tensors.find(head))
-    throw FormatError(tensors.where() + ": missing tensor '" + embed +
-                      "' (with tied embeddings '" + head + "' would also do)");
+    throw FormatError(tensors.where() + ": missing tensor '" + embed + "' (with tied embeddings '" +
+                      head + "' would also do)");
   // Tied checkpoints store the shared matrix under either name (TinyStories-656K keeps
   // only lm_head.weight and aliases the embedding to it in __metadata__).
   const std::string& embedding = c.tied_embeddings && !tensors.find(embed) ? head : embed;

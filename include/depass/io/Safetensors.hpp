@@ -34,8 +34,7 @@ struct TensorInfo {
 
 inline std::string shape_string(const std::vector<std::int64_t>& shape) {
   std::string text = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    text += (i ? ", " : "") + std::to_string(shape[i]);
+  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
 }
 
@@ -130,10 +129,9 @@ class SafetensorsFile {
     // Every dtype with a whole number of bytes per element, so sizes can be validated
     // even for tensors we cannot convert; only the floating-point ones are readable.
     static const std::map<std::string, int> sizes = {
-        {"F64", 8},  {"F32", 4},  {"F16", 2},  {"BF16", 2},    {"I64", 8},
-        {"U64", 8},  {"I32", 4},  {"U32", 4},  {"I16", 2},     {"U16", 2},
-        {"I8", 1},   {"U8", 1},   {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
-        {"F8_E8M0", 1}, {"C64", 8}};
+        {"F64", 8},  {"F32", 4},     {"F16", 2},     {"BF16", 2},    {"I64", 8}, {"U64", 8},
+        {"I32", 4},  {"U32", 4},     {"I16", 2},     {"U16", 2},     {"I8", 1},  {"U8", 1},
+        {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"F8_E8M0", 1}, {"C64", 8}};
     return sizes;
   }
 
@@ -153,8 +151,8 @@ class SafetensorsFile {
     detail::BinaryFile file(path_);
     if (file.size() != file_size_)
       throw std::runtime_error("file '" + path_ + "' changed size since its header was read");
-    detail::read_elements(file, t.file_offset, type, static_cast<std::size_t>(t.element_count),
-                          out, "tensor '" + t.name + "'");
+    detail::read_elements(file, t.file_offset, type, static_cast<std::size_t>(t.element_count), out,
+                          "tensor '" + t.name + "'");
   }
 
   TensorInfo parse_entry(const std::string& name, const detail::Json& entry,
@@ -191,7 +189,8 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
 
   const detail::Json header = detail::parse_json(text, path + ": header", true);
   if (!header.is_object())
-    throw FormatError(path + ": header must be a JSON object, got " + detail::describe_json(header));
+    throw FormatError(path + ": header must be a JSON object, got " +
+                      detail::describe_json(header));
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (it->is_object())

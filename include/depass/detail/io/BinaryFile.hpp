@@ -55,8 +55,8 @@ class BinaryFile {
   void read(std::uint64_t offset, std::uint64_t n, void* dst, const std::string& what) {
     if (offset > size_ || n > size_ - offset)
       throw FormatError(path_ + ": " + what + " needs bytes [" + std::to_string(offset) + ", " +
-                        std::to_string(offset + n) + ") but the file has " +
-                        std::to_string(size_) + " bytes");
+                        std::to_string(offset + n) + ") but the file has " + std::to_string(size_) +
+                        " bytes");
     if (n == 0) return;
     in_.clear();
     in_.seekg(static_cast<std::streamoff>(offset));

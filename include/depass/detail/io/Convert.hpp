@@ -51,9 +51,12 @@ enum class ElementType { F16, BF16, F32, F64 };
 inline std::size_t element_size(ElementType type) {
   switch (type) {
     case ElementType::F16:
-    case ElementType::BF16: return 2;
-    case ElementType::F32: return 4;
-    case ElementType::F64: return 8;
+    case ElementType::BF16:
+      return 2;
+    case ElementType::F32:
+      return 4;
+    case ElementType::F64:
+      return 8;
   }
   return 0;
 }

@@ -23,8 +23,7 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
   c.architecture = model_type;
 
   const std::string act = f.optional_string("hidden_act", "silu");
-  if (act != "silu")
-    f.fail("hidden_act", "is '" + act + "'; only 'silu' is supported");
+  if (act != "silu") f.fail("hidden_act", "is '" + act + "'; only 'silu' is supported");
 
   if (const Json* scaling = f.find("rope_scaling")) {
     if (!scaling->is_object())

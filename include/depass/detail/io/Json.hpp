@@ -5,11 +5,10 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "../../Error.hpp"
 
@@ -27,7 +26,9 @@ inline Json parse_json(const std::string& text, const std::string& source,
   std::string duplicate;
   auto watch = [&](int /*depth*/, Json::parse_event_t event, Json& parsed) {
     switch (event) {
-      case Json::parse_event_t::object_start: open_objects.emplace_back(); break;
+      case Json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        break;
       case Json::parse_event_t::object_end:
         if (!open_objects.empty()) open_objects.pop_back();
         break;
@@ -36,7 +37,8 @@ inline Json parse_json(const std::string& text, const std::string& source,
             !open_objects.back().insert(parsed.get<std::string>()).second && duplicate.empty())
           duplicate = parsed.get<std::string>();
         break;
-      default: break;
+      default:
+        break;
     }
     return true;  // keep everything; we only observe
   };

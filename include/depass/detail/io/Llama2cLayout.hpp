@@ -34,7 +34,8 @@ inline Llama2cHeader parse_llama2c_header(const char* bytes, const std::string& 
 
   // The newer llama2.c export versions start with the magic "ak42" and a version number.
   if (std::memcmp(bytes, "ak42", 4) == 0)
-    throw FormatError(path + ": llama2.c versioned export ('ak42' magic) is not supported; only "
+    throw FormatError(path +
+                      ": llama2.c versioned export ('ak42' magic) is not supported; only "
                       "the legacy header-plus-f32 format is");
 
   Llama2cHeader header;
@@ -75,15 +76,16 @@ inline Llama2cHeader parse_llama2c_header(const char* bytes, const std::string& 
 /// One f32 array of the file, in file order.
 struct Llama2cArray {
   std::string name;
-  std::string shape;            // for messages, e.g. "[5, 64, 64]"
-  std::uint64_t offset = 0;     // bytes from the start of the file
-  std::uint64_t count = 0;      // f32 elements
+  std::string shape;         // for messages, e.g. "[5, 64, 64]"
+  std::uint64_t offset = 0;  // bytes from the start of the file
+  std::uint64_t count = 0;   // f32 elements
   std::uint64_t end() const { return offset + count * sizeof(float); }
 };
 
 /// Every array the header implies, with its offset. Sizes use checked arithmetic even
 /// though validate() bounds the fields, so a relaxed bound later cannot silently overflow.
-inline std::vector<Llama2cArray> llama2c_layout(const Llama2cHeader& header, const std::string& path) {
+inline std::vector<Llama2cArray> llama2c_layout(const Llama2cHeader& header,
+                                                const std::string& path) {
   const Config& c = header.config;
   // All positive: parse_llama2c_header ran validate().
   auto u = [](int value) { return static_cast<std::uint64_t>(value); };
@@ -103,8 +105,9 @@ inline std::vector<Llama2cArray> llama2c_layout(const Llama2cHeader& header, con
     }
     a.shape += "]";
     a.offset = offset;
-    offset = checked_add(offset, checked_mul(a.count, sizeof(float), path + ": array '" + name + "'"),
-                         path + ": array '" + name + "'");
+    offset =
+        checked_add(offset, checked_mul(a.count, sizeof(float), path + ": array '" + name + "'"),
+                    path + ": array '" + name + "'");
     arrays.push_back(std::move(a));
   };
   add("token_embedding", {V, D});
