@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
@@ -16,6 +17,9 @@ namespace detail {
 
 /// Whole file as bytes. Throws std::runtime_error naming the path if it cannot be read.
 inline std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw std::runtime_error("'" + path + "' is a directory, expected a file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw std::runtime_error("cannot open file '" + path + "'");
   const std::streamoff size = in.tellg();
