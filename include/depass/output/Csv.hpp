@@ -1,0 +1,150 @@
+#pragma once
+// CSV (RFC 4180: comma separated, CRLF-free "\n" line ends, fields quoted when they hold a
+// comma, quote or line break) for every depass document. One row per component, with a
+// header row; numbers are written exactly (shortest round-trip form). The columns of
+// each document kind are listed in docs/cli.md.
+
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "Json.hpp"
+#include "Text.hpp"
+
+namespace depass {
+namespace output {
+
+/// One CSV field, quoted if needed.
+inline std::string csv_field(const std::string& text) {
+  const std::string t = valid_utf8(text);
+  if (t.find_first_of(",\"\n\r") == std::string::npos && (t.empty() || (t.front() != ' ' && t.back() != ' ')))
+    return t;
+  std::string out = "\"";
+  for (char c : t) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+inline std::string csv_field(double value) { return exact_number(value); }
+inline std::string csv_field(long long value) { return std::to_string(value); }
+inline std::string csv_field(int value) { return std::to_string(value); }
+
+/// Rows written from a list of already formatted fields.
+class CsvWriter {
+ public:
+  explicit CsvWriter(std::ostream& out) : out_(out) {}
+  CsvWriter& row(const std::vector<std::string>& fields) {
+    for (std::size_t i = 0; i < fields.size(); ++i) out_ << (i ? "," : "") << fields[i];
+    out_ << "\n";
+    return *this;
+  }
+
+ private:
+  std::ostream& out_;
+};
+
+namespace detail_csv {
+
+inline std::string num(const nlohmann::json& v) {
+  return v.is_number() ? exact_number(v.get<double>()) : std::string();
+}
+inline std::string text(const nlohmann::json& v) { return csv_field(v.get<std::string>()); }
+inline std::string integer(const nlohmann::json& v) { return std::to_string(v.get<long long>()); }
+
+}  // namespace detail_csv
+
+/// Writes `doc` (any depass document) as CSV.
+inline void write_csv(std::ostream& out, const nlohmann::json& doc) {
+  using detail_csv::integer;
+  using detail_csv::num;
+  using detail_csv::text;
+  CsvWriter csv(out);
+  const std::string kind = document_kind(doc);
+  if (kind == "tokens") {
+    csv.row({"component", "position", "token_id", "token_text", "score"});
+    const auto& tokens = doc["tokens"];
+    for (std::size_t m = 0; m < tokens.size(); ++m)
+      csv.row({csv_field("token " + std::to_string(m)), std::to_string(m), integer(tokens[m]["id"]),
+               text(tokens[m]["text"]), num(doc["scores"][m])});
+    csv.row({"bias", "", "", "", num(doc["bias_score"])});
+  } else if (kind == "modules") {
+    csv.row({"layer", "site", "score", "residual_score", "bias_score"});
+    for (const auto& m : doc["modules"])
+      csv.row({integer(m["layer"]), text(m["site"]), num(m["score"]), num(m["residual_score"]),
+               num(m["bias_score"])});
+  } else if (kind == "heads") {
+    csv.row({"layer", "component", "head", "score"});
+    for (const auto& l : doc["layers"]) {
+      const std::string layer = integer(l["layer"]);
+      csv.row({layer, "residual", "", num(l["residual_score"])});
+      for (std::size_t h = 0; h < l["heads"].size(); ++h)
+        csv.row({layer, "head", std::to_string(h), num(l["heads"][h])});
+      csv.row({layer, "bias", "", num(l["bias_score"])});
+    }
+  } else if (kind == "neurons") {
+    csv.row({"layer", "rank", "neuron", "score"});
+    const std::string layer = integer(doc["layer"]);
+    for (const auto& t : doc["top"])
+      csv.row({layer, integer(t["rank"]), integer(t["neuron"]), num(t["score"])});
+  } else if (kind == "subspace" || kind == "decode") {
+    csv.row({"component", "label", "score", "rank", "token_id", "token_text", "logit"});
+    const auto& comps = doc["components"];
+    for (std::size_t m = 0; m < comps.size(); ++m) {
+      const auto& c = comps[m];
+      const std::string index = std::to_string(m), label = text(c["label"]), score = num(c["score"]);
+      if (!c.contains("top_tokens") || c["top_tokens"].empty()) {
+        csv.row({index, label, score, "", "", "", ""});
+        continue;
+      }
+      for (std::size_t r = 0; r < c["top_tokens"].size(); ++r) {
+        const auto& t = c["top_tokens"][r];
+        csv.row({index, label, score, std::to_string(r + 1), integer(t["id"]), text(t["text"]), num(t["logit"])});
+      }
+    }
+    if (kind == "subspace") csv.row({"", "bias", num(doc["bias_score"]), "", "", "", ""});
+  } else if (kind == "generate") {
+    csv.row({"step", "target_position", "target_id", "target_text", "target_logit", "component", "token_id",
+             "token_text", "score"});
+    const auto& tokens = doc["tokens"];
+    for (const auto& s : doc["steps"]) {
+      const std::vector<std::string> lead = {integer(s["step"]), integer(s["position"]), integer(s["token"]["id"]),
+                                             text(s["token"]["text"]), num(s["token"]["logit"])};
+      for (std::size_t m = 0; m < s["scores"].size(); ++m) {
+        std::vector<std::string> r = lead;
+        r.insert(r.end(), {std::to_string(m), integer(tokens[m]["id"]), text(tokens[m]["text"]), num(s["scores"][m])});
+        csv.row(r);
+      }
+      std::vector<std::string> r = lead;
+      r.insert(r.end(), {"bias", "", "", num(s["bias_score"])});
+      csv.row(r);
+    }
+  } else if (kind == "info") {
+    csv.row({"key", "value"});
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      if (it.value().is_object()) {
+        for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
+          csv.row({csv_field(it.key() + "." + jt.key()),
+                   csv_field(jt.value().is_string() ? jt.value().get<std::string>() : jt.value().dump())});
+      } else {
+        csv.row({csv_field(it.key()),
+                 csv_field(it.value().is_string() ? it.value().get<std::string>() : it.value().dump())});
+      }
+    }
+  } else {
+    throw std::invalid_argument("CSV: unknown document kind '" + kind + "'");
+  }
+}
+
+inline std::string to_csv_text(const nlohmann::json& doc) {
+  std::ostringstream out;
+  write_csv(out, doc);
+  return out.str();
+}
+
+}  // namespace output
+}  // namespace depass

@@ -1,0 +1,405 @@
+#pragma once
+// A self-contained HTML report for any depass document: inline CSS and JavaScript, no
+// network access, no external fonts or scripts. Tokens are coloured by attribution on a
+// diverging scale (red positive, blue negative, near-white zero); hovering a token or a
+// cell shows its exact score; a selector switches between target tokens (tokens) or
+// generated steps (generate); heads and modules are layer heatmaps. The document itself
+// is embedded as JSON (<script type="application/json" id="depass-data">).
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "Json.hpp"
+#include "Text.hpp"
+
+namespace depass {
+namespace output {
+
+/// Text escaped for HTML element content and attribute values (valid UTF-8).
+inline std::string html_escape(const std::string& text) {
+  std::string out;
+  for (char c : valid_utf8(text)) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+namespace detail_html {
+
+inline const char* kStyle = R"CSS(
+:root { color-scheme: light; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       margin: 24px; color: #1b1b1b; background: #ffffff; max-width: 1100px; }
+h1 { font-size: 20px; margin: 0 0 4px 0; }
+h2 { font-size: 16px; margin: 18px 0 8px 0; }
+.meta { color: #555; font-size: 13px; margin: 0 0 12px 0; }
+.controls { margin: 12px 0; font-size: 14px; }
+select { font-size: 14px; padding: 2px 4px; }
+.legend { display: flex; align-items: center; gap: 8px; font-size: 12px; color: #444; margin: 8px 0; }
+.legend .bar { display: inline-block; width: 220px; height: 12px; border: 1px solid #ccc;
+               background: linear-gradient(to right, #2166ac, #f7f7f7, #b2182b); }
+.tokens { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 15px;
+          line-height: 2.0; white-space: pre-wrap; word-break: break-word; border: 1px solid #e3e3e3;
+          padding: 10px 12px; border-radius: 6px; background: #fff; }
+.tok { padding: 2px 0; border-radius: 3px; cursor: default; }
+.tok:hover, td.cell:hover { outline: 2px solid #222; }
+.tok.target { outline: 2px dashed #222; padding: 2px 3px; margin-left: 4px; }
+.arrow { color: #777; margin-left: 6px; }
+.nl { color: #999; }
+.summary { font-size: 14px; margin: 6px 0 10px 0; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0 12px 0; }
+th, td { border: 1px solid #e0e0e0; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; font-weight: 600; }
+td.label, th.label { text-align: left; }
+td.mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; text-align: left; }
+#hover { position: sticky; bottom: 0; background: #fafafa; border-top: 1px solid #ddd; padding: 6px 8px;
+         font-size: 13px; font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; min-height: 18px; }
+.note { color: #666; font-size: 12px; }
+)CSS";
+
+inline const char* kScript = R"JS(
+(function () {
+  'use strict';
+  var select = document.getElementById('view-select');
+  var views = document.querySelectorAll('.view');
+  function show(index) {
+    for (var i = 0; i < views.length; ++i) {
+      if (String(i) === String(index)) views[i].removeAttribute('hidden');
+      else views[i].setAttribute('hidden', '');
+    }
+  }
+  if (select) {
+    select.addEventListener('change', function () { show(select.value); });
+    show(select.value);
+  }
+  var hover = document.getElementById('hover');
+  document.addEventListener('mouseover', function (event) {
+    var el = event.target;
+    if (!el || !el.getAttribute) return;
+    var info = el.getAttribute('data-info');
+    if (info !== null && hover) hover.textContent = info;
+  });
+  var data = JSON.parse(document.getElementById('depass-data').textContent);
+  document.body.setAttribute('data-schema', data.schema);
+  document.body.setAttribute('data-ready', '1');
+})();
+)JS";
+
+inline double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v)
+    if (std::isfinite(x)) m = std::max(m, std::abs(x));
+  return m;
+}
+
+inline std::vector<double> numbers(const nlohmann::json& list) {
+  std::vector<double> v;
+  for (const auto& x : list) v.push_back(x.get<double>());
+  return v;
+}
+
+/// Visible token text: newlines as a return symbol followed by a real line break.
+inline std::string token_html(const std::string& text) {
+  std::string out;
+  std::string rest = text;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t nl = rest.find('\n', start);
+    out += html_escape(rest.substr(start, nl == std::string::npos ? std::string::npos : nl - start));
+    if (nl == std::string::npos) break;
+    out += "<span class=\"nl\">\xE2\x86\xB5</span>\n";
+    start = nl + 1;
+  }
+  return out;
+}
+
+inline std::string styled(const Rgb& bg) {
+  return "background:" + hex(bg) + ";color:" + hex(text_colour_on(bg));
+}
+
+/// One coloured token span.
+inline std::string token_span(const std::string& text, double score, double scale, const std::string& info,
+                              long position) {
+  return "<span class=\"tok\" data-pos=\"" + std::to_string(position) + "\" data-score=\"" + exact_number(score) +
+         "\" style=\"" + styled(diverging_colour(score, scale)) + "\" title=\"" + html_escape(info) +
+         "\" data-info=\"" + html_escape(info) + "\">" + token_html(text) + "</span>";
+}
+
+/// A heatmap cell.
+inline std::string cell(double score, double scale, const std::string& info) {
+  return "<td class=\"cell\" data-score=\"" + exact_number(score) + "\" style=\"" + styled(diverging_colour(score, scale)) +
+         "\" title=\"" + html_escape(info) + "\" data-info=\"" + html_escape(info) + "\">" + signed_fixed(score, 3) + "</td>";
+}
+
+inline std::string legend(double scale) {
+  return "<div class=\"legend\"><span>" + signed_fixed(-scale, 3) +
+         "</span><span class=\"bar\"></span><span>" + signed_fixed(scale, 3) +
+         "</span><span class=\"note\">red: pushes the target up, blue: pushes it down (square-root colour "
+         "scale; hover for exact values)</span></div>";
+}
+
+inline std::string target_text(const nlohmann::json& target) {
+  return "'" + printable(target.at("text").get<std::string>()) + "' (id " + std::to_string(target.at("id").get<long>()) + ")";
+}
+
+/// The token strip of one view: every token coloured by its score.
+inline std::string token_strip(const nlohmann::json& tokens, const std::vector<double>& scores, const std::string& target) {
+  const double scale = max_abs(scores);
+  std::string out = legend(scale) + "<div class=\"tokens\">";
+  for (std::size_t i = 0; i < scores.size() && i < tokens.size(); ++i) {
+    const std::string text = tokens[i].at("text").get<std::string>();
+    const std::string info = "position " + std::to_string(i) + "  '" + printable(text) + "'  score " +
+                             exact_number(scores[i]) + "  (toward " + target + ")";
+    out += token_span(text, scores[i], scale, info, static_cast<long>(i));
+  }
+  return out + "</div>";
+}
+
+/// The ranked table of a view.
+inline std::string ranking(const nlohmann::json& tokens, const std::vector<double>& scores, std::size_t top) {
+  std::vector<std::size_t> order(scores.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return std::abs(scores[a]) > std::abs(scores[b]); });
+  const double scale = max_abs(scores);
+  std::string out = "<table class=\"ranking\"><tr><th>rank</th><th>position</th><th class=\"label\">token</th><th>score</th></tr>";
+  for (std::size_t r = 0; r < std::min(top, order.size()); ++r) {
+    const std::size_t i = order[r];
+    const std::string text = tokens[i].at("text").get<std::string>();
+    out += "<tr><td>" + std::to_string(r + 1) + "</td><td>" + std::to_string(i) + "</td><td class=\"mono\">'" +
+           html_escape(printable(text)) + "'</td>" + cell(scores[i], scale, "score " + exact_number(scores[i])) + "</tr>";
+  }
+  return out + "</table>";
+}
+
+inline std::string selector(const std::vector<std::string>& options, const std::string& label) {
+  if (options.size() < 2) return "";
+  std::string out = "<div class=\"controls\"><label>" + html_escape(label) + " <select id=\"view-select\">";
+  for (std::size_t i = 0; i < options.size(); ++i)
+    out += "<option value=\"" + std::to_string(i) + "\">" + html_escape(options[i]) + "</option>";
+  return out + "</select></label></div>";
+}
+
+inline std::string view(std::size_t index, const std::string& body) {
+  return "<div class=\"view\" data-view=\"" + std::to_string(index) + "\"" + (index ? " hidden" : "") + ">" + body + "</div>";
+}
+
+inline std::string meta(const nlohmann::json& doc) {
+  std::string m;
+  auto add = [&](const std::string& key, const std::string& label) {
+    if (!doc.contains(key)) return;
+    const auto& v = doc[key];
+    if (!m.empty()) m += " &middot; ";
+    m += html_escape(label) + " " + html_escape(v.is_string() ? v.get<std::string>() : v.dump());
+  };
+  add("model", "model");
+  add("precision", "precision");
+  add("mlp_split", "MLP split");
+  add("temperature", "temperature");
+  add("bos_sink", "BOS sink");
+  add("residual_max_abs", "completeness residual");
+  return "<p class=\"meta\">" + m + "</p>";
+}
+
+/// "target ' to' (id 267) at position 21: logit 15.4065, probability 0.6786[; sum of scores S + bias B]".
+inline std::string summary(const nlohmann::json& target, long position, double bias = std::nan(""),
+                           double total_scores = std::nan("")) {
+  std::string s = "<p class=\"summary\">target " + html_escape(target_text(target)) + " at position " +
+                  std::to_string(position) + ": logit <b>" + fixed(target.at("logit").get<double>(), 4) +
+                  "</b>, probability " + fixed(target.at("prob").get<double>(), 4);
+  if (std::isfinite(bias) && std::isfinite(total_scores))
+    s += "; sum of scores " + fixed(total_scores, 4) + " + bias " + fixed(bias, 4);
+  return s + "</p>";
+}
+
+inline double sum(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s;
+}
+
+inline std::string prompt_strip(const nlohmann::json& tokens, long position) {
+  std::string out = "<div class=\"tokens\">";
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const std::string text = tokens[i].at("text").get<std::string>();
+    out += "<span" + std::string(static_cast<long>(i) == position ? " style=\"text-decoration:underline\"" : "") + ">" +
+           token_html(text) + "</span>";
+  }
+  return out + "</div>";
+}
+
+}  // namespace detail_html
+
+/// Options of render_html.
+struct HtmlOptions {
+  std::string title;     // page title; default from the document
+  std::size_t top = 10;  // rows of ranked tables
+};
+
+/// The report as one HTML page.
+inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& options = {}) {
+  using namespace detail_html;
+  const std::string kind = document_kind(doc);
+  std::string body;
+  std::string title = options.title.empty() ? "depass " + kind : options.title;
+
+  if (kind == "tokens") {
+    // One view for the explained target, then one per alternative candidate.
+    std::vector<std::string> names;
+    std::vector<std::string> views;
+    auto add_view = [&](const nlohmann::json& target, const nlohmann::json& scores_json, double bias) {
+      const auto scores = numbers(scores_json);
+      names.push_back(target_text(target) + "  p=" + fixed(target.at("prob").get<double>(), 3));
+      views.push_back(summary(target, doc.at("position").get<long>(), bias, sum(scores)) +
+                      token_strip(doc.at("tokens"), scores, target_text(target)) + "<h2>Strongest contributions</h2>" +
+                      ranking(doc.at("tokens"), scores, options.top));
+    };
+    add_view(doc.at("target"), doc.at("scores"), doc.at("bias_score").get<double>());
+    for (const auto& alt : doc.value("alternatives", nlohmann::json::array()))
+      if (alt.at("target").at("id") != doc.at("target").at("id"))
+        add_view(alt.at("target"), alt.at("scores"), alt.at("bias_score").get<double>());
+    body += selector(names, "Target token:");
+    for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
+  } else if (kind == "generate") {
+    std::vector<std::string> names, views;
+    const auto& tokens = doc.at("tokens");
+    for (const auto& s : doc.at("steps")) {
+      const auto scores = numbers(s.at("scores"));
+      const nlohmann::json& target = s.at("token");
+      names.push_back("step " + std::to_string(s.at("step").get<long>()) + ": " + target_text(target));
+      std::string strip = token_strip(tokens, scores, target_text(target));
+      // The chosen token, after the sequence it was predicted from.
+      const std::string arrow = "<span class=\"arrow\">&rarr;</span><span class=\"tok target\" title=\"generated token\">" +
+                                token_html(target.at("text").get<std::string>()) + "</span></div>";
+      strip.replace(strip.size() - 6, 6, arrow);
+      views.push_back(summary(target, s.at("position").get<long>(), s.at("bias_score").get<double>(), sum(scores)) + strip +
+                      "<h2>Strongest contributions</h2>" + ranking(tokens, scores, options.top));
+    }
+    body += "<p class=\"summary\">prompt <b>" + html_escape(printable(doc.at("prompt").get<std::string>())) +
+            "</b> &rarr; generated <b>" + html_escape(printable(doc.at("text").get<std::string>())) + "</b></p>";
+    body += selector(names, "Generated step:");
+    for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
+  } else if (kind == "heads" || kind == "modules") {
+    const long position = doc.at("position").get<long>();
+    body += summary(doc.at("target"), position);
+    body += prompt_strip(doc.at("tokens"), position);
+    std::vector<std::string> cols;
+    std::vector<std::string> rows;
+    std::vector<std::vector<double>> values, residual;
+    if (kind == "heads") {
+      title += " (layer x head)";
+      for (std::size_t h = 0; h < doc.at("n_heads").get<std::size_t>(); ++h) cols.push_back("head " + std::to_string(h));
+      for (const auto& l : doc.at("layers")) {
+        rows.push_back("layer " + std::to_string(l.at("layer").get<long>()));
+        values.push_back(numbers(l.at("heads")));
+        residual.push_back({l.at("residual_score").get<double>(), l.at("bias_score").get<double>()});
+      }
+    } else {
+      cols = {"attention", "mlp"};
+      for (const auto& m : doc.at("modules")) {
+        const std::size_t layer = m.at("layer").get<std::size_t>();
+        if (values.size() <= layer) {
+          values.resize(layer + 1, std::vector<double>(2, 0.0));
+          rows.resize(layer + 1);
+          rows[layer] = "layer " + std::to_string(layer);
+        }
+        values[layer][m.at("site").get<std::string>() == "mlp" ? 1 : 0] = m.at("score").get<double>();
+      }
+    }
+    double scale = 0;
+    for (const auto& r : values) scale = std::max(scale, max_abs(r));
+    body += "<h2>" + std::string(kind == "heads" ? "Head" : "Module") +
+            " contributions to the target logit</h2>" + legend(scale) + "<table class=\"heatmap\"><tr><th></th>";
+    for (const auto& c : cols) body += "<th>" + html_escape(c) + "</th>";
+    if (kind == "heads") body += "<th>residual</th><th>bias</th>";
+    body += "</tr>";
+    for (std::size_t r = 0; r < values.size(); ++r) {
+      body += "<tr><th class=\"label\">" + html_escape(rows[r]) + "</th>";
+      for (std::size_t c = 0; c < values[r].size(); ++c)
+        body += cell(values[r][c], scale, rows[r] + ", " + (c < cols.size() ? cols[c] : "") + ": score " + exact_number(values[r][c]));
+      if (kind == "heads")
+        body += "<td>" + signed_fixed(residual[r][0], 3) + "</td><td>" + signed_fixed(residual[r][1], 3) + "</td>";
+      body += "</tr>";
+    }
+    body += "</table><p class=\"note\">Each " + std::string(kind == "heads" ? "head's" : "module's") +
+            " output at its layer, propagated to the logits with frozen attention, norms and neuron splits." +
+            (kind == "heads" ? " Per layer: residual + heads + bias = the target logit." : "") + "</p>";
+  } else if (kind == "neurons") {
+    const long position = doc.at("position").get<long>();
+    body += summary(doc.at("target"), position);
+    body += prompt_strip(doc.at("tokens"), position);
+    double scale = 0;
+    for (const auto& t : doc.at("top")) scale = std::max(scale, std::abs(t.at("score").get<double>()));
+    body += "<h2>Top neurons of layer " + std::to_string(doc.at("layer").get<long>()) + " (ranked by " +
+            html_escape(doc.at("order").get<std::string>()) + ")</h2>" + legend(scale) +
+            "<table><tr><th>rank</th><th>neuron</th><th>score</th></tr>";
+    for (const auto& t : doc.at("top")) {
+      const double s = t.at("score").get<double>();
+      body += "<tr><td>" + std::to_string(t.at("rank").get<long>()) + "</td><td>" + std::to_string(t.at("neuron").get<long>()) +
+              "</td>" + cell(s, scale, "neuron " + std::to_string(t.at("neuron").get<long>()) + ": score " + exact_number(s)) + "</tr>";
+    }
+    body += "</table><p class=\"note\">residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) + ", other neurons " +
+            signed_fixed(doc.at("other_score").get<double>(), 4) + "</p>";
+  } else if (kind == "subspace" || kind == "decode") {
+    const long position = doc.at("position").get<long>();
+    body += summary(doc.at("target"), position);
+    body += prompt_strip(doc.at("tokens"), position);
+    double scale = 0;
+    for (const auto& c : doc.at("components")) scale = std::max(scale, std::abs(c.at("score").get<double>()));
+    body += "<h2>Components</h2>" + legend(scale) +
+            "<table><tr><th class=\"label\">component</th><th>score</th><th class=\"label\">top tokens (logit)</th></tr>";
+    for (const auto& c : doc.at("components")) {
+      const double s = c.at("score").get<double>();
+      const std::string label = c.at("label").get<std::string>();
+      std::string top;
+      for (const auto& t : c.value("top_tokens", nlohmann::json::array()))
+        top += "'" + html_escape(printable(t.at("text").get<std::string>())) + "' " + fixed(t.at("logit").get<double>(), 2) + "&nbsp;&nbsp; ";
+      body += "<tr><td class=\"label\">" + html_escape(label) + "</td>" + cell(s, scale, label + ": score " + exact_number(s)) +
+              "<td class=\"mono\">" + top + "</td></tr>";
+    }
+    body += "</table>";
+  } else {
+    body += "<table>";
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      if (it.value().is_object()) {
+        for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
+          body += "<tr><th class=\"label\">" + html_escape(it.key() + "." + jt.key()) + "</th><td class=\"mono\">" +
+                  html_escape(jt.value().is_string() ? jt.value().get<std::string>() : jt.value().dump()) + "</td></tr>";
+      } else {
+        body += "<tr><th class=\"label\">" + html_escape(it.key()) + "</th><td class=\"mono\">" +
+                html_escape(it.value().is_string() ? it.value().get<std::string>() : it.value().dump()) + "</td></tr>";
+      }
+    }
+    body += "</table>";
+  }
+
+  // The embedded document: "</" must not appear inside a script element.
+  std::string data = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  for (std::size_t p = data.find("</"); p != std::string::npos; p = data.find("</", p + 3)) data.replace(p, 2, "<\\/");
+
+  std::string page = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
+                     html_escape(title) + "</title>\n<style>" + kStyle + "</style>\n</head>\n<body>\n<h1>" + html_escape(title) +
+                     "</h1>\n" + meta(doc) + "\n" + body + "\n<div id=\"hover\">hover a token or cell for its exact score</div>\n"
+                     "<script type=\"application/json\" id=\"depass-data\">" + data + "</script>\n<script>" + kScript +
+                     "</script>\n</body>\n</html>\n";
+  return page;
+}
+
+inline void write_html(std::ostream& out, const nlohmann::json& doc, const HtmlOptions& options = {}) {
+  out << render_html(doc, options);
+}
+
+}  // namespace output
+}  // namespace depass
