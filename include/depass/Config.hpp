@@ -19,6 +19,34 @@ inline const char* to_string(RopeLayout layout) {
   return layout == RopeLayout::AdjacentPairs ? "adjacent-pairs" : "halves";
 }
 
+/// Normalisation before each block and before the unembedding.
+enum class NormKind {
+  RMSNorm,   ///< x * r * w, r = 1/sqrt(mean(x^2) + eps): Llama, Mistral, Qwen2
+  LayerNorm  ///< (x - mean) * r * g + b, r = 1/sqrt(var + eps): GPT-2
+};
+
+/// The MLP's nonlinearity.
+enum class MlpKind {
+  GatedSiLU,  ///< SwiGLU: silu(x W1^T) * (x W3^T), then W2
+  GeluTanh    ///< gelu_tanh(x W1^T + b1), then W2: GPT-2's "gelu_new"
+};
+
+/// How positions enter the model.
+enum class PositionKind {
+  Rotary,  ///< rotary embeddings on queries and keys
+  Learned  ///< a learned table added to the token embeddings (GPT-2)
+};
+
+/// Rescaling of the rotary frequencies for long contexts.
+struct RopeScaling {
+  enum class Type { None, Linear, Llama3 };
+  Type type = Type::None;
+  double factor = 1.0;               // Linear, Llama3: how much longer the context got
+  double low_freq_factor = 1.0;      // Llama3
+  double high_freq_factor = 4.0;     // Llama3
+  double original_max_position = 0;  // Llama3: context length before scaling
+};
+
 struct Config {
   std::string architecture = "llama";  // family name as read from the checkpoint
   int dim = 0;                         // D: residual stream width
@@ -36,11 +64,19 @@ struct Config {
   bool attention_qkv_bias = false;     // q/k/v projections carry biases (Qwen2)
   bool attention_out_bias = false;     // output projection carries a bias
   bool mlp_bias = false;               // gate/up/down projections carry biases
+  NormKind norm = NormKind::RMSNorm;   // LayerNorm always carries a bias
+  MlpKind mlp = MlpKind::GatedSiLU;
+  PositionKind positions = PositionKind::Rotary;
+  RopeScaling rope_scaling;            // only with Rotary positions
 
   int q_width() const { return n_heads * head_dim; }
   int kv_width() const { return n_kv_heads * head_dim; }
   int heads_per_kv() const { return n_heads / n_kv_heads; }
-  bool has_biases() const { return attention_qkv_bias || attention_out_bias || mlp_bias; }
+  bool gated_mlp() const { return mlp == MlpKind::GatedSiLU; }
+  /// Terms no input owns (biases, norm offsets): DePass routes them to a bias component.
+  bool has_biases() const {
+    return attention_qkv_bias || attention_out_bias || mlp_bias || norm == NormKind::LayerNorm;
+  }
 
   /// Throws std::invalid_argument naming the first field out of range.
   void validate() const {
@@ -70,6 +106,19 @@ struct Config {
     if (!(norm_eps >= 0.0) || !(norm_eps < 1.0))
       throw std::invalid_argument("Config: norm_eps = " + std::to_string(norm_eps) +
                                   " is out of range [0, 1)");
+    if (rope_scaling.type != RopeScaling::Type::None) {
+      if (!(rope_scaling.factor >= 1.0) || !(rope_scaling.factor < 1e6))
+        throw std::invalid_argument("Config: rope_scaling.factor = " +
+                                    std::to_string(rope_scaling.factor) +
+                                    " is out of range [1, 1e6)");
+      if (rope_scaling.type == RopeScaling::Type::Llama3 &&
+          (!(rope_scaling.original_max_position >= 1) ||
+           !(rope_scaling.low_freq_factor > 0) ||
+           !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor)))
+        throw std::invalid_argument(
+            "Config: llama3 rope_scaling needs original_max_position >= 1 and "
+            "0 < low_freq_factor < high_freq_factor");
+    }
     if (!(rope_theta > 1.0) || !(rope_theta < 1e12))
       throw std::invalid_argument("Config: rope_theta = " + std::to_string(rope_theta) +
                                   " is out of range (1, 1e12)");

@@ -264,7 +264,7 @@ class Decomposer {
 
     // 1. Plain forward up to where the components are defined.
     MatrixType x = model_.embed(ids, hook);
-    Start start = prepare_start(x, init, hook);
+    Start start = prepare_start(x, ids, init, hook);
     const int end_index = check_boundary(options.end, "end");
     if (end_index < start.boundary_index)
       throw std::invalid_argument("end boundary (" + options.end.to_string() +
@@ -331,7 +331,7 @@ class Decomposer {
       if (options.end.is_output) {
         VectorType scale;
         state = model_.final_norm(state, &scale);
-        cs.tensor.stacked() = model_.final_norm_components(cs.tensor, scale);
+        cs.tensor.stacked() = model_.final_norm_components(cs, scale);
       }
       for (Eigen::Index m = 0; m < count; ++m)
         result.components_.component(first + m) = cs.tensor.component(m);
@@ -410,7 +410,7 @@ class Decomposer {
     checks.push_back(check);
   }
 
-  Start prepare_start(MatrixType& x, const Initialisation<Scalar>& init,
+  Start prepare_start(MatrixType& x, const std::vector<int>& ids, const Initialisation<Scalar>& init,
                       const Hook<Scalar>& hook) const {
     const Config& cfg = model_.config();
     const Eigen::Index N = x.rows(), D = cfg.dim;
@@ -438,10 +438,20 @@ class Decomposer {
     s.bias = MatrixType::Zero(N, D);
     switch (init.kind) {
       case InitKind::Token: {
-        s.members.resize(N, N, D);
+        // At the embeddings, learned position vectors belong to no token: they get a
+        // component of their own ("positions"), so each token owns only its embedding.
+        const bool split_positions = s.boundary_index == 0 && cfg.positions == PositionKind::Learned;
+        s.members.resize(N + (split_positions ? 1 : 0), N, D);
         for (Eigen::Index m = 0; m < N; ++m) {
-          s.members.component(m).row(m) = x.row(m);
+          if (split_positions)
+            s.members.component(m).row(m) = model_.weights().token_embedding.row(ids[static_cast<std::size_t>(m)]);
+          else
+            s.members.component(m).row(m) = x.row(m);
           s.labels.push_back("token " + std::to_string(m));
+        }
+        if (split_positions) {
+          s.members.component(N) = model_.weights().position_embedding.topRows(N);
+          s.labels.push_back("positions");
         }
         s.state = x;
         break;

@@ -113,6 +113,8 @@ class Model {
     MatrixType x(static_cast<Eigen::Index>(ids.size()), config().dim);
     for (std::size_t i = 0; i < ids.size(); ++i)
       x.row(static_cast<Eigen::Index>(i)) = weights().token_embedding.row(ids[i]);
+    if (config().positions == PositionKind::Learned)
+      x += weights().position_embedding.topRows(x.rows());
     emit(hook, "embed", -1, x, nullptr);
     return x;
   }
@@ -128,7 +130,7 @@ class Model {
     const int H = cfg.n_heads, group = cfg.heads_per_kv();
 
     VectorType scale;
-    const MatrixType xn = rms_norm(x, w.attention_norm, &scale);
+    const MatrixType xn = norm(x, w.attention_norm, w.attention_norm_bias, &scale);
     emit(hook, "attn_norm", layer, xn, nullptr);
     MatrixType q = xn * w.wq.transpose();
     MatrixType k = xn * w.wk.transpose();
@@ -136,8 +138,10 @@ class Model {
     if (w.bq.size()) q.rowwise() += w.bq.transpose();
     if (w.bk.size()) k.rowwise() += w.bk.transpose();
     if (w.bv.size()) v.rowwise() += w.bv.transpose();
-    apply_rope(q, cfg.n_heads);
-    apply_rope(k, cfg.n_kv_heads);
+    if (cfg.positions == PositionKind::Rotary) {
+      apply_rope(q, cfg.n_heads);
+      apply_rope(k, cfg.n_kv_heads);
+    }
 
     // probs stacks the H attention matrices: rows [h*N, (h+1)*N) are head h.
     MatrixType probs(H * N, N);
@@ -160,7 +164,8 @@ class Model {
     if (components) {
       ComponentTensor<Scalar>& C = components->tensor;
       const Eigen::Index M = C.components();
-      MatrixType values = frozen_rms_norm(C, scale, w.attention_norm) * w.wv.transpose();
+      MatrixType values =
+          frozen_norm(*components, scale, w.attention_norm, w.attention_norm_bias) * w.wv.transpose();
       if (w.bv.size()) bias_rows(values, *components).rowwise() += w.bv.transpose();
       // Mix each component with the frozen probabilities per head first, then project
       // once: H times cheaper than expanding every head through Wo before mixing.
@@ -184,15 +189,20 @@ class Model {
     const Eigen::Index N = x.rows(), I = config().hidden_dim;
 
     VectorType scale;
-    const MatrixType xn = rms_norm(x, w.mlp_norm, &scale);
+    const MatrixType xn = norm(x, w.mlp_norm, w.mlp_norm_bias, &scale);
     emit(hook, "ffn_norm", layer, xn, nullptr);
     MatrixType gate = xn * w.w1.transpose();
-    MatrixType up = xn * w.w3.transpose();
     if (w.b1.size()) gate.rowwise() += w.b1.transpose();
-    if (w.b3.size()) up.rowwise() += w.b3.transpose();
     emit(hook, "ffn_gate", layer, gate, nullptr);
-    emit(hook, "ffn_up", layer, up, nullptr);
-    const MatrixType act = silu(gate).cwiseProduct(up);
+    MatrixType act;
+    if (config().gated_mlp()) {
+      MatrixType up = xn * w.w3.transpose();
+      if (w.b3.size()) up.rowwise() += w.b3.transpose();
+      emit(hook, "ffn_up", layer, up, nullptr);
+      act = silu(gate).cwiseProduct(up);
+    } else {
+      act = gelu_tanh(gate);
+    }
     emit(hook, "ffn_act", layer, act, nullptr);
     MatrixType out = act * w.w2.transpose();
     if (w.b2.size()) out.rowwise() += w.b2.transpose();
@@ -203,7 +213,8 @@ class Model {
       ComponentTensor<Scalar>& C = components->tensor;
       // Per-component gate contributions; overwritten in place by each component's
       // share of the neuron's output so that only one (M*N) x I buffer is live.
-      MatrixType share = frozen_rms_norm(C, scale, w.mlp_norm) * w.w1.transpose();
+      MatrixType share =
+          frozen_norm(*components, scale, w.mlp_norm, w.mlp_norm_bias) * w.w1.transpose();
       if (w.b1.size()) bias_rows(share, *components).rowwise() += w.b1.transpose();
       split_neurons(share, act, *components, N, I);
       C.stacked().noalias() += share * w.w2.transpose();
@@ -212,14 +223,16 @@ class Model {
     emit(hook, "layer_out", layer, x, components ? &components->tensor : nullptr);
   }
 
-  /// Final RMSNorm of x (N x D); its per-row scale goes to *scale for freezing.
+  /// Final norm of x (N x D); its per-row scale goes to *scale for freezing.
   MatrixType final_norm(const MatrixType& x, VectorType* scale = nullptr) const {
-    return rms_norm(x, weights().final_norm, scale);
+    return norm(x, weights().final_norm, weights().final_norm_bias, scale);
   }
 
-  /// Final norm with the scale of the real state frozen, applied to every component.
-  MatrixType final_norm_components(const ComponentTensor<Scalar>& C, const VectorType& scale) const {
-    return frozen_rms_norm(C, scale, weights().final_norm);
+  /// Final norm with the real state's scale frozen, applied to every component (the norm's
+  /// offset goes to the bias component).
+  MatrixType final_norm_components(const ComponentState<Scalar>& components,
+                                   const VectorType& scale) const {
+    return frozen_norm(components, scale, weights().final_norm, weights().final_norm_bias);
   }
 
   /// Runs every block and returns the logits (N x V), or only the last row when last_only.
@@ -257,13 +270,19 @@ class Model {
     return generated;
   }
 
-  /// y_i = x_i * r_i * w with r_i = 1/sqrt(mean(x_i^2) + eps); r goes to *scale.
-  MatrixType rms_norm(const MatrixType& x, const VectorType& gain, VectorType* scale) const {
-    VectorType r = ((x.array().square().rowwise().sum() / Scalar(x.cols())) +
-                    static_cast<Scalar>(config().norm_eps))
-                       .rsqrt()
-                       .matrix();
-    MatrixType y = (x.array().colwise() * r.array()).rowwise() * gain.transpose().array();
+  /// The model's normalisation of x with gain (and LayerNorm offset); the per-row scale
+  /// r goes to *scale. RMSNorm: x_i r_i w, r_i = 1/sqrt(mean(x_i^2) + eps). LayerNorm:
+  /// (x_i - mean(x_i)) r_i g + b, r_i = 1/sqrt(var(x_i) + eps).
+  MatrixType norm(const MatrixType& x, const VectorType& gain, const VectorType& bias,
+                  VectorType* scale) const {
+    const Scalar eps = static_cast<Scalar>(config().norm_eps);
+    MatrixType centred;
+    const bool layer_norm = config().norm == NormKind::LayerNorm;
+    if (layer_norm) centred = x.colwise() - x.rowwise().mean();
+    const MatrixType& base = layer_norm ? centred : x;
+    VectorType r = ((base.array().square().rowwise().sum() / Scalar(x.cols())) + eps).rsqrt().matrix();
+    MatrixType y = (base.array().colwise() * r.array()).rowwise() * gain.transpose().array();
+    if (bias.size()) y.rowwise() += bias.transpose();
     if (scale) *scale = std::move(r);
     return y;
   }
@@ -301,19 +320,60 @@ class Model {
     return stacked.middleRows(cs.bias_component * N, N);
   }
 
-  /// norm(C[m]) with the real state's scale r (N) frozen: row i of every component times r_i * w.
-  static MatrixType frozen_rms_norm(const ComponentTensor<Scalar>& C, const VectorType& scale,
-                                    const VectorType& gain) {
+  /// norm(C[m]) with the real state's scale r (N) frozen: row i of every component times
+  /// r_i * w (LayerNorm: each component centred first, the offset b to the bias component).
+  MatrixType frozen_norm(const ComponentState<Scalar>& cs, const VectorType& scale,
+                         const VectorType& gain, const VectorType& bias) const {
+    const ComponentTensor<Scalar>& C = cs.tensor;
     const Eigen::Index N = C.positions();
+    const bool layer_norm = config().norm == NormKind::LayerNorm;
     MatrixType out(C.stacked().rows(), C.width());
-    for (Eigen::Index m = 0; m < C.components(); ++m)
-      out.middleRows(m * N, N) = C.component(m).array().colwise() * scale.array();
+    for (Eigen::Index m = 0; m < C.components(); ++m) {
+      if (layer_norm)
+        out.middleRows(m * N, N) =
+            (C.component(m).colwise() - C.component(m).rowwise().mean()).array().colwise() * scale.array();
+      else
+        out.middleRows(m * N, N) = C.component(m).array().colwise() * scale.array();
+    }
     out.array().rowwise() *= gain.transpose().array();
+    if (bias.size()) bias_rows(out, cs).rowwise() += bias.transpose();
     return out;
   }
 
   static MatrixType silu(const MatrixType& g) {
     return (g.array() / (Scalar(1) + (-g.array()).exp())).matrix();
+  }
+
+  /// GELU, tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+  static MatrixType gelu_tanh(const MatrixType& g) {
+    const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
+    return (Scalar(0.5) * g.array() *
+            (Scalar(1) + (k * (g.array() + Scalar(0.044715) * g.array().cube())).tanh()))
+        .matrix();
+  }
+
+  /// Rotary frequency of pair j, after any context-length scaling.
+  double rope_frequency(Eigen::Index j) const {
+    const Config& cfg = config();
+    const double base = std::pow(cfg.rope_theta, -2.0 * static_cast<double>(j) / static_cast<double>(cfg.head_dim));
+    const RopeScaling& rs = cfg.rope_scaling;
+    switch (rs.type) {
+      case RopeScaling::Type::None: return base;
+      case RopeScaling::Type::Linear: return base / rs.factor;
+      case RopeScaling::Type::Llama3: {
+        // Long wavelengths are slowed by `factor`, short ones kept, the band between blended.
+        const double pi = 3.14159265358979323846;
+        const double wavelength = 2 * pi / base;
+        const double low_freq_wavelength = rs.original_max_position / rs.low_freq_factor;
+        const double high_freq_wavelength = rs.original_max_position / rs.high_freq_factor;
+        if (wavelength < high_freq_wavelength) return base;
+        if (wavelength > low_freq_wavelength) return base / rs.factor;
+        const double smooth = (rs.original_max_position / wavelength - rs.low_freq_factor) /
+                              (rs.high_freq_factor - rs.low_freq_factor);
+        return (1 - smooth) * base / rs.factor + smooth * base;
+      }
+    }
+    return base;
   }
 
   /// Row-wise softmax over columns j <= i (causal mask); masked entries become exactly 0.
@@ -335,7 +395,7 @@ class Model {
     const bool adjacent = cfg.rope_layout == RopeLayout::AdjacentPairs;
     for (Eigen::Index j = 0; j < half; ++j) {
       // Frequencies in double: the angle for late positions loses digits in float.
-      const double freq = std::pow(cfg.rope_theta, -2.0 * static_cast<double>(j) / static_cast<double>(d));
+      const double freq = rope_frequency(j);
       for (Eigen::Index pos = 0; pos < t.rows(); ++pos) {
         const double angle = static_cast<double>(pos) * freq;
         const Scalar c = static_cast<Scalar>(std::cos(angle)), s = static_cast<Scalar>(std::sin(angle));

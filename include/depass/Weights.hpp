@@ -20,7 +20,8 @@ using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
 template <typename Scalar>
 struct LayerWeights {
-  Vector<Scalar> attention_norm;  // (D)        RMSNorm gain before attention
+  Vector<Scalar> attention_norm;  // (D)        norm gain before attention
+  Vector<Scalar> attention_norm_bias;  // (D) or empty: LayerNorm offset before attention
   RowMatrix<Scalar> wq;           // (H*d, D)   query projection
   RowMatrix<Scalar> wk;           // (G*d, D)   key projection
   RowMatrix<Scalar> wv;           // (G*d, D)   value projection
@@ -29,9 +30,10 @@ struct LayerWeights {
   Vector<Scalar> bk;              // (G*d) or empty: key bias
   Vector<Scalar> bv;              // (G*d) or empty: value bias
   Vector<Scalar> bo;              // (D) or empty:   output bias
-  Vector<Scalar> mlp_norm;        // (D)        RMSNorm gain before the MLP
+  Vector<Scalar> mlp_norm;        // (D)        norm gain before the MLP
+  Vector<Scalar> mlp_norm_bias;   // (D) or empty: LayerNorm offset before the MLP
   RowMatrix<Scalar> w1;           // (I, D)     gate projection
-  RowMatrix<Scalar> w3;           // (I, D)     up projection
+  RowMatrix<Scalar> w3;           // (I, D)     up projection (gated MLPs), else empty
   RowMatrix<Scalar> w2;           // (D, I)     down projection
   Vector<Scalar> b1;              // (I) or empty: gate bias
   Vector<Scalar> b3;              // (I) or empty: up bias
@@ -41,8 +43,10 @@ struct LayerWeights {
 template <typename Scalar>
 struct Weights {
   RowMatrix<Scalar> token_embedding;        // (V, D)
+  RowMatrix<Scalar> position_embedding;     // (max_seq_len, D) learned positions, or empty
   std::vector<LayerWeights<Scalar>> layers;  // L entries
-  Vector<Scalar> final_norm;                // (D)    RMSNorm gain before the unembedding
+  Vector<Scalar> final_norm;                // (D)    norm gain before the unembedding
+  Vector<Scalar> final_norm_bias;           // (D) or empty: LayerNorm offset
   RowMatrix<Scalar> output;                 // (V, D) or empty when embeddings are tied
 
   const RowMatrix<Scalar>& unembedding() const {
@@ -66,7 +70,13 @@ struct Weights {
         throw std::invalid_argument("Weights: " + name + " has " + std::to_string(size) +
                                     " entries, expected " + std::to_string(expected));
     };
+    const bool layer_norm = cfg.norm == NormKind::LayerNorm;
     mat("token_embedding", token_embedding.rows(), token_embedding.cols(), V, D);
+    if (cfg.positions == PositionKind::Learned)
+      mat("position_embedding", position_embedding.rows(), position_embedding.cols(),
+          cfg.max_seq_len, D);
+    else
+      vec("position_embedding", position_embedding.size(), 0, false);
     if (static_cast<long>(layers.size()) != cfg.n_layers)
       throw std::invalid_argument("Weights: " + std::to_string(layers.size()) +
                                   " layers, expected " + std::to_string(cfg.n_layers));
@@ -74,6 +84,7 @@ struct Weights {
       const auto& w = layers[l];
       const std::string p = "layers." + std::to_string(l) + ".";
       vec(p + "attention_norm", w.attention_norm.size(), D, true);
+      vec(p + "attention_norm_bias", w.attention_norm_bias.size(), D, layer_norm);
       mat(p + "wq", w.wq.rows(), w.wq.cols(), Q, D);
       mat(p + "wk", w.wk.rows(), w.wk.cols(), K, D);
       mat(p + "wv", w.wv.rows(), w.wv.cols(), K, D);
@@ -83,14 +94,19 @@ struct Weights {
       vec(p + "bv", w.bv.size(), K, cfg.attention_qkv_bias);
       vec(p + "bo", w.bo.size(), D, cfg.attention_out_bias);
       vec(p + "mlp_norm", w.mlp_norm.size(), D, true);
+      vec(p + "mlp_norm_bias", w.mlp_norm_bias.size(), D, layer_norm);
       mat(p + "w1", w.w1.rows(), w.w1.cols(), I, D);
-      mat(p + "w3", w.w3.rows(), w.w3.cols(), I, D);
+      if (cfg.gated_mlp())
+        mat(p + "w3", w.w3.rows(), w.w3.cols(), I, D);
+      else
+        vec(p + "w3", w.w3.size(), 0, false);
       mat(p + "w2", w.w2.rows(), w.w2.cols(), D, I);
       vec(p + "b1", w.b1.size(), I, cfg.mlp_bias);
-      vec(p + "b3", w.b3.size(), I, cfg.mlp_bias);
+      vec(p + "b3", w.b3.size(), I, cfg.mlp_bias && cfg.gated_mlp());
       vec(p + "b2", w.b2.size(), D, cfg.mlp_bias);
     }
     vec("final_norm", final_norm.size(), D, true);
+    vec("final_norm_bias", final_norm_bias.size(), D, layer_norm);
     if (cfg.tied_embeddings) {
       if (output.size() != 0)
         throw std::invalid_argument("Weights: output must be empty when embeddings are tied");

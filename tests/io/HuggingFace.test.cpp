@@ -411,9 +411,9 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
     CHECK(io::load_huggingface<float>(path).config.dim == 16);
   }
   SECTION("unsupported model_type") {
-    cfg["model_type"] = "gpt2";
+    cfg["model_type"] = "falcon";
     CHECK_THAT(error_with(cfg),
-               Contains("unsupported model_type 'gpt2' (supported: llama, mistral)"));
+               Contains("unsupported model_type 'falcon' (supported: llama, mistral, qwen2, gpt2)"));
   }
   SECTION("unsupported activation") {
     cfg["hidden_act"] = "gelu";
@@ -421,10 +421,13 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   }
   SECTION("rope scaling") {
     cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+    CHECK_THAT(error_with(cfg), Contains("rope_scaling: missing required field 'low_freq_factor'"));
+    cfg["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}};
     CHECK_THAT(error_with(cfg),
-               Contains("config.json: rope_scaling type llama3 is not supported yet"));
-    cfg["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-    CHECK_THAT(error_with(cfg), Contains("rope_scaling type linear is not supported yet"));
+               Contains("config.json: rope_scaling type yarn is not supported (supported: "
+                        "default, linear, llama3)"));
+    cfg["rope_scaling"] = {{"type", "linear"}, {"factor", 0.5}};
+    CHECK_THAT(error_with(cfg), Contains("rope_scaling.factor = 0.5"));
     cfg["rope_scaling"] = "yes";
     CHECK_THAT(error_with(cfg), Contains("field 'rope_scaling' must be an object or null"));
   }

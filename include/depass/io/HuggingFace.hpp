@@ -104,11 +104,66 @@ class HuggingFaceTensors {
   std::string where_;   // the file to name in "missing tensor" messages
 };
 
+/// GPT-2 stores its projections as Conv1D weights, [in, out] (y = x W + b), with q|k|v
+/// fused in c_attn; names carry a "transformer." prefix when saved by transformers and
+/// none in the original checkpoints. Unused buffers (attn.bias masks) are ignored.
+template <typename Scalar>
+void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weights<Scalar>& w) {
+  const std::int64_t D = c.dim, I = c.hidden_dim, V = c.vocab_size, P = c.max_seq_len;
+  const std::string prefix = tensors.find("transformer.wte.weight") ? "transformer." : "";
+  auto visit = [&](bool read) {
+    auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+      const io::SafetensorsFile& file = tensors.require(name);
+      file.check(name, {rows, cols});
+      return read ? file.template matrix<Scalar>(name) : RowMatrix<Scalar>();
+    };
+    auto vector = [&](const std::string& name, std::int64_t size) {
+      const io::SafetensorsFile& file = tensors.require(name);
+      file.check(name, {size});
+      return read ? file.template vector<Scalar>(name) : Vector<Scalar>();
+    };
+    w.token_embedding = matrix(prefix + "wte.weight", V, D);
+    w.position_embedding = matrix(prefix + "wpe.weight", P, D);
+    if (!c.tied_embeddings) w.output = matrix("lm_head.weight", V, D);
+    w.layers.assign(static_cast<std::size_t>(c.n_layers), LayerWeights<Scalar>());
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      const std::string p = prefix + "h." + std::to_string(l) + ".";
+      LayerWeights<Scalar>& layer = w.layers[l];
+      layer.attention_norm = vector(p + "ln_1.weight", D);
+      layer.attention_norm_bias = vector(p + "ln_1.bias", D);
+      const RowMatrix<Scalar> qkv = matrix(p + "attn.c_attn.weight", D, 3 * D);
+      const Vector<Scalar> qkv_bias = vector(p + "attn.c_attn.bias", 3 * D);
+      layer.mlp_norm = vector(p + "ln_2.weight", D);
+      layer.mlp_norm_bias = vector(p + "ln_2.bias", D);
+      const RowMatrix<Scalar> proj = matrix(p + "attn.c_proj.weight", D, D);
+      layer.bo = vector(p + "attn.c_proj.bias", D);
+      const RowMatrix<Scalar> fc = matrix(p + "mlp.c_fc.weight", D, I);
+      layer.b1 = vector(p + "mlp.c_fc.bias", I);
+      const RowMatrix<Scalar> down = matrix(p + "mlp.c_proj.weight", I, D);
+      layer.b2 = vector(p + "mlp.c_proj.bias", D);
+      if (!read) continue;
+      layer.wq = qkv.leftCols(D).transpose();
+      layer.wk = qkv.middleCols(D, D).transpose();
+      layer.wv = qkv.rightCols(D).transpose();
+      layer.bq = qkv_bias.head(D);
+      layer.bk = qkv_bias.segment(D, D);
+      layer.bv = qkv_bias.tail(D);
+      layer.wo = proj.transpose();
+      layer.w1 = fc.transpose();
+      layer.w2 = down.transpose();
+    }
+    w.final_norm = vector(prefix + "ln_f.weight", D);
+    w.final_norm_bias = vector(prefix + "ln_f.bias", D);
+  };
+  visit(false);
+  visit(true);
+}
+
 }  // namespace detail
 
 namespace io {
 
-/// Loads a Hugging Face Llama or Mistral directory. std::runtime_error if dir, its
+/// Loads a Hugging Face Llama, Mistral, Qwen2 or GPT-2 directory. std::runtime_error if dir, its
 /// config.json or its weight file cannot be read; FormatError for unsupported or
 /// inconsistent content (naming the file, the field or tensor, and the problem).
 template <typename Scalar>
@@ -125,6 +180,11 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
   const Config& c = result.config;
   const auto tensors = detail::HuggingFaceTensors::open(dir);
 
+  if (c.architecture == "gpt2") {
+    detail::load_gpt2_weights(tensors, c, result.weights);
+    result.weights.validate(c);
+    return result;
+  }
   const std::int64_t D = c.dim, I = c.hidden_dim, V = c.vocab_size, Q = c.q_width(),
                      K = c.kv_width();
   const std::string embed = "model.embed_tokens.weight", head = "lm_head.weight";

@@ -1,7 +1,8 @@
 #pragma once
-// config.json of a Hugging Face Llama/Mistral checkpoint -> Config. Only fields that
-// change the computation are read; anything that would change it in a way we do not
-// implement (other activations, RoPE scaling) is refused rather than ignored.
+// config.json of a Hugging Face checkpoint -> Config, for the families we implement
+// (llama, mistral, qwen2, gpt2). Only fields that change the computation are read;
+// anything that would change it in a way we do not implement (other activations, other
+// RoPE scalings) is refused rather than ignored.
 
 #include <stdexcept>
 #include <string>
@@ -13,67 +14,113 @@
 namespace depass {
 namespace detail {
 
+inline RopeScaling parse_rope_scaling(const JsonFields& f, const std::string& source) {
+  RopeScaling result;
+  const Json* scaling = f.find("rope_scaling");
+  if (!scaling) return result;
+  if (!scaling->is_object())
+    f.fail("rope_scaling", "must be an object or null, got " + describe_json(*scaling));
+  const JsonFields s(*scaling, source + " rope_scaling");
+  // Transformers >= 4.43 writes "rope_type", older versions "type".
+  const std::string type = s.has("rope_type") ? s.require_string("rope_type")
+                                              : s.optional_string("type", "(unspecified)");
+  if (type == "default") return result;  // plain RoPE, identical to no scaling
+  if (type == "linear") {
+    result.type = RopeScaling::Type::Linear;
+    result.factor = s.require_number("factor");
+    return result;
+  }
+  if (type == "llama3") {
+    result.type = RopeScaling::Type::Llama3;
+    result.factor = s.require_number("factor");
+    result.low_freq_factor = s.require_number("low_freq_factor");
+    result.high_freq_factor = s.require_number("high_freq_factor");
+    result.original_max_position = s.require_number("original_max_position_embeddings");
+    return result;
+  }
+  throw FormatError(source + ": rope_scaling type " + type +
+                    " is not supported (supported: default, linear, llama3)");
+}
+
+/// GPT-2's config uses its own field names and a plain GELU MLP with LayerNorm.
+inline Config parse_gpt2_config(const JsonFields& f, const std::string& source) {
+  Config c;
+  c.architecture = "gpt2";
+  const std::string act = f.optional_string("activation_function", "gelu_new");
+  if (act != "gelu_new" && act != "gelu_pytorch_tanh")
+    f.fail("activation_function", "is '" + act + "'; supported: gelu_new, gelu_pytorch_tanh");
+  c.dim = f.require_int("n_embd");
+  c.n_layers = f.require_int("n_layer");
+  c.n_heads = f.require_int("n_head");
+  c.n_kv_heads = c.n_heads;
+  if (c.n_heads > 0 && c.dim % c.n_heads != 0)
+    throw FormatError(source + ": n_head (" + std::to_string(c.n_heads) +
+                      ") does not divide n_embd (" + std::to_string(c.dim) + ")");
+  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+  const Json* inner = f.find("n_inner");
+  c.hidden_dim = inner ? f.require_int("n_inner") : 4 * c.dim;
+  c.vocab_size = f.require_int("vocab_size");
+  c.max_seq_len = f.require_int("n_positions");
+  c.norm_eps = f.optional_number("layer_norm_epsilon", 1e-5);
+  c.tied_embeddings = f.optional_bool("tie_word_embeddings", true);
+  c.norm = NormKind::LayerNorm;
+  c.mlp = MlpKind::GeluTanh;
+  c.positions = PositionKind::Learned;
+  c.attention_qkv_bias = c.attention_out_bias = c.mlp_bias = true;
+  return c;
+}
+
 inline Config parse_huggingface_config(const Json& json, const std::string& source) {
   const JsonFields f(json, source);
-  Config c;
   const std::string model_type = f.require_string("model_type");
-  if (model_type != "llama" && model_type != "mistral")
-    throw FormatError(source + ": unsupported model_type '" + model_type +
-                      "' (supported: llama, mistral)");
-  c.architecture = model_type;
+  Config c;
+  if (model_type == "gpt2") {
+    c = parse_gpt2_config(f, source);
+  } else {
+    if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2")
+      throw FormatError(source + ": unsupported model_type '" + model_type +
+                        "' (supported: llama, mistral, qwen2, gpt2)");
+    c.architecture = model_type;
 
-  const std::string act = f.optional_string("hidden_act", "silu");
-  if (act != "silu") f.fail("hidden_act", "is '" + act + "'; only 'silu' is supported");
+    const std::string act = f.optional_string("hidden_act", "silu");
+    if (act != "silu") f.fail("hidden_act", "is '" + act + "'; only 'silu' is supported");
+    c.rope_scaling = parse_rope_scaling(f, source);
 
-  if (const Json* scaling = f.find("rope_scaling")) {
-    if (!scaling->is_object())
-      f.fail("rope_scaling", "must be an object or null, got " + describe_json(*scaling));
-    // Transformers >= 4.43 writes "rope_type", older versions "type".
-    std::string type = "(unspecified)";
-    for (const char* key : {"rope_type", "type"}) {
-      auto it = scaling->find(key);
-      if (it != scaling->end() && it->is_string()) {
-        type = it->get<std::string>();
-        break;
-      }
+    c.dim = f.require_int("hidden_size");
+    c.hidden_dim = f.require_int("intermediate_size");
+    c.n_layers = f.require_int("num_hidden_layers");
+    c.n_heads = f.require_int("num_attention_heads");
+    c.n_kv_heads = f.optional_int("num_key_value_heads", c.n_heads);
+    if (f.has("head_dim")) {
+      c.head_dim = f.require_int("head_dim");
+    } else {
+      if (c.n_heads > 0 && c.dim % c.n_heads != 0)
+        throw FormatError(source + ": num_attention_heads (" + std::to_string(c.n_heads) +
+                          ") does not divide hidden_size (" + std::to_string(c.dim) +
+                          ") and head_dim is not given");
+      c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;  // n_heads <= 0: validate() names it
     }
-    if (type != "default")  // "default" is plain RoPE, identical to no scaling
-      throw FormatError(source + ": rope_scaling type " + type + " is not supported yet");
-  }
+    c.vocab_size = f.require_int("vocab_size");
+    c.max_seq_len = f.require_int("max_position_embeddings");
+    c.norm_eps = f.require_number("rms_norm_eps");
+    c.rope_theta = f.optional_number("rope_theta", 10000.0);
+    c.rope_layout = RopeLayout::Halves;
+    c.tied_embeddings = f.optional_bool("tie_word_embeddings", false);
 
-  c.dim = f.require_int("hidden_size");
-  c.hidden_dim = f.require_int("intermediate_size");
-  c.n_layers = f.require_int("num_hidden_layers");
-  c.n_heads = f.require_int("num_attention_heads");
-  c.n_kv_heads = f.optional_int("num_key_value_heads", c.n_heads);
-  if (f.has("head_dim")) {
-    c.head_dim = f.require_int("head_dim");
-  } else {
-    if (c.n_heads > 0 && c.dim % c.n_heads != 0)
-      throw FormatError(source + ": num_attention_heads (" + std::to_string(c.n_heads) +
-                        ") does not divide hidden_size (" + std::to_string(c.dim) +
-                        ") and head_dim is not given");
-    c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;  // n_heads <= 0: validate() names it
-  }
-  c.vocab_size = f.require_int("vocab_size");
-  c.max_seq_len = f.require_int("max_position_embeddings");
-  c.norm_eps = f.require_number("rms_norm_eps");
-  c.rope_theta = f.optional_number("rope_theta", 10000.0);
-  c.rope_layout = RopeLayout::Halves;
-  c.tied_embeddings = f.optional_bool("tie_word_embeddings", false);
-
-  if (model_type == "llama") {
-    // LlamaAttention puts attention_bias on all four projections, mlp_bias on all three.
-    const bool attention_bias = f.optional_bool("attention_bias", false);
-    c.attention_qkv_bias = attention_bias;
-    c.attention_out_bias = attention_bias;
-    c.mlp_bias = f.optional_bool("mlp_bias", false);
-  } else {
-    // Mistral's modules are bias-free whatever the config says (transformers ignores
-    // these keys for it), so we do too.
-    // Sliding-window attention equals full attention for sequences no longer than the
-    // window, so capping the accepted length keeps our full-attention forward pass exact.
-    if (f.has("sliding_window")) {
+    if (model_type == "llama") {
+      // LlamaAttention puts attention_bias on all four projections, mlp_bias on all three.
+      const bool attention_bias = f.optional_bool("attention_bias", false);
+      c.attention_qkv_bias = attention_bias;
+      c.attention_out_bias = attention_bias;
+      c.mlp_bias = f.optional_bool("mlp_bias", false);
+    } else if (model_type == "qwen2") {
+      // Qwen2 always has q/k/v biases and never an output or MLP bias.
+      c.attention_qkv_bias = true;
+    }
+    if (model_type != "llama" && f.has("sliding_window") &&
+        f.optional_bool("use_sliding_window", model_type == "mistral")) {
+      // Sliding-window attention equals full attention for sequences no longer than the
+      // window, so capping the accepted length keeps our full-attention forward exact.
       const int window = f.require_int("sliding_window");
       if (window > 0 && window < c.max_seq_len) c.max_seq_len = window;
     }
