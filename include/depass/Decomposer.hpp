@@ -125,6 +125,7 @@ struct DecomposeOptions {
   Boundary end = Boundary::output();   // where propagation stops
   std::size_t memory_budget_bytes = 0; // 0: no limit; else components are run in chunks
   long chunk_size = 0;                 // components per chunk; 0: all (or from the budget)
+  bool straightforward = false;        // dense reference propagation (tests compare against it)
 };
 
 /// Completeness at one boundary: max |sum_m C[m] - x| and max |x| for scale.
@@ -294,33 +295,22 @@ class Decomposer {
     result.forced_chunking_ = forced;
     result.chunks_ = 0;
     const Eigen::Index total = K + (chunked ? 1 : 0) + 1;
-    result.components_.resize(total, N, cfg.dim);
     result.labels_ = start.labels;
     if (chunked) result.labels_.push_back("chunk residual");
     result.labels_.push_back("bias");
     result.bias_component_ = total - 1;
     result.chunk_residual_component_ = chunked ? K : -1;
 
-    for (Eigen::Index first = 0; first < K; first += chunk) {
-      const Eigen::Index count = std::min<Eigen::Index>(chunk, K - first);
+    auto make_state = [&](Eigen::Index first_member) {
       ComponentState<Scalar> cs;
       cs.split = options.split;
       cs.temperature = static_cast<Scalar>(options.temperature);
-      const Eigen::Index local = count + (chunked ? 1 : 0) + 1;
-      cs.tensor.resize(local, N, cfg.dim);
-      for (Eigen::Index m = 0; m < count; ++m)
-        cs.tensor.component(m) = start.members.component(first + m);
-      cs.bias_component = local - 1;
-      cs.tensor.component(cs.bias_component) = start.bias;
-      if (chunked) {
-        // The remainder owns everything outside this chunk, so each pass is lossless.
-        MatrixType rest = start.state - start.bias;
-        for (Eigen::Index m = 0; m < count; ++m) rest -= cs.tensor.component(m);
-        cs.tensor.component(count) = rest;
-      }
-      if (init.kind == InitKind::Token && options.bos_sink && first == 0 && count > 0)
-        cs.sink_component = 0;
-
+      cs.straightforward = options.straightforward;
+      if (init.kind == InitKind::Token && options.bos_sink && first_member == 0) cs.sink_component = 0;
+      return cs;
+    };
+    // Runs one pass from the start boundary to the end; returns the real end state.
+    auto propagate = [&](ComponentState<Scalar>& cs) {
       MatrixType state = start.state;
       record(result.checks_, cs.tensor, state, Boundary::from_index(start.boundary_index, L));
       for (int b = start.boundary_index; b < end_index; ++b) {
@@ -331,8 +321,47 @@ class Decomposer {
       if (options.end.is_output) {
         VectorType scale;
         state = model_.final_norm(state, &scale);
-        cs.tensor.stacked() = model_.final_norm_components(cs, scale);
+        model_.final_norm_components(cs, scale);
       }
+      return state;
+    };
+
+    if (!chunked) {
+      // Every component in one pass, propagated in place: the start tensor already has
+      // the bias component in its last slot.
+      ComponentState<Scalar> cs = make_state(0);
+      cs.tensor = std::move(start.members);
+      cs.bias_component = K;
+      cs.first_position = start.first;
+      cs.first_position.push_back(0);
+      result.state_ = propagate(cs);
+      result.components_ = std::move(cs.tensor);
+      result.chunks_ = 1;
+      if (options.end.is_output)
+        record(result.checks_, result.components_, result.state_, Boundary::output(), true);
+      return result;
+    }
+
+    result.components_.resize(total, N, cfg.dim);
+    for (Eigen::Index first = 0; first < K; first += chunk) {
+      const Eigen::Index count = std::min<Eigen::Index>(chunk, K - first);
+      ComponentState<Scalar> cs = make_state(first);
+      const Eigen::Index local = count + 2;  // members, remainder, bias
+      cs.tensor.resize(local, N, cfg.dim);
+      for (Eigen::Index m = 0; m < count; ++m) {
+        cs.tensor.component(m) = start.members.component(first + m);
+        cs.first_position.push_back(start.first[static_cast<std::size_t>(first + m)]);
+      }
+      cs.first_position.push_back(0);
+      cs.first_position.push_back(0);
+      cs.bias_component = local - 1;
+      cs.tensor.component(cs.bias_component) = start.members.component(K);
+      // The remainder owns everything outside this chunk, so each pass is lossless.
+      MatrixType rest = start.state - start.members.component(K);
+      for (Eigen::Index m = 0; m < count; ++m) rest -= cs.tensor.component(m);
+      cs.tensor.component(count) = rest;
+
+      const MatrixType state = propagate(cs);
       for (Eigen::Index m = 0; m < count; ++m)
         result.components_.component(first + m) = cs.tensor.component(m);
       if (result.chunks_ == 0) {
@@ -341,14 +370,12 @@ class Decomposer {
       }
       ++result.chunks_;
     }
-    if (chunked) {
-      // Chunks interact through the softmax split, so members of different chunks need
-      // not sum to the state; the difference is reported as its own component.
-      MatrixType rest = result.state_;
-      for (Eigen::Index m = 0; m < total; ++m)
-        if (m != result.chunk_residual_component_) rest -= result.components_.component(m);
-      result.components_.component(result.chunk_residual_component_) = rest;
-    }
+    // Chunks interact through the softmax split, so members of different chunks need not
+    // sum to the state; the difference is reported as its own component.
+    MatrixType rest = result.state_;
+    for (Eigen::Index m = 0; m < total; ++m)
+      if (m != result.chunk_residual_component_) rest -= result.components_.component(m);
+    result.components_.component(result.chunk_residual_component_) = rest;
     if (options.end.is_output) {
       // The output boundary itself: the normed components against the normed state.
       record(result.checks_, result.components_, result.state_, Boundary::output(), true);
@@ -358,11 +385,11 @@ class Decomposer {
 
  private:
   struct Start {
-    int boundary_index = 0;          // blocks already run
-    MatrixType state;                // N x D at that boundary
-    ComponentTensor<Scalar> members; // K x N x D
-    MatrixType bias;                 // N x D initial bias component
-    std::vector<std::string> labels; // K labels
+    int boundary_index = 0;                // blocks already run
+    MatrixType state;                      // N x D at that boundary
+    ComponentTensor<Scalar> members;       // (K+1) x N x D: K members, then the bias component
+    std::vector<Eigen::Index> first;       // K: first position each member can be non-zero at
+    std::vector<std::string> labels;       // K labels
   };
 
   /// Bytes one component costs during a pass: its slice of C, the normed copy, the
@@ -435,14 +462,16 @@ class Decomposer {
         break;
       }
     }
-    s.bias = MatrixType::Zero(N, D);
+    // Every members tensor gets one slot more than it has members: the bias component.
+    MatrixType bias = MatrixType::Zero(N, D);
     switch (init.kind) {
       case InitKind::Token: {
         // At the embeddings, learned position vectors belong to no token: they get a
         // component of their own ("positions"), so each token owns only its embedding.
         const bool split_positions = s.boundary_index == 0 && cfg.positions == PositionKind::Learned;
-        s.members.resize(N + (split_positions ? 1 : 0), N, D);
+        s.members.resize(N + (split_positions ? 1 : 0) + 1, N, D);
         for (Eigen::Index m = 0; m < N; ++m) {
+          s.first.push_back(m);  // causality: token m never reaches an earlier position
           if (split_positions)
             s.members.component(m).row(m) = model_.weights().token_embedding.row(ids[static_cast<std::size_t>(m)]);
           else
@@ -452,6 +481,7 @@ class Decomposer {
         if (split_positions) {
           s.members.component(N) = model_.weights().position_embedding.topRows(N);
           s.labels.push_back("positions");
+          s.first.push_back(0);
         }
         s.state = x;
         break;
@@ -459,7 +489,7 @@ class Decomposer {
       case InitKind::Subspace: {
         if (init.bases.empty()) throw std::invalid_argument("subspace initialisation needs at least one basis");
         const Eigen::Index S = static_cast<Eigen::Index>(init.bases.size());
-        s.members.resize(S + 1, N, D);
+        s.members.resize(S + 2, N, D);
         MatrixType rest = x;
         for (Eigen::Index i = 0; i < S; ++i) {
           const MatrixType P = projection(init.bases[static_cast<std::size_t>(i)], i, init.bases_are_projections);
@@ -490,7 +520,8 @@ class Decomposer {
           throw std::invalid_argument("custom components do not sum to the hidden state at " +
                                       init.start.to_string() + ": max |sum - state| = " +
                                       std::to_string(err) + " exceeds " + std::to_string(tol));
-        s.members = C;
+        s.members.resize(C.components() + 1, N, D);
+        s.members.stacked().topRows(C.components() * N) = C.stacked();
         for (Eigen::Index m = 0; m < C.components(); ++m)
           s.labels.push_back(init.custom_labels.empty() ? "component " + std::to_string(m)
                                                         : init.custom_labels[static_cast<std::size_t>(m)]);
@@ -505,7 +536,7 @@ class Decomposer {
           if (std::string(e.name) == wanted) out = e.value;
           if (hook) hook(e);
         });
-        s.members.resize(2, N, D);
+        s.members.resize(3, N, D);
         s.members.component(0) = before;
         s.members.component(1) = out;
         s.labels = {"residual", init.module == Site::Mlp ? "mlp " + std::to_string(init.layer)
@@ -522,7 +553,7 @@ class Decomposer {
           if (hook) hook(e);
         });
         const Eigen::Index H = cfg.n_heads, d = cfg.head_dim;
-        s.members.resize(H + 1, N, D);
+        s.members.resize(H + 2, N, D);
         s.members.component(0) = before;
         s.labels.push_back("residual");
         for (Eigen::Index h = 0; h < H; ++h) {
@@ -530,7 +561,7 @@ class Decomposer {
               heads.middleCols(h * d, d) * w.wo.middleCols(h * d, d).transpose();
           s.labels.push_back("head " + std::to_string(h));
         }
-        if (w.bo.size()) s.bias.rowwise() += w.bo.transpose();
+        if (w.bo.size()) bias.rowwise() += w.bo.transpose();
         s.state = x;
         break;
       }
@@ -556,15 +587,15 @@ class Decomposer {
           if (hook) hook(e);
         });
         const Eigen::Index K = static_cast<Eigen::Index>(selected.size());
-        s.members.resize(K + 2, N, D);
+        s.members.resize(K + 3, N, D);
         s.members.component(0) = before;
         s.labels.push_back("residual");
         // The remainder is the MLP's output minus the selected neurons (and the bias),
         // so that the components sum to the state after the MLP.
         MatrixType others = out;
         if (w.b2.size()) {
-          s.bias.rowwise() += w.b2.transpose();
-          others -= s.bias;
+          bias.rowwise() += w.b2.transpose();
+          others -= bias;
         }
         for (Eigen::Index j = 0; j < K; ++j) {
           const int k = selected[static_cast<std::size_t>(j)];
@@ -578,6 +609,9 @@ class Decomposer {
         break;
       }
     }
+    const Eigen::Index K = static_cast<Eigen::Index>(s.labels.size());
+    s.members.component(K) = bias;
+    s.first.resize(static_cast<std::size_t>(K), 0);
     return s;
   }
 

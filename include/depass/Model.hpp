@@ -55,6 +55,19 @@ struct ComponentState {
   Eigen::Index sink_component = -1;  // attention sink: MLP output only at position 0
   MlpSplit split = MlpSplit::Softmax;
   Scalar temperature = Scalar(0.1);
+  /// Per component, the first position that can be non-zero (rows before it are zero and
+  /// stay zero: token m never reaches positions < m under the causal mask). Empty: all 0.
+  /// The engine skips the zero rows, which halves the work of a token-level run.
+  std::vector<Eigen::Index> first_position;
+  /// Rows (component x position) processed together; bounds the scratch memory.
+  Eigen::Index block_rows = 16384;
+  /// The MLP split keeps the gate contributions of all rows between its two passes when
+  /// they fit in this many bytes, and recomputes them otherwise.
+  std::size_t gate_cache_bytes = std::size_t(1) << 30;
+  /// Propagate with the plain dense formulas (every row, whole (M*N) x I buffers) instead
+  /// of the blocked, triangular engine: slower, kept as the reference the fast path is
+  /// tested against.
+  bool straightforward = false;
 };
 
 /// What a hook sees after a named sub-step.
@@ -161,7 +174,9 @@ class Model {
     emit(hook, "attn_out", layer, out, nullptr);
     x += out;
 
-    if (components) {
+    if (components && !components->straightforward) {
+      propagate_attention(*components, probs, scale, w);
+    } else if (components) {
       ComponentTensor<Scalar>& C = components->tensor;
       const Eigen::Index M = C.components();
       MatrixType values =
@@ -209,7 +224,9 @@ class Model {
     emit(hook, "ffn_out", layer, out, nullptr);
     x += out;
 
-    if (components) {
+    if (components && !components->straightforward) {
+      propagate_mlp(*components, act, scale, w);
+    } else if (components) {
       ComponentTensor<Scalar>& C = components->tensor;
       // Per-component gate contributions; overwritten in place by each component's
       // share of the neuron's output so that only one (M*N) x I buffer is live.
@@ -228,11 +245,19 @@ class Model {
     return norm(x, weights().final_norm, weights().final_norm_bias, scale);
   }
 
-  /// Final norm with the real state's scale frozen, applied to every component (the norm's
-  /// offset goes to the bias component).
-  MatrixType final_norm_components(const ComponentState<Scalar>& components,
-                                   const VectorType& scale) const {
-    return frozen_norm(components, scale, weights().final_norm, weights().final_norm_bias);
+  /// Final norm with the real state's scale frozen, applied in place to every component
+  /// (the norm's offset goes to the bias component).
+  void final_norm_components(ComponentState<Scalar>& cs, const VectorType& scale) const {
+    ComponentTensor<Scalar>& C = cs.tensor;
+    const VectorType& gain = weights().final_norm;
+    for (Eigen::Index m = 0; m < C.components(); ++m) {
+      typename ComponentTensor<Scalar>::Block block = C.component(m);
+      if (config().norm == NormKind::LayerNorm) block = block.colwise() - block.rowwise().mean();
+      block.array().colwise() *= scale.array();
+      block.array().rowwise() *= gain.transpose().array();
+    }
+    if (weights().final_norm_bias.size())
+      bias_rows(C.stacked(), cs).rowwise() += weights().final_norm_bias.transpose();
   }
 
   /// Runs every block and returns the logits (N x V), or only the last row when last_only.
@@ -459,6 +484,237 @@ class Model {
         const Scalar a = act(i, k);
         for (Eigen::Index m = 0; m < M; ++m) column[m * N + i] = weight[static_cast<std::size_t>(m)] * a;
       }
+    }
+  }
+
+  // ---- Blocked, triangular propagation -------------------------------------------------
+  //
+  // Components are processed in blocks of rows. Only the rows that can be non-zero
+  // (positions >= first_position[m]) are gathered into a packed matrix, so every linear
+  // map is one GEMM over live rows only. The MLP split needs, for each (position, neuron),
+  // statistics over all components; they are accumulated in a first pass over the blocks
+  // (online softmax), and the shares applied in a second, so no (M*N) x I buffer exists.
+
+  /// Which rows of which components a block holds, packed one component after another.
+  struct RowBlock {
+    std::vector<Eigen::Index> component;  // component of each segment
+    std::vector<Eigen::Index> first;      // its first live position
+    std::vector<Eigen::Index> offset;     // its first row in the packed matrix
+    Eigen::Index rows = 0;
+  };
+
+  static Eigen::Index first_of(const ComponentState<Scalar>& cs, Eigen::Index m) {
+    return cs.first_position.empty() ? 0 : cs.first_position[static_cast<std::size_t>(m)];
+  }
+
+  static std::vector<RowBlock> plan_blocks(const ComponentState<Scalar>& cs) {
+    const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions();
+    std::vector<RowBlock> blocks(1);
+    for (Eigen::Index m = 0; m < M; ++m) {
+      const Eigen::Index first = std::min(first_of(cs, m), N);
+      if (first >= N) continue;
+      if (blocks.back().rows > 0 && blocks.back().rows + (N - first) > std::max<Eigen::Index>(cs.block_rows, N))
+        blocks.emplace_back();
+      RowBlock& b = blocks.back();
+      b.component.push_back(m);
+      b.first.push_back(first);
+      b.offset.push_back(b.rows);
+      b.rows += N - first;
+    }
+    return blocks;
+  }
+
+  /// Frozen norm of the block's live rows (with the norm offset on the bias component).
+  MatrixType gather_normed(const ComponentState<Scalar>& cs, const RowBlock& b, const VectorType& scale,
+                           const VectorType& gain, const VectorType& bias) const {
+    const ComponentTensor<Scalar>& C = cs.tensor;
+    const Eigen::Index N = C.positions();
+    const bool layer_norm = config().norm == NormKind::LayerNorm;
+    MatrixType out(b.rows, C.width());
+    for (std::size_t s = 0; s < b.component.size(); ++s) {
+      const Eigen::Index m = b.component[s], f = b.first[s], n = N - f;
+      Eigen::Block<MatrixType> dst = out.middleRows(b.offset[s], n);
+      dst = C.stacked().middleRows(m * N + f, n);
+      if (layer_norm) dst = dst.colwise() - dst.rowwise().mean();
+      dst.array().colwise() *= scale.segment(f, n).array();
+      if (m == cs.bias_component && bias.size()) {
+        dst.array().rowwise() *= gain.transpose().array();
+        dst.rowwise() += bias.transpose();
+        continue;
+      }
+      dst.array().rowwise() *= gain.transpose().array();
+    }
+    return out;
+  }
+
+  /// Adds the packed update rows back into the components.
+  static void scatter_add(ComponentTensor<Scalar>& C, const RowBlock& b, const MatrixType& update) {
+    const Eigen::Index N = C.positions();
+    for (std::size_t s = 0; s < b.component.size(); ++s) {
+      const Eigen::Index m = b.component[s], f = b.first[s];
+      C.stacked().middleRows(m * N + f, N - f) += update.middleRows(b.offset[s], N - f);
+    }
+  }
+
+  /// Rows of the bias component inside a packed block (or an empty range).
+  static std::pair<Eigen::Index, Eigen::Index> bias_segment(const ComponentState<Scalar>& cs,
+                                                           const RowBlock& b, Eigen::Index N) {
+    for (std::size_t s = 0; s < b.component.size(); ++s)
+      if (b.component[s] == cs.bias_component) return {b.offset[s], N - b.first[s]};
+    return {0, 0};
+  }
+
+  void propagate_attention(ComponentState<Scalar>& cs, const MatrixType& probs, const VectorType& scale,
+                           const LayerWeights<Scalar>& w) const {
+    const Config& cfg = config();
+    const Eigen::Index N = cs.tensor.positions(), d = cfg.head_dim;
+    const int H = cfg.n_heads, group = cfg.heads_per_kv();
+    for (const RowBlock& b : plan_blocks(cs)) {
+      if (b.rows == 0) continue;
+      MatrixType values = gather_normed(cs, b, scale, w.attention_norm, w.attention_norm_bias) * w.wv.transpose();
+      const auto bias = bias_segment(cs, b, N);
+      if (w.bv.size() && bias.second) values.middleRows(bias.first, bias.second).rowwise() += w.bv.transpose();
+      // Mix with the frozen probabilities per head first, then project once (H times
+      // cheaper than expanding every head through Wo). Rows before a component's first
+      // position are zero, and by causality its mixed output there is zero too, so only
+      // the lower-right (lower-triangular) corner of A is needed.
+      MatrixType mixed(b.rows, cfg.q_width());
+      for (std::size_t s = 0; s < b.component.size(); ++s) {
+        const Eigen::Index f = b.first[s], n = N - f, o = b.offset[s];
+        for (int h = 0; h < H; ++h)
+          mixed.block(o, h * d, n, d).noalias() =
+              probs.block(h * N + f, f, n, n).template triangularView<Eigen::Lower>() *
+              values.block(o, (h / group) * d, n, d);
+      }
+      MatrixType update = mixed * w.wo.transpose();
+      if (w.bo.size() && bias.second) update.middleRows(bias.first, bias.second).rowwise() += w.bo.transpose();
+      scatter_add(cs.tensor, b, update);
+    }
+  }
+
+  /// Per (position, neuron) statistics over the eligible components, for the split.
+  struct SplitStats {
+    MatrixType peak;       // N x I: largest eligible gate contribution (-inf: none)
+    MatrixType sum_exp;    // N x I: sum of exp((g - peak) / T) over eligible components
+    MatrixType total;      // N x I: sum of eligible contributions (proportional rule)
+    MatrixType magnitude;  // N x I: sum of their absolute values (its cancellation guard)
+    Eigen::Matrix<Eigen::Index, Eigen::Dynamic, Eigen::Dynamic> best;   // argmax component
+    Eigen::Matrix<Eigen::Index, Eigen::Dynamic, Eigen::Dynamic> count;  // eligible components
+  };
+
+  using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+
+  /// 1 where component m drives neuron k at position f+j (non-zero contribution, and not
+  /// the attention sink past position 0), else 0.
+  static ArrayType eligibility(const ComponentState<Scalar>& cs, Eigen::Index m, Eigen::Index f,
+                               const ArrayType& v) {
+    ArrayType mask = (v != Scalar(0)).template cast<Scalar>();
+    if (m == cs.sink_component) mask.tail(mask.size() - (f == 0 ? 1 : 0)).setZero();
+    return mask;
+  }
+
+  void propagate_mlp(ComponentState<Scalar>& cs, const MatrixType& act, const VectorType& scale,
+                     const LayerWeights<Scalar>& w) const {
+    using IndexArray = Eigen::Array<Eigen::Index, Eigen::Dynamic, 1>;
+    const Eigen::Index N = cs.tensor.positions(), I = config().hidden_dim;
+    const std::vector<RowBlock> blocks = plan_blocks(cs);
+    const Scalar inv_t = Scalar(1) / cs.temperature;
+    const Scalar ratio = static_cast<Scalar>(kProportionalCancelRatio);
+    const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
+
+    auto gate_contributions = [&](const RowBlock& b) {
+      MatrixType g = gather_normed(cs, b, scale, w.mlp_norm, w.mlp_norm_bias) * w.w1.transpose();
+      const auto bias = bias_segment(cs, b, N);
+      if (w.b1.size() && bias.second) g.middleRows(bias.first, bias.second).rowwise() += w.b1.transpose();
+      return g;
+    };
+
+    // Keep every block's gate contributions between the passes when they fit the cache
+    // budget; otherwise recompute them (one more GEMM) to keep memory flat.
+    std::size_t live_rows = 0;
+    for (const RowBlock& b : blocks) live_rows += static_cast<std::size_t>(b.rows);
+    const bool keep = live_rows * static_cast<std::size_t>(I) * sizeof(Scalar) <= cs.gate_cache_bytes;
+    std::vector<MatrixType> kept;
+
+    // Pass 1: statistics over components, with an online softmax (the running sum is
+    // rescaled whenever the maximum grows) so that one sweep suffices.
+    SplitStats st;
+    st.peak = MatrixType::Constant(N, I, neg_inf);
+    st.sum_exp = MatrixType::Zero(N, I);
+    st.total = MatrixType::Zero(N, I);
+    st.magnitude = MatrixType::Zero(N, I);
+    st.best = decltype(st.best)::Constant(N, I, -1);
+    st.count = decltype(st.count)::Zero(N, I);
+    for (const RowBlock& b : blocks) {
+      if (b.rows == 0) continue;
+      MatrixType g = gate_contributions(b);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+      for (Eigen::Index k = 0; k < I; ++k) {
+        for (std::size_t s = 0; s < b.component.size(); ++s) {
+          const Eigen::Index m = b.component[s], f = b.first[s], n = N - f;
+          const ArrayType v = g.col(k).segment(b.offset[s], n).array();
+          const ArrayType mask = eligibility(cs, m, f, v);
+          const ArrayType candidate = (mask > Scalar(0)).select(v, neg_inf);
+          Eigen::Map<ArrayType> peak_col(st.peak.col(k).data() + f, n);
+          const ArrayType peak = peak_col.array();
+          const ArrayType new_peak = peak.max(candidate);
+          const ArrayType rescale =
+              (new_peak == neg_inf).select(Scalar(0), ((peak - new_peak) * inv_t).exp());
+          st.sum_exp.col(k).segment(f, n).array() =
+              st.sum_exp.col(k).segment(f, n).array() * rescale +
+              (mask > Scalar(0)).select(((v - new_peak) * inv_t).exp(), Scalar(0));
+          // Strictly greater: on ties the lowest component keeps the neuron.
+          st.best.col(k).segment(f, n).array() =
+              (candidate > peak).select(IndexArray::Constant(n, m), st.best.col(k).segment(f, n).array());
+          peak_col = new_peak;
+          st.count.col(k).segment(f, n).array() += mask.template cast<Eigen::Index>();
+          st.total.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v, Scalar(0));
+          st.magnitude.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v.abs(), Scalar(0));
+        }
+      }
+      if (keep) kept.push_back(std::move(g));
+    }
+    if (cs.bias_component < 0 && (st.count.array() == 0).any())
+      throw std::logic_error("a neuron driven by no component needs a bias component");
+
+    // Pass 2: each component's share of every neuron, then one projection per block.
+    std::size_t kept_index = 0;
+    for (const RowBlock& b : blocks) {
+      if (b.rows == 0) continue;
+      MatrixType share = keep ? std::move(kept[kept_index++]) : gate_contributions(b);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+      for (Eigen::Index k = 0; k < I; ++k) {
+        for (std::size_t s = 0; s < b.component.size(); ++s) {
+          const Eigen::Index m = b.component[s], f = b.first[s], n = N - f;
+          Eigen::Map<ArrayType> cell(share.col(k).data() + b.offset[s], n);
+          const ArrayType v = cell;
+          const ArrayType mask = eligibility(cs, m, f, v);
+          const ArrayType peak = st.peak.col(k).segment(f, n).array();
+          const ArrayType softmax = ((v - peak) * inv_t).exp() / st.sum_exp.col(k).segment(f, n).array();
+          ArrayType weight;
+          if (cs.split == MlpSplit::Argmax) {
+            weight = (st.best.col(k).segment(f, n).array() == m).select(ArrayType::Ones(n), ArrayType::Zero(n));
+          } else if (cs.split == MlpSplit::Proportional) {
+            const ArrayType total = st.total.col(k).segment(f, n).array();
+            const ArrayType guard = ratio * st.magnitude.col(k).segment(f, n).array();
+            weight = (mask > Scalar(0)).select((total.abs() > guard).select(v / total, softmax), Scalar(0));
+          } else {
+            weight = (mask > Scalar(0)).select(softmax, Scalar(0));
+          }
+          // Neurons no component drives belong to the bias component.
+          if (m == cs.bias_component)
+            weight = (st.count.col(k).segment(f, n).array() == 0).select(ArrayType::Ones(n), weight);
+          cell = weight * act.col(k).segment(f, n).array();
+        }
+      }
+      MatrixType update = share * w.w2.transpose();
+      const auto bias = bias_segment(cs, b, N);
+      if (w.b2.size() && bias.second) update.middleRows(bias.first, bias.second).rowwise() += w.b2.transpose();
+      scatter_add(cs.tensor, b, update);
     }
   }
 
