@@ -117,7 +117,8 @@ TEST_CASE("load_checkpoint: formats it cannot load say so", "[io][format][hostil
   const std::string gguf =
       dir.write("m.gguf", std::string("GGUF\3\0\0\0", 8) + std::string(64, '\0'));
   CHECK_THAT(format_error([&] { io::load_checkpoint<float>(gguf); }),
-             Contains("m.gguf") && Contains("GGUF support is not implemented yet"));
+             Contains("m.gguf") &&
+                 Contains("missing required metadata key 'general.architecture'"));
 
   const std::string text = dir.write("notes.txt", "hello");
   CHECK_THAT(format_error([&] { io::load_checkpoint<float>(text); }),

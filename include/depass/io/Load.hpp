@@ -6,6 +6,7 @@
 #include <string>
 
 #include "Format.hpp"
+#include "Gguf.hpp"
 #include "HuggingFace.hpp"
 #include "Llama2c.hpp"
 #include "Safetensors.hpp"
@@ -38,7 +39,7 @@ Checkpoint<Scalar> load_checkpoint(const std::string& path) {
                         "the Hugging Face directory holding it and its config.json");
     }
     case Format::GGUF:
-      throw FormatError(path + ": GGUF support is not implemented yet");
+      return load_gguf<Scalar>(path);
     case Format::Unknown:
       break;
   }
