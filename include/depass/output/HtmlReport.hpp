@@ -110,16 +110,18 @@ inline std::vector<double> numbers(const nlohmann::json& list) {
   return v;
 }
 
-/// Visible token text: newlines as a return symbol followed by a real line break.
+/// Visible token text: a newline shows as a return symbol; it also breaks the line when
+/// the token is only whitespace (a real line break in the text), not inside a token such
+/// as llama2.c's "\n<s>\n" BOS piece.
 inline std::string token_html(const std::string& text) {
+  const bool only_space = text.find_first_not_of(" \t\r\n") == std::string::npos;
   std::string out;
-  std::string rest = text;
   std::size_t start = 0;
   while (true) {
-    const std::size_t nl = rest.find('\n', start);
-    out += html_escape(rest.substr(start, nl == std::string::npos ? std::string::npos : nl - start));
+    const std::size_t nl = text.find('\n', start);
+    out += html_escape(text.substr(start, nl == std::string::npos ? std::string::npos : nl - start));
     if (nl == std::string::npos) break;
-    out += "<span class=\"nl\">\xE2\x86\xB5</span>\n";
+    out += std::string("<span class=\"nl\">\xE2\x86\xB5</span>") + (only_space ? "\n" : "");
     start = nl + 1;
   }
   return out;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../ComponentTensor.hpp"
 #include "../Error.hpp"
 #include "Json.hpp"
 
@@ -414,6 +415,45 @@ inline NpyArray scores_array(const nlohmann::json& doc) {
   }
   throw std::invalid_argument("a depass." + kind + " document has no score array to write as .npy "
                               "(use --format json, csv or text)");
+}
+
+/// Streams a component tensor (M x N x D, C order: component, position, feature) as a
+/// .npy file without copying it: index [m, n, d] is C[m] at position n, feature d.
+template <typename Scalar>
+void write_components_npy(std::ostream& out, const ComponentTensor<Scalar>& C, NpyType type = NpyType::Float64) {
+  if (type == NpyType::Int64) throw std::invalid_argument("write_components_npy: use a floating-point dtype");
+  const std::vector<std::size_t> shape = {static_cast<std::size_t>(C.components()),
+                                          static_cast<std::size_t>(C.positions()),
+                                          static_cast<std::size_t>(C.width())};
+  out << npy_header(type, shape);
+  const std::size_t item = npy_item_size(type);
+  std::string row(static_cast<std::size_t>(C.width()) * item, '\0');
+  for (Eigen::Index r = 0; r < C.stacked().rows(); ++r) {
+    for (Eigen::Index d = 0; d < C.width(); ++d) {
+      unsigned char* p = reinterpret_cast<unsigned char*>(&row[static_cast<std::size_t>(d) * item]);
+      const double v = static_cast<double>(C.stacked()(r, d));
+      if (type == NpyType::Float32) {
+        const float f = static_cast<float>(v);
+        std::uint32_t u;
+        std::memcpy(&u, &f, 4);
+        for (int b = 0; b < 4; ++b) p[b] = static_cast<unsigned char>(u >> (8 * b));
+      } else {
+        std::uint64_t u;
+        std::memcpy(&u, &v, 8);
+        for (int b = 0; b < 8; ++b) p[b] = static_cast<unsigned char>(u >> (8 * b));
+      }
+    }
+    out.write(row.data(), static_cast<std::streamsize>(row.size()));
+  }
+}
+
+template <typename Scalar>
+void save_components_npy(const std::string& path, const ComponentTensor<Scalar>& C, NpyType type = NpyType::Float64) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error("cannot write '" + path + "'");
+  write_components_npy(out, C, type);
+  out.close();
+  if (!out) throw std::runtime_error("error while writing '" + path + "'");
 }
 
 }  // namespace output
