@@ -43,12 +43,29 @@ std::vector<Initialisation<Scalar>> every_initialisation(const Config& cfg) {
           Initialisation<Scalar>::subspaces(Boundary::before_attention(1), {basis, skew})};
 }
 
+/// Three random parts of the state before the MLP of layer 1 (they sum to it exactly up
+/// to rounding): a custom initialisation.
+template <typename Scalar>
+Initialisation<Scalar> random_custom_split(const Model<Scalar>& model, const std::vector<int>& ids) {
+  Matrix<Scalar> x = model.embed(ids);
+  model.attention_block(0, x);
+  model.mlp_block(0, x);
+  model.attention_block(1, x);
+  ComponentTensor<Scalar> parts(3, x.rows(), x.cols());
+  parts.component(0) = Matrix<Scalar>::Random(x.rows(), x.cols()).cwiseProduct(x);
+  parts.component(1) = Matrix<Scalar>::Random(x.rows(), x.cols());
+  parts.component(2) = x - parts.component(0) - parts.component(1);
+  return Initialisation<Scalar>::custom_components(Boundary::before_mlp(1), parts, {"p", "q", "r"});
+}
+
 template <typename Scalar>
 void check_lossless(const Model<Scalar>& model, const std::vector<int>& ids) {
   Decomposer<Scalar> decomposer(model);
   const double tol = lossless_tolerance<Scalar>();
+  std::vector<Initialisation<Scalar>> inits = every_initialisation<Scalar>(model.config());
+  inits.push_back(random_custom_split(model, ids));
   for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
-    for (const auto& init : every_initialisation<Scalar>(model.config())) {
+    for (const auto& init : inits) {
       DecomposeOptions options;
       options.split = split;
       const Decomposition<Scalar> result = decomposer.run(ids, init, options);
