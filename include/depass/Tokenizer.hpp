@@ -3,7 +3,8 @@
 // tokenizer exactly (the ids must be those the model was trained on):
 //  - llama2.c tok*.bin, encoded and decoded as llama2.c's run.c does;
 //  - Hugging Face tokenizer.json with a SentencePiece-style BPE (Llama family),
-//    following the semantics of the `tokenizers` library.
+//    following the semantics of the `tokenizers` library;
+//  - the tokenizer embedded in a GGUF file (SentencePiece "llama" vocabularies).
 // A Tokenizer is immutable after loading; copies share the loaded vocabulary and
 // const methods may be called from several threads.
 
@@ -15,7 +16,9 @@
 
 #include "Error.hpp"
 #include "detail/File.hpp"
+#include "detail/io/GgufFile.hpp"
 #include "detail/tokenizer/Backend.hpp"
+#include "detail/tokenizer/Gguf.hpp"
 #include "detail/tokenizer/HuggingFace.hpp"
 #include "detail/tokenizer/Llama2c.hpp"
 
@@ -57,6 +60,19 @@ class Tokenizer {
       if (config.empty()) throw FormatError(config_path + ": file is empty");
     }
     return Tokenizer(std::make_shared<detail::hf::HuggingFaceTokenizer>(json, json_path, config, config_path));
+  }
+
+  /// The tokenizer stored in a GGUF file's tokenizer.ggml.* metadata. "llama" (a
+  /// SentencePiece vocabulary) encodes and decodes exactly like the llama2.c tokenizer of
+  /// the same vocabulary; BOS, EOS and the unknown token come from the file (defaults 1, 2
+  /// and 0), as does add_bos_token (default true). Other tokenizer models are refused
+  /// with a FormatError naming them.
+  static Tokenizer from_gguf(const std::string& path) {
+    const detail::GgufFile file(path);
+    const std::string model = file.get_string("tokenizer.ggml.model");
+    if (model == "llama")
+      return Tokenizer(std::make_shared<detail::SpmTokenizer>(detail::gguf_spm_vocab(file)));
+    file.fail("unsupported GGUF tokenizer model '" + model + "' (supported: llama)");
   }
 
   /// Token ids of `text`. With add_bos, BOS is prepended if the tokenizer adds one by
