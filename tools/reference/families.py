@@ -1,0 +1,771 @@
+#!/usr/bin/python3
+"""Independent PyTorch reference for the model families beyond plain Llama:
+Llama (incl. Llama 3 RoPE scaling), Mistral (explicit head_dim), Qwen2 (q/k/v biases,
+tied or untied), GPT-2 (LayerNorm with bias, learned positions, Conv1D weights, GELU-tanh
+MLP) -- in the Hugging Face checkpoint layout.  Written from the published
+architectures and `docs/depass-method.md`, not from the project C++.
+
+Contents
+  * safetensors writer/reader (by hand: u64 LE header length, JSON header with
+    "__metadata__" first, tensors by name, data in the same order, header padded with
+    spaces to a multiple of 8; F32 / F16 / BF16 / F64).
+  * tiny random checkpoints: configs with the fields `transformers` (4.51) writes for
+    each model_type (sorted keys, 2-space indent), deterministic numpy weights.
+  * forward passes (float32 or float64) and, as cross-checks, second implementations
+    written differently (complex-number RoPE, per-head loops, torch.nn.functional
+    layer_norm / gelu(approximate="tanh")).
+  * token-level DePass in float64 for any of the families (components: one per input
+    token, + a position component for GPT-2, + a bias component), and a loop-based
+    second implementation.
+
+Conventions (llama-like):
+  x = E[ids];  per layer: h = rmsnorm(x) w_in;  q = h Wq^T (+bq), k = h Wk^T (+bk),
+  v = h Wv^T (+bv), heads of width head_dim (config head_dim, else hidden/heads);
+  RoPE "halves" layout (HF rotate_half): for pair i (i < hd/2) the elements i and
+  i + hd/2 rotate by angle pos * inv_freq[i], inv_freq[i] = theta^(-2i/hd), rescaled by
+  the llama3 rule when rope_scaling.rope_type == "llama3" (llama3_inv_freq below);
+  cos/sin are computed in float64 and cast to the working dtype.
+  A[h] = softmax(q_h k_{h // (H/G)}^T / sqrt(hd), causal);  x += concat_h(A v) Wo^T;
+  h = rmsnorm(x) w_post;  x += (silu(h Wg^T) * (h Wu^T)) Wd^T;  logits = rmsnorm(x) w_f Wlm^T
+  rmsnorm(x) = x / sqrt(mean(x^2) + eps); lm_head = embed_tokens when tied.
+GPT-2:
+  x = wte[ids] + wpe[0..N-1];  per layer: h = LN1(x);  qkv = h @ c_attn.W + c_attn.b
+  (W is [D, 3D], Conv1D: y = x W + b), q|k|v = columns [0,D) [D,2D) [2D,3D), head h =
+  columns h*hd..(h+1)*hd of each;  A = softmax(q k^T / sqrt(hd), causal);
+  x += concat(A v) @ attn.c_proj.W + b;  h = LN2(x);  x += gelu_tanh(h @ c_fc.W + b) @
+  mlp.c_proj.W + b;  logits = LN_f(x) @ wte^T.  LN(x) = (x - mean) / sqrt(var + eps) g + b
+  with the biased variance; gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))).
+"""
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import torch
+
+TRANSFORMERS_VERSION = "4.51.3"
+
+
+# ----------------------------------------------------------------------------
+# safetensors
+# ----------------------------------------------------------------------------
+def _f32_to_bf16_bits(a):
+    """Round-to-nearest-even float32 -> bfloat16 bit patterns (uint16)."""
+    u = np.ascontiguousarray(a, dtype="<f4").view("<u4").astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return rounded.astype("<u2")
+
+
+def encode_tensor(a, dtype):
+    a = np.asarray(a)
+    if dtype == "F32":
+        return np.ascontiguousarray(a, dtype="<f4").tobytes()
+    if dtype == "F16":
+        return np.ascontiguousarray(a, dtype="<f2").tobytes()
+    if dtype == "F64":
+        return np.ascontiguousarray(a, dtype="<f8").tobytes()
+    if dtype == "BF16":
+        return _f32_to_bf16_bits(a.astype(np.float32)).tobytes()
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: {name: (array, dtype)}; data laid out in name order."""
+    header = {"__metadata__": dict(metadata or {"format": "pt"})}
+    blobs, off = [], 0
+    for name in sorted(tensors):
+        arr, dtype = tensors[name]
+        b = encode_tensor(arr, dtype)
+        header[name] = {"dtype": dtype, "shape": list(np.asarray(arr).shape),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def read_safetensors(path):
+    """-> ({name: float64 torch tensor (exact widening)}, {name: dtype}, metadata)."""
+    data = open(path, "rb").read()
+    (hlen,) = struct.unpack_from("<Q", data, 0)
+    assert hlen % 8 == 0
+    header = json.loads(data[8:8 + hlen].decode("utf-8"))
+    base = 8 + hlen
+    out, dtypes, end = {}, {}, 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        raw = data[base + a:base + b]
+        dt = info["dtype"]
+        if dt == "F32":
+            t = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        elif dt == "F16":
+            t = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+        elif dt == "F64":
+            t = np.frombuffer(raw, dtype="<f8").astype(np.float64)
+        elif dt == "BF16":
+            t = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view("<f4")
+            t = t.astype(np.float64)
+        else:
+            raise ValueError(dt)
+        shape = info["shape"]
+        assert t.size == int(np.prod(shape)), name
+        out[name] = torch.from_numpy(t.reshape(shape).copy())
+        dtypes[name] = dt
+        end = max(end, b)
+    assert base + end == len(data), "trailing bytes"
+    return out, dtypes, header.get("__metadata__", {})
+
+
+# ----------------------------------------------------------------------------
+# configs (as transformers' save_pretrained writes them: to_diff_dict, sorted keys)
+# ----------------------------------------------------------------------------
+def llama_config(vocab, bos, eos, tie, rope_theta=10000.0, rope_scaling=None,
+                 torch_dtype="float32"):
+    return {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": False,
+        "attention_dropout": 0.0, "bos_token_id": bos, "eos_token_id": eos,
+        "head_dim": 16, "hidden_act": "silu", "hidden_size": 64,
+        "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 128, "mlp_bias": False, "model_type": "llama",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": rope_scaling,
+        "rope_theta": rope_theta, "tie_word_embeddings": tie, "torch_dtype": torch_dtype,
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
+
+
+def mistral_config(vocab, bos, eos):
+    return {
+        "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0,
+        "bos_token_id": bos, "eos_token_id": eos, "head_dim": 32, "hidden_act": "silu",
+        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 128, "model_type": "mistral",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": None,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
+
+
+def qwen2_config(vocab, bos, eos, tie):
+    return {
+        "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0,
+        "bos_token_id": bos, "eos_token_id": eos, "hidden_act": "silu", "hidden_size": 64,
+        "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 128, "max_window_layers": 2, "model_type": "qwen2",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0,
+        "sliding_window": None, "tie_word_embeddings": tie, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_sliding_window": False, "vocab_size": vocab}
+
+
+def gpt2_config(vocab, bos, eos):
+    # tie_word_embeddings is absent: GPT2Config's default (True) equals PretrainedConfig's,
+    # so to_diff_dict drops it (as in the hub's gpt2 config.json).
+    return {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+        "attn_pdrop": 0.1, "bos_token_id": bos, "embd_pdrop": 0.1, "eos_token_id": eos,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+        "n_embd": 64, "n_head": 4, "n_inner": None, "n_layer": 2, "n_positions": 64,
+        "reorder_and_upcast_attn": False, "resid_pdrop": 0.1,
+        "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
+        "summary_activation": None, "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True, "summary_type": "cls_index",
+        "summary_use_proj": True, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
+
+
+def write_config(cfg, path):
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# random weights (numpy RandomState: bit-stable across versions)
+# ----------------------------------------------------------------------------
+MAT_STD, NORM_STD, BIAS_STD = 0.08, 0.1, 0.1
+# Query/key projections are drawn wider: with std 0.08 at hidden 64 the attention scores
+# have std ~64 * 0.08^2 = 0.41 and the attention rows are nearly uniform (entropy ~0.99
+# of log N); std 0.18 gives score std ~2 and clearly peaked, position-dependent rows.
+QK_STD = 0.18
+
+
+class Gen:
+    def __init__(self, seed):
+        self.rs = np.random.RandomState(seed)
+
+    def mat(self, *shape, std=MAT_STD):
+        return self.rs.normal(0.0, std, size=shape).astype(np.float32)
+
+    def norm(self, n):
+        return (1.0 + self.rs.normal(0.0, NORM_STD, size=(n,))).astype(np.float32)
+
+    def bias(self, n):
+        return self.rs.normal(0.0, BIAS_STD, size=(n,)).astype(np.float32)
+
+
+def llama_like_weights(cfg, seed, qkv_bias=False, lm_head=True):
+    """HF tensor names -> float32 numpy arrays, generated in module order."""
+    g = Gen(seed)
+    D, V, I = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    H, G = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or D // H
+    t = {"model.embed_tokens.weight": g.mat(V, D)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        t[p + "input_layernorm.weight"] = g.norm(D)
+        t[p + "self_attn.q_proj.weight"] = g.mat(H * hd, D, std=QK_STD)
+        t[p + "self_attn.k_proj.weight"] = g.mat(G * hd, D, std=QK_STD)
+        t[p + "self_attn.v_proj.weight"] = g.mat(G * hd, D)
+        if qkv_bias:
+            t[p + "self_attn.q_proj.bias"] = g.bias(H * hd)
+            t[p + "self_attn.k_proj.bias"] = g.bias(G * hd)
+            t[p + "self_attn.v_proj.bias"] = g.bias(G * hd)
+        t[p + "self_attn.o_proj.weight"] = g.mat(D, H * hd)
+        t[p + "post_attention_layernorm.weight"] = g.norm(D)
+        t[p + "mlp.gate_proj.weight"] = g.mat(I, D)
+        t[p + "mlp.up_proj.weight"] = g.mat(I, D)
+        t[p + "mlp.down_proj.weight"] = g.mat(D, I)
+    t["model.norm.weight"] = g.norm(D)
+    if lm_head:
+        t["lm_head.weight"] = g.mat(V, D)
+    return t
+
+
+def gpt2_weights(cfg, seed):
+    g = Gen(seed)
+    D, V, P = cfg["n_embd"], cfg["vocab_size"], cfg["n_positions"]
+    I = cfg["n_inner"] or 4 * D
+    t = {"transformer.wte.weight": g.mat(V, D), "transformer.wpe.weight": g.mat(P, D)}
+    for l in range(cfg["n_layer"]):
+        p = "transformer.h.%d." % l
+        t[p + "ln_1.weight"] = g.norm(D)
+        t[p + "ln_1.bias"] = g.bias(D)
+        t[p + "attn.c_attn.weight"] = np.concatenate(
+            [g.mat(D, D, std=QK_STD), g.mat(D, D, std=QK_STD), g.mat(D, D)], axis=1)
+        t[p + "attn.c_attn.bias"] = g.bias(3 * D)
+        t[p + "attn.c_proj.weight"] = g.mat(D, D)
+        t[p + "attn.c_proj.bias"] = g.bias(D)
+        t[p + "ln_2.weight"] = g.norm(D)
+        t[p + "ln_2.bias"] = g.bias(D)
+        t[p + "mlp.c_fc.weight"] = g.mat(D, I)
+        t[p + "mlp.c_fc.bias"] = g.bias(I)
+        t[p + "mlp.c_proj.weight"] = g.mat(I, D)
+        t[p + "mlp.c_proj.bias"] = g.bias(D)
+    t["transformer.ln_f.weight"] = g.norm(D)
+    t["transformer.ln_f.bias"] = g.bias(D)
+    return t
+
+
+# ----------------------------------------------------------------------------
+# loading a family directory into a model dict
+# ----------------------------------------------------------------------------
+def load_model(d, dtype=torch.float64):
+    """Reads config.json + model.safetensors of a family directory.  Weights are
+    widened exactly from their stored dtype, then cast to `dtype`."""
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    t, dts, meta = read_safetensors(os.path.join(d, "model.safetensors"))
+    t = {k: v.to(dtype) for k, v in t.items()}
+    mt = cfg["model_type"]
+    if mt == "gpt2":
+        return _load_gpt2(cfg, t, dtype)
+    assert mt in ("llama", "mistral", "qwen2"), mt
+    D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    G = cfg.get("num_key_value_heads") or H
+    hd = cfg.get("head_dim") or D // H
+    emb = t["model.embed_tokens.weight"]
+    tie = cfg.get("tie_word_embeddings", True)  # absent = PretrainedConfig default
+    if tie:
+        assert "lm_head.weight" not in t
+        lm = emb
+    else:
+        lm = t["lm_head.weight"]
+    layers = []
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        L = dict(in_norm=t[p + "input_layernorm.weight"],
+                 wq=t[p + "self_attn.q_proj.weight"], wk=t[p + "self_attn.k_proj.weight"],
+                 wv=t[p + "self_attn.v_proj.weight"], wo=t[p + "self_attn.o_proj.weight"],
+                 post_norm=t[p + "post_attention_layernorm.weight"],
+                 wg=t[p + "mlp.gate_proj.weight"], wu=t[p + "mlp.up_proj.weight"],
+                 wd=t[p + "mlp.down_proj.weight"])
+        for n in ("q", "k", "v"):
+            L["b" + n] = t.get(p + "self_attn.%s_proj.bias" % n)
+        layers.append(L)
+    arch = dict(kind="llama", D=D, H=H, G=G, hd=hd, eps=cfg["rms_norm_eps"],
+                inv_freq=rope_inv_freq(cfg, hd), vocab=cfg["vocab_size"])
+    return dict(cfg=cfg, arch=arch, embed=emb, lm_head=lm, layers=layers,
+                final_norm=t["model.norm.weight"], dtypes=dts, meta=meta)
+
+
+def _load_gpt2(cfg, t, dtype):
+    pre = "transformer." if "transformer.wte.weight" in t else ""
+    D, H = cfg["n_embd"], cfg["n_head"]
+    layers = []
+    for l in range(cfg["n_layer"]):
+        p = pre + "h.%d." % l
+        L = {k: t[p + k] for k in (
+            "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
+            "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
+            "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")}
+        layers.append(L)
+    arch = dict(kind="gpt2", D=D, H=H, G=H, hd=D // H, eps=cfg["layer_norm_epsilon"],
+                vocab=cfg["vocab_size"], n_positions=cfg["n_positions"])
+    return dict(cfg=cfg, arch=arch, wte=t[pre + "wte.weight"], wpe=t[pre + "wpe.weight"],
+                layers=layers, ln_f_w=t[pre + "ln_f.weight"], ln_f_b=t[pre + "ln_f.bias"])
+
+
+# ----------------------------------------------------------------------------
+# RoPE
+# ----------------------------------------------------------------------------
+def llama3_inv_freq(inv_freq, rs):
+    """HF _compute_llama3_parameters, in float64.  Returns (new inv_freq, kinds) with
+    kinds[i] in {"unchanged", "scaled", "smoothed"}."""
+    factor = rs["factor"]
+    low, high = rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    low_wl, high_wl = old / low, old / high
+    out, kinds = [], []
+    for f in inv_freq:
+        wl = 2 * math.pi / f
+        if wl < high_wl:
+            out.append(f)
+            kinds.append("unchanged")
+        elif wl > low_wl:
+            out.append(f / factor)
+            kinds.append("scaled")
+        else:
+            s = (old / wl - low) / (high - low)
+            out.append((1 - s) * f / factor + s * f)
+            kinds.append("smoothed")
+    return np.array(out, dtype=np.float64), kinds
+
+
+def rope_inv_freq(cfg, hd):
+    theta = float(cfg.get("rope_theta", 10000.0))
+    inv = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    rs = cfg.get("rope_scaling")
+    if rs:
+        kind = rs.get("rope_type", rs.get("type"))
+        assert kind == "llama3", kind
+        inv, _ = llama3_inv_freq(inv, rs)
+    return inv
+
+
+def rope_cos_sin(inv_freq, n, dtype):
+    ang = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]  # [N, hd/2]
+    return torch.from_numpy(np.cos(ang)).to(dtype), torch.from_numpy(np.sin(ang)).to(dtype)
+
+
+def rope_halves(x, cos, sin):
+    """x [..., N, heads, hd]; HF: x*cos + rotate_half(x)*sin, cos/sin repeated twice."""
+    c = torch.cat([cos, cos], dim=-1)[:, None, :]
+    s = torch.cat([sin, sin], dim=-1)[:, None, :]
+    half = x.shape[-1] // 2
+    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * c + rot * s
+
+
+# ----------------------------------------------------------------------------
+# building blocks
+# ----------------------------------------------------------------------------
+def rms_scale(x, eps):
+    return torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+
+
+def ln_scale(x, eps):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
+    return torch.rsqrt(var + eps)
+
+
+def center(x):
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def silu(x):
+    return x * torch.sigmoid(x)
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def causal_softmax(s):
+    N = s.shape[-1]
+    mask = torch.triu(torch.ones(N, N, dtype=torch.bool), diagonal=1)
+    return torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
+
+
+def mix_heads(A, v, H, G):
+    """A [H,N,N], v [..., G, N, hd] -> [..., N, H*hd]."""
+    kv = torch.arange(H) // (H // G)
+    o = A @ v[..., kv, :, :]
+    o = o.transpose(-3, -2)
+    return o.reshape(*o.shape[:-2], -1)
+
+
+def _attn_llama(h, L, a, cos, sin):
+    """Real attention on normalised h [N, D] -> (A [H,N,N], v [G,N,hd])."""
+    N = h.shape[0]
+    H, G, hd = a["H"], a["G"], a["hd"]
+    q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
+    if L["bq"] is not None:
+        q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+    q = rope_halves(q.reshape(N, H, hd), cos, sin).permute(1, 0, 2)
+    k = rope_halves(k.reshape(N, G, hd), cos, sin).permute(1, 0, 2)
+    kv = torch.arange(H) // (H // G)
+    A = causal_softmax(q @ k[kv].transpose(1, 2) / math.sqrt(hd))
+    return A, v.reshape(N, G, hd).permute(1, 0, 2)
+
+
+def _attn_gpt2(h, L, a):
+    N, D, H, hd = h.shape[0], a["D"], a["H"], a["hd"]
+    qkv = h @ L["attn.c_attn.weight"] + L["attn.c_attn.bias"]
+    q, k, v = (qkv[:, i * D:(i + 1) * D].reshape(N, H, hd).permute(1, 0, 2) for i in range(3))
+    A = causal_softmax(q @ k.transpose(1, 2) / math.sqrt(hd))
+    return A, v
+
+
+def forward(m, ids, return_hidden=False, return_attn=False):
+    a = m["arch"]
+    N = len(ids)
+    idx = torch.tensor(ids, dtype=torch.long)
+    hidden, attn = [], []
+    if a["kind"] == "gpt2":
+        eps = a["eps"]
+        x = m["wte"][idx] + m["wpe"][:N]
+        hidden.append(x)
+        for L in m["layers"]:
+            h = center(x) * ln_scale(x, eps) * L["ln_1.weight"] + L["ln_1.bias"]
+            A, v = _attn_gpt2(h, L, a)
+            attn.append(A)
+            x = x + mix_heads(A, v, a["H"], a["G"]) @ L["attn.c_proj.weight"] + L["attn.c_proj.bias"]
+            hidden.append(x)
+            h = center(x) * ln_scale(x, eps) * L["ln_2.weight"] + L["ln_2.bias"]
+            act = gelu_tanh(h @ L["mlp.c_fc.weight"] + L["mlp.c_fc.bias"])
+            x = x + act @ L["mlp.c_proj.weight"] + L["mlp.c_proj.bias"]
+            hidden.append(x)
+        y = center(x) * ln_scale(x, eps) * m["ln_f_w"] + m["ln_f_b"]
+        logits = y @ m["wte"].T
+    else:
+        eps = a["eps"]
+        dt = m["embed"].dtype
+        cos, sin = rope_cos_sin(a["inv_freq"], N, dt)
+        x = m["embed"][idx]
+        hidden.append(x)
+        for L in m["layers"]:
+            h = x * rms_scale(x, eps) * L["in_norm"]
+            A, v = _attn_llama(h, L, a, cos, sin)
+            attn.append(A)
+            x = x + mix_heads(A, v, a["H"], a["G"]) @ L["wo"].T
+            hidden.append(x)
+            h = x * rms_scale(x, eps) * L["post_norm"]
+            act = silu(h @ L["wg"].T) * (h @ L["wu"].T)
+            x = x + act @ L["wd"].T
+            hidden.append(x)
+        logits = (x * rms_scale(x, eps) * m["final_norm"]) @ m["lm_head"].T
+    out = [logits]
+    if return_hidden:
+        out.append(hidden)
+    if return_attn:
+        out.append(attn)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def forward_alt(m, ids):
+    """Second forward implementation, written differently on purpose: complex-number
+    RoPE on (x_i, x_{i+hd/2}) pairs, per-head Python loops with repeat of kv heads,
+    RMS via vector norms, torch.nn.functional.layer_norm / gelu(approximate="tanh") /
+    linear for GPT-2.  Used only to cross-check `forward`."""
+    F = torch.nn.functional
+    a = m["arch"]
+    N = len(ids)
+    idx = torch.tensor(ids, dtype=torch.long)
+    if a["kind"] == "gpt2":
+        D, H, hd, eps = a["D"], a["H"], a["hd"], a["eps"]
+        x = F.embedding(idx, m["wte"]) + F.embedding(torch.arange(N), m["wpe"])
+        for L in m["layers"]:
+            h = F.layer_norm(x, (D,), L["ln_1.weight"], L["ln_1.bias"], eps)
+            qkv = F.linear(h, L["attn.c_attn.weight"].T, L["attn.c_attn.bias"])
+            q, k, v = qkv.split(D, dim=-1)
+            heads = []
+            for hh in range(H):
+                sl = slice(hh * hd, (hh + 1) * hd)
+                s = q[:, sl] @ k[:, sl].T / math.sqrt(hd)
+                s = s + torch.triu(torch.full((N, N), float("-inf"), dtype=x.dtype), 1)
+                heads.append(torch.softmax(s, -1) @ v[:, sl])
+            x = x + F.linear(torch.cat(heads, -1), L["attn.c_proj.weight"].T, L["attn.c_proj.bias"])
+            h = F.layer_norm(x, (D,), L["ln_2.weight"], L["ln_2.bias"], eps)
+            g = F.gelu(F.linear(h, L["mlp.c_fc.weight"].T, L["mlp.c_fc.bias"]), approximate="tanh")
+            x = x + F.linear(g, L["mlp.c_proj.weight"].T, L["mlp.c_proj.bias"])
+        return F.linear(F.layer_norm(x, (D,), m["ln_f_w"], m["ln_f_b"], a["eps"]), m["wte"])
+    D, H, G, hd, eps = a["D"], a["H"], a["G"], a["hd"], a["eps"]
+    cdt = torch.complex128 if m["embed"].dtype == torch.float64 else torch.complex64
+    ang = torch.from_numpy(np.outer(np.arange(N, dtype=np.float64), a["inv_freq"]))
+    rot = torch.polar(torch.ones_like(ang), ang).to(cdt)  # [N, hd/2]
+
+    def rope(t):  # t [N, hd]
+        z = torch.complex(t[:, :hd // 2], t[:, hd // 2:]) * rot
+        return torch.cat([z.real, z.imag], -1)
+
+    def rms(t, w):
+        return t / (torch.linalg.vector_norm(t, dim=-1, keepdim=True) / math.sqrt(D)
+                    ).pow(2).add(eps).sqrt() * w
+
+    x = F.embedding(idx, m["embed"])
+    for L in m["layers"]:
+        h = rms(x, L["in_norm"])
+        q = F.linear(h, L["wq"], L["bq"])
+        k = F.linear(h, L["wk"], L["bk"])
+        v = F.linear(h, L["wv"], L["bv"])
+        heads = []
+        for hh in range(H):
+            g = hh * G // H
+            qh = rope(q[:, hh * hd:(hh + 1) * hd])
+            kh = rope(k[:, g * hd:(g + 1) * hd])
+            s = qh @ kh.T / math.sqrt(hd)
+            s = s + torch.triu(torch.full((N, N), float("-inf"), dtype=x.dtype), 1)
+            heads.append(torch.softmax(s, -1) @ v[:, g * hd:(g + 1) * hd])
+        x = x + F.linear(torch.cat(heads, -1), L["wo"])
+        h = rms(x, L["post_norm"])
+        x = x + F.linear(F.silu(F.linear(h, L["wg"])) * F.linear(h, L["wu"]), L["wd"])
+    return F.linear(rms(x, m["final_norm"]), m["lm_head"])
+
+
+# ----------------------------------------------------------------------------
+# DePass (token level, float64)
+# ----------------------------------------------------------------------------
+def split_softmax(gm, temperature, bos_sink, bias_idx):
+    """gm [M, N, I] -> weights [M, N, I] summing to 1 over M.  Eligible: g_m != 0
+    exactly; with bos_sink, component 0 is not eligible at positions > 0.  A neuron with
+    no eligible component goes wholly to the bias component."""
+    M, N, I = gm.shape
+    elig = gm != 0
+    if bos_sink and N > 1:
+        elig[0, 1:, :] = False
+    z = torch.where(elig, gm / temperature, torch.tensor(float("-inf"), dtype=gm.dtype))
+    zmax = z.max(dim=0, keepdim=True).values
+    zmax = torch.where(torch.isfinite(zmax), zmax, torch.zeros_like(zmax))
+    e = torch.where(elig, torch.exp(z - zmax), torch.zeros_like(gm))
+    den = e.sum(dim=0, keepdim=True)
+    w = e / torch.where(den > 0, den, torch.ones_like(den))
+    none = ~elig.any(dim=0)
+    w[bias_idx] = torch.where(none, torch.ones_like(w[bias_idx]), w[bias_idx])
+    return w
+
+
+def initial_components(m, ids):
+    """-> (x, C, names): token components at their own position; GPT-2 adds a
+    position component (wpe, all positions); last = bias component (zeros)."""
+    a = m["arch"]
+    N = len(ids)
+    idx = torch.tensor(ids, dtype=torch.long)
+    if a["kind"] == "gpt2":
+        tok = m["wte"][idx]
+        pos = m["wpe"][:N]
+        C = torch.zeros(N + 2, N, a["D"], dtype=tok.dtype)
+        C[torch.arange(N), torch.arange(N)] = tok
+        C[N] = pos
+        x = tok + pos
+        names = ["tok%d" % i for i in range(N)] + ["position", "bias"]
+    else:
+        tok = m["embed"][idx]
+        C = torch.zeros(N + 1, N, a["D"], dtype=tok.dtype)
+        C[torch.arange(N), torch.arange(N)] = tok
+        x = tok
+        names = ["tok%d" % i for i in range(N)] + ["bias"]
+    return x, C, names
+
+
+def depass(m, ids, temperature=0.1, bos_sink=True):
+    """Vectorised token-level DePass.  Returns (comp_logits [M, N, V], logits [N, V],
+    names, info with the relative invariant error at every block boundary)."""
+    a = m["arch"]
+    N = len(ids)
+    eps = a["eps"]
+    H, G, hd = a["H"], a["G"], a["hd"]
+    x, C, names = initial_components(m, ids)
+    M = C.shape[0]
+    B = M - 1
+    errs = []
+
+    def err():
+        errs.append(((C.sum(0) - x).abs().max() / x.abs().max()).item())
+
+    err()
+    if a["kind"] == "gpt2":
+        for L in m["layers"]:
+            # attention: frozen LayerNorm (centre each component, real scale), + b for bias
+            r = ln_scale(x, eps)
+            h = center(x) * r * L["ln_1.weight"] + L["ln_1.bias"]
+            A, v = _attn_gpt2(h, L, a)
+            x = x + mix_heads(A, v, H, G) @ L["attn.c_proj.weight"] + L["attn.c_proj.bias"]
+            Cn = center(C) * r * L["ln_1.weight"]
+            Cn[B] = Cn[B] + L["ln_1.bias"]
+            Wv = L["attn.c_attn.weight"][:, 2 * a["D"]:]
+            Vm = Cn @ Wv
+            Vm[B] = Vm[B] + L["attn.c_attn.bias"][2 * a["D"]:]
+            Vm = Vm.reshape(M, N, H, hd).permute(0, 2, 1, 3)
+            C = C + mix_heads(A, Vm, H, G) @ L["attn.c_proj.weight"]
+            C[B] = C[B] + L["attn.c_proj.bias"]
+            err()
+            # MLP
+            r = ln_scale(x, eps)
+            h = center(x) * r * L["ln_2.weight"] + L["ln_2.bias"]
+            act = gelu_tanh(h @ L["mlp.c_fc.weight"] + L["mlp.c_fc.bias"])
+            x = x + act @ L["mlp.c_proj.weight"] + L["mlp.c_proj.bias"]
+            Cn = center(C) * r * L["ln_2.weight"]
+            Cn[B] = Cn[B] + L["ln_2.bias"]
+            gm = Cn @ L["mlp.c_fc.weight"]
+            gm[B] = gm[B] + L["mlp.c_fc.bias"]
+            w = split_softmax(gm, temperature, bos_sink, B)
+            C = C + (w * act) @ L["mlp.c_proj.weight"]
+            C[B] = C[B] + L["mlp.c_proj.bias"]
+            err()
+        r = ln_scale(x, eps)
+        logits = (center(x) * r * m["ln_f_w"] + m["ln_f_b"]) @ m["wte"].T
+        Cn = center(C) * r * m["ln_f_w"]
+        Cn[B] = Cn[B] + m["ln_f_b"]
+        comp = Cn @ m["wte"].T
+    else:
+        cos, sin = rope_cos_sin(a["inv_freq"], N, x.dtype)
+        for L in m["layers"]:
+            r = rms_scale(x, eps)
+            h = x * r * L["in_norm"]
+            A, v = _attn_llama(h, L, a, cos, sin)
+            x = x + mix_heads(A, v, H, G) @ L["wo"].T
+            Vm = (C * r * L["in_norm"]) @ L["wv"].T
+            if L["bv"] is not None:
+                Vm[B] = Vm[B] + L["bv"]
+            Vm = Vm.reshape(M, N, G, hd).permute(0, 2, 1, 3)
+            C = C + mix_heads(A, Vm, H, G) @ L["wo"].T
+            err()
+            r = rms_scale(x, eps)
+            h = x * r * L["post_norm"]
+            act = silu(h @ L["wg"].T) * (h @ L["wu"].T)
+            x = x + act @ L["wd"].T
+            gm = (C * r * L["post_norm"]) @ L["wg"].T
+            w = split_softmax(gm, temperature, bos_sink, B)
+            C = C + (w * act) @ L["wd"].T
+            err()
+        r = rms_scale(x, eps)
+        logits = (x * r * m["final_norm"]) @ m["lm_head"].T
+        comp = (C * r * m["final_norm"]) @ m["lm_head"].T
+    lerr = ((comp.sum(0) - logits).abs().max() / logits.abs().max()).item()
+    return comp, logits, names, dict(state_errs=errs, max_rel_state_err=max(errs),
+                                     max_rel_logit_err=lerr)
+
+
+def depass_naive(m, ids, temperature=0.1, bos_sink=True):
+    """Loop-based second implementation: one component at a time, each head through its
+    own slice of the output projection before mixing, neuron weights computed per
+    (position, neuron) with math.exp.  Returns comp_logits [M, N, V]."""
+    a = m["arch"]
+    N = len(ids)
+    eps = a["eps"]
+    D, H, G, hd = a["D"], a["H"], a["G"], a["hd"]
+    x, C0, names = initial_components(m, ids)
+    comps = [C0[i].clone() for i in range(C0.shape[0])]
+    M = len(comps)
+    B = M - 1
+    gpt2 = a["kind"] == "gpt2"
+    if not gpt2:
+        cos, sin = rope_cos_sin(a["inv_freq"], N, x.dtype)
+
+    def norm(t, r, w, b, is_bias):
+        if gpt2:
+            y = (t - t.mean(-1, keepdim=True)) * r * w
+            return y + b if is_bias else y
+        return t * r * w
+
+    def split(gm_list, act, W2):  # gm_list: M tensors [N, I]; W2: [I, D] (input-major)
+        I = act.shape[1]
+        outs = [torch.zeros(N, D, dtype=x.dtype) for _ in range(M)]
+        for i in range(N):
+            for k in range(I):
+                el = [mm for mm in range(M) if gm_list[mm][i, k].item() != 0.0
+                      and not (bos_sink and mm == 0 and i > 0)]
+                if not el:
+                    wts = {B: 1.0}
+                else:
+                    zs = [gm_list[mm][i, k].item() / temperature for mm in el]
+                    zmax = max(zs)
+                    es = [math.exp(z - zmax) for z in zs]
+                    s = sum(es)
+                    wts = {mm: e / s for mm, e in zip(el, es)}
+                for mm, wt in wts.items():
+                    outs[mm][i] += (wt * act[i, k].item()) * W2[k]
+        return outs
+
+    for L in m["layers"]:
+        if gpt2:
+            r = ln_scale(x, eps)
+            h = center(x) * r * L["ln_1.weight"] + L["ln_1.bias"]
+            A, v = _attn_gpt2(h, L, a)
+            x = x + mix_heads(A, v, H, G) @ L["attn.c_proj.weight"] + L["attn.c_proj.bias"]
+            Wv, bv = L["attn.c_attn.weight"][:, 2 * D:], L["attn.c_attn.bias"][2 * D:]
+            Wo, bo = L["attn.c_proj.weight"], L["attn.c_proj.bias"]  # [in, out]
+            g1, b1 = L["ln_1.weight"], L["ln_1.bias"]
+        else:
+            r = rms_scale(x, eps)
+            h = x * r * L["in_norm"]
+            A, v = _attn_llama(h, L, a, cos, sin)
+            x = x + mix_heads(A, v, H, G) @ L["wo"].T
+            Wv, bv = L["wv"].T, L["bv"]
+            Wo, bo = L["wo"].T, None
+            g1, b1 = L["in_norm"], None
+        for mm in range(M):
+            hn = norm(comps[mm], r, g1, b1, mm == B)
+            vm = hn @ Wv
+            if mm == B and bv is not None:
+                vm = vm + bv
+            add = torch.zeros(N, D, dtype=x.dtype)
+            for hh in range(H):
+                g = hh // (H // G)
+                proj = vm[:, g * hd:(g + 1) * hd] @ Wo[hh * hd:(hh + 1) * hd, :]  # [N, D]
+                add = add + A[hh] @ proj
+            if mm == B and bo is not None:
+                add = add + bo
+            comps[mm] = comps[mm] + add
+        if gpt2:
+            r = ln_scale(x, eps)
+            h = center(x) * r * L["ln_2.weight"] + L["ln_2.bias"]
+            act = gelu_tanh(h @ L["mlp.c_fc.weight"] + L["mlp.c_fc.bias"])
+            x = x + act @ L["mlp.c_proj.weight"] + L["mlp.c_proj.bias"]
+            W1, bf, W2, bp = (L["mlp.c_fc.weight"], L["mlp.c_fc.bias"], L["mlp.c_proj.weight"],
+                              L["mlp.c_proj.bias"])
+            g2, b2 = L["ln_2.weight"], L["ln_2.bias"]
+        else:
+            r = rms_scale(x, eps)
+            h = x * r * L["post_norm"]
+            act = silu(h @ L["wg"].T) * (h @ L["wu"].T)
+            x = x + act @ L["wd"].T
+            W1, bf, W2, bp = L["wg"].T, None, L["wd"].T, None
+            g2, b2 = L["post_norm"], None
+        gms = []
+        for mm in range(M):
+            gmm = norm(comps[mm], r, g2, b2, mm == B) @ W1
+            if mm == B and bf is not None:
+                gmm = gmm + bf
+            gms.append(gmm)
+        outs = split(gms, act, W2)
+        for mm in range(M):
+            comps[mm] = comps[mm] + outs[mm]
+            if mm == B and bp is not None:
+                comps[mm] = comps[mm] + bp
+    if gpt2:
+        r = ln_scale(x, eps)
+        res = [norm(c, r, m["ln_f_w"], m["ln_f_b"], i == B) @ m["wte"].T
+               for i, c in enumerate(comps)]
+    else:
+        r = rms_scale(x, eps)
+        res = [(c * r * m["final_norm"]) @ m["lm_head"].T for c in comps]
+    return torch.stack(res)
