@@ -289,7 +289,8 @@ class ByteLevelBPE:
         m = j["model"]
         assert m["type"] == "BPE" and not m.get("byte_fallback", False)
         assert m.get("dropout") is None
-        self.vocab = dict(m["vocab"])
+        self.model_vocab = dict(m["vocab"])  # what BPE (and ignore_merges) looks up
+        self.vocab = dict(m["vocab"])        # + added tokens: every token string -> id
         self.ignore_merges = bool(m.get("ignore_merges", False))
         self.ranks = {}
         for r, mg in enumerate(m["merges"]):
@@ -362,7 +363,7 @@ class ByteLevelBPE:
 
     def bpe(self, piece, ignore_merges=None):
         im = self.ignore_merges if ignore_merges is None else ignore_merges
-        if im and piece in self.vocab:
+        if im and piece in self.model_vocab:
             return [piece]
         return bpe_merge(list(piece), self.ranks)
 
@@ -399,7 +400,7 @@ class ByteLevelBPE:
                 ids.append(self.added[seg]["id"])
                 continue
             for piece in self.pre_tokenize(self.normalize(seg)):
-                ids += [self.vocab[t] for t in self.bpe(piece, ignore_merges)]
+                ids += [self.model_vocab[t] for t in self.bpe(piece, ignore_merges)]
         return self.post_process(ids, add_special_tokens)
 
     def tokens(self, ids):
