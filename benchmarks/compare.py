@@ -54,8 +54,8 @@ def load_dump(path):
     tensors = {}
     for name, info in index["tensors"].items():
         n = int(np.prod(info["shape"]))
-        a = flat[info["offset"]:info["offset"] + n].reshape(info["shape"])
-        tensors[name] = torch.from_numpy(a.copy())
+        # Views into the one flat array: no transient copy inflates the memory baseline.
+        tensors[name] = torch.from_numpy(flat[info["offset"]:info["offset"] + n].reshape(info["shape"]))
     return index["config"], tensors
 
 
@@ -368,13 +368,33 @@ class ChildCpu:
         return delta
 
 
-def build_harness(build_dir, log):
-    log("building %s in %s ..." % (HARNESS_NAME, build_dir))
-    subprocess.run(["cmake", "-S", REPO, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-                    "-DDEPASS_BUILD_TESTS=OFF", "-DDEPASS_BUILD_EXAMPLES=OFF",
-                    "-DDEPASS_INSTALL=OFF"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", build_dir, "--target", HARNESS_NAME, "-j2"], check=True,
-                   stdout=subprocess.DEVNULL)
+def build_harness(build_dir, log, engine_ref=None):
+    """Configures and builds the harness; returns its path. With engine_ref, the library
+    sources are taken from that git revision (`git archive`, so a concurrently edited
+    working tree does not leak in) with this checkout's benchmarks/ laid over them."""
+    source = REPO
+    if engine_ref:
+        sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", engine_ref + "^{commit}"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        source = os.path.join(build_dir, "src-" + sha[:12])
+        if os.path.exists(source):
+            shutil.rmtree(source)
+        os.makedirs(source)
+        archive = subprocess.run(["git", "-C", REPO, "archive", sha], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", source], input=archive, check=True)
+        shutil.rmtree(os.path.join(source, "benchmarks"), ignore_errors=True)
+        shutil.copytree(os.path.join(REPO, "benchmarks"), os.path.join(source, "benchmarks"),
+                        ignore=shutil.ignore_patterns("results", "__pycache__"))
+        build_dir = os.path.join(build_dir, "build-" + sha[:12])
+    log("building %s from %s in %s ..." % (HARNESS_NAME, os.path.relpath(source, REPO),
+                                          os.path.relpath(build_dir, REPO)))
+    for cmd in (["cmake", "-S", source, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                 "-DDEPASS_BUILD_TESTS=OFF", "-DDEPASS_BUILD_EXAMPLES=OFF", "-DDEPASS_INSTALL=OFF"],
+                ["cmake", "--build", build_dir, "--target", HARNESS_NAME, "-j2"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("build failed: %s\n%s%s" % (" ".join(cmd), r.stdout[-4000:], r.stderr[-4000:]))
+    return os.path.join(build_dir, "bin", HARNESS_NAME)
 
 
 def machine_info():
@@ -402,12 +422,18 @@ def machine_info():
     return info
 
 
-def git_info():
+def git_info(engine_ref=None):
     def git(*a):
         return subprocess.run(["git", "-C", REPO] + list(a), capture_output=True,
                               text=True).stdout.strip()
+    if engine_ref:
+        return {"commit": git("rev-parse", "--short", engine_ref + "^{commit}"),
+                "subject": git("log", "-1", "--format=%h %s", engine_ref, "--", "include").split(";")[0][:110],
+                "include_dirty": False, "engine_ref": engine_ref}
     dirty = git("status", "--porcelain", "--", "include")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "include_dirty": bool(dirty)}
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "subject": git("log", "-1", "--format=%h %s", "--", "include").split(";")[0][:110],
+            "include_dirty": bool(dirty), "engine_ref": None}
 
 
 def write_ids(path, n_max, vocab, seed=1234):
@@ -453,9 +479,13 @@ def main():
     ap.add_argument("--one-thread-max-n", type=int, default=256,
                     help="largest N also run with 1 thread on the Llama-shaped model")
     ap.add_argument("--models", default="stories260K,llama-random")
+    ap.add_argument("--profile-max-n", type=int, default=256,
+                    help="per-block profile (one extra run) of ours on llama-random, 2 threads, N <= this")
     ap.add_argument("--impls", default="depass-cpp,pytorch")
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--engine-ref", help="benchmark the library at this git revision (e.g. HEAD) "
+                    "instead of the working tree")
     ap.add_argument("--write", help="Markdown file whose generated section is replaced")
     ap.add_argument("--json-out", default=os.path.join(REPO, "benchmarks", "results", "latest.json"))
     ap.add_argument("--max-wait", type=float, default=120.0,
@@ -475,9 +505,10 @@ def main():
     def log(msg):
         print("[%6.0fs] %s" % (time.time() - t_start, msg), file=sys.stderr, flush=True)
 
-    if not args.no_build:
-        build_harness(args.build_dir, log)
-    harness = os.path.join(args.build_dir, "bin", HARNESS_NAME)
+    if args.no_build:
+        harness = os.path.join(args.build_dir, "bin", HARNESS_NAME)
+    else:
+        harness = build_harness(args.build_dir, log, args.engine_ref)
     if not os.path.exists(harness):
         raise SystemExit("no harness at %s (build it or drop --no-build)" % harness)
 
@@ -495,7 +526,7 @@ def main():
     common = ["--repeats", str(args.repeats), "--budget", str(args.budget),
               "--warm-threshold", str(args.warm_threshold)]
 
-    results = {"machine": machine_info(), "git": git_info(),
+    results = {"machine": machine_info(), "git": git_info(args.engine_ref),
                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "command": "/usr/bin/python3 benchmarks/compare.py " + " ".join(sys.argv[1:]),
                "python": sys.version.split()[0], "gemm": [], "runs": [], "checks": []}
@@ -540,8 +571,10 @@ def main():
                 torch_scores = os.path.join(work, "%s-%d-%d.torch.json" % (model, n, t))
                 target = None
                 if "depass-cpp" in impls:
+                    prof = ["--profile"] if (model == "llama-random" and t == max(threads_list)
+                                             and n <= args.profile_max_n) else []
                     (cpp,) = run([harness, "--model", path, "--n", str(n), "--threads", str(t),
-                                  "--ids", ids_file, "--scores", cpp_scores] + common, t,
+                                  "--ids", ids_file, "--scores", cpp_scores] + common + prof, t,
                                  "depass-cpp %s N=%d t=%d" % (model, n, t))
                     cpp["model"] = model
                     results["runs"].append(cpp)
@@ -631,8 +664,10 @@ def render(res):
     out.append("- Machine: %s, %s cores (%s logical CPUs), %s GiB, Linux %s; SIMD: %s." %
                (m["cpu"], m["cores"], m["logical_cpus"], m["mem_gib"], m.get("kernel", "?"), m.get("simd", "?")))
     g = res["git"]
-    out.append("- Engine: depass at commit `%s`%s." %
-               (g["commit"], " **with uncommitted changes in include/**" if g["include_dirty"] else ""))
+    out.append("- Engine: depass at commit `%s` (last change to include/: %s)%s." %
+               (g["commit"], g.get("subject", ""),
+                " **with uncommitted changes in include/**" if g["include_dirty"] else
+                (" (built from `git archive %s`)" % g["engine_ref"] if g.get("engine_ref") else "")))
     cpp_env = next((r["env"] for r in res["runs"] if r["impl"] == "depass-cpp"), None)
     if cpp_env is None and res["gemm"]:
         cpp_env = next((x.get("env") for x in res["gemm"] if x["impl"] == "eigen"), None)
@@ -689,8 +724,10 @@ def render(res):
                          "%.2fx" % (ps / cs) if cs and ps else "-",
                          "%s (%s)" % (fmt_mib(c["rss_kib"]["peak"]), fmt_mib(c["rss_kib"]["increment"])) if c else "-",
                          "%s (%s)" % (fmt_mib(p["rss_kib"]["peak"]), fmt_mib(p["rss_kib"]["increment"])) if p else "-",
-                         "%.2f (%.2f)" % (c["rss_kib"]["peak"] / p["rss_kib"]["peak"],
-                                          c["rss_kib"]["increment"] / max(1, p["rss_kib"]["increment"]))
+                         ("%.2f (%.2f)" % (c["rss_kib"]["peak"] / p["rss_kib"]["peak"],
+                                           c["rss_kib"]["increment"] / p["rss_kib"]["increment"])
+                          if p["rss_kib"]["increment"] >= 1024 else
+                          "%.2f (-)" % (c["rss_kib"]["peak"] / p["rss_kib"]["peak"]))
                          if c and p else "-",
                          "%.1f" % (flops / cs / 1e9) if c else "-",
                          "%.0f%%" % (100 * flops / cs / 1e9 / eg["gflops"]) if c and eg else "-",
@@ -706,6 +743,28 @@ def render(res):
                 out.append("| " + " | ".join(cells) + " |")
                 prev = {"n": n, "c": cs, "p": ps}
             out.append("")
+    profiled = [r for r in res["runs"] if r.get("profile")]
+    if profiled:
+        buckets = ["attn_components", "mlp_components", "attn_real", "mlp_real", "check_and_norm",
+                   "tail_final_norm_and_copy_out", "embed"]
+        out.append("#### Where our time goes (one extra profiled run, per-block wall time from the hook events)")
+        out.append("")
+        out.append("| model | N | threads | total s | " + " | ".join(b.replace("_", " ") for b in buckets) + " |")
+        out.append("|" + "---|" * (4 + len(buckets)))
+        for r in profiled:
+            p = r["profile"]
+            tot = p["total_s"]
+            cells = [r["model"], str(r["n"]), str(r["threads"]), fmt_s(tot)]
+            for b in buckets:
+                v = p["buckets_s"].get(b, 0.0)
+                cells.append("%s (%.0f%%)" % (fmt_s(v), 100 * v / tot if tot else 0))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("attn/mlp components = propagation of the components through the block (after the "
+                   "real computation); real = the ordinary forward computation; check and norm = the "
+                   "completeness check recorded at each boundary plus the real RMSNorm; tail = last "
+                   "check, final norm of the components and copy-out.")
+        out.append("")
     out.append("Columns: times are the minimum over the timed samples of one `Decomposer::run` (ours) or "
                "`depass_tokens` (PyTorch), token-level, default options (softmax split, T = 0.1, bos_sink). "
                "Peak = `ru_maxrss` of the configuration's own process; incr. = peak minus `ru_maxrss` after "
