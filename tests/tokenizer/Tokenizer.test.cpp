@@ -577,18 +577,18 @@ TEST_CASE("hf: hostile or unsupported tokenizer.json files are refused with the 
     j["model"]["type"] = "Unigram";
     require_hf_error(j, "unsupported model type \"Unigram\"");
   }
-  SECTION("byte-level pre-tokenizer") {
+  SECTION("unsupported pre-tokenizers") {
     Json j = small_hf_json();
-    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
-    require_hf_error(j, "unsupported pre_tokenizer \"ByteLevel\"");
+    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}};
+    require_hf_error(j, "unsupported pre_tokenizer \"Metaspace\" at pre_tokenizer");
   }
   SECTION("unsupported normalizer and decoder") {
     Json j = small_hf_json();
     j["normalizer"]["normalizers"].push_back({{"type", "NFKC"}});
     require_hf_error(j, "unsupported normalizer \"NFKC\"");
     j = small_hf_json();
-    j["decoder"] = {{"type", "ByteLevel"}};
-    require_hf_error(j, "unsupported decoder \"ByteLevel\"");
+    j["decoder"] = {{"type", "WordPiece"}};
+    require_hf_error(j, "unsupported decoder \"WordPiece\"");
     j = small_hf_json();
     j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", " "}};
     require_hf_error(j, "Regex patterns are not supported");

@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ByteLevel.hpp"
+#include "Unicode.hpp"
 #include "Utf8.hpp"
 
 namespace depass {
@@ -39,7 +41,7 @@ inline std::string replace_all(const std::string& text, const std::string& from,
 // Normalizers (a Sequence is flattened into its steps)
 
 struct NormalizerStep {
-  enum class Kind { Prepend, Replace } kind = Kind::Prepend;
+  enum class Kind { Prepend, Replace, NFC } kind = Kind::Prepend;
   std::string text;         // Prepend: what to prepend; Replace: the pattern
   std::string replacement;  // Replace only
 };
@@ -49,6 +51,8 @@ inline std::string normalize(const std::vector<NormalizerStep>& steps, std::stri
     if (step.kind == NormalizerStep::Kind::Prepend) {
       // tokenizers' Prepend leaves an empty string empty.
       if (!text.empty()) text = step.text + text;
+    } else if (step.kind == NormalizerStep::Kind::NFC) {
+      text = unicode::nfc(text);
     } else {
       text = replace_all(text, step.text, step.replacement);
     }
@@ -335,7 +339,7 @@ struct BpeModel {
 // Decoders (a Sequence is flattened into its steps)
 
 struct DecoderStep {
-  enum class Kind { Replace, ByteFallback, Fuse, Strip } kind = Kind::Fuse;
+  enum class Kind { Replace, ByteFallback, Fuse, Strip, ByteLevel } kind = Kind::Fuse;
   std::string pattern, content;  // Replace: pattern -> content; Strip: content (one char)
   std::size_t start = 0, stop = 0;  // Strip: at most this many chars at each end
 };
@@ -401,6 +405,29 @@ inline std::vector<std::string> run_decoders(const std::vector<DecoderStep>& ste
         }
         flush();
         tokens.swap(out);
+        break;
+      }
+      case DecoderStep::Kind::ByteLevel: {
+        // Each token's characters back to the bytes they stand for; a token with a
+        // character outside the alphabet (an added token, say) keeps its own UTF-8.
+        // tokenizers then decodes all bytes as one lossy UTF-8 string; streaming keeps
+        // the raw bytes so that a character split over tokens is rebuilt by the caller.
+        const ByteAlphabet& alphabet = ByteAlphabet::get();
+        std::string bytes;
+        for (const std::string& t : tokens) {
+          std::string mapped;
+          bool all = true;
+          for (std::uint32_t cp : unicode::code_points(t)) {
+            const int b = alphabet.decode(cp);
+            if (b < 0) {
+              all = false;
+              break;
+            }
+            mapped += static_cast<char>(b);
+          }
+          bytes += all ? mapped : t;
+        }
+        tokens.assign(1, streaming ? bytes : utf8::sanitize(bytes));
         break;
       }
       case DecoderStep::Kind::Fuse: {

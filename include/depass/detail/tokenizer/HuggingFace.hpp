@@ -2,10 +2,12 @@
 // Hugging Face tokenizer.json (+ tokenizer_config.json): validation, and the backend
 // that runs the supported pipeline. Supported: model BPE (merges as "a b" strings or
 // ["a", "b"] pairs, byte_fallback, unk_token/fuse_unk, continuing_subword_prefix,
-// end_of_word_suffix, ignore_merges), normalizers Sequence/Prepend/Replace(String),
-// no pre-tokenizer, added tokens (normalized or not, lstrip/rstrip), decoders
-// Sequence/Replace(String)/ByteFallback/Fuse/Strip. Anything else is refused with a
-// FormatError naming it, rather than tokenized subtly wrong.
+// end_of_word_suffix, ignore_merges), normalizers Sequence/Prepend/Replace(String)/NFC,
+// pre-tokenizers ByteLevel and Split (a String, or the GPT-2, Llama 3 or Qwen2 regex)
+// alone or in a Sequence, added tokens (normalized or not, lstrip/rstrip), decoders
+// Sequence/Replace(String)/ByteFallback/Fuse/Strip/ByteLevel, post-processors
+// TemplateProcessing (for the BOS) alone or in a Sequence. Anything else is refused with
+// a FormatError naming it, rather than tokenized subtly wrong.
 
 #include <limits>
 #include <memory>
@@ -18,6 +20,7 @@
 
 #include "../../Error.hpp"
 #include "Backend.hpp"
+#include "ByteLevel.hpp"
 #include "HfComponents.hpp"
 #include "Utf8.hpp"
 
@@ -125,9 +128,13 @@ inline void parse_normalizer(const JsonContext& ctx, const Json& n, const std::s
     if (step.text.empty()) ctx.fail(where + ".pattern.String is empty");
     step.replacement = ctx.string(ctx.require(n, "content", where), where + ".content");
     steps.push_back(step);
+  } else if (type == "NFC") {
+    NormalizerStep step;
+    step.kind = NormalizerStep::Kind::NFC;
+    steps.push_back(step);
   } else {
     ctx.fail("unsupported normalizer \"" + type + "\" at " + where +
-             " (supported: Sequence, Prepend, Replace with a String pattern, null)");
+             " (supported: Sequence, Prepend, Replace with a String pattern, NFC, null)");
   }
 }
 
@@ -155,6 +162,8 @@ inline void parse_decoder(const JsonContext& ctx, const Json& d, const std::stri
     step.kind = DecoderStep::Kind::ByteFallback;
   } else if (type == "Fuse") {
     step.kind = DecoderStep::Kind::Fuse;
+  } else if (type == "ByteLevel") {
+    step.kind = DecoderStep::Kind::ByteLevel;
   } else if (type == "Strip") {
     step.kind = DecoderStep::Kind::Strip;
     step.content = ctx.string(ctx.require(d, "content", where), where + ".content");
@@ -167,7 +176,8 @@ inline void parse_decoder(const JsonContext& ctx, const Json& d, const std::stri
     step.stop = static_cast<std::size_t>(stop);
   } else {
     ctx.fail("unsupported decoder \"" + type + "\" at " + where +
-             " (supported: Sequence, Replace with a String pattern, ByteFallback, Fuse, Strip, null)");
+             " (supported: Sequence, Replace with a String pattern, ByteFallback, Fuse, Strip, "
+             "ByteLevel, null)");
   }
   steps.push_back(step);
 }
@@ -196,20 +206,30 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
   /// `tokenizer_json` / `config_json`: file contents (config may be empty: absent);
   /// `source` / `config_source`: their names for error messages.
   HuggingFaceTokenizer(const std::string& tokenizer_json, const std::string& source,
-                       const std::string& config_json, const std::string& config_source) {
+                       const std::string& config_json, const std::string& config_source)
+      : HuggingFaceTokenizer(
+            JsonContext(source).parse(tokenizer_json), source,
+            config_json.empty() ? Json() : JsonContext(config_source).parse(config_json),
+            config_source) {}
+
+  /// From parsed documents (`config` null: no tokenizer_config.json). Lets other formats
+  /// that describe the same pipeline (GGUF's "gpt2" tokenizers) reuse it.
+  HuggingFaceTokenizer(const Json& root, const std::string& source, const Json& config,
+                       const std::string& config_source) {
     const JsonContext ctx(source);
-    const Json root = ctx.parse(tokenizer_json);
     if (!root.is_object()) ctx.fail("the top level must be a JSON object");
     parse_model(ctx, root);
     parse_added_tokens(ctx, root);
-    check_pre_tokenizer(ctx, root);
+    parse_pre_tokenizer(ctx, root);
     if (const Json* n = JsonContext::find(root, "normalizer")) parse_normalizer(ctx, *n, "normalizer", normalizer_);
     if (const Json* d = JsonContext::find(root, "decoder")) {
       has_decoder_ = true;
       parse_decoder(ctx, *d, "decoder", decoder_);
+      for (const DecoderStep& step : decoder_)
+        if (step.kind == DecoderStep::Kind::ByteLevel) byte_level_ = true;
     }
     build_splitters();
-    resolve_special_tokens(ctx, root, config_json, config_source);
+    resolve_special_tokens(ctx, root, config, config_source);
   }
 
   std::vector<int> encode(const std::string& text, bool with_bos) const override {
@@ -231,19 +251,25 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
       for (const Segment& part : normalized_splitter_.split(normalized)) {
         if (part.id >= 0)
           ids.push_back(part.id);
-        else
+        else if (pre_tokenizer_.empty())
           model_.tokenize(part.text, ids);  // no pre-tokenizer: the piece is one word
+        else
+          for (const std::string& word : pre_tokenize(pre_tokenizer_, part.text))
+            model_.tokenize(word, ids);
       }
     }
     return ids;
   }
 
   std::string decode(const std::vector<int>& ids) const override {
-    // A leading BOS is the sequence marker, not text; any other token, special or
-    // not, decodes to its content (tokenizers' decode with skip_special_tokens=False).
+    // Any token, special or not, decodes to its content (tokenizers' decode with
+    // skip_special_tokens=False). SentencePiece-style pipelines treat a leading BOS as the
+    // sequence marker whose following space the Strip decoder removes, and skip it; a
+    // byte-level pipeline has no such convention and decodes the BOS like any token.
     std::vector<std::string> tokens;
     tokens.reserve(ids.size());
-    const std::size_t start = !ids.empty() && bos_id >= 0 && ids[0] == bos_id ? 1 : 0;
+    const std::size_t start =
+        !byte_level_ && !ids.empty() && bos_id >= 0 && ids[0] == bos_id ? 1 : 0;
     for (std::size_t i = start; i < ids.size(); ++i) tokens.push_back(tokens_[static_cast<std::size_t>(ids[i])]);
     if (!has_decoder_) return join(tokens, " ");
     return join(run_decoders(decoder_, std::move(tokens), false, true), "");
@@ -427,25 +453,68 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
     model_vocab_.shrink_to_fit();
   }
 
-  static void check_pre_tokenizer(const JsonContext& ctx, const Json& root) {
+  void parse_pre_tokenizer(const JsonContext& ctx, const Json& root) {
     const Json* p = JsonContext::find(root, "pre_tokenizer");
     if (p == nullptr) return;
-    const std::string type = type_of(ctx, *p, "pre_tokenizer");
-    std::string detail;
-    if (type == "ByteLevel") detail = " (byte-level BPE is not supported yet)";
+    parse_pre_tokenizer_step(ctx, *p, "pre_tokenizer");
+    // A ByteLevel step maps text to its byte alphabet: only the model may follow it.
+    for (std::size_t i = 0; i + 1 < pre_tokenizer_.size(); ++i)
+      if (pre_tokenizer_[i].kind == PreTokenizerStep::Kind::ByteLevel)
+        ctx.fail("unsupported pre_tokenizer: a step follows the ByteLevel step (ByteLevel must "
+                 "come last)");
+  }
+
+  void parse_pre_tokenizer_step(const JsonContext& ctx, const Json& p, const std::string& where) {
+    const std::string type = type_of(ctx, p, where);
+    PreTokenizerStep step;
     if (type == "Sequence") {
-      const Json* list = JsonContext::find(*p, "pretokenizers");
-      if (list && list->is_array()) {
-        detail = " of [";
-        for (std::size_t i = 0; i < list->size(); ++i) {
-          const Json* t = JsonContext::find((*list)[i], "type");
-          detail += (i ? ", " : "") + (t && t->is_string() ? t->get<std::string>() : std::string("?"));
-        }
-        detail += "]";
+      const Json& list = ctx.require(p, "pretokenizers", where);
+      if (!list.is_array()) ctx.fail(where + ".pretokenizers must be an array");
+      for (std::size_t i = 0; i < list.size(); ++i)
+        parse_pre_tokenizer_step(ctx, list[i], where + ".pretokenizers[" + std::to_string(i) + "]");
+      return;
+    } else if (type == "ByteLevel") {
+      // tokenizers' defaults when the fields are absent.
+      step.kind = PreTokenizerStep::Kind::ByteLevel;
+      step.add_prefix_space = ctx.boolean(p, "add_prefix_space", true, where);
+      step.use_regex = ctx.boolean(p, "use_regex", true, where);
+    } else if (type == "Split") {
+      step.kind = PreTokenizerStep::Kind::Split;
+      const Json& pattern = ctx.require(p, "pattern", where);
+      if (const Json* literal = JsonContext::find(pattern, "String")) {
+        step.literal = true;
+        step.text = ctx.string(*literal, where + ".pattern.String");
+        if (step.text.empty()) ctx.fail(where + ".pattern.String is empty");
+      } else if (const Json* regex = JsonContext::find(pattern, "Regex")) {
+        const std::string text = ctx.string(*regex, where + ".pattern.Regex");
+        if (!recognise_split_regex(text, &step.regex))
+          ctx.fail("unsupported pre_tokenizer: " + where + " splits with the regex " +
+                   quote_token(text) + " (supported: the GPT-2, Llama 3 and Qwen2 patterns)");
+      } else {
+        ctx.fail(where + ".pattern must be {\"String\": ...} or {\"Regex\": ...}");
       }
+      const std::string behavior =
+          ctx.string(ctx.require(p, "behavior", where), where + ".behavior");
+      if (behavior == "Removed")
+        step.behavior = SplitBehavior::Removed;
+      else if (behavior == "Isolated")
+        step.behavior = SplitBehavior::Isolated;
+      else if (behavior == "MergedWithPrevious")
+        step.behavior = SplitBehavior::MergedWithPrevious;
+      else if (behavior == "MergedWithNext")
+        step.behavior = SplitBehavior::MergedWithNext;
+      else if (behavior == "Contiguous")
+        step.behavior = SplitBehavior::Contiguous;
+      else
+        ctx.fail("unsupported " + where + ".behavior \"" + behavior +
+                 "\" (supported: Removed, Isolated, MergedWithPrevious, MergedWithNext, "
+                 "Contiguous)");
+      step.invert = ctx.boolean(p, "invert", false, where);
+    } else {
+      ctx.fail("unsupported pre_tokenizer \"" + type + "\" at " + where +
+               " (supported: ByteLevel, Split, Sequence, null)");
     }
-    ctx.fail("unsupported pre_tokenizer \"" + type + "\"" + detail +
-             " (only a null pre_tokenizer is supported)");
+    pre_tokenizer_.push_back(step);
   }
 
   void build_splitters() {
@@ -469,14 +538,13 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
     return it == model_.vocab.end() ? -1 : it->second;
   }
 
-  void resolve_special_tokens(const JsonContext& ctx, const Json& root, const std::string& config_json,
+  void resolve_special_tokens(const JsonContext& ctx, const Json& root, const Json& config,
                               const std::string& config_source) {
     bool have_bos = false, have_eos = false, have_add_bos = false;
     std::string bos_name, eos_name;
     bool add_bos = true;
-    if (!config_json.empty()) {
+    if (!config.is_null()) {
       const JsonContext cfg(config_source);
-      const Json config = cfg.parse(config_json);
       if (!config.is_object()) cfg.fail("the top level must be a JSON object");
       have_bos = config_token(cfg, config, "bos_token", &bos_name);
       have_eos = config_token(cfg, config, "eos_token", &eos_name);
@@ -498,6 +566,15 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
     // (it is what tokenizers itself would prepend), else the llama default "<s>".
     bool template_known = false, template_bos = false;
     const Json* post = JsonContext::find(root, "post_processor");
+    // Llama 3 puts its TemplateProcessing in a Sequence after a ByteLevel (offsets only).
+    if (post && post->is_object() && post->value("type", std::string()) == "Sequence") {
+      const Json* list = JsonContext::find(*post, "processors");
+      const Json* found = nullptr;
+      if (list && list->is_array())
+        for (const Json& p : *list)
+          if (p.is_object() && p.value("type", std::string()) == "TemplateProcessing") found = &p;
+      post = found;
+    }
     if (post && post->is_object() && post->value("type", std::string()) == "TemplateProcessing") {
       const Json* single = JsonContext::find(*post, "single");
       if (single && single->is_array()) {
@@ -536,7 +613,9 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
   std::vector<AddedToken> added_;
   std::vector<NormalizerStep> normalizer_;
   bool has_decoder_ = false;
+  bool byte_level_ = false;  // the decoder has a ByteLevel step
   std::vector<DecoderStep> decoder_;
+  std::vector<PreTokenizerStep> pre_tokenizer_;
   PatternSplitter raw_splitter_, normalized_splitter_;
   std::vector<std::string> tokens_;  // id -> token string (added tokens included)
 };
