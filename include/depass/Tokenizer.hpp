@@ -4,7 +4,8 @@
 //  - llama2.c tok*.bin, encoded and decoded as llama2.c's run.c does;
 //  - Hugging Face tokenizer.json with a SentencePiece-style BPE (Llama family),
 //    following the semantics of the `tokenizers` library;
-//  - the tokenizer embedded in a GGUF file (SentencePiece "llama" vocabularies).
+//  - Hugging Face tokenizer.json with a byte-level BPE (GPT-2, Llama 3, Qwen2);
+//  - the tokenizer embedded in a GGUF file ("llama" SentencePiece or "gpt2" byte-level).
 // A Tokenizer is immutable after loading; copies share the loaded vocabulary and
 // const methods may be called from several threads.
 
@@ -65,14 +66,18 @@ class Tokenizer {
   /// The tokenizer stored in a GGUF file's tokenizer.ggml.* metadata. "llama" (a
   /// SentencePiece vocabulary) encodes and decodes exactly like the llama2.c tokenizer of
   /// the same vocabulary; BOS, EOS and the unknown token come from the file (defaults 1, 2
-  /// and 0), as does add_bos_token (default true). Other tokenizer models are refused
-  /// with a FormatError naming them.
+  /// and 0), as does add_bos_token (default true). "gpt2" (byte-level BPE) encodes and
+  /// decodes like the equivalent tokenizer.json, its split rules named by
+  /// tokenizer.ggml.pre (gpt-2, llama-bpe or qwen2); BOS and EOS come from the file (no
+  /// defaults), add_bos_token defaults to false. Other tokenizer models are refused with a
+  /// FormatError naming them.
   static Tokenizer from_gguf(const std::string& path) {
     const detail::GgufFile file(path);
     const std::string model = file.get_string("tokenizer.ggml.model");
     if (model == "llama")
       return Tokenizer(std::make_shared<detail::SpmTokenizer>(detail::gguf_spm_vocab(file)));
-    file.fail("unsupported GGUF tokenizer model '" + model + "' (supported: llama)");
+    if (model == "gpt2") return Tokenizer(detail::gguf_bpe_tokenizer(file));
+    file.fail("unsupported GGUF tokenizer model '" + model + "' (supported: llama, gpt2)");
   }
 
   /// Token ids of `text`. With add_bos, BOS is prepended if the tokenizer adds one by
@@ -83,8 +88,10 @@ class Tokenizer {
 
   /// Text of a sequence. A leading BOS is not text and is skipped; the leading-space
   /// rule of the format applies (llama2.c: the token after a BOS loses one leading
-  /// space; Hugging Face: the decoder's Strip at the start). Byte tokens become bytes,
-  /// and the result is always valid UTF-8 (broken byte sequences become U+FFFD).
+  /// space; Hugging Face: the decoder's Strip at the start). Byte-level BPE tokenizers
+  /// (GPT-2, Llama 3, Qwen2) have no such rule and decode every token, a BOS included,
+  /// as the `tokenizers` library does. Byte tokens become bytes, and the result is
+  /// always valid UTF-8 (broken byte sequences become U+FFFD).
   std::string decode(const std::vector<int>& ids) const {
     for (int id : ids) check_id(id);
     return backend_->decode(ids);

@@ -2,6 +2,7 @@
 // encode and decode exactly like tok512.bin (the same vocabulary in llama2.c's format), and
 // crafted tokenizer.ggml.* metadata exercises the options and the refusals.
 
+#include <algorithm>
 #include <cstdint>
 #include <depass/Tokenizer.hpp>
 #include <limits>
@@ -300,5 +301,112 @@ TEST_CASE("gguf tokenizer: unsupported or malformed tokenizer metadata is refuse
     } catch (const std::runtime_error& e) {
       CHECK_THAT(e.what(), Catch::Contains("absent.gguf"));
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// "gpt2" (byte-level BPE) tokenizers
+
+namespace {
+
+/// The family's tokenizer.json and tokenizer_config.json written as GGUF tokenizer metadata
+/// the way llama.cpp's converter does: tokens by id, added special tokens typed CONTROL,
+/// merges as "a b", the split rules named by tokenizer.ggml.pre.
+g::File bpe_file_from_family(const std::string& family, const std::string& pre) {
+  const std::string dir = depass::test::source_dir() + "/tests/data/families/" + family;
+  const Json tj = Json::parse(depass::test::read_file(dir + "/tokenizer.json"));
+  const Json cfg = Json::parse(depass::test::read_file(dir + "/tokenizer_config.json"));
+  // Added tokens may or may not also be in the model vocabulary (GPT-2's is).
+  std::size_t n = 0;
+  for (const auto& id : tj["model"]["vocab"]) n = std::max(n, id.get<std::size_t>() + 1);
+  for (const Json& t : tj["added_tokens"]) n = std::max(n, t["id"].get<std::size_t>() + 1);
+  std::vector<std::string> tokens(n);
+  std::vector<std::int32_t> types(n, 1);
+  for (auto it = tj["model"]["vocab"].begin(); it != tj["model"]["vocab"].end(); ++it)
+    tokens.at(it.value().get<std::size_t>()) = it.key();
+  for (const Json& t : tj["added_tokens"]) {
+    tokens.at(t["id"].get<std::size_t>()) = t["content"].get<std::string>();
+    types.at(t["id"].get<std::size_t>()) = t["special"].get<bool>() ? 3 : 4;
+  }
+  std::vector<std::string> merges;
+  for (const Json& m : tj["model"]["merges"])
+    merges.push_back(m.is_string() ? m.get<std::string>()
+                                   : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  auto id_of = [&](const Json& name) -> std::int32_t {
+    if (!name.is_string()) return -1;
+    for (std::size_t i = 0; i < n; ++i)
+      if (tokens[i] == name.get<std::string>()) return static_cast<std::int32_t>(i);
+    return -1;
+  };
+  g::File f;
+  f.kv(g::string("general.architecture", "llama"))
+      .kv(g::string("tokenizer.ggml.model", "gpt2"))
+      .kv(g::string("tokenizer.ggml.pre", pre))
+      .kv(g::strings("tokenizer.ggml.tokens", tokens))
+      .kv(g::i32s("tokenizer.ggml.token_type", types))
+      .kv(g::strings("tokenizer.ggml.merges", merges))
+      .kv(g::i32("tokenizer.ggml.bos_token_id", id_of(cfg["bos_token"])))
+      .kv(g::i32("tokenizer.ggml.eos_token_id", id_of(cfg["eos_token"])))
+      .kv(g::boolean("tokenizer.ggml.add_bos_token", cfg.value("add_bos_token", false)));
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("gguf tokenizer: gpt2 tokenizers encode the byte-level golden cases exactly") {
+  const std::vector<std::pair<std::string, std::string>> families = {
+      {"gpt2", "gpt-2"}, {"llama3", "llama-bpe"}, {"qwen2", "qwen2"}};
+  for (const auto& family : families) {
+    INFO("family " << family.first << ", tokenizer.ggml.pre " << family.second);
+    const std::string golden_path =
+        depass::test::golden_path("tokenizer_bytelevel_" + family.first + ".json");
+    REQUIRE(depass::test::file_exists(golden_path));
+    const Json golden = Json::parse(depass::test::read_file(golden_path));
+    depass::test::TempDir dir;
+    const Tokenizer tok = load(dir, bpe_file_from_family(family.first, family.second));
+    const Tokenizer hf = Tokenizer::from_huggingface(depass::test::source_dir() +
+                                                     "/tests/data/families/" + family.first);
+    CHECK(tok.vocab_size() == hf.vocab_size());
+    CHECK(tok.bos_id() == hf.bos_id());
+    CHECK(tok.eos_id() == hf.eos_id());
+    CHECK(tok.add_bos_default() == hf.add_bos_default());
+    REQUIRE(golden["cases"].size() >= 20);
+    for (const Json& c : golden["cases"]) {
+      const std::string text = c["text"];
+      INFO("text: " << Json(text).dump());
+      CHECK(tok.encode(text, c["add_bos"].get<bool>()) == c["ids"].get<std::vector<int>>());
+      CHECK(tok.decode(c["ids"].get<std::vector<int>>()) == c["decoded"].get<std::string>());
+    }
+  }
+}
+
+TEST_CASE("gguf tokenizer: malformed or unsupported gpt2 tokenizers are refused") {
+  SECTION("split rules missing or unknown") {
+    g::File f = bpe_file_from_family("gpt2", "gpt-2");
+    f.erase_kv("tokenizer.ggml.pre");
+    require_error(f, "the gpt2 tokenizer has no 'tokenizer.ggml.pre'");
+    f = bpe_file_from_family("gpt2", "deepseek-llm");
+    require_error(f,
+                  "unsupported tokenizer.ggml.pre 'deepseek-llm' (supported: gpt-2, "
+                  "llama-bpe, qwen2)");
+  }
+  SECTION("merges missing or naming unknown tokens") {
+    g::File f = bpe_file_from_family("gpt2", "gpt-2");
+    f.erase_kv("tokenizer.ggml.merges");
+    require_error(f, "missing required metadata key 'tokenizer.ggml.merges'");
+    f = bpe_file_from_family("gpt2", "gpt-2");
+    *f.find_kv("tokenizer.ggml.merges") = g::strings("tokenizer.ggml.merges", {"h e", "q zz"});
+    require_error(f,
+                  "(tokenizer.ggml.* read as tokenizer.json): model.merges[1] names 'zz', "
+                  "which is not in model.vocab");
+  }
+  SECTION("duplicate tokens") {
+    g::File f = bpe_file_from_family("gpt2", "gpt-2");
+    std::vector<std::string> tokens = {"a", "b", "a"};
+    *f.find_kv("tokenizer.ggml.tokens") = g::strings("tokenizer.ggml.tokens", tokens);
+    f.erase_kv("tokenizer.ggml.token_type");
+    f.erase_kv("tokenizer.ggml.bos_token_id");
+    f.erase_kv("tokenizer.ggml.eos_token_id");
+    require_error(f, "tokenizer.ggml.tokens entries 0 and 2 are both 'a'");
   }
 }

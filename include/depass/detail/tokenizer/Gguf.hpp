@@ -3,18 +3,23 @@
 //  - "llama": a SentencePiece vocabulary (pieces with U+2581 for spaces, scores, token
 //    types), encoded by SpmTokenizer exactly as llama2.c's run.c encodes tok*.bin files.
 //  - "gpt2": a byte-level BPE (tokens spelled in GPT-2's byte-to-unicode alphabet,
-//    tokenizer.ggml.merges by rank), with the split regex named by tokenizer.ggml.pre.
+//    tokenizer.ggml.merges by rank), with the split regex named by tokenizer.ggml.pre,
+//    run by the Hugging Face pipeline as the equivalent tokenizer.json.
 // Any other tokenizer model is refused with a FormatError naming it.
 
 #include <climits>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "../../Error.hpp"
 #include "../io/GgufFile.hpp"
 #include "Backend.hpp"
+#include "ByteLevel.hpp"
+#include "HuggingFace.hpp"
 #include "Spm.hpp"
 
 namespace depass {
@@ -125,6 +130,84 @@ inline SpmVocab gguf_spm_vocab(const GgufFile& f) {
                std::string(1, "0123456789ABCDEF"[b & 15]) +
                "> and no unknown token, so it cannot encode every text");
   return vocab;
+}
+
+/// A "gpt2" (byte-level BPE) tokenizer as the tokenizer.json it stands for, so that the
+/// Hugging Face pipeline runs it: tokens typed CONTROL become special added tokens and
+/// USER_DEFINED ones plain added tokens (both split out of the text first), the rest
+/// the BPE vocabulary; tokenizer.ggml.pre names the split rules (llama.cpp's names).
+inline nlohmann::json gguf_bpe_json(const GgufFile& f) {
+  using Json = nlohmann::json;
+  const std::vector<std::string>& tokens = gguf_tokens(f);
+  const std::vector<std::int64_t> types = gguf_token_types(f, tokens.size());
+  const std::vector<std::string>& merges = f.get_strings("tokenizer.ggml.merges");
+  if (!f.has("tokenizer.ggml.pre"))
+    f.fail(
+        "the gpt2 tokenizer has no 'tokenizer.ggml.pre', so its split rules are unknown "
+        "(supported: gpt-2, llama-bpe, qwen2)");
+  const std::string pre = f.get_string("tokenizer.ggml.pre");
+
+  Json root = Json::object();
+  Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  auto split = [](const char* regex) {
+    return Json{{"type", "Split"},
+                {"pattern", {{"Regex", regex}}},
+                {"behavior", "Isolated"},
+                {"invert", false}};
+  };
+  bool ignore_merges = false;
+  if (pre == "gpt-2" || pre == "gpt2") {
+    byte_level["use_regex"] = true;
+    root["pre_tokenizer"] = byte_level;
+  } else if (pre == "llama-bpe" || pre == "llama3") {
+    root["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers", Json::array({split(hf::kLlama3Pattern), byte_level})}};
+    ignore_merges = true;  // as Llama 3's tokenizer.json (and llama.cpp for this type)
+  } else if (pre == "qwen2") {
+    root["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers", Json::array({split(hf::kQwen2Pattern), byte_level})}};
+    root["normalizer"] = {{"type", "NFC"}};  // as Qwen2's tokenizer.json
+  } else {
+    f.fail("unsupported tokenizer.ggml.pre '" + pre + "' (supported: gpt-2, llama-bpe, qwen2)");
+  }
+  root["decoder"] = {{"type", "ByteLevel"}};
+
+  Json vocab = Json::object();
+  Json added = Json::array();
+  std::unordered_map<std::string, std::size_t> seen;
+  for (std::size_t id = 0; id < tokens.size(); ++id) {
+    const auto first = seen.emplace(tokens[id], id);
+    if (!first.second)
+      f.fail("tokenizer.ggml.tokens entries " + std::to_string(first.first->second) + " and " +
+             std::to_string(id) + " are both '" + tokens[id] + "'");
+    if (types[id] == kGgufTokenControl || types[id] == kGgufTokenUserDefined)
+      added.push_back({{"id", id},
+                       {"content", tokens[id]},
+                       {"special", types[id] == kGgufTokenControl},
+                       {"normalized", false}});
+    else
+      vocab[tokens[id]] = id;
+  }
+  root["added_tokens"] = added;
+  root["model"] = {
+      {"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", ignore_merges}};
+  return root;
+}
+
+/// The backend for a "gpt2" tokenizer; BOS, EOS and add_bos_token (default false, as
+/// GPT-2 and Qwen2 add none; Llama 3 files say true) come from the metadata.
+inline std::shared_ptr<const TokenizerBackend> gguf_bpe_tokenizer(const GgufFile& f) {
+  const nlohmann::json root = gguf_bpe_json(f);
+  auto backend = std::make_shared<hf::HuggingFaceTokenizer>(
+      root, f.path() + " (tokenizer.ggml.* read as tokenizer.json)", nlohmann::json(), "");
+  const int n = backend->vocab_size;
+  backend->bos_id = gguf_token_id(f, "tokenizer.ggml.bos_token_id", -1, n);
+  backend->eos_id = gguf_token_id(f, "tokenizer.ggml.eos_token_id", -1, n);
+  backend->add_bos_default =
+      f.get_bool("tokenizer.ggml.add_bos_token", false) && backend->bos_id >= 0;
+  return backend;
 }
 
 }  // namespace detail
