@@ -5,6 +5,9 @@
 #   make test    deps + models + build, then run the test suite
 #   make demo    generate a story with the depass CLI
 #   make clean   remove build/
+#   make sanitize  the test suite under ASan+UBSan in build-asan/ (docs/robustness.md)
+#   make fuzz      build the libFuzzer harnesses (clang) in build-fuzz/ and run each for
+#                  FUZZ_SECONDS (default 60); `make -j2 fuzz` runs two at a time
 
 BUILD_DIR  ?= build
 BUILD_TYPE ?= Release
@@ -14,7 +17,7 @@ CTEST      ?= ctest
 CMAKE_ARGS ?=
 DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make
 
-.PHONY: all deps models build test demo clean
+.PHONY: all deps models build test demo clean sanitize fuzz fuzz-deps fuzz-build fuzz-corpus
 
 all: build
 
@@ -61,3 +64,85 @@ demo: deps models build
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# --- robustness: sanitizers and fuzzing (issue #7, docs/robustness.md) ----------------------
+ASAN_DIR   ?= build-asan
+# ctest -E regex of tests left out of the sanitizer run (reasons in docs/robustness.md).
+ASAN_EXCLUDE ?= ^cmake\.
+ASAN_OPTIONS_DEFAULT := detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
+UBSAN_OPTIONS_DEFAULT := print_stacktrace=1:halt_on_error=1
+
+# Tests (and examples) built with -fsanitize=address,undefined at -O1 with asserts, then run.
+# Benchmarks are left out: they are timing programs, not tests.
+sanitize: deps models
+	$(CMAKE) -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" \
+	  -DDEPASS_SANITIZE=ON -DDEPASS_BUILD_BENCHMARKS=OFF $(CMAKE_ARGS)
+	$(CMAKE) --build $(ASAN_DIR) -j$(JOBS)
+	ASAN_OPTIONS="$${ASAN_OPTIONS:-$(ASAN_OPTIONS_DEFAULT)}" \
+	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-$(UBSAN_OPTIONS_DEFAULT)}" \
+	  $(CTEST) --test-dir $(ASAN_DIR) --output-on-failure -j$(JOBS) -E '$(ASAN_EXCLUDE)'
+
+FUZZ_DIR     ?= build-fuzz
+FUZZ_CXX     ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= llama2c_checkpoint llama2c_tokenizer safetensors huggingface hf_tokenizer gguf
+# Giant allocations, runaway memory and hangs are findings, not just slowness. max_len
+# covers the largest real seed (2.6 MB): libFuzzer would otherwise cut seeds at 1 MB.
+FUZZ_FLAGS   ?= -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -max_len=3000000
+FUZZ_DEB_PACKAGES := clang libclang-rt-dev
+FUZZ_SPLIT := \n\#@depass-fuzz-next-file@\#\n
+
+# libFuzzer ships with clang's compiler-rt (Debian: libclang-rt-dev); installed as root
+# when `clang++ -fsanitize=fuzzer` cannot link, like `make deps` does.
+fuzz-deps:
+	@probe=$$(mktemp -d); \
+	printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' > $$probe/p.cpp; \
+	if ! $(FUZZ_CXX) -fsanitize=fuzzer,address,undefined $$probe/p.cpp -o $$probe/p >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "fuzz-deps: $(FUZZ_CXX) -fsanitize=fuzzer does not link; installing $(FUZZ_DEB_PACKAGES)"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(FUZZ_DEB_PACKAGES) || { rm -rf $$probe; exit 1; }; \
+	  else \
+	    echo "fuzz-deps: $(FUZZ_CXX) -fsanitize=fuzzer does not link; run: sudo apt-get install -y $(FUZZ_DEB_PACKAGES)"; \
+	    rm -rf $$probe; exit 1; \
+	  fi; \
+	fi; \
+	rm -rf $$probe
+
+fuzz-build: deps fuzz-deps
+	$(CMAKE) -S . -B $(FUZZ_DIR) -DCMAKE_CXX_COMPILER=$(FUZZ_CXX) -DCMAKE_BUILD_TYPE=Debug \
+	  "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" -DDEPASS_BUILD_FUZZERS=ON -DDEPASS_BUILD_TESTS=OFF \
+	  -DDEPASS_BUILD_EXAMPLES=OFF -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_INSTALL=OFF
+	$(CMAKE) --build $(FUZZ_DIR) -j$(JOBS)
+
+# Seed corpora: the committed synthetic seeds (tests/fuzz/seeds/) plus the real model files
+# from the model directory ($$DEPASS_MODEL_MIRROR, else models/, else ../shared/models).
+# Nothing from the mirror is committed; libFuzzer adds what it finds to these directories.
+fuzz-corpus:
+	@set -e; \
+	mirror=""; \
+	for d in "$${DEPASS_MODEL_MIRROR:-}" models ../shared/models; do \
+	  if [ -n "$$d" ] && [ -f "$$d/stories260K/tok512.bin" ]; then mirror="$$d"; break; fi; \
+	done; \
+	c=$(FUZZ_DIR)/corpus; \
+	for t in $(FUZZ_TARGETS); do mkdir -p $$c/$$t; cp tests/fuzz/seeds/$$t/* $$c/$$t/ 2>/dev/null || true; done; \
+	if [ -z "$$mirror" ]; then echo "fuzz-corpus: no model directory found; synthetic seeds only"; exit 0; fi; \
+	echo "fuzz-corpus: real seeds from $$mirror"; \
+	s=$$mirror/stories260K; h=$$mirror/tinystories-656k; \
+	cp $$s/stories260K.bin $$c/llama2c_checkpoint/real_stories260K.bin; \
+	cp $$s/tok512.bin $$c/llama2c_tokenizer/real_tok512.bin; \
+	cp $$h/model.safetensors $$c/safetensors/real_tinystories656k.safetensors; \
+	{ cat $$h/config.json; printf '$(FUZZ_SPLIT)'; cat $$h/model.safetensors; } > $$c/huggingface/real_tinystories656k; \
+	cp $$h/tokenizer.json $$c/hf_tokenizer/real_tinystories656k; \
+	{ cat $$h/tokenizer.json; printf '$(FUZZ_SPLIT)'; cat $$h/tokenizer_config.json; } > $$c/hf_tokenizer/real_tinystories656k_with_config; \
+	cp $$s/stories260K.gguf $$c/gguf/real_stories260K.gguf
+
+fuzz-run-%: fuzz-build fuzz-corpus
+	@mkdir -p $(FUZZ_DIR)/artifacts/$* $(FUZZ_DIR)/logs
+	@echo "fuzz: $* for $(FUZZ_SECONDS)s (log: $(FUZZ_DIR)/logs/$*.log)"
+	@$(FUZZ_DIR)/fuzz/fuzz_$* $(FUZZ_DIR)/corpus/$* -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) \
+	  $$(test -f tests/fuzz/dicts/$*.dict && echo -dict=tests/fuzz/dicts/$*.dict) \
+	  -artifact_prefix=$(FUZZ_DIR)/artifacts/$*/ -print_final_stats=1 > $(FUZZ_DIR)/logs/$*.log 2>&1 \
+	  || { tail -n 60 $(FUZZ_DIR)/logs/$*.log; echo "fuzz: $* FAILED: input saved in $(FUZZ_DIR)/artifacts/$*/"; exit 1; }
+	@grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' $(FUZZ_DIR)/logs/$*.log | sed 's/^/fuzz: $*: /'
+
+fuzz: $(addprefix fuzz-run-,$(FUZZ_TARGETS))

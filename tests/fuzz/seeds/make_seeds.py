@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Writes the small synthetic seed inputs of the fuzz harnesses (tests/fuzz/seeds/<harness>/).
+
+The committed seeds were produced by this script (python3, standard library only); rerun it
+after changing it. `make fuzz` adds the real model files from the model mirror at fuzz time
+(they are not committed). Every seed is a *valid* file, small enough that the fuzzer can
+mutate it quickly: the fuzzer finds the hostile variants itself.
+"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPLIT = b"\n#@depass-fuzz-next-file@#\n"  # tests/fuzz/FuzzSupport.hpp kSplit
+
+
+def out(harness, name, data):
+    d = os.path.join(HERE, harness)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def values(n, start=0):
+    """Deterministic small floats, all exactly representable in f16/bf16."""
+    return [((start + i) % 17 - 8) / 16.0 for i in range(n)]
+
+
+def f32(vals):
+    return struct.pack("<%df" % len(vals), *vals)
+
+
+# --- llama2.c checkpoint -----------------------------------------------------------------
+def llama2c(dim=8, hidden=12, layers=2, heads=2, kv=1, vocab=10, seq=4, shared=True):
+    head = dim // heads
+    hdr = struct.pack("<7i", dim, hidden, layers, heads, kv, vocab if shared else -vocab, seq)
+    counts = [vocab * dim, layers * dim, layers * dim * dim, layers * kv * head * dim,
+              layers * kv * head * dim, layers * dim * dim, layers * dim,
+              layers * hidden * dim, layers * dim * hidden, layers * hidden * dim, dim,
+              seq * head // 2, seq * head // 2]
+    if not shared:
+        counts.append(vocab * dim)
+    return hdr + f32(values(sum(counts)))
+
+
+out("llama2c_checkpoint", "tiny_shared.bin", llama2c())
+out("llama2c_checkpoint", "tiny_unshared.bin", llama2c(shared=False, layers=1, vocab=5))
+
+
+# --- llama2.c tokenizer --------------------------------------------------------------------
+def tok_bin(pieces, max_len=None):
+    max_len = max_len or max(len(p) for p, _ in pieces)
+    data = struct.pack("<i", max_len)
+    for p, s in pieces:
+        data += struct.pack("<fi", s, len(p)) + p
+    return data
+
+
+tok_pieces = [(b"<unk>", 0.0), (b"\n<s>\n", 0.0), (b"\n</s>\n", 0.0)]
+tok_pieces += [(("<0x%02X>" % b).encode(), 0.0) for b in range(8)]
+tok_pieces += [(b" ", -1.0), (b"a", -2.0), (b"b", -3.0), (b"\xc3\xa9", -4.0), (b" a", -5.0),
+               (b"ab", -6.0), (b" ab", -7.0), (b"ba", -8.0), (b"\xe2\x9c\x93", -9.0)]
+out("llama2c_tokenizer", "tiny.bin", tok_bin(tok_pieces))
+
+
+# --- safetensors ---------------------------------------------------------------------------
+def safetensors(tensors, metadata=None):
+    header, data = {}, b""
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def f16(vals):
+    return struct.pack("<%de" % len(vals), *vals)
+
+
+def bf16(vals):
+    return b"".join(struct.pack("<f", v)[2:] for v in vals)
+
+
+def f64(vals):
+    return struct.pack("<%dd" % len(vals), *vals)
+
+
+out("safetensors", "mixed.safetensors", safetensors([
+    ("a.weight", "F32", [2, 3], f32(values(6))),
+    ("b.half", "F16", [4], f16(values(4))),
+    ("c.bf16", "BF16", [2, 2], bf16(values(4))),
+    ("d.f64", "F64", [3], f64(values(3))),
+    ("e.int", "I32", [2], struct.pack("<2i", 1, 2)),
+    ("f.scalar", "F32", [], f32([1.5])),
+    ("g.cube", "F32", [1, 2, 2], f32(values(4))),
+], metadata={"format": "pt"}))
+
+
+# --- Hugging Face directory ------------------------------------------------------------------
+def hf_llama(D=8, I=12, L=1, H=2, G=1, V=10, P=16, tied=True, qkv_bias=False, model_type="llama"):
+    d = D // H
+    cfg = {"model_type": model_type, "hidden_size": D, "intermediate_size": I,
+           "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": G,
+           "vocab_size": V, "max_position_embeddings": P, "rms_norm_eps": 1e-6,
+           "rope_theta": 10000.0, "tie_word_embeddings": tied, "hidden_act": "silu"}
+    ts = [("model.embed_tokens.weight", [V, D])]
+    if not tied:
+        ts.append(("lm_head.weight", [V, D]))
+    for l in range(L):
+        p = "model.layers.%d." % l
+        ts += [(p + "input_layernorm.weight", [D]), (p + "self_attn.q_proj.weight", [H * d, D]),
+               (p + "self_attn.k_proj.weight", [G * d, D]), (p + "self_attn.v_proj.weight", [G * d, D]),
+               (p + "self_attn.o_proj.weight", [D, H * d]),
+               (p + "post_attention_layernorm.weight", [D]), (p + "mlp.gate_proj.weight", [I, D]),
+               (p + "mlp.up_proj.weight", [I, D]), (p + "mlp.down_proj.weight", [D, I])]
+        if qkv_bias:
+            ts += [(p + "self_attn.q_proj.bias", [H * d]), (p + "self_attn.k_proj.bias", [G * d]),
+                   (p + "self_attn.v_proj.bias", [G * d])]
+    ts.append(("model.norm.weight", [D]))
+    tensors = []
+    for name, shape in ts:
+        n = 1
+        for s in shape:
+            n *= s
+        tensors.append((name, "F32", shape, f32(values(n, len(tensors)))))
+    return json.dumps(cfg, indent=1).encode(), safetensors(tensors, {"format": "pt"}), [t[0] for t in tensors]
+
+
+cfg, st, names = hf_llama()
+out("huggingface", "llama_tied", cfg + SPLIT + st)
+cfg, st, names = hf_llama(tied=False, qkv_bias=True, model_type="qwen2", H=2, G=2)
+out("huggingface", "qwen2_untied", cfg + SPLIT + st)
+cfg, st, names = hf_llama()
+index = json.dumps({"metadata": {"total_size": len(st)},
+                    "weight_map": {n: "model-00001-of-00001.safetensors" for n in names}}).encode()
+out("huggingface", "llama_sharded", cfg + SPLIT + st + SPLIT + index)
+
+
+def hf_gpt2(D=8, L=1, H=2, V=10, P=8):
+    cfg = {"model_type": "gpt2", "n_embd": D, "n_layer": L, "n_head": H, "vocab_size": V,
+           "n_positions": P, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}
+    ts = [("wte.weight", [V, D]), ("wpe.weight", [P, D])]
+    for l in range(L):
+        p = "h.%d." % l
+        ts += [(p + "ln_1.weight", [D]), (p + "ln_1.bias", [D]), (p + "attn.c_attn.weight", [D, 3 * D]),
+               (p + "attn.c_attn.bias", [3 * D]), (p + "ln_2.weight", [D]), (p + "ln_2.bias", [D]),
+               (p + "attn.c_proj.weight", [D, D]), (p + "attn.c_proj.bias", [D]),
+               (p + "mlp.c_fc.weight", [D, 4 * D]), (p + "mlp.c_fc.bias", [4 * D]),
+               (p + "mlp.c_proj.weight", [4 * D, D]), (p + "mlp.c_proj.bias", [D])]
+    ts += [("ln_f.weight", [D]), ("ln_f.bias", [D])]
+    tensors = []
+    for name, shape in ts:
+        n = 1
+        for s in shape:
+            n *= s
+        tensors.append((name, "F16", shape, f16(values(n, len(tensors)))))
+    return json.dumps(cfg).encode(), safetensors(tensors)
+
+
+cfg, st = hf_gpt2()
+out("huggingface", "gpt2_f16", cfg + SPLIT + st)
+
+
+# --- Hugging Face tokenizer.json -------------------------------------------------------------
+SP = "\u2581"
+vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for b in range(256):
+    vocab["<0x%02X>" % b] = len(vocab)
+for t in [SP, "a", "b", "c", "\u00e9", SP + "a", "ab", SP + "ab", "ba", "abc", SP + "abc"]:
+    vocab[t] = len(vocab)
+tokenizer = {
+    "version": "1.0", "truncation": None, "padding": None,
+    "added_tokens": [
+        {"id": 0, "content": "<unk>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True},
+        {"id": 1, "content": "<s>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True},
+        {"id": 2, "content": "</s>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True},
+        {"id": len(vocab), "content": "<|extra|>", "single_word": False, "lstrip": True, "rstrip": True, "normalized": True, "special": False},
+    ],
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": SP},
+        {"type": "Replace", "pattern": {"String": " "}, "content": SP}]},
+    "pre_tokenizer": None,
+    "post_processor": {"type": "TemplateProcessing",
+                       "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                       "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+    "decoder": {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": SP}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+              "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+              "vocab": vocab,
+              # Both spellings of a merge: "a b" strings and ["a", "b"] pairs.
+              "merges": [SP + " a", "a b", SP + " ab", "b a", ["ab", "c"], [SP + "ab", "c"]]},
+}
+tok_json = json.dumps(tokenizer, ensure_ascii=False, indent=1).encode()
+tok_config = json.dumps({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+                         "eos_token": {"content": "</s>", "lstrip": False}}).encode()
+out("hf_tokenizer", "bpe_bytefallback", tok_json)
+out("hf_tokenizer", "bpe_with_config", tok_json + SPLIT + tok_config)
+
+
+# Byte-level BPE (GPT-2 style, and Llama 3 style with a Split regex, NFC and a post-processor
+# Sequence).
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+B2U = bytes_to_unicode()
+G = B2U[ord(" ")]  # "Ġ"
+bl_vocab = {B2U[b]: b for b in range(256)}
+bl_merges = [[G, "a"], ["a", "b"], [G + "a", "b"], ["l", "l"], [G, "t"], ["h", "e"], [G + "t", "he"]]
+for left, right in bl_merges:
+    bl_vocab.setdefault(left + right, len(bl_vocab))
+for t in ["a", "b", "h", "e", "l", "t"]:
+    assert t in bl_vocab
+bl_vocab["<|endoftext|>"] = len(bl_vocab)
+gpt2_style = {
+    "version": "1.0", "truncation": None, "padding": None,
+    "added_tokens": [{"id": bl_vocab["<|endoftext|>"], "content": "<|endoftext|>", "single_word": False,
+                      "lstrip": False, "rstrip": False, "normalized": True, "special": True}],
+    "normalizer": None,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+              "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+              "vocab": bl_vocab, "merges": [l + " " + r for l, r in bl_merges]},
+}
+out("hf_tokenizer", "bytelevel_gpt2", json.dumps(gpt2_style, ensure_ascii=False, indent=1).encode())
+LLAMA3 = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
+llama3_style = dict(gpt2_style)
+llama3_style["added_tokens"] = [
+    {"id": bl_vocab["<|endoftext|>"], "content": "<|endoftext|>", "single_word": False, "lstrip": False,
+     "rstrip": False, "normalized": False, "special": True}]
+llama3_style["normalizer"] = {"type": "NFC"}
+llama3_style["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": LLAMA3}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+llama3_style["post_processor"] = {"type": "Sequence", "processors": [
+    {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+    {"type": "TemplateProcessing",
+     "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+     "pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [bl_vocab["<|endoftext|>"]],
+                                                      "tokens": ["<|endoftext|>"]}}}]}
+llama3_style["model"] = dict(gpt2_style["model"], ignore_merges=True)
+out("hf_tokenizer", "bytelevel_llama3", json.dumps(llama3_style, ensure_ascii=False, indent=1).encode())
+qwen2_style = dict(llama3_style)
+qwen2_style["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": QWEN2}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+out("hf_tokenizer", "bytelevel_qwen2", json.dumps(qwen2_style, ensure_ascii=False, indent=1).encode())
+
+
+# --- GGUF ------------------------------------------------------------------------------------
+def gstr(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def kv(key, vtype, payload):
+    return gstr(key) + struct.pack("<I", vtype) + payload
+
+
+U32, I32, F32T, BOOL, STR, ARR = 4, 5, 6, 7, 8, 9
+
+
+def arr(item_type, items_payload, count):
+    return struct.pack("<IQ", item_type, count) + items_payload
+
+
+def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True):
+    d = D // H
+    pieces = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
+             [SP, "a", "b", SP + "a", "ab", SP + "ab", "\u00e9"]
+    types = [2, 3, 3] + [6] * 256 + [1] * 7
+    V = len(pieces)
+    kvs = [
+        kv("general.architecture", STR, gstr("llama")),
+        kv("general.alignment", U32, struct.pack("<I", 32)),
+        kv("llama.context_length", U32, struct.pack("<I", ctx)),
+        kv("llama.embedding_length", U32, struct.pack("<I", D)),
+        kv("llama.block_count", U32, struct.pack("<I", L)),
+        kv("llama.feed_forward_length", U32, struct.pack("<I", I)),
+        kv("llama.attention.head_count", U32, struct.pack("<I", H)),
+        kv("llama.attention.head_count_kv", U32, struct.pack("<I", G)),
+        kv("llama.attention.layer_norm_rms_epsilon", F32T, struct.pack("<f", 1e-5)),
+        kv("llama.rope.dimension_count", U32, struct.pack("<I", d)),
+        kv("tokenizer.ggml.model", STR, gstr("llama")),
+        kv("tokenizer.ggml.tokens", ARR, arr(STR, b"".join(gstr(p) for p in pieces), V)),
+        kv("tokenizer.ggml.scores", ARR, arr(F32T, f32([-float(i) for i in range(V)]), V)),
+        kv("tokenizer.ggml.token_type", ARR, arr(I32, struct.pack("<%di" % V, *types), V)),
+        kv("tokenizer.ggml.bos_token_id", U32, struct.pack("<I", 1)),
+        kv("tokenizer.ggml.eos_token_id", U32, struct.pack("<I", 2)),
+        kv("tokenizer.ggml.add_bos_token", BOOL, b"\x01"),
+    ]
+    ts = [("token_embd.weight", [V, D])]
+    for l in range(L):
+        p = "blk.%d." % l
+        ts += [(p + "attn_norm.weight", [D]), (p + "attn_q.weight", [H * d, D]),
+               (p + "attn_k.weight", [G * d, D]), (p + "attn_v.weight", [G * d, D]),
+               (p + "attn_output.weight", [D, H * d]), (p + "ffn_norm.weight", [D]),
+               (p + "ffn_gate.weight", [I, D]), (p + "ffn_up.weight", [I, D]),
+               (p + "ffn_down.weight", [D, I])]
+    ts.append(("output_norm.weight", [D]))
+    if not tied:
+        ts.append(("output.weight", [V, D]))
+    infos, data = b"", b""
+    for name, shape in ts:
+        n = 1
+        for s in shape:
+            n *= s
+        ttype = tensor_type if len(shape) == 2 else 0
+        raw = f16(values(n)) if ttype == 1 else f32(values(n))
+        ne = list(reversed(shape))
+        infos += gstr(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne) + \
+            struct.pack("<IQ", ttype, len(data))
+        data += raw + b"\0" * ((-len(raw)) % 32)
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(ts), len(kvs)) + b"".join(kvs) + infos
+    head += b"\0" * ((-len(head)) % 32)
+    return head + data
+
+
+out("gguf", "tiny_f32_tied.gguf", gguf())
+out("gguf", "tiny_f16_untied.gguf", gguf(tensor_type=1, tied=False))
