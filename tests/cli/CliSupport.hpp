@@ -1,0 +1,66 @@
+#pragma once
+// Running the depass CLI and the example programs from tests: paths, a process runner
+// that captures exit code, stdout and stderr, and shell quoting.
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "support/TestSupport.hpp"
+
+#ifndef DEPASS_CLI_PATH
+#define DEPASS_CLI_PATH ""
+#endif
+#ifndef DEPASS_BIN_DIR
+#define DEPASS_BIN_DIR ""
+#endif
+
+namespace depass::test {
+
+inline std::string cli_path() { return DEPASS_CLI_PATH; }
+inline std::string bin_dir() { return DEPASS_BIN_DIR; }
+
+/// 'text' quoted for /bin/sh.
+inline std::string sh(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct RunResult {
+  int code = -1;
+  std::string out, err;
+};
+
+/// Runs `program args` with stdin from /dev/null and stdout/stderr captured to files (so
+/// neither is a terminal). `env` is prepended as is ("NO_COLOR=1 ...").
+inline RunResult run_program(const std::string& program, const std::string& args, const std::string& env = "") {
+  static TempDir scratch;
+  static int counter = 0;
+  const std::string out = scratch.path("out" + std::to_string(counter)), err = scratch.path("err" + std::to_string(counter));
+  ++counter;
+  const std::string command = (env.empty() ? "" : "env " + env + " ") + sh(program) + " " + args + " </dev/null >" + sh(out) +
+                              " 2>" + sh(err);
+  const int status = std::system(command.c_str());
+  RunResult r;
+  r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  r.out = file_exists(out) ? read_file(out) : "";
+  r.err = file_exists(err) ? read_file(err) : "";
+  return r;
+}
+
+inline RunResult run_cli(const std::string& args, const std::string& env = "") {
+  return run_program(cli_path(), args, env);
+}
+
+}  // namespace depass::test
+
+/// Skips the test case (with a warning) when the CLI was not built into the test's setup.
+#define DEPASS_REQUIRE_CLI()                                                              \
+  if (::depass::test::cli_path().empty() || !::depass::test::file_exists(::depass::test::cli_path())) { \
+    WARN("skipping: the depass CLI is not built (" << ::depass::test::cli_path() << ")");       \
+    return;                                                                                 \
+  }                                                                                         \
+  static_cast<void>(0)
