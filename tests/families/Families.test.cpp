@@ -1,0 +1,145 @@
+// Every supported family (Llama, Llama-3 RoPE scaling, Mistral head_dim, Qwen2 biases,
+// GPT-2) on small random-weight checkpoints in the Hugging Face layout, written by the
+// independent PyTorch reference in tools/reference/families.py.
+
+#include <catch2/catch.hpp>
+#include <depass/Decomposer.hpp>
+#include <depass/io/Load.hpp>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "support/TestSupport.hpp"
+
+using namespace depass;
+
+namespace {
+
+std::string data_path(const std::string& relative) {
+  return test::source_dir() + "/tests/data/" + relative;
+}
+
+nlohmann::json read_golden(const std::string& name) {
+  std::ifstream in(test::golden_path(name));
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+const std::vector<std::string> kFamilies = {"llama", "llama3", "llama_f16", "mistral",
+                                            "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix"};
+
+template <typename Scalar>
+void check_family_logits(const std::string& name) {
+  const nlohmann::json golden = read_golden("family_" + name + ".json");
+  const Model<Scalar> model(io::load_checkpoint<Scalar>(data_path(golden["model"])));
+  const bool is_float = std::is_same<Scalar, float>::value;
+  const double tolerance = is_float ? 1e-4 : 1e-10;
+  const char* key = is_float ? "logits_f32" : "logits_f64";
+  for (const nlohmann::json& c : golden["cases"]) {
+    const std::vector<int> ids = c["ids"];
+    const Matrix<Scalar> logits = model.forward(ids);
+    double scale = 0, worst = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const std::vector<double> row = c[key][i];
+      REQUIRE(static_cast<Eigen::Index>(row.size()) == logits.cols());
+      for (std::size_t t = 0; t < row.size(); ++t) {
+        scale = std::max(scale, std::abs(row[t]));
+        worst = std::max(worst, std::abs(static_cast<double>(
+                                             logits(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(t))) -
+                                         row[t]));
+      }
+    }
+    INFO(name << ": max |ours - reference| = " << worst << " at logit scale " << scale);
+    CHECK(worst <= tolerance * scale);
+  }
+}
+
+template <typename Scalar>
+void check_family_lossless(const std::string& name) {
+  const nlohmann::json golden = read_golden("family_" + name + ".json");
+  const Model<Scalar> model(io::load_checkpoint<Scalar>(data_path(golden["model"])));
+  const double tol = std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
+  const std::vector<int> ids = golden["cases"][0]["ids"];
+  for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
+    DecomposeOptions options;
+    options.split = split;
+    const Decomposition<Scalar> result = Decomposer<Scalar>(model).run(ids, Initialisation<Scalar>::tokens(), options);
+    INFO(name << ", split " << to_string(split));
+    CHECK(result.max_relative_residual() <= tol);
+    const Eigen::Index last = static_cast<Eigen::Index>(ids.size()) - 1;
+    Eigen::Index target = 0;
+    result.logits(last).maxCoeff(&target);
+    const Vector<Scalar> scores = result.component_logits(last, static_cast<int>(target));
+    const double logit = result.logit(last, static_cast<int>(target));
+    CHECK(std::abs(static_cast<double>(scores.sum()) - logit) <= 10 * tol * std::max(1.0, std::abs(logit)));
+    if (model.config().has_biases()) {
+      // Biases exist, so the bias component must actually carry something.
+      CHECK(result.components().component(result.bias_component()).cwiseAbs().maxCoeff() > 0);
+    }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("Every family's logits match the PyTorch reference", "[families][golden]", float, double) {
+  for (const std::string& name : kFamilies) check_family_logits<TestType>(name);
+}
+
+TEMPLATE_TEST_CASE("Token-level DePass is lossless on every family, bias component included", "[families]",
+                   float, double) {
+  for (const std::string& name : kFamilies) check_family_lossless<TestType>(name);
+}
+
+TEST_CASE("Family configs are read as their architecture requires", "[families]") {
+  const Config llama3 = io::load_checkpoint<float>(data_path("families/llama3")).config;
+  CHECK(llama3.rope_scaling.type == RopeScaling::Type::Llama3);
+  CHECK(llama3.rope_scaling.factor == 8.0);
+  CHECK(llama3.tied_embeddings);
+  const Config mistral = io::load_checkpoint<float>(data_path("families/mistral")).config;
+  CHECK(mistral.head_dim * mistral.n_heads != mistral.dim);
+  const Config qwen2 = io::load_checkpoint<float>(data_path("families/qwen2")).config;
+  CHECK(qwen2.attention_qkv_bias);
+  CHECK_FALSE(qwen2.attention_out_bias);
+  const Config gpt2 = io::load_checkpoint<float>(data_path("families/gpt2")).config;
+  CHECK(gpt2.norm == NormKind::LayerNorm);
+  CHECK(gpt2.mlp == MlpKind::GeluTanh);
+  CHECK(gpt2.positions == PositionKind::Learned);
+  const Checkpoint<float> a = io::load_checkpoint<float>(data_path("families/gpt2"));
+  const Checkpoint<float> b = io::load_checkpoint<float>(data_path("families/gpt2_noprefix"));
+  CHECK((a.weights.layers[1].wv - b.weights.layers[1].wv).cwiseAbs().maxCoeff() == 0);
+  CHECK((a.weights.position_embedding - b.weights.position_embedding).cwiseAbs().maxCoeff() == 0);
+}
+
+TEST_CASE("Token-level scores with biases and positions match the PyTorch reference", "[families][golden]") {
+  for (const std::string name : {"gpt2", "qwen2"}) {
+    const nlohmann::json golden = read_golden("family_depass_" + name + ".json");
+    const Model<double> model(io::load_checkpoint<double>(data_path(golden["model"])));
+    Decomposer<double> decomposer(model);
+    for (const nlohmann::json& c : golden["cases"]) {
+      const std::vector<int> ids = c["ids"];
+      const Eigen::Index position = c["position"];
+      const int target = c["target"];
+      DecomposeOptions options;
+      options.temperature = golden["temperature"];
+      options.bos_sink = golden["bos_sink"];
+      const Decomposition<double> result = decomposer.run(ids, Initialisation<double>::tokens(), options);
+      const Vector<double> scores = result.component_logits(position, target);
+      const std::vector<double> expected = c["scores"];
+      double scale = 0;
+      for (double e : expected) scale = std::max(scale, std::abs(e));
+      INFO(name << ": case with " << ids.size() << " tokens");
+      for (std::size_t m = 0; m < expected.size(); ++m)
+        CHECK(std::abs(scores(static_cast<Eigen::Index>(m)) - expected[m]) <= 1e-8 * scale);
+      CHECK(std::abs(scores(result.bias_component()) - c["bias_score"].get<double>()) <= 1e-8 * scale);
+      if (c.contains("position_score")) {
+        REQUIRE(result.labels()[ids.size()] == "positions");
+        CHECK(std::abs(scores(static_cast<Eigen::Index>(ids.size())) - c["position_score"].get<double>()) <=
+              1e-8 * scale);
+      }
+      CHECK(result.logit(position, target) == Approx(c["target_logit"].get<double>()).epsilon(1e-10));
+    }
+  }
+}
