@@ -527,6 +527,19 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     CHECK_THAT(load_error(f), Contains("metadata key 'bomb' item 0 item 0 item 0 item 0 nests "
                                        "arrays more than 4 deep"));
   }
+  SECTION("too many arrays inside arrays") {
+    // Each empty inner array is 12 bytes on disk but a whole value in memory: capped.
+    std::string items;
+    for (int i = 0; i < (1 << 16) + 1; ++i) items += g::array_payload(g::U8, 0, "");
+    g::File f = g::tiny_llama();
+    f.kv(g::Kv{"many", g::ARRAY, g::array_payload(g::ARRAY, (1 << 16) + 1, items)});
+    CHECK_THAT(load_error(f), Contains("metadata key 'many' takes the number of arrays inside "
+                                       "arrays above the limit of 65536"));
+    f = g::tiny_llama();
+    f.kv(g::Kv{"fine", g::ARRAY, g::array_payload(g::ARRAY, 1 << 16, items.substr(12))});
+    TempDir dir;
+    CHECK(io::GgufFile(write(dir, f)).find("fine")->arrays.size() == 1 << 16);
+  }
   SECTION("unknown value types") {
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"odd", 13, "x"});

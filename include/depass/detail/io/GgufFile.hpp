@@ -344,7 +344,10 @@ class GgufCursor {
 class GgufFile {
  public:
   static constexpr std::uint64_t max_string_length = 1 << 20;  // keys, names, string values
-  static constexpr int max_array_depth = 4;     // real files use 1; nesting is legal but rare
+  static constexpr int max_array_depth = 4;  // real files use 1; nesting is legal but rare
+  // Arrays inside arrays, in the whole file. Each takes 12 bytes on disk but a GgufValue in
+  // memory, so their count, not just the file size, bounds what a hostile file costs.
+  static constexpr std::uint64_t max_nested_arrays = 1 << 16;
   static constexpr std::uint32_t max_dims = 4;  // GGML_MAX_DIMS
   static constexpr std::uint64_t default_alignment = 32;
 
@@ -609,6 +612,7 @@ class GgufFile {
 
   mutable BinaryFile file_;
   std::uint32_t version_ = 0;
+  std::uint64_t nested_arrays_ = 0;
   std::uint64_t alignment_ = default_alignment;
   std::uint64_t data_offset_ = 0;
   std::map<std::string, GgufValue> metadata_;
@@ -777,6 +781,10 @@ inline GgufValue GgufFile::read_value(GgufCursor& in, GgufValueType type, const 
         for (std::size_t i = 0; i < count; ++i)
           v.strings.push_back(in.string(what + " item " + std::to_string(i), max_string_length));
       } else if (v.item_type == GgufValueType::Array) {
+        if (v.count > max_nested_arrays - nested_arrays_)
+          fail(what + " takes the number of arrays inside arrays above the limit of " +
+               std::to_string(max_nested_arrays));
+        nested_arrays_ += v.count;
         v.arrays.reserve(count);
         for (std::size_t i = 0; i < count; ++i)
           v.arrays.push_back(
