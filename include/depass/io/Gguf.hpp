@@ -48,7 +48,7 @@ inline Config gguf_llama_config(const GgufFile& f) {
   c.rope_layout = RopeLayout::AdjacentPairs;
 
   // The head width is embedding_length / head_count unless attention.key_length says
-  // otherwise; values must be as wide as keys (depass has one head_dim).
+  // otherwise (checked against value_length below: depass has one head_dim).
   if (f.has("llama.attention.key_length")) {
     c.head_dim = int_key("llama.attention.key_length");
   } else {
