@@ -113,7 +113,7 @@ class Args {
 
 /// Options every command understands, by group.
 inline const std::vector<std::string> kFlags = {"--help", "--no-bos-sink", "--explain", "--no-progress", "--projection"};
-inline const std::vector<std::string> kModelOptions = {"--model", "--tokenizer", "--precision"};
+inline const std::vector<std::string> kModelOptions = {"--model", "--tokenizer", "--precision", "--threads"};
 inline const std::vector<std::string> kInputOptions = {"--prompt", "--ids", "--position", "--target"};
 inline const std::vector<std::string> kSplitOptions = {"--mlp-split", "--temperature", "--no-bos-sink", "--chunk-size"};
 inline const std::vector<std::string> kOutputOptions = {"--format", "--output", "--json", "--top", "--color", "--no-progress"};

@@ -47,7 +47,9 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
   "  --model PATH         llama2.c .bin checkpoint or Hugging Face model directory\n"         \
   "  --tokenizer PATH     tokenizer (llama2.c tok*.bin or tokenizer.json); default: found\n" \
   "                       next to the checkpoint / inside the model directory\n"             \
-  "  --precision P        float or double (default double)\n"
+  "  --precision P        float or double (default double)\n"                                  \
+  "  --threads N          threads for matrix products (default: OpenMP's default; 1 is\n"    \
+  "                       fastest for tiny models and on a busy machine)\n"
 
 #define DEPASS_CLI_INPUT_HELP                                                                 \
   "  --prompt TEXT        text to explain (a BOS token is prepended)\n"                       \

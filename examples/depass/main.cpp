@@ -75,7 +75,7 @@ int run_info(const Args& args) {
 }  // namespace
 
 int command_info(const Args& args) {
-  args.allow_only({"--model", "--tokenizer", "--format", "--output", "--json", "--color", "--help"});
+  args.allow_only({"--model", "--tokenizer", "--format", "--output", "--json", "--color", "--threads", "--help"});
   return run_info(args);
 }
 
@@ -147,6 +147,11 @@ int main(int argc, char** argv) {
     if (args.has("--help")) {
       std::cout << command->help;
       return 0;
+    }
+    if (args.has("--threads")) {
+      const long threads = args.integer("--threads", 0);
+      if (threads < 1 || threads > 1024) throw UsageError("--threads must be in [1, 1024], got " + std::to_string(threads));
+      Eigen::setNbThreads(static_cast<int>(threads));
     }
     return command->run(args);
   } catch (const UsageError& e) {

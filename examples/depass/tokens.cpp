@@ -42,6 +42,7 @@ const char* kGenerateHelp =
     "  --max-new N          tokens to generate (default 256, with --explain 16); stops early\n"
     "                       at end of text or when the context is full\n"
     "  --precision P        float or double (default float; double with --explain)\n"
+    "  --threads N          threads for matrix products (default: OpenMP's default)\n"
     "  --explain            attribute every generated token (one view per step in HTML)\n"
     DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
@@ -210,7 +211,7 @@ int command_generate(const Args& args) {
   if (!args.has("--explain")) {
     for (const auto& option : join({kSplitOptions, kOutputOptions}))
       if (args.has(option)) throw UsageError(option + " only applies with --explain");
-    args.allow_only({"--model", "--tokenizer", "--prompt", "--max-new", "--precision", "--help"});
+    args.allow_only({"--model", "--tokenizer", "--prompt", "--max-new", "--precision", "--threads", "--help"});
     return with_precision(args, "float", [&](auto s) { return run_plain_generate<decltype(s)>(args); });
   }
   args.allow_only(join({kModelOptions, kSplitOptions, kOutputOptions, {"--prompt", "--max-new", "--explain", "--help"}}));

@@ -200,7 +200,7 @@ TEST_CASE("depass modules: every layer's attention and MLP score equals module-l
   }
 }
 
-TEST_CASE("depass heads: the L x H table equals head-level DePass; --layer selects one layer", "[cli]") {
+TEST_CASE("depass heads: the L x H table equals head-level DePass, and --layer selects one layer", "[cli]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
   DEPASS_REQUIRE_MODEL(tiny_config, kTiny);
@@ -380,6 +380,37 @@ TEST_CASE("depass generate --explain on TinyStories-656K", "[cli]") {
     double total = step["bias_score"].get<double>();
     for (const json& s : step["scores"]) total += s.get<double>();
     CHECK(std::abs(total - step["token"]["logit"].get<double>()) < 1e-9);
+  }
+}
+
+TEST_CASE("depass neurons, subspace and decode on TinyStories-656K: scores + bias == logit", "[cli]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(tiny_config, kTiny);
+  const std::string tiny = dir_of(tiny_config);
+  const std::string m = "--model " + test::sh(tiny) + " --prompt 'Once upon a time, there was a'";
+  auto near = [](double a, double b) { return std::abs(a - b) < 1e-9 * std::max(1.0, std::abs(b)); };
+
+  const json neurons = run_json("neurons " + m + " --layer 1 --top 3");
+  CHECK(neurons["n_neurons"] == 384);
+  double total = neurons["residual_score"].get<double>() + neurons["other_score"].get<double>() + neurons["bias_score"].get<double>();
+  for (const json& s : neurons["scores"]) total += s.get<double>();
+  CHECK(near(total, neurons["target"]["logit"].get<double>()));
+
+  test::TempDir dir;
+  Eigen::MatrixXd basis = Eigen::MatrixXd::Zero(128, 4);
+  for (int i = 0; i < 4; ++i) basis(3 * i + 1, i) = 1.0;
+  output::save_npy(dir.path("b.npy"), output::NpyArray::from_matrix(basis));
+  const json sub = run_json("subspace " + m + " --layer 1 --site attention --basis " + test::sh(dir.path("b.npy")));
+  total = sub["bias_score"].get<double>();
+  for (const json& c : sub["components"]) total += c["score"].get<double>();
+  CHECK(near(total, sub["target"]["logit"].get<double>()));
+
+  for (const std::string init : {"tokens", "modules --layer 0 --site mlp", "neurons --layer 0 --neurons 1,2,3"}) {
+    const json dec = run_json("decode " + m + " --init " + init + " --k 3");
+    INFO(init);
+    total = 0;
+    for (const json& c : dec["components"]) total += c["score"].get<double>();
+    CHECK(near(total, dec["target"]["logit"].get<double>()));
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/wait.h>
 
+#include <Eigen/Core>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -18,6 +19,9 @@
 #endif
 
 namespace depass::test {
+
+/// In-process Eigen products single-threaded too (see run_program).
+inline const bool kSingleThreaded = (Eigen::setNbThreads(1), true);
 
 inline std::string cli_path() { return DEPASS_CLI_PATH; }
 inline std::string bin_dir() { return DEPASS_BIN_DIR; }
@@ -41,7 +45,9 @@ inline RunResult run_program(const std::string& program, const std::string& args
   static int counter = 0;
   const std::string out = scratch.path("out" + std::to_string(counter)), err = scratch.path("err" + std::to_string(counter));
   ++counter;
-  const std::string command = (env.empty() ? "" : "env " + env + " ") + sh(program) + " " + args + " </dev/null >" + sh(out) +
+  // One thread: the programs link OpenMP, whose spinning threads make tiny-model runs ~100x
+  // slower when the machine is busy (ctest -j, parallel builds).
+  const std::string command = "env OMP_NUM_THREADS=1 " + env + " " + sh(program) + " " + args + " </dev/null >" + sh(out) +
                               " 2>" + sh(err);
   const int status = std::system(command.c_str());
   RunResult r;
