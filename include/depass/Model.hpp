@@ -579,7 +579,13 @@ class Model {
       // position are zero, and by causality its mixed output there is zero too, so only
       // the lower-right (lower-triangular) corner of A is needed.
       MatrixType mixed(b.rows, cfg.q_width());
-      for (std::size_t s = 0; s < b.component.size(); ++s) {
+      // Eigen does not thread triangular products, so thread over components instead.
+      const std::ptrdiff_t segments = static_cast<std::ptrdiff_t>(b.component.size());
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 4)
+#endif
+      for (std::ptrdiff_t si = 0; si < segments; ++si) {
+        const std::size_t s = static_cast<std::size_t>(si);
         const Eigen::Index f = b.first[s], n = N - f, o = b.offset[s];
         for (int h = 0; h < H; ++h)
           mixed.block(o, h * d, n, d).noalias() =
@@ -666,12 +672,15 @@ class Model {
               st.sum_exp.col(k).segment(f, n).array() * rescale +
               (mask > Scalar(0)).select(((v - new_peak) * inv_t).exp(), Scalar(0));
           // Strictly greater: on ties the lowest component keeps the neuron.
-          st.best.col(k).segment(f, n).array() =
-              (candidate > peak).select(IndexArray::Constant(n, m), st.best.col(k).segment(f, n).array());
+          if (cs.split == MlpSplit::Argmax)
+            st.best.col(k).segment(f, n).array() =
+                (candidate > peak).select(IndexArray::Constant(n, m), st.best.col(k).segment(f, n).array());
           peak_col = new_peak;
           st.count.col(k).segment(f, n).array() += mask.template cast<Eigen::Index>();
-          st.total.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v, Scalar(0));
-          st.magnitude.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v.abs(), Scalar(0));
+          if (cs.split == MlpSplit::Proportional) {
+            st.total.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v, Scalar(0));
+            st.magnitude.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v.abs(), Scalar(0));
+          }
         }
       }
       if (keep) kept.push_back(std::move(g));
