@@ -49,7 +49,9 @@ build: deps
 	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS)
 
 test: deps models build
-	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+	@# Tests run side by side (-j): one OpenMP thread each and no spin-waiting, or the
+	@# threads of concurrent tests fight over the cores.
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive $(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
 
 demo: deps models build
 	@test -x $(BUILD_DIR)/bin/depass || { echo "demo: $(BUILD_DIR)/bin/depass was not built (examples/depass/ missing?)"; exit 1; }
@@ -79,7 +81,7 @@ sanitize: deps models
 	  -DDEPASS_SANITIZE=ON -DDEPASS_BUILD_BENCHMARKS=OFF $(CMAKE_ARGS)
 	$(CMAKE) --build $(ASAN_DIR) -j$(JOBS)
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-$(ASAN_OPTIONS_DEFAULT)}" \
-	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-$(UBSAN_OPTIONS_DEFAULT)}" \
+	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-$(UBSAN_OPTIONS_DEFAULT)}" OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive \
 	  $(CTEST) --test-dir $(ASAN_DIR) --output-on-failure -j$(JOBS) -E '$(ASAN_EXCLUDE)'
 
 FUZZ_DIR     ?= build-fuzz
