@@ -131,6 +131,15 @@ inline std::string directory_of(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+inline std::string extension_of(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  const std::size_t dot = path.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return "";
+  std::string ext = path.substr(dot + 1);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext;
+}
+
 template <typename Scalar>
 struct Loaded {
   std::string path;
@@ -154,13 +163,20 @@ Loaded<Scalar> load(const Args& args, bool need_tokenizer = true) {
     const std::string tok = args.get("--tokenizer");
     if (!file_exists(tok)) throw std::runtime_error("cannot open tokenizer '" + tok + "': no such file");
     l.tokenizer_path = tok;
-    if (l.format == depass::io::Format::HuggingFace || tok.find(".json") != std::string::npos) {
+    if (extension_of(tok) == "gguf") {
+      l.tokenizer = depass::Tokenizer::from_gguf(tok);
+      l.tokenizer_kind = "gguf";
+    } else if (l.format == depass::io::Format::HuggingFace || tok.find(".json") != std::string::npos) {
       l.tokenizer = depass::Tokenizer::from_huggingface(tok);
       l.tokenizer_kind = "huggingface";
     } else {
       l.tokenizer = depass::Tokenizer::from_llama2c(tok, vocab);
       l.tokenizer_kind = "llama2.c";
     }
+  } else if (l.format == depass::io::Format::GGUF) {
+    l.tokenizer = depass::Tokenizer::from_gguf(l.path);  // GGUF files carry their tokenizer
+    l.tokenizer_path = l.path;
+    l.tokenizer_kind = "gguf";
   } else if (l.format == depass::io::Format::HuggingFace) {
     l.tokenizer = depass::Tokenizer::from_huggingface(l.path);
     l.tokenizer_path = l.path + "/tokenizer.json";
@@ -360,15 +376,6 @@ inline depass::output::ColorMode stdout_color(const Args& args) {
   if (c != "auto") throw UsageError("--color must be auto, always or never, got '" + c + "'");
   return depass::output::detect_color_mode(isatty(fileno(stdout)) != 0, std::getenv("NO_COLOR"), std::getenv("COLORTERM"),
                                            std::getenv("TERM"));
-}
-
-inline std::string extension_of(const std::string& path) {
-  const std::size_t slash = path.find_last_of('/');
-  const std::size_t dot = path.find_last_of('.');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return "";
-  std::string ext = path.substr(dot + 1);
-  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext;
 }
 
 /// The output format: --format, else from the extension of --output, else text.

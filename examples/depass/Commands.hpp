@@ -44,7 +44,7 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
 
 // Option text shared by the help pages.
 #define DEPASS_CLI_MODEL_HELP                                                                 \
-  "  --model PATH         llama2.c .bin checkpoint or Hugging Face model directory\n"         \
+  "  --model PATH         llama2.c .bin checkpoint, GGUF file or Hugging Face model directory\n" \
   "  --tokenizer PATH     tokenizer (llama2.c tok*.bin or tokenizer.json); default: found\n" \
   "                       next to the checkpoint / inside the model directory\n"             \
   "  --precision P        float or double (default double)\n"                                  \

@@ -109,8 +109,9 @@ std::string main_help() {
   h +=
       "\n"
       "--model accepts a llama2.c checkpoint (.bin; its tok<vocab>.bin tokenizer is found next\n"
-      "to it, or pass --tokenizer) or a Hugging Face model directory (config.json +\n"
-      "model.safetensors + tokenizer.json). Outputs: --format text|json|csv|npy|html or\n"
+      "to it, or pass --tokenizer), a GGUF file (tokenizer inside) or a Hugging Face model\n"
+      "directory (config.json + model.safetensors + tokenizer.json).\n"
+      "Outputs: --format text|json|csv|npy|html or\n"
       "--output FILE (format from the extension). Run `depass COMMAND --help` for details.\n"
       "\n"
       "example:\n"

@@ -101,10 +101,10 @@ int run_tokens(const Args& args) {
 
   if (args.has("--components")) {
     depass::output::save_components_npy(args.get("--components"), result.components());
-    doc["components"] = {{"file", args.get("--components")},
-                         {"shape", {result.component_count(), result.positions(), l.model->config().dim}},
-                         {"labels", result.labels()},
-                         {"boundary", "output (final-normed)"}};
+    doc["components_file"] = {{"file", args.get("--components")},
+                              {"shape", {result.component_count(), result.positions(), l.model->config().dim}},
+                              {"labels", result.labels()},
+                              {"boundary", "output (final-normed)"}};
   }
   emit(args, doc);
   return 0;

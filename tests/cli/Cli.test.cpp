@@ -173,6 +173,23 @@ TEST_CASE("depass tokens: --prompt, --target, split options and the legacy --jso
   for (std::size_t m = 0; m < ids.size(); ++m) CHECK(close(doc["scores"][m].get<double>(), scores(static_cast<Eigen::Index>(m))));
 }
 
+TEST_CASE("depass tokens on stories260K.gguf (tokenizer read from the file) equals the llama2.c checkpoint", "[cli]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  DEPASS_REQUIRE_MODEL(gguf, "stories260K/stories260K.gguf");
+  const json bin = run_json("tokens --model " + test::sh(stories) + " --prompt " + test::sh(kPrompt));
+  const test::RunResult r = test::run_cli("tokens --model " + test::sh(gguf) + " --prompt " + test::sh(kPrompt) + " --format json");
+  if (r.code != 0) {
+    WARN("skipping: the GGUF checkpoint does not load here: " << r.err);
+    return;
+  }
+  const json g = json::parse(r.out);
+  REQUIRE(g["tokens"].size() == bin["tokens"].size());
+  for (std::size_t i = 0; i < g["tokens"].size(); ++i) CHECK(g["tokens"][i]["id"] == bin["tokens"][i]["id"]);
+  CHECK(g["target"]["id"] == bin["target"]["id"]);
+  for (std::size_t i = 0; i < g["scores"].size(); ++i) CHECK(close(g["scores"][i].get<double>(), bin["scores"][i].get<double>(), 1e-9));
+}
+
 TEST_CASE("depass modules: every layer's attention and MLP score equals module-level DePass", "[cli]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
@@ -458,8 +475,8 @@ TEST_CASE("depass outputs: CSV, NPY, HTML and text carry the JSON's numbers", "[
   const output::NpyArray comps = output::load_npy(dir.path("c.npy"));
   REQUIRE(comps.shape == std::vector<std::size_t>{N + 1, N, 64});
   const json withc = json::parse(r.out);
-  CHECK(withc["components"]["shape"] == json::array({N + 1, N, 64}));
-  CHECK(withc["components"]["labels"].back() == "bias");
+  CHECK(withc["components_file"]["shape"] == json::array({N + 1, N, 64}));
+  CHECK(withc["components_file"]["labels"].back() == "bias");
   // Summing the components over m gives the final-normed state: its logit is the target's.
   const Model<double>& model = test::cached_model<double>(stories);
   const int target = doc["target"]["id"].get<int>();
