@@ -522,6 +522,34 @@ TEST_CASE("depass outputs: CSV, NPY, HTML and text carry the JSON's numbers", "[
   CHECK(r.err.empty());
 }
 
+TEST_CASE("depass on a terminal: colours unless NO_COLOR, and a progress bar on stderr", "[cli]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  if (std::system("command -v script >/dev/null 2>&1") != 0) {
+    WARN("skipping: util-linux `script` (a pseudo-terminal runner) is not installed");
+    return;
+  }
+  // script(1) runs the command with stdout and stderr on a pseudo-terminal.
+  auto on_tty = [&](const std::string& env) {
+    const std::string inner = "env OMP_NUM_THREADS=1 TERM=xterm-256color COLORTERM= " + env + " " + test::sh(test::cli_path()) +
+                              " modules --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds);
+    return test::run_program("script", "-qec " + test::sh(inner) + " /dev/null");
+  };
+  const test::RunResult coloured = on_tty("");
+  REQUIRE(coloured.code == 0);
+  CHECK(coloured.out.find("\x1b[48;5;") != std::string::npos);    // 256-colour backgrounds
+  CHECK(coloured.out.find("modules [") != std::string::npos);      // the progress bar (stderr, same terminal)
+  CHECK(coloured.out.find("50/50 layers") != std::string::npos);   // 2 modules x 5 layers x 5 layers each
+  const test::RunResult plain = on_tty("NO_COLOR=1");
+  REQUIRE(plain.code == 0);
+  CHECK(plain.out.find("\x1b[48;") == std::string::npos);
+  CHECK(plain.out.find("layer 4") != std::string::npos);
+  const test::RunResult no_bar = test::run_program(
+      "script", "-qec " + test::sh("env OMP_NUM_THREADS=1 " + test::sh(test::cli_path()) + " modules --no-progress --model " +
+                                   test::sh(stories) + " --ids " + ids_arg(kStoriesIds)) + " /dev/null");
+  CHECK(no_bar.out.find("modules [") == std::string::npos);
+}
+
 TEST_CASE("depass: bad options fail with a clear message and a non-zero exit", "[cli]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
