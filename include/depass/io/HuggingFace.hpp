@@ -9,6 +9,7 @@
 
 #include "../Weights.hpp"
 #include "../detail/File.hpp"
+#include "../detail/io/Finite.hpp"
 #include "../detail/io/HuggingFaceConfig.hpp"
 #include "../detail/io/Json.hpp"
 #include "Safetensors.hpp"
@@ -45,7 +46,9 @@ class HuggingFaceTensors {
                                "': no model.safetensors or model.safetensors.index.json" + hint);
     }
     result.where_ = index.string();
-    const Json json = parse_json(read_regular_file(index.string()), index.string());
+    // Duplicate keys are refused: a tensor mapped to two shards is ambiguous (nlohmann
+    // would silently keep the last), as a safetensors header naming a tensor twice is.
+    const Json json = parse_json(read_regular_file(index.string()), index.string(), true);
     if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
       throw FormatError(index.string() + ": missing or malformed 'weight_map' object");
     for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
@@ -115,12 +118,18 @@ void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weigh
     auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
       const io::SafetensorsFile& file = tensors.require(name);
       file.check(name, {rows, cols});
-      return read ? file.template matrix<Scalar>(name) : RowMatrix<Scalar>();
+      if (!read) return RowMatrix<Scalar>();
+      RowMatrix<Scalar> m = file.template matrix<Scalar>(name);
+      require_finite(m, file.path(), "tensor '" + name + "'");
+      return m;
     };
     auto vector = [&](const std::string& name, std::int64_t size) {
       const io::SafetensorsFile& file = tensors.require(name);
       file.check(name, {size});
-      return read ? file.template vector<Scalar>(name) : Vector<Scalar>();
+      if (!read) return Vector<Scalar>();
+      Vector<Scalar> v = file.template vector<Scalar>(name);
+      require_finite(v, file.path(), "tensor '" + name + "'");
+      return v;
     };
     w.token_embedding = matrix(prefix + "wte.weight", V, D);
     w.position_embedding = matrix(prefix + "wpe.weight", P, D);
@@ -202,12 +211,18 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
     auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
       const io::SafetensorsFile& file = tensors.require(name);
       file.check(name, {rows, cols});
-      return read ? file.template matrix<Scalar>(name) : RowMatrix<Scalar>();
+      if (!read) return RowMatrix<Scalar>();
+      RowMatrix<Scalar> m = file.template matrix<Scalar>(name);
+      detail::require_finite(m, file.path(), "tensor '" + name + "'");
+      return m;
     };
     auto vector = [&](const std::string& name, std::int64_t size) {
       const io::SafetensorsFile& file = tensors.require(name);
       file.check(name, {size});
-      return read ? file.template vector<Scalar>(name) : Vector<Scalar>();
+      if (!read) return Vector<Scalar>();
+      Vector<Scalar> v = file.template vector<Scalar>(name);
+      detail::require_finite(v, file.path(), "tensor '" + name + "'");
+      return v;
     };
     w.token_embedding = matrix(embedding, V, D);
     if (!c.tied_embeddings) w.output = matrix(head, V, D);

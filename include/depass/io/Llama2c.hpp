@@ -9,6 +9,7 @@
 #include "../Weights.hpp"
 #include "../detail/io/BinaryFile.hpp"
 #include "../detail/io/Convert.hpp"
+#include "../detail/io/Finite.hpp"
 #include "../detail/io/Llama2cLayout.hpp"
 
 namespace depass {
@@ -41,14 +42,22 @@ Checkpoint<Scalar> load_llama2c(const std::string& path) {
     detail::read_elements(file, offset, detail::ElementType::F32, count, dst,
                           "array '" + std::string(name) + "'");
   };
+  // Names in messages: "array 'wq' (layer 3)" for the arrays stacked over layers.
+  auto label = [](const char* name, std::size_t index) {
+    const std::string n(name);
+    const bool per_layer = n != "token_embedding" && n != "rms_final" && n != "wcls";
+    return "array '" + n + "'" + (per_layer ? " (layer " + std::to_string(index) + ")" : "");
+  };
   auto matrix = [&](const char* name, std::size_t index, Eigen::Index rows, Eigen::Index cols) {
     RowMatrix<Scalar> m(rows, cols);
     read_slice(name, index, m.data(), static_cast<std::size_t>(m.size()));
+    detail::require_finite(m, path, label(name, index));
     return m;
   };
   auto vector = [&](const char* name, std::size_t index, Eigen::Index size) {
     Vector<Scalar> v(size);
     read_slice(name, index, v.data(), static_cast<std::size_t>(size));
+    detail::require_finite(v, path, label(name, index));
     return v;
   };
 

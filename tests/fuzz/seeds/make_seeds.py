@@ -280,12 +280,24 @@ def arr(item_type, items_payload, count):
     return struct.pack("<IQ", item_type, count) + items_payload
 
 
-def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True):
+def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True, bpe_pre=None):
     d = D // H
-    pieces = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
-             [SP, "a", "b", SP + "a", "ab", SP + "ab", "\u00e9"]
-    types = [2, 3, 3] + [6] * 256 + [1] * 7
+    if bpe_pre is None:  # a SentencePiece ("llama") vocabulary
+        pieces = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
+                 [SP, "a", "b", SP + "a", "ab", SP + "ab", "\u00e9"]
+        types = [2, 3, 3] + [6] * 256 + [1] * 7
+        tok_kvs = [kv("tokenizer.ggml.model", STR, gstr("llama"))]
+    else:  # a byte-level BPE ("gpt2") vocabulary
+        pieces = [B2U[b] for b in range(256)] + [l + r for l, r in bl_merges] + ["<|endoftext|>"]
+        pieces = list(dict.fromkeys(pieces))
+        types = [1] * (len(pieces) - 1) + [3]
+        merges = [l + " " + r for l, r in bl_merges]
+        tok_kvs = [kv("tokenizer.ggml.model", STR, gstr("gpt2")),
+                   kv("tokenizer.ggml.pre", STR, gstr(bpe_pre)),
+                   kv("tokenizer.ggml.merges", ARR, arr(STR, b"".join(gstr(m) for m in merges), len(merges)))]
     V = len(pieces)
+    scores = [kv("tokenizer.ggml.scores", ARR, arr(F32T, f32([-float(i) for i in range(V)]), V))] \
+        if bpe_pre is None else []
     kvs = [
         kv("general.architecture", STR, gstr("llama")),
         kv("general.alignment", U32, struct.pack("<I", 32)),
@@ -297,12 +309,12 @@ def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True):
         kv("llama.attention.head_count_kv", U32, struct.pack("<I", G)),
         kv("llama.attention.layer_norm_rms_epsilon", F32T, struct.pack("<f", 1e-5)),
         kv("llama.rope.dimension_count", U32, struct.pack("<I", d)),
-        kv("tokenizer.ggml.model", STR, gstr("llama")),
+    ] + tok_kvs + [
         kv("tokenizer.ggml.tokens", ARR, arr(STR, b"".join(gstr(p) for p in pieces), V)),
-        kv("tokenizer.ggml.scores", ARR, arr(F32T, f32([-float(i) for i in range(V)]), V)),
+    ] + scores + [
         kv("tokenizer.ggml.token_type", ARR, arr(I32, struct.pack("<%di" % V, *types), V)),
-        kv("tokenizer.ggml.bos_token_id", U32, struct.pack("<I", 1)),
-        kv("tokenizer.ggml.eos_token_id", U32, struct.pack("<I", 2)),
+        kv("tokenizer.ggml.bos_token_id", U32, struct.pack("<I", 1 if bpe_pre is None else V - 1)),
+        kv("tokenizer.ggml.eos_token_id", U32, struct.pack("<I", 2 if bpe_pre is None else V - 1)),
         kv("tokenizer.ggml.add_bos_token", BOOL, b"\x01"),
     ]
     ts = [("token_embd.weight", [V, D])]
@@ -334,3 +346,5 @@ def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True):
 
 out("gguf", "tiny_f32_tied.gguf", gguf())
 out("gguf", "tiny_f16_untied.gguf", gguf(tensor_type=1, tied=False))
+out("gguf", "tiny_gpt2_tokenizer.gguf", gguf(bpe_pre="gpt-2"))
+out("gguf", "tiny_llama3_tokenizer.gguf", gguf(bpe_pre="llama-bpe"))

@@ -52,9 +52,32 @@ inline Json parse_json(const std::string& text, const std::string& source,
   return result;
 }
 
+/// Appends value.dump() to out, stopping once out is longer than limit. Json::dump()
+/// recurses once per nesting level, so dumping a hostile [[[[...]]]] a million deep would
+/// overflow the stack; here every level adds a character first, so the recursion is at
+/// most limit + 1 deep. Output up to limit characters is exactly dump()'s.
+inline void dump_prefix(const Json& value, std::string& out, std::size_t limit) {
+  if (!value.is_structured()) {
+    out += value.dump();
+    return;
+  }
+  const bool array = value.is_array();
+  out += array ? '[' : '{';
+  bool first = true;
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    if (out.size() > limit) return;
+    if (!first) out += ',';
+    first = false;
+    if (!array) out += Json(it.key()).dump() + ':';
+    dump_prefix(it.value(), out, limit);
+  }
+  out += array ? ']' : '}';
+}
+
 /// Short human-readable description of a JSON value for error messages.
 inline std::string describe_json(const Json& value) {
-  std::string text = value.dump();
+  std::string text;
+  dump_prefix(value, text, 40);
   if (text.size() > 40) text = text.substr(0, 37) + "...";
   return std::string(value.type_name()) + " " + text;
 }

@@ -9,6 +9,7 @@
 // TemplateProcessing (for the BOS) alone or in a Sequence. Anything else is refused with
 // a FormatError naming it, rather than tokenized subtly wrong.
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -103,14 +104,67 @@ inline std::string type_of(const JsonContext& ctx, const Json& component, const 
   return ctx.string(ctx.require(component, "type", where), where + ".type");
 }
 
+/// A Sequence may hold Sequences, and parsing recurses once per level: a hostile file
+/// nesting them thousands deep would overflow the stack. Real files nest at most one level.
+constexpr int kMaxSequenceDepth = 16;
+
+inline void check_sequence_depth(const JsonContext& ctx, const std::string& where, int depth) {
+  if (depth >= kMaxSequenceDepth)
+    ctx.fail(where + " nests Sequences more than " + std::to_string(kMaxSequenceDepth) + " deep");
+}
+
+/// The most a normalizer or decoder may lengthen a text. A Replace whose content is longer
+/// than its pattern multiplies the length, and chained ones multiply it geometrically: 30
+/// steps replacing "a" by "aa" turn a one-byte added token into a gigabyte while the file
+/// loads. Real pipelines grow text at most threefold (" " -> U+2581, NFC).
+constexpr double kMaxTextGrowth = 256;
+
+inline void check_text_growth(const JsonContext& ctx, const char* what, double factor) {
+  if (factor > kMaxTextGrowth)
+    ctx.fail(std::string(what) + " can make a text more than " +
+             std::to_string(static_cast<int>(kMaxTextGrowth)) +
+             " times longer (chained Replace steps whose content is longer than their "
+             "pattern); refusing it");
+}
+
+/// Upper bound on how many times longer the steps can make a text (Prepend only adds).
+inline double normalizer_growth(const std::vector<NormalizerStep>& steps) {
+  double factor = 1;
+  for (const NormalizerStep& step : steps) {
+    if (step.kind == NormalizerStep::Kind::Replace)
+      factor *= std::max(1.0, static_cast<double>(step.replacement.size()) /
+                                  static_cast<double>(step.text.size()));
+    else if (step.kind == NormalizerStep::Kind::NFC)
+      factor *= 3;  // NFC at most triples the UTF-8 length (Unicode UAX #15)
+  }
+  return factor;
+}
+
+inline double decoder_growth(const std::vector<DecoderStep>& steps) {
+  double factor = 1;  // ByteFallback, ByteLevel, Strip and Fuse never lengthen
+  for (const DecoderStep& step : steps)
+    if (step.kind == DecoderStep::Kind::Replace)
+      factor *= std::max(1.0, static_cast<double>(step.content.size()) /
+                                  static_cast<double>(step.pattern.size()));
+  return factor;
+}
+
+/// The "type" member when it is a string, else "" (for components we only peek into).
+inline std::string type_if_string(const Json& component) {
+  const Json* type = component.is_object() ? JsonContext::find(component, "type") : nullptr;
+  return type && type->is_string() ? type->get<std::string>() : std::string();
+}
+
 inline void parse_normalizer(const JsonContext& ctx, const Json& n, const std::string& where,
-                             std::vector<NormalizerStep>& steps) {
+                             std::vector<NormalizerStep>& steps, int depth = 0) {
   const std::string type = type_of(ctx, n, where);
   if (type == "Sequence") {
+    check_sequence_depth(ctx, where, depth);
     const Json& list = ctx.require(n, "normalizers", where);
     if (!list.is_array()) ctx.fail(where + ".normalizers must be an array");
     for (std::size_t i = 0; i < list.size(); ++i)
-      parse_normalizer(ctx, list[i], where + ".normalizers[" + std::to_string(i) + "]", steps);
+      parse_normalizer(ctx, list[i], where + ".normalizers[" + std::to_string(i) + "]", steps,
+                       depth + 1);
   } else if (type == "Prepend") {
     NormalizerStep step;
     step.kind = NormalizerStep::Kind::Prepend;
@@ -139,14 +193,15 @@ inline void parse_normalizer(const JsonContext& ctx, const Json& n, const std::s
 }
 
 inline void parse_decoder(const JsonContext& ctx, const Json& d, const std::string& where,
-                          std::vector<DecoderStep>& steps) {
+                          std::vector<DecoderStep>& steps, int depth = 0) {
   const std::string type = type_of(ctx, d, where);
   DecoderStep step;
   if (type == "Sequence") {
+    check_sequence_depth(ctx, where, depth);
     const Json& list = ctx.require(d, "decoders", where);
     if (!list.is_array()) ctx.fail(where + ".decoders must be an array");
     for (std::size_t i = 0; i < list.size(); ++i)
-      parse_decoder(ctx, list[i], where + ".decoders[" + std::to_string(i) + "]", steps);
+      parse_decoder(ctx, list[i], where + ".decoders[" + std::to_string(i) + "]", steps, depth + 1);
     return;
   } else if (type == "Replace") {
     const Json& pattern = ctx.require(d, "pattern", where);
@@ -228,6 +283,8 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
       for (const DecoderStep& step : decoder_)
         if (step.kind == DecoderStep::Kind::ByteLevel) byte_level_ = true;
     }
+    check_text_growth(ctx, "normalizer", normalizer_growth(normalizer_));
+    check_text_growth(ctx, "decoder", decoder_growth(decoder_));
     build_splitters();
     resolve_special_tokens(ctx, root, config, config_source);
   }
@@ -464,14 +521,17 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
                  "come last)");
   }
 
-  void parse_pre_tokenizer_step(const JsonContext& ctx, const Json& p, const std::string& where) {
+  void parse_pre_tokenizer_step(const JsonContext& ctx, const Json& p, const std::string& where,
+                                int depth = 0) {
     const std::string type = type_of(ctx, p, where);
     PreTokenizerStep step;
     if (type == "Sequence") {
+      check_sequence_depth(ctx, where, depth);
       const Json& list = ctx.require(p, "pretokenizers", where);
       if (!list.is_array()) ctx.fail(where + ".pretokenizers must be an array");
       for (std::size_t i = 0; i < list.size(); ++i)
-        parse_pre_tokenizer_step(ctx, list[i], where + ".pretokenizers[" + std::to_string(i) + "]");
+        parse_pre_tokenizer_step(ctx, list[i], where + ".pretokenizers[" + std::to_string(i) + "]",
+                                 depth + 1);
       return;
     } else if (type == "ByteLevel") {
       // tokenizers' defaults when the fields are absent.
@@ -567,15 +627,15 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
     bool template_known = false, template_bos = false;
     const Json* post = JsonContext::find(root, "post_processor");
     // Llama 3 puts its TemplateProcessing in a Sequence after a ByteLevel (offsets only).
-    if (post && post->is_object() && post->value("type", std::string()) == "Sequence") {
+    if (post && post->is_object() && type_if_string(*post) == "Sequence") {
       const Json* list = JsonContext::find(*post, "processors");
       const Json* found = nullptr;
       if (list && list->is_array())
         for (const Json& p : *list)
-          if (p.is_object() && p.value("type", std::string()) == "TemplateProcessing") found = &p;
+          if (p.is_object() && type_if_string(p) == "TemplateProcessing") found = &p;
       post = found;
     }
-    if (post && post->is_object() && post->value("type", std::string()) == "TemplateProcessing") {
+    if (post && post->is_object() && type_if_string(*post) == "TemplateProcessing") {
       const Json* single = JsonContext::find(*post, "single");
       if (single && single->is_array()) {
         template_known = true;
