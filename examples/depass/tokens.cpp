@@ -82,6 +82,9 @@ int run_tokens(const Args& args) {
     a["scores"] = json::array();
     for (long m = 0; m < n; ++m) a["scores"].push_back(static_cast<double>(scores(m)));
     a["bias_score"] = static_cast<double>(scores(result.bias_component()));
+    // Learned absolute positions (GPT-2) are their own component, right after the tokens.
+    if (result.component_count() > n && result.labels()[static_cast<std::size_t>(n)] == "positions")
+      a["position_score"] = static_cast<double>(scores(n));
     if (result.chunk_residual_component() >= 0)
       a["chunk_residual_score"] = static_cast<double>(scores(result.chunk_residual_component()));
     return a;
@@ -177,6 +180,8 @@ int run_explained_generate(const Args& args) {
     s["scores"] = json::array();
     for (long m = 0; m <= last; ++m) s["scores"].push_back(static_cast<double>(scores(m)));
     s["bias_score"] = static_cast<double>(scores(result.bias_component()));
+    if (result.labels()[static_cast<std::size_t>(last + 1)] == "positions")
+      s["position_score"] = static_cast<double>(scores(last + 1));
     if (result.chunk_residual_component() >= 0)
       s["chunk_residual_score"] = static_cast<double>(scores(result.chunk_residual_component()));
     s["residual_max_abs"] = max_residual(result);

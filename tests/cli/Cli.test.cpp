@@ -620,3 +620,17 @@ TEST_CASE("depass --help: every command has a help page with an example", "[cli]
     CHECK(r.out.find("example") != std::string::npos);
   }
 }
+
+TEST_CASE("depass tokens on GPT-2: scores + position_score + bias_score == logit", "[cli]") {
+  const std::string model = test::source_dir() + "/tests/data/families/gpt2";
+  const std::vector<int> ids = {406, 40, 83, 120, 7, 260, 33, 91};
+  const json doc = run_json("tokens --model " + test::sh(model) + " --ids " + ids_arg(ids));
+  REQUIRE(doc.contains("position_score"));
+  double total = doc["bias_score"].get<double>() + doc["position_score"].get<double>();
+  for (const json& s : doc["scores"]) total += s.get<double>();
+  CHECK(close(total, doc["target"]["logit"].get<double>(), 1e-9));
+  const Model<double> in_process(io::load_checkpoint<double>(model));
+  const Decomposition<double> r = Decomposer<double>(in_process).run(ids, Initialisation<double>::tokens());
+  CHECK(close(doc["position_score"].get<double>(),
+              r.component_logits(7, doc["target"]["id"].get<int>())(8)));
+}
