@@ -95,6 +95,31 @@ class HuggingFaceTensors {
     throw FormatError(where_ + ": missing tensor '" + name + "'");
   }
 
+  /// The 2-D tensor name, checked to be present with shape [rows, cols]; its values
+  /// (converted, and checked finite) only when read is true, else an empty matrix. The
+  /// loaders first check every tensor, then read them all.
+  template <typename Scalar>
+  RowMatrix<Scalar> matrix(const std::string& name, std::int64_t rows, std::int64_t cols,
+                           bool read) const {
+    const io::SafetensorsFile& file = require(name);
+    file.check(name, {rows, cols});
+    if (!read) return RowMatrix<Scalar>();
+    RowMatrix<Scalar> m = file.template matrix<Scalar>(name);
+    require_finite(m, file.path(), "tensor '" + name + "'");
+    return m;
+  }
+
+  /// The 1-D tensor name, as matrix() does it.
+  template <typename Scalar>
+  Vector<Scalar> vector(const std::string& name, std::int64_t size, bool read) const {
+    const io::SafetensorsFile& file = require(name);
+    file.check(name, {size});
+    if (!read) return Vector<Scalar>();
+    Vector<Scalar> v = file.template vector<Scalar>(name);
+    require_finite(v, file.path(), "tensor '" + name + "'");
+    return v;
+  }
+
   const std::string& where() const { return where_; }
 
  private:
@@ -116,20 +141,10 @@ void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weigh
   const std::string prefix = tensors.find("transformer.wte.weight") ? "transformer." : "";
   auto visit = [&](bool read) {
     auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
-      const io::SafetensorsFile& file = tensors.require(name);
-      file.check(name, {rows, cols});
-      if (!read) return RowMatrix<Scalar>();
-      RowMatrix<Scalar> m = file.template matrix<Scalar>(name);
-      require_finite(m, file.path(), "tensor '" + name + "'");
-      return m;
+      return tensors.template matrix<Scalar>(name, rows, cols, read);
     };
     auto vector = [&](const std::string& name, std::int64_t size) {
-      const io::SafetensorsFile& file = tensors.require(name);
-      file.check(name, {size});
-      if (!read) return Vector<Scalar>();
-      Vector<Scalar> v = file.template vector<Scalar>(name);
-      require_finite(v, file.path(), "tensor '" + name + "'");
-      return v;
+      return tensors.template vector<Scalar>(name, size, read);
     };
     w.token_embedding = matrix(prefix + "wte.weight", V, D);
     w.position_embedding = matrix(prefix + "wpe.weight", P, D);
@@ -209,20 +224,10 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
   Weights<Scalar>& w = result.weights;
   auto visit = [&](bool read) {
     auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
-      const io::SafetensorsFile& file = tensors.require(name);
-      file.check(name, {rows, cols});
-      if (!read) return RowMatrix<Scalar>();
-      RowMatrix<Scalar> m = file.template matrix<Scalar>(name);
-      detail::require_finite(m, file.path(), "tensor '" + name + "'");
-      return m;
+      return tensors.template matrix<Scalar>(name, rows, cols, read);
     };
     auto vector = [&](const std::string& name, std::int64_t size) {
-      const io::SafetensorsFile& file = tensors.require(name);
-      file.check(name, {size});
-      if (!read) return Vector<Scalar>();
-      Vector<Scalar> v = file.template vector<Scalar>(name);
-      detail::require_finite(v, file.path(), "tensor '" + name + "'");
-      return v;
+      return tensors.template vector<Scalar>(name, size, read);
     };
     w.token_embedding = matrix(embedding, V, D);
     if (!c.tied_embeddings) w.output = matrix(head, V, D);
