@@ -1,9 +1,11 @@
 #pragma once
 // The component tensor C (M x N x D): M additive parts of an N x D hidden state.
 //
-// Storage: one column-major (M*N) x D matrix, component m in rows [m*N, (m+1)*N).
-// Stacking components along rows turns every linear map of the block (x * W^T) into
-// a single large GEMM over all components at once, which is where DePass spends its time.
+// Storage: one row-major (M*N) x D matrix, component m in rows [m*N, (m+1)*N), so the
+// state of component m at position p is one contiguous row of D scalars and a component
+// is one contiguous N x D block. Stacking components along rows turns every linear map of
+// a block (x * W^T) into GEMMs over many components at once, and the engine gathers the
+// rows it needs (a tile of positions, or a group of components) with contiguous copies.
 
 #include <Eigen/Core>
 #include <stdexcept>
@@ -16,9 +18,10 @@ namespace depass {
 template <typename Scalar>
 class ComponentTensor {
  public:
-  using MatrixType = Matrix<Scalar>;
-  using Block = Eigen::Block<MatrixType, Eigen::Dynamic, Eigen::Dynamic, false>;
-  using ConstBlock = Eigen::Block<const MatrixType, Eigen::Dynamic, Eigen::Dynamic, false>;
+  using MatrixType = Matrix<Scalar>;         // N x D states (column-major, like the model's)
+  using StorageType = RowMatrix<Scalar>;     // the (M*N) x D stack
+  using Block = typename StorageType::RowsBlockXpr;             // one component, N x D
+  using ConstBlock = typename StorageType::ConstRowsBlockXpr;
 
   ComponentTensor() = default;
 
@@ -27,8 +30,8 @@ class ComponentTensor {
     resize(components, positions, width);
   }
 
-  /// Wraps an existing (M*N) x D matrix laid out as described above.
-  ComponentTensor(MatrixType stacked, Eigen::Index positions)
+  /// Takes an existing (M*N) x D matrix laid out as described above.
+  ComponentTensor(StorageType stacked, Eigen::Index positions)
       : data_(std::move(stacked)), positions_(positions) {
     if (positions <= 0 || data_.rows() % positions != 0)
       throw std::invalid_argument("ComponentTensor: stacked matrix has " +
@@ -60,8 +63,8 @@ class ComponentTensor {
   }
 
   /// The whole stack, (M*N) x D.
-  MatrixType& stacked() { return data_; }
-  const MatrixType& stacked() const { return data_; }
+  StorageType& stacked() { return data_; }
+  const StorageType& stacked() const { return data_; }
 
   /// sum_m C[m], an N x D matrix: equals the hidden state when the decomposition is lossless.
   MatrixType sum() const {
@@ -89,7 +92,7 @@ class ComponentTensor {
                                   " is out of range [0, " + std::to_string(components_) + ")");
   }
 
-  MatrixType data_;
+  StorageType data_;
   Eigen::Index components_ = 0;
   Eigen::Index positions_ = 0;
 };

@@ -126,6 +126,8 @@ struct DecomposeOptions {
   std::size_t memory_budget_bytes = 0; // 0: no limit; else components are run in chunks
   long chunk_size = 0;                 // components per chunk; 0: all (or from the budget)
   bool straightforward = false;        // dense reference propagation (tests compare against it)
+  long work_rows = 4096;               // packed rows per work item of the fast engine, > 0:
+                                       // per-thread scratch ~ work_rows x (D + I) scalars
 };
 
 /// Completeness at one boundary: max |sum_m C[m] - x| and max |x| for scale.
@@ -306,6 +308,8 @@ class Decomposer {
       cs.split = options.split;
       cs.temperature = static_cast<Scalar>(options.temperature);
       cs.straightforward = options.straightforward;
+      cs.track_sum = true;
+      cs.work_rows = static_cast<Eigen::Index>(options.work_rows);
       if (init.kind == InitKind::Token && options.bos_sink && first_member == 0) cs.sink_component = 0;
       return cs;
     };
@@ -316,7 +320,7 @@ class Decomposer {
       for (int b = start.boundary_index; b < end_index; ++b) {
         if (b % 2 == 0) model_.attention_block(b / 2, state, &cs, hook);
         else model_.mlp_block(b / 2, state, &cs, hook);
-        record(result.checks_, cs.tensor, state, Boundary::from_index(b + 1, L));
+        record(result.checks_, cs, state, Boundary::from_index(b + 1, L));
       }
       if (options.end.is_output) {
         VectorType scale;
@@ -392,20 +396,22 @@ class Decomposer {
     std::vector<std::string> labels;       // K labels
   };
 
-  /// Bytes one component costs during a pass: its slice of C, the normed copy, the
-  /// value/mix buffers and the (M*N) x I neuron-share buffer.
+  /// Bytes one component costs during a pass: its slice of C, and its rows in each
+  /// thread's MLP tile once the tiles are one position high (the engine's other scratch
+  /// is bounded by work_rows, not by the number of components).
   std::size_t bytes_per_component(Eigen::Index N) const {
     const Config& cfg = model_.config();
-    const std::size_t widest = static_cast<std::size_t>(
-        std::max({cfg.dim, cfg.q_width(), cfg.hidden_dim}));
-    return static_cast<std::size_t>(N) *
-           (3 * static_cast<std::size_t>(cfg.dim) + 2 * widest) * sizeof(Scalar);
+    const std::size_t threads = static_cast<std::size_t>(std::max(1, Eigen::nbThreads()));
+    return (static_cast<std::size_t>(N) * static_cast<std::size_t>(cfg.dim) +
+            threads * static_cast<std::size_t>(cfg.dim + cfg.hidden_dim)) * sizeof(Scalar);
   }
 
   static void check_options(const DecomposeOptions& options) {
     if (!(options.temperature > 0.0) || !std::isfinite(options.temperature))
       throw std::invalid_argument("temperature = " + std::to_string(options.temperature) +
                                   " must be a finite number > 0");
+    if (options.work_rows <= 0)
+      throw std::invalid_argument("work_rows = " + std::to_string(options.work_rows) + " must be > 0");
     if (options.chunk_size < 0)
       throw std::invalid_argument("chunk_size = " + std::to_string(options.chunk_size) +
                                   " must be >= 0");
@@ -425,6 +431,18 @@ class Decomposer {
       if (b % 2 == 0) model_.attention_block(b / 2, x, nullptr, hook);
       else model_.mlp_block(b / 2, x, nullptr, hook);
     }
+  }
+
+  /// After a block: the engine's own sum of the components when it left one.
+  static void record(std::vector<BoundaryCheck>& checks, const ComponentState<Scalar>& cs,
+                     const MatrixType& state, const Boundary& boundary) {
+    if (!cs.component_sum_current) return record(checks, cs.tensor, state, boundary);
+    BoundaryCheck check;
+    check.boundary = boundary;
+    check.final_normed = false;
+    check.residual_max_abs = static_cast<double>((cs.component_sum - state).cwiseAbs().maxCoeff());
+    check.state_max_abs = static_cast<double>(state.cwiseAbs().maxCoeff());
+    checks.push_back(check);
   }
 
   static void record(std::vector<BoundaryCheck>& checks, const ComponentTensor<Scalar>& C,

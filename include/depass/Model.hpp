@@ -6,12 +6,18 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "ComponentTensor.hpp"
 #include "Config.hpp"
@@ -59,15 +65,22 @@ struct ComponentState {
   /// stay zero: token m never reaches positions < m under the causal mask). Empty: all 0.
   /// The engine skips the zero rows, which halves the work of a token-level run.
   std::vector<Eigen::Index> first_position;
-  /// Rows (component x position) processed together; bounds the scratch memory.
-  Eigen::Index block_rows = 16384;
-  /// The MLP split keeps the gate contributions of all rows between its two passes when
-  /// they fit in this many bytes, and recomputes them otherwise.
-  std::size_t gate_cache_bytes = std::size_t(1) << 30;
+  /// Packed rows (component x position) per work item: each thread's scratch holds about
+  /// this many rows of width D + I. Tests shrink it to exercise many small items.
+  Eigen::Index work_rows = 4096;
   /// Propagate with the plain dense formulas (every row, whole (M*N) x I buffers) instead
   /// of the blocked, triangular engine: slower, kept as the reference the fast path is
   /// tested against.
   bool straightforward = false;
+  /// Have the fast engine leave sum_m C[m] (N x D) in component_sum after each block,
+  /// summed from the rows it just wrote (cheaper than summing C again for the check).
+  bool track_sum = false;
+  RowMatrix<Scalar> component_sum;     // valid while component_sum_current
+  bool component_sum_current = false;  // set by a block that filled component_sum
+  /// One scratch buffer per thread, reused by every block of the pass (allocating per
+  /// block would page-fault fresh memory each time), and per-thread partial sums.
+  std::vector<Vector<Scalar>> scratch;
+  std::vector<RowMatrix<Scalar>> partial_sums;
 };
 
 /// What a hook sees after a named sub-step.
@@ -174,6 +187,7 @@ class Model {
     emit(hook, "attn_out", layer, out, nullptr);
     x += out;
 
+    if (components) components->component_sum_current = false;
     if (components && !components->straightforward) {
       propagate_attention(*components, probs, scale, w);
     } else if (components) {
@@ -224,6 +238,7 @@ class Model {
     emit(hook, "ffn_out", layer, out, nullptr);
     x += out;
 
+    if (components) components->component_sum_current = false;
     if (components && !components->straightforward) {
       propagate_mlp(*components, act, scale, w);
     } else if (components) {
@@ -338,7 +353,8 @@ class Model {
     if (hook) hook(HookEvent<Scalar>{name, layer, value, components});
   }
 
-  static Eigen::Block<MatrixType> bias_rows(MatrixType& stacked, const ComponentState<Scalar>& cs) {
+  template <typename Stacked>
+  static typename Stacked::RowsBlockXpr bias_rows(Stacked& stacked, const ComponentState<Scalar>& cs) {
     if (cs.bias_component < 0)
       throw std::logic_error("a bias term needs a bias component, and none was set up");
     const Eigen::Index N = cs.tensor.positions();
@@ -487,244 +503,415 @@ class Model {
     }
   }
 
-  // ---- Blocked, triangular propagation -------------------------------------------------
+  // ---- Fast propagation ----------------------------------------------------------------
   //
-  // Components are processed in blocks of rows. Only the rows that can be non-zero
-  // (positions >= first_position[m]) are gathered into a packed matrix, so every linear
-  // map is one GEMM over live rows only. The MLP split needs, for each (position, neuron),
-  // statistics over all components; they are accumulated in a first pass over the blocks
-  // (online softmax), and the shares applied in a second, so no (M*N) x I buffer exists.
+  // Rows a component cannot reach (positions before its first_position) are zero and stay
+  // zero under the causal mask, so neither block reads or writes them; the other rows go
+  // through each linear map as GEMMs on packed rows. The work is cut into independent
+  // items. With enough items, each OpenMP thread takes whole items (its own scratch,
+  // single-threaded GEMMs, no synchronisation inside an item); with few, the items run one
+  // after another and the GEMMs and inner loops are threaded instead.
+  //
+  // Attention couples positions, not components: an item is a group of consecutive
+  // components over the positions from the group's first live one. Packed component after
+  // component, the values of kv head g for the whole group form one n x (d * B) matrix
+  // (columns feature-major, component-minor), so each head's mixing is one triangular
+  // product with a wide right-hand side.
+  //
+  // The MLP split couples components, not positions: an item is a tile of positions over
+  // every component live in it, so the split over components is complete inside the tile:
+  // one exp per (component, position, neuron), nothing kept across tiles.
+  //
+  // Both blocks can also leave sum_m C[m] in cs.component_sum, summed from the rows they
+  // just wrote while those are still in cache (the completeness check reads it).
 
-  /// Which rows of which components a block holds, packed one component after another.
-  struct RowBlock {
-    std::vector<Eigen::Index> component;  // component of each segment
-    std::vector<Eigen::Index> first;      // its first live position
-    std::vector<Eigen::Index> offset;     // its first row in the packed matrix
-    Eigen::Index rows = 0;
-  };
+  using RowMatrixType = RowMatrix<Scalar>;
+  using RowMap = Eigen::Map<RowMatrixType>;
+  using ColMap = Eigen::Map<MatrixType>;
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+  static constexpr Eigen::Index kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+  /// Neurons per step of the MLP split: kChunk packets, kept in registers across its passes.
+  static constexpr Eigen::Index kChunk = 4;
 
   static Eigen::Index first_of(const ComponentState<Scalar>& cs, Eigen::Index m) {
-    return cs.first_position.empty() ? 0 : cs.first_position[static_cast<std::size_t>(m)];
+    return cs.first_position.empty() ? 0
+                                     : std::max<Eigen::Index>(0, cs.first_position[static_cast<std::size_t>(m)]);
   }
 
-  static std::vector<RowBlock> plan_blocks(const ComponentState<Scalar>& cs) {
-    const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions();
-    std::vector<RowBlock> blocks(1);
-    for (Eigen::Index m = 0; m < M; ++m) {
-      const Eigen::Index first = std::min(first_of(cs, m), N);
-      if (first >= N) continue;
-      if (blocks.back().rows > 0 && blocks.back().rows + (N - first) > std::max<Eigen::Index>(cs.block_rows, N))
-        blocks.emplace_back();
-      RowBlock& b = blocks.back();
-      b.component.push_back(m);
-      b.first.push_back(first);
-      b.offset.push_back(b.rows);
-      b.rows += N - first;
-    }
-    return blocks;
+  static int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
   }
 
-  /// Frozen norm of the block's live rows (with the norm offset on the bias component).
-  MatrixType gather_normed(const ComponentState<Scalar>& cs, const RowBlock& b, const VectorType& scale,
-                           const VectorType& gain, const VectorType& bias) const {
-    const ComponentTensor<Scalar>& C = cs.tensor;
-    const Eigen::Index N = C.positions();
-    const bool layer_norm = config().norm == NormKind::LayerNorm;
-    MatrixType out(b.rows, C.width());
-    for (std::size_t s = 0; s < b.component.size(); ++s) {
-      const Eigen::Index m = b.component[s], f = b.first[s], n = N - f;
-      Eigen::Block<MatrixType> dst = out.middleRows(b.offset[s], n);
-      dst = C.stacked().middleRows(m * N + f, n);
-      if (layer_norm) dst = dst.colwise() - dst.rowwise().mean();
-      dst.array().colwise() *= scale.segment(f, n).array();
-      if (m == cs.bias_component && bias.size()) {
-        dst.array().rowwise() *= gain.transpose().array();
-        dst.rowwise() += bias.transpose();
-        continue;
+  static int thread_count() { return std::max(1, Eigen::nbThreads()); }
+
+  /// A scratch buffer of at least size scalars (contents undefined).
+  static Scalar* reserve(Vector<Scalar>& buffer, Eigen::Index size) {
+    if (buffer.size() < size) buffer.resize(size);
+    return buffer.data();
+  }
+
+  /// Runs body(item, thread, across) for items 0..count-1, which the caller orders largest
+  /// first: across threads (dynamic schedule, `across` true) when there are at least two
+  /// items per thread, else in order. The first exception of any item is rethrown here.
+  template <typename Body>
+  static void run_items(ComponentState<Scalar>& cs, Eigen::Index count, const Body& body) {
+    const int threads = thread_count();
+    const bool across = threads > 1 && count >= 2 * threads;
+    if (cs.scratch.size() < static_cast<std::size_t>(threads)) cs.scratch.resize(static_cast<std::size_t>(threads));
+    std::exception_ptr error;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (across)
+#endif
+    for (Eigen::Index item = 0; item < count; ++item) {
+      try {
+        body(item, static_cast<std::size_t>(thread_index()), across);
+      } catch (...) {
+#ifdef _OPENMP
+#pragma omp critical(depass_propagation_error)
+#endif
+        if (!error) error = std::current_exception();
       }
-      dst.array().rowwise() *= gain.transpose().array();
     }
-    return out;
+    if (error) std::rethrow_exception(error);
   }
 
-  /// Adds the packed update rows back into the components.
-  static void scatter_add(ComponentTensor<Scalar>& C, const RowBlock& b, const MatrixType& update) {
-    const Eigen::Index N = C.positions();
-    for (std::size_t s = 0; s < b.component.size(); ++s) {
-      const Eigen::Index m = b.component[s], f = b.first[s];
-      C.stacked().middleRows(m * N + f, N - f) += update.middleRows(b.offset[s], N - f);
-    }
+  /// dst = lhs * rhs, threaded by Eigen unless the caller already runs on its own thread.
+  template <typename Dst, typename Lhs, typename Rhs>
+  static void product(Dst&& dst, const Lhs& lhs, const Rhs& rhs) {
+    dst.noalias() = lhs * rhs;
   }
 
-  /// Rows of the bias component inside a packed block (or an empty range).
-  static std::pair<Eigen::Index, Eigen::Index> bias_segment(const ComponentState<Scalar>& cs,
-                                                           const RowBlock& b, Eigen::Index N) {
-    for (std::size_t s = 0; s < b.component.size(); ++s)
-      if (b.component[s] == cs.bias_component) return {b.offset[s], N - b.first[s]};
-    return {0, 0};
+  /// dst = rows [from, to) of component m, normed with the real state's scale frozen
+  /// (LayerNorm: each row centred first; the norm's offset goes to the bias component).
+  /// Rows before the component's first live position are set to zero.
+  template <typename Dst>
+  void gather_normed(const ComponentState<Scalar>& cs, Eigen::Index m, Eigen::Index from, Eigen::Index to,
+                     const VectorType& scale, const VectorType& gain, const VectorType& bias, Dst dst) const {
+    const Eigen::Index N = cs.tensor.positions();
+    const Eigen::Index live = std::min(std::max(first_of(cs, m), from), to), n = to - live;
+    dst.topRows(live - from).setZero();
+    auto rows = dst.middleRows(live - from, n);
+    const auto source = cs.tensor.stacked().middleRows(m * N + live, n);
+    if (config().norm == NormKind::LayerNorm) {
+      const VectorType mean = source.rowwise().mean();
+      rows = ((source.colwise() - mean).array().colwise() * scale.segment(live, n).array()).rowwise() *
+             gain.transpose().array();
+    } else {
+      rows = (source.array().colwise() * scale.segment(live, n).array()).rowwise() * gain.transpose().array();
+    }
+    if (m == cs.bias_component && bias.size()) rows.rowwise() += bias.transpose();
+  }
+
+  /// Adds rows [from, to) of update (one row per position) to component m, skipping the
+  /// rows before its first live position; with `sum`, also adds the updated rows of C to
+  /// sum's rows [from, to).
+  template <typename Src>
+  static void scatter_add(ComponentState<Scalar>& cs, Eigen::Index m, Eigen::Index from, Eigen::Index to,
+                          const Src& update, RowMatrixType* sum) {
+    const Eigen::Index N = cs.tensor.positions();
+    const Eigen::Index live = std::min(std::max(first_of(cs, m), from), to), n = to - live;
+    typename RowMatrixType::RowsBlockXpr rows = cs.tensor.stacked().middleRows(m * N + live, n);
+    rows += update.middleRows(live - from, n);
+    if (sum) sum->middleRows(live, n) += rows;
+  }
+
+  /// Per-thread partial sums for cs.component_sum, zeroed (N x D each).
+  static void start_sums(ComponentState<Scalar>& cs, int threads) {
+    cs.partial_sums.resize(static_cast<std::size_t>(threads));
+    for (RowMatrixType& s : cs.partial_sums) s.setZero(cs.tensor.positions(), cs.tensor.width());
+  }
+
+  static void finish_sums(ComponentState<Scalar>& cs) {
+    cs.component_sum = cs.partial_sums[0];
+    for (std::size_t t = 1; t < cs.partial_sums.size(); ++t) cs.component_sum += cs.partial_sums[t];
+    cs.component_sum_current = true;
+  }
+
+  struct AttentionGroup {
+    std::vector<Eigen::Index> members;  // consecutive live components
+    Eigen::Index start = 0;             // first position any of them can be non-zero at
+  };
+
+  /// Groups of about work_rows packed rows, closed early when the zero rows padded in
+  /// (members that start later than the group) would exceed 3% of the group's rows.
+  std::vector<AttentionGroup> plan_attention(const ComponentState<Scalar>& cs) const {
+    const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions();
+    std::vector<AttentionGroup> groups;
+    Eigen::Index live_rows = 0;
+    for (Eigen::Index m = 0; m < M; ++m) {
+      const Eigen::Index first = first_of(cs, m);
+      if (first >= N) continue;
+      if (!groups.empty()) {
+        AttentionGroup& g = groups.back();
+        const Eigen::Index start = std::min(g.start, first);
+        const Eigen::Index rows = static_cast<Eigen::Index>(g.members.size() + 1) * (N - start);
+        const Eigen::Index live = live_rows + (N - first);
+        if (rows <= std::max(cs.work_rows, N - start) && 100 * (rows - live) <= 3 * rows) {
+          g.members.push_back(m);
+          g.start = start;
+          live_rows = live;
+          continue;
+        }
+      }
+      groups.push_back(AttentionGroup{{m}, first});
+      live_rows = N - first;
+    }
+    // Largest first, for the dynamic schedule: mixing costs ~ B n^2, the GEMMs ~ B n D.
+    const Eigen::Index D = config().dim;
+    auto cost = [&](const AttentionGroup& g) {
+      const double n = static_cast<double>(N - g.start);
+      return static_cast<double>(g.members.size()) * n * (n + static_cast<double>(D));
+    };
+    std::stable_sort(groups.begin(), groups.end(),
+                     [&](const AttentionGroup& a, const AttentionGroup& b) { return cost(a) > cost(b); });
+    return groups;
   }
 
   void propagate_attention(ComponentState<Scalar>& cs, const MatrixType& probs, const VectorType& scale,
                            const LayerWeights<Scalar>& w) const {
     const Config& cfg = config();
-    const Eigen::Index N = cs.tensor.positions(), d = cfg.head_dim;
+    const Eigen::Index N = cs.tensor.positions(), D = cfg.dim, d = cfg.head_dim;
+    const Eigen::Index Q = cfg.q_width(), K = cfg.kv_width();
     const int H = cfg.n_heads, group = cfg.heads_per_kv();
-    for (const RowBlock& b : plan_blocks(cs)) {
-      if (b.rows == 0) continue;
-      MatrixType values = gather_normed(cs, b, scale, w.attention_norm, w.attention_norm_bias) * w.wv.transpose();
-      const auto bias = bias_segment(cs, b, N);
-      if (w.bv.size() && bias.second) values.middleRows(bias.first, bias.second).rowwise() += w.bv.transpose();
-      // Mix with the frozen probabilities per head first, then project once (H times
-      // cheaper than expanding every head through Wo). Rows before a component's first
-      // position are zero, and by causality its mixed output there is zero too, so only
-      // the lower-right (lower-triangular) corner of A is needed.
-      MatrixType mixed(b.rows, cfg.q_width());
-      // Eigen does not thread triangular products, so thread over components instead.
-      const std::ptrdiff_t segments = static_cast<std::ptrdiff_t>(b.component.size());
+    const std::vector<AttentionGroup> groups = plan_attention(cs);
+    if (cs.track_sum) start_sums(cs, thread_count());
+    run_items(cs, static_cast<Eigen::Index>(groups.size()), [&](Eigen::Index item, std::size_t thread, bool across) {
+      const AttentionGroup& g = groups[static_cast<std::size_t>(item)];
+      const Eigen::Index B = static_cast<Eigen::Index>(g.members.size()), s = g.start, n = N - s, R = B * n;
+      // Two regions: normed rows, then the mixed heads; values, then the update.
+      const Eigen::Index first_width = std::max(D, Q), second_width = std::max(K, D);
+      Scalar* base = reserve(cs.scratch[thread], R * (first_width + second_width));
+      RowMap normed(base, R, D);
+      ColMap values(base + R * first_width, R, K);
+      for (Eigen::Index b = 0; b < B; ++b)
+        gather_normed(cs, g.members[static_cast<std::size_t>(b)], s, N, scale, w.attention_norm,
+                      w.attention_norm_bias, normed.middleRows(b * n, n));
+      product(values, normed, w.wv.transpose());
+      for (Eigen::Index b = 0; b < B; ++b)
+        if (g.members[static_cast<std::size_t>(b)] == cs.bias_component && w.bv.size())
+          values.middleRows(b * n, n).rowwise() += w.bv.transpose();
+      // Mix per head first, then project once (H times cheaper than expanding every head
+      // through Wo). Causality: only the lower-right corner of A from the group's start.
+      ColMap mixed(base, R, Q);
+      const bool inner = !across;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(static) if (inner)
 #endif
-      for (std::ptrdiff_t si = 0; si < segments; ++si) {
-        const std::size_t s = static_cast<std::size_t>(si);
-        const Eigen::Index f = b.first[s], n = N - f, o = b.offset[s];
-        for (int h = 0; h < H; ++h)
-          mixed.block(o, h * d, n, d).noalias() =
-              probs.block(h * N + f, f, n, n).template triangularView<Eigen::Lower>() *
-              values.block(o, (h / group) * d, n, d);
+      for (int h = 0; h < H; ++h) {
+        const Eigen::Index kv = h / group;
+        const Eigen::Map<const MatrixType> head_values(values.data() + kv * d * R, n, d * B);
+        ColMap head_mixed(mixed.data() + h * d * R, n, d * B);
+        head_mixed.noalias() = probs.block(h * N + s, s, n, n).template triangularView<Eigen::Lower>() * head_values;
       }
-      MatrixType update = mixed * w.wo.transpose();
-      if (w.bo.size() && bias.second) update.middleRows(bias.first, bias.second).rowwise() += w.bo.transpose();
-      scatter_add(cs.tensor, b, update);
-    }
-  }
-
-  /// Per (position, neuron) statistics over the eligible components, for the split.
-  struct SplitStats {
-    MatrixType peak;       // N x I: largest eligible gate contribution (-inf: none)
-    MatrixType sum_exp;    // N x I: sum of exp((g - peak) / T) over eligible components
-    MatrixType total;      // N x I: sum of eligible contributions (proportional rule)
-    MatrixType magnitude;  // N x I: sum of their absolute values (its cancellation guard)
-    Eigen::Matrix<Eigen::Index, Eigen::Dynamic, Eigen::Dynamic> best;   // argmax component
-    Eigen::Matrix<Eigen::Index, Eigen::Dynamic, Eigen::Dynamic> count;  // eligible components
-  };
-
-  using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-
-  /// 1 where component m drives neuron k at position f+j (non-zero contribution, and not
-  /// the attention sink past position 0), else 0.
-  static ArrayType eligibility(const ComponentState<Scalar>& cs, Eigen::Index m, Eigen::Index f,
-                               const ArrayType& v) {
-    ArrayType mask = (v != Scalar(0)).template cast<Scalar>();
-    if (m == cs.sink_component) mask.tail(mask.size() - (f == 0 ? 1 : 0)).setZero();
-    return mask;
+      RowMap update(base + R * first_width, R, D);
+      product(update, mixed, w.wo.transpose());
+      RowMatrixType* sum = cs.track_sum ? &cs.partial_sums[thread] : nullptr;
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const Eigen::Index m = g.members[static_cast<std::size_t>(b)];
+        if (m == cs.bias_component && w.bo.size()) update.middleRows(b * n, n).rowwise() += w.bo.transpose();
+        scatter_add(cs, m, s, N, update.middleRows(b * n, n), sum);
+      }
+    });
+    if (cs.track_sum) finish_sums(cs);
   }
 
   void propagate_mlp(ComponentState<Scalar>& cs, const MatrixType& act, const VectorType& scale,
                      const LayerWeights<Scalar>& w) const {
-    using IndexArray = Eigen::Array<Eigen::Index, Eigen::Dynamic, 1>;
-    const Eigen::Index N = cs.tensor.positions(), I = config().hidden_dim;
-    const std::vector<RowBlock> blocks = plan_blocks(cs);
-    const Scalar inv_t = Scalar(1) / cs.temperature;
-    const Scalar ratio = static_cast<Scalar>(kProportionalCancelRatio);
-    const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
-
-    auto gate_contributions = [&](const RowBlock& b) {
-      MatrixType g = gather_normed(cs, b, scale, w.mlp_norm, w.mlp_norm_bias) * w.w1.transpose();
-      const auto bias = bias_segment(cs, b, N);
-      if (w.b1.size() && bias.second) g.middleRows(bias.first, bias.second).rowwise() += w.b1.transpose();
-      return g;
-    };
-
-    // Keep every block's gate contributions between the passes when they fit the cache
-    // budget; otherwise recompute them (one more GEMM) to keep memory flat.
-    std::size_t live_rows = 0;
-    for (const RowBlock& b : blocks) live_rows += static_cast<std::size_t>(b.rows);
-    const bool keep = live_rows * static_cast<std::size_t>(I) * sizeof(Scalar) <= cs.gate_cache_bytes;
-    std::vector<MatrixType> kept;
-
-    // Pass 1: statistics over components, with an online softmax (the running sum is
-    // rescaled whenever the maximum grows) so that one sweep suffices.
-    SplitStats st;
-    st.peak = MatrixType::Constant(N, I, neg_inf);
-    st.sum_exp = MatrixType::Zero(N, I);
-    st.total = MatrixType::Zero(N, I);
-    st.magnitude = MatrixType::Zero(N, I);
-    st.best = decltype(st.best)::Constant(N, I, -1);
-    st.count = decltype(st.count)::Zero(N, I);
-    for (const RowBlock& b : blocks) {
-      if (b.rows == 0) continue;
-      MatrixType g = gate_contributions(b);
+    const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), D = config().dim;
+    const Eigen::Index I = config().hidden_dim;
+    // Rows of the split are padded to whole chunks of neurons (the padding is never read back).
+    const Eigen::Index step = kPacket * kChunk, padded_i = (I + step - 1) / step * step;
+    Eigen::Index live_components = 0;
+    for (Eigen::Index m = 0; m < M; ++m) live_components += first_of(cs, m) < N ? 1 : 0;
+    if (cs.track_sum) {
+      cs.component_sum.setZero(N, D);
+      cs.component_sum_current = true;
+    }
+    if (live_components == 0) return;
+    // The neurons' outputs, one padded row per position.
+    RowMatrixType act_rows = RowMatrixType::Zero(N, padded_i);
+    act_rows.leftCols(I) = act;
+    // Tile height: about work_rows packed rows per tile.
+    const Eigen::Index P = std::min(N, std::max<Eigen::Index>(1, cs.work_rows / live_components));
+    const Eigen::Index tiles = (N + P - 1) / P;
+    std::atomic<bool> orphan{false};
+    // The last tiles have the most live components: take them first.
+    run_items(cs, tiles, [&](Eigen::Index item, std::size_t thread, bool across) {
+      const Eigen::Index p0 = (tiles - 1 - item) * P, p1 = std::min(N, p0 + P);
+      // Member b (a component live in the tile) owns packed rows [offset[b], offset[b] +
+      // p1 - start[b]), one per position from start[b].
+      std::vector<Eigen::Index> members, start, offset;
+      Eigen::Index R = 0, bias_member = -1;
+      for (Eigen::Index m = 0; m < M; ++m) {
+        const Eigen::Index first = first_of(cs, m);
+        if (first >= p1) continue;
+        if (m == cs.bias_component) bias_member = static_cast<Eigen::Index>(members.size());
+        members.push_back(m);
+        start.push_back(std::max(first, p0));
+        offset.push_back(R);
+        R += p1 - start.back();
+      }
+      const Eigen::Index B = static_cast<Eigen::Index>(members.size());
+      Scalar* base = reserve(cs.scratch[thread], R * (D + padded_i));
+      RowMap normed(base, R, D), gate_rows(base + R * D, R, padded_i);
+      Eigen::Map<RowMatrixType, 0, Eigen::OuterStride<>> gate(gate_rows.data(), R, I, Eigen::OuterStride<>(padded_i));
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const Eigen::Index f = start[static_cast<std::size_t>(b)], o = offset[static_cast<std::size_t>(b)];
+        gather_normed(cs, members[static_cast<std::size_t>(b)], f, p1, scale, w.mlp_norm, w.mlp_norm_bias,
+                      normed.middleRows(o, p1 - f));
+      }
+      product(gate, normed, w.w1.transpose());
+      gate_rows.rightCols(padded_i - I).setZero();
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const Eigen::Index m = members[static_cast<std::size_t>(b)];
+        const Eigen::Index f = start[static_cast<std::size_t>(b)], o = offset[static_cast<std::size_t>(b)];
+        if (b == bias_member && w.b1.size()) gate.middleRows(o, p1 - f).rowwise() += w.b1.transpose();
+        // The attention sink drives no neuron past position 0.
+        if (m == cs.sink_component) {
+          const Eigen::Index skip = f == 0 ? 1 : 0;
+          gate_rows.middleRows(o + skip, p1 - f - skip).setZero();
+        }
+      }
+      // The split, one position at a time over the members live there.
+      const bool inner = !across;
+      bool tile_orphan = false;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) reduction(|| : tile_orphan) if (inner)
 #endif
-      for (Eigen::Index k = 0; k < I; ++k) {
-        for (std::size_t s = 0; s < b.component.size(); ++s) {
-          const Eigen::Index m = b.component[s], f = b.first[s], n = N - f;
-          const ArrayType v = g.col(k).segment(b.offset[s], n).array();
-          const ArrayType mask = eligibility(cs, m, f, v);
-          const ArrayType candidate = (mask > Scalar(0)).select(v, neg_inf);
-          Eigen::Map<ArrayType> peak_col(st.peak.col(k).data() + f, n);
-          const ArrayType peak = peak_col.array();
-          const ArrayType new_peak = peak.max(candidate);
-          const ArrayType rescale =
-              (new_peak == neg_inf).select(Scalar(0), ((peak - new_peak) * inv_t).exp());
-          st.sum_exp.col(k).segment(f, n).array() =
-              st.sum_exp.col(k).segment(f, n).array() * rescale +
-              (mask > Scalar(0)).select(((v - new_peak) * inv_t).exp(), Scalar(0));
-          // Strictly greater: on ties the lowest component keeps the neuron.
-          if (cs.split == MlpSplit::Argmax)
-            st.best.col(k).segment(f, n).array() =
-                (candidate > peak).select(IndexArray::Constant(n, m), st.best.col(k).segment(f, n).array());
-          peak_col = new_peak;
-          st.count.col(k).segment(f, n).array() += mask.template cast<Eigen::Index>();
-          if (cs.split == MlpSplit::Proportional) {
-            st.total.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v, Scalar(0));
-            st.magnitude.col(k).segment(f, n).array() += (mask > Scalar(0)).select(v.abs(), Scalar(0));
+      for (Eigen::Index p = p0; p < p1; ++p) {
+        std::vector<Scalar*> rows;
+        rows.reserve(static_cast<std::size_t>(B));
+        Eigen::Index bias_slot = -1;
+        for (Eigen::Index b = 0; b < B; ++b) {
+          const Eigen::Index f = start[static_cast<std::size_t>(b)];
+          if (f > p) continue;
+          if (b == bias_member) bias_slot = static_cast<Eigen::Index>(rows.size());
+          rows.push_back(gate_rows.row(offset[static_cast<std::size_t>(b)] + p - f).data());
+        }
+        if (split_position(cs, rows, bias_slot, act_rows.row(p).data(), I, padded_i)) tile_orphan = true;
+      }
+      if (tile_orphan) orphan = true;
+      RowMap update(base, R, D);
+      product(update, gate, w.w2.transpose());
+      RowMatrixType* sum = cs.track_sum ? &cs.component_sum : nullptr;
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const Eigen::Index f = start[static_cast<std::size_t>(b)], o = offset[static_cast<std::size_t>(b)];
+        if (b == bias_member && w.b2.size()) update.middleRows(o, p1 - f).rowwise() += w.b2.transpose();
+        // Tiles own disjoint positions, so their rows of the sum are disjoint too.
+        scatter_add(cs, members[static_cast<std::size_t>(b)], f, p1, update.middleRows(o, p1 - f), sum);
+      }
+    });
+    if (orphan) throw std::logic_error("a neuron driven by no component needs a bias component");
+  }
+
+  /// The split at one position: rows[i] holds member i's gate contributions to every
+  /// neuron (padded_i entries) and is overwritten by its share of the neuron's output
+  /// act[k]. A member is eligible for a neuron where its contribution is non-zero (zero:
+  /// absent). Neurons nobody drives go to bias_slot; returns true if there is none to take
+  /// such a neuron.
+  static bool split_position(const ComponentState<Scalar>& cs, const std::vector<Scalar*>& rows,
+                             Eigen::Index bias_slot, const Scalar* act, Eigen::Index I, Eigen::Index padded_i) {
+    // Written on Eigen's packet primitives: Eigen 3.4 does not vectorise select() or
+    // comparisons in array expressions, and this loop touches every (member, position,
+    // neuron) entry of the pass. A chunk of kChunk packets stays in registers through the
+    // passes, so its rows are read from cache, not memory, after the first pass.
+    namespace ei = Eigen::internal;
+    const Eigen::Index count = static_cast<Eigen::Index>(rows.size());
+    const MlpSplit split = cs.split;
+    const Packet inv_t = ei::pset1<Packet>(Scalar(1) / cs.temperature);
+    const Packet ratio = ei::pset1<Packet>(static_cast<Scalar>(kProportionalCancelRatio));
+    const Packet zero = ei::pset1<Packet>(Scalar(0));
+    const Packet none = ei::pset1<Packet>(Scalar(-1));
+    const Packet neg_inf = ei::pset1<Packet>(-std::numeric_limits<Scalar>::infinity());
+    const Packet all_ones = ei::ptrue(zero);
+    auto eligible = [&](const Packet& v) { return ei::pandnot(all_ones, ei::pcmp_eq(v, zero)); };
+    bool orphan = false;
+    for (Eigen::Index k = 0; k < padded_i; k += kPacket * kChunk) {
+      Packet a[kChunk], peak[kChunk], best[kChunk], total[kChunk], magnitude[kChunk], sum[kChunk];
+      for (Eigen::Index q = 0; q < kChunk; ++q) {
+        a[q] = ei::ploadu<Packet>(act + k + q * kPacket);
+        peak[q] = neg_inf;
+        best[q] = none;
+        total[q] = magnitude[q] = sum[q] = zero;
+      }
+      // Pass 1: the largest eligible contribution (argmax: and whose; strictly greater, so
+      // on ties the lowest member keeps the neuron); sums for the proportional rule.
+      for (Eigen::Index i = 0; i < count; ++i) {
+        const Scalar* row = rows[static_cast<std::size_t>(i)] + k;
+        for (Eigen::Index q = 0; q < kChunk; ++q) {
+          const Packet v = ei::ploadu<Packet>(row + q * kPacket);
+          const Packet better = ei::pand(eligible(v), ei::pcmp_lt(peak[q], v));
+          peak[q] = ei::pselect(better, v, peak[q]);
+          if (split == MlpSplit::Argmax) best[q] = ei::pselect(better, ei::pset1<Packet>(static_cast<Scalar>(i)), best[q]);
+          if (split == MlpSplit::Proportional) {
+            total[q] = ei::padd(total[q], v);
+            magnitude[q] = ei::padd(magnitude[q], ei::pabs(v));
           }
         }
       }
-      if (keep) kept.push_back(std::move(g));
-    }
-    if (cs.bias_component < 0 && (st.count.array() == 0).any())
-      throw std::logic_error("a neuron driven by no component needs a bias component");
-
-    // Pass 2: each component's share of every neuron, then one projection per block.
-    std::size_t kept_index = 0;
-    for (const RowBlock& b : blocks) {
-      if (b.rows == 0) continue;
-      MatrixType share = keep ? std::move(kept[kept_index++]) : gate_contributions(b);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)
-#endif
-      for (Eigen::Index k = 0; k < I; ++k) {
-        for (std::size_t s = 0; s < b.component.size(); ++s) {
-          const Eigen::Index m = b.component[s], f = b.first[s], n = N - f;
-          Eigen::Map<ArrayType> cell(share.col(k).data() + b.offset[s], n);
-          const ArrayType v = cell;
-          const ArrayType mask = eligibility(cs, m, f, v);
-          const ArrayType peak = st.peak.col(k).segment(f, n).array();
-          const ArrayType softmax = ((v - peak) * inv_t).exp() / st.sum_exp.col(k).segment(f, n).array();
-          ArrayType weight;
-          if (cs.split == MlpSplit::Argmax) {
-            weight = (st.best.col(k).segment(f, n).array() == m).select(ArrayType::Ones(n), ArrayType::Zero(n));
-          } else if (cs.split == MlpSplit::Proportional) {
-            const ArrayType total = st.total.col(k).segment(f, n).array();
-            const ArrayType guard = ratio * st.magnitude.col(k).segment(f, n).array();
-            weight = (mask > Scalar(0)).select((total.abs() > guard).select(v / total, softmax), Scalar(0));
+      Packet driven[kChunk], orphan_output[kChunk];
+      for (Eigen::Index q = 0; q < kChunk; ++q) {
+        driven[q] = ei::pandnot(all_ones, ei::pcmp_eq(peak[q], neg_inf));
+        // Neurons no member drives go to the bias member.
+        orphan_output[q] = ei::pandnot(a[q], driven[q]);
+      }
+      if (bias_slot < 0) {
+        Scalar lanes[kPacket * kChunk];
+        for (Eigen::Index q = 0; q < kChunk; ++q) ei::pstoreu(lanes + q * kPacket, driven[q]);
+        for (Eigen::Index l = 0; l < kPacket * kChunk && k + l < I; ++l)
+          if (!(lanes[l] != Scalar(0))) orphan = true;  // all-ones is a NaN: != 0 holds
+      }
+      if (split == MlpSplit::Argmax) {
+        for (Eigen::Index i = 0; i < count; ++i) {
+          Scalar* row = rows[static_cast<std::size_t>(i)] + k;
+          const Packet index = ei::pset1<Packet>(static_cast<Scalar>(i));
+          for (Eigen::Index q = 0; q < kChunk; ++q) {
+            Packet out = ei::pand(ei::pcmp_eq(best[q], index), a[q]);
+            if (i == bias_slot) out = ei::padd(out, orphan_output[q]);
+            ei::pstoreu(row + q * kPacket, out);
+          }
+        }
+        continue;
+      }
+      // Pass 2: softmax weights exp((g - peak) / T) and their sum over eligible members.
+      for (Eigen::Index i = 0; i < count; ++i) {
+        Scalar* row = rows[static_cast<std::size_t>(i)] + k;
+        for (Eigen::Index q = 0; q < kChunk; ++q) {
+          const Packet v = ei::ploadu<Packet>(row + q * kPacket);
+          const Packet e = ei::pand(eligible(v), ei::pexp(ei::pmul(ei::psub(v, peak[q]), inv_t)));
+          sum[q] = ei::padd(sum[q], e);
+          if (split == MlpSplit::Softmax) ei::pstoreu(row + q * kPacket, e);
+        }
+      }
+      Packet coef[kChunk], signed_share[kChunk];
+      for (Eigen::Index q = 0; q < kChunk; ++q) {
+        coef[q] = ei::pand(driven[q], ei::pdiv(a[q], sum[q]));
+        // Proportional: g / total, unless the contributions nearly cancel (then softmax).
+        signed_share[q] = ei::pcmp_lt(ei::pmul(ratio, magnitude[q]), ei::pabs(total[q]));
+      }
+      // Pass 3: the shares.
+      for (Eigen::Index i = 0; i < count; ++i) {
+        Scalar* row = rows[static_cast<std::size_t>(i)] + k;
+        for (Eigen::Index q = 0; q < kChunk; ++q) {
+          const Packet v = ei::ploadu<Packet>(row + q * kPacket);
+          Packet out;
+          if (split == MlpSplit::Softmax) {
+            out = ei::pmul(v, coef[q]);
           } else {
-            weight = (mask > Scalar(0)).select(softmax, Scalar(0));
+            const Packet e = ei::pexp(ei::pmul(ei::psub(v, peak[q]), inv_t));
+            out = ei::pand(eligible(v), ei::pselect(signed_share[q], ei::pmul(ei::pdiv(v, total[q]), a[q]),
+                                                    ei::pmul(e, coef[q])));
           }
-          // Neurons no component drives belong to the bias component.
-          if (m == cs.bias_component)
-            weight = (st.count.col(k).segment(f, n).array() == 0).select(ArrayType::Ones(n), weight);
-          cell = weight * act.col(k).segment(f, n).array();
+          if (i == bias_slot) out = ei::padd(out, orphan_output[q]);
+          ei::pstoreu(row + q * kPacket, out);
         }
       }
-      MatrixType update = share * w.w2.transpose();
-      const auto bias = bias_segment(cs, b, N);
-      if (w.b2.size() && bias.second) update.middleRows(bias.first, bias.second).rowwise() += w.b2.transpose();
-      scatter_add(cs.tensor, b, update);
     }
+    return orphan;
   }
 
   Checkpoint<Scalar> checkpoint_;

@@ -3,10 +3,12 @@
 
 #include <catch2/catch.hpp>
 #include <depass/Decomposer.hpp>
+#include <depass/io/Load.hpp>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -415,30 +417,69 @@ TEST_CASE("Top tokens of a component are its largest logits, in order", "[engine
   CHECK(top[0].second == Approx(all.row(5).maxCoeff()).epsilon(1e-12));
 }
 
-TEMPLATE_TEST_CASE("The blocked triangular engine equals the straightforward dense one", "[engine]", float, double) {
-  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
-  const Model<TestType>& model = test::cached_model<TestType>(path);
-  Decomposer<TestType> decomposer(model);
-  const double tol = std::is_same<TestType, float>::value ? 2e-5 : 1e-12;
-  const std::vector<int> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338};
-  for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
-    for (const auto& init : every_initialisation<TestType>(model.config())) {
-      for (const bool sink : {true, false}) {
-        DecomposeOptions fast, dense;
-        fast.split = dense.split = split;
-        fast.bos_sink = dense.bos_sink = sink;
-        dense.straightforward = true;
-        const Decomposition<TestType> a = decomposer.run(ids, init, fast);
-        const Decomposition<TestType> b = decomposer.run(ids, init, dense);
-        INFO("split " << to_string(split) << ", init kind " << static_cast<int>(init.kind) << ", sink " << sink);
-        REQUIRE(a.component_count() == b.component_count());
-        const double scale = b.components().stacked().cwiseAbs().maxCoeff();
-        // In float, last-bit differences between the two GEMM orders can move a neuron
-        // across the proportional rule's cancellation guard, a discontinuity; the split is
-        // otherwise the same, so only that case gets a looser bound.
-        const double bound = std::is_same<TestType, float>::value && split == MlpSplit::Proportional ? 1e-3 : tol;
-        CHECK((a.components().stacked() - b.components().stacked()).cwiseAbs().maxCoeff() <= bound * scale);
+/// Fast engine against the straightforward dense one on one model, over every split,
+/// several initialisations, work items from one row to all rows, and 1 or 2 threads.
+template <typename Scalar>
+void check_fast_equals_straightforward(const Model<Scalar>& model, const std::vector<int>& ids) {
+  Decomposer<Scalar> decomposer(model);
+  const double tol = std::is_same<Scalar, float>::value ? 2e-5 : 1e-12;
+  const std::vector<Initialisation<Scalar>> inits = {
+      Initialisation<Scalar>::tokens(), Initialisation<Scalar>::tokens(Boundary::before_mlp(1)),
+      Initialisation<Scalar>::heads(0), Initialisation<Scalar>::neuron_outputs(0, {0, 5, 17}),
+      Initialisation<Scalar>::module_output(1, Site::Mlp)};
+  for (const int threads : {1, 2}) {
+    Eigen::setNbThreads(threads);
+    for (const long work_rows : {1L, 29L, 4096L}) {
+      for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
+        for (std::size_t i = 0; i < inits.size(); ++i) {
+          for (const bool sink : {true, false}) {
+            DecomposeOptions fast, dense;
+            fast.split = dense.split = split;
+            fast.bos_sink = dense.bos_sink = sink;
+            fast.work_rows = work_rows;
+            dense.straightforward = true;
+            const Decomposition<Scalar> a = decomposer.run(ids, inits[i], fast);
+            const Decomposition<Scalar> b = decomposer.run(ids, inits[i], dense);
+            INFO("threads " << threads << ", work_rows " << work_rows << ", split " << to_string(split)
+                            << ", init " << i << ", sink " << sink);
+            REQUIRE(a.component_count() == b.component_count());
+            const double scale = b.components().stacked().cwiseAbs().maxCoeff();
+            // In float, last-bit differences between the two GEMM orders can move a neuron
+            // across the proportional rule's cancellation guard, a discontinuity; the split
+            // is otherwise the same, so only that case gets a looser bound.
+            const double bound =
+                std::is_same<Scalar, float>::value && split == MlpSplit::Proportional ? 1e-3 : tol;
+            CHECK((a.components().stacked() - b.components().stacked()).cwiseAbs().maxCoeff() <= bound * scale);
+            // Rows a token cannot reach stay exactly zero.
+            if (inits[i].kind == InitKind::Token)
+              for (Eigen::Index m = 1; m < static_cast<Eigen::Index>(ids.size()); ++m)
+                CHECK(a.components().component(m).topRows(m).cwiseAbs().maxCoeff() == 0);
+            CHECK(a.max_relative_residual() <= lossless_tolerance<Scalar>());
+          }
+        }
       }
     }
+  }
+  Eigen::setNbThreads(0);
+}
+
+TEMPLATE_TEST_CASE("The fast engine equals the straightforward dense one", "[engine]", float, double) {
+  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
+  const std::vector<int> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338};
+  check_fast_equals_straightforward(test::cached_model<TestType>(path), ids);
+}
+
+TEMPLATE_TEST_CASE("The fast engine equals the straightforward one with biases, LayerNorm and GQA",
+                   "[engine]", float, double) {
+  // Random-weight checkpoints of tests/data/families: Qwen2 (biases), GPT-2 (LayerNorm,
+  // learned positions, GELU), Mistral (GQA, head_dim).
+  for (const char* family : {"qwen2", "gpt2", "mistral"}) {
+    INFO("family " << family);
+    const Model<TestType> model(io::load_checkpoint<TestType>(test::source_dir() + "/tests/data/families/" + family));
+    std::vector<int> ids = {1};
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> token(3, model.config().vocab_size - 1);
+    while (ids.size() < 37) ids.push_back(token(rng));
+    check_fast_equals_straightforward(model, ids);
   }
 }
