@@ -76,6 +76,7 @@ struct Args {
   bool profile = false, gemm = false, forward = true, depass = true;
   long gemm_rows = 65536, gemm_inner = 512, gemm_cols = 1376;
   unsigned seed = 20251;
+  long work_rows = depass::DecomposeOptions{}.work_rows;  // engine work-item size (tuning)
 };
 
 Args parse(int argc, char** argv) {
@@ -102,6 +103,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--rows") a.gemm_rows = std::stol(need(i));
     else if (s == "--inner") a.gemm_inner = std::stol(need(i));
     else if (s == "--cols") a.gemm_cols = std::stol(need(i));
+    else if (s == "--work-rows") a.work_rows = std::stol(need(i));
     else if (s == "--seed") a.seed = static_cast<unsigned>(std::stoul(need(i)));
     else if (s == "--help" || s == "-h") {
       std::cout << "see the comment at the top of benchmarks/depass_bench.cpp\n";
@@ -376,7 +378,7 @@ int run_gemm(const Args& a) {
 }
 
 /// Per-block wall time of one decomposed run, from the hook events.
-json profile_run(const depass::Decomposer<float>& dec, const std::vector<int>& ids, const depass::Config& cfg) {
+json profile_run(const Args& a, const depass::Decomposer<float>& dec, const std::vector<int>& ids, const depass::Config& cfg) {
   // Events per layer, in order: attn_norm, attn_probs, attn_heads, attn_out, attn_resid,
   // ffn_norm, ffn_gate, ffn_up, ffn_act, ffn_out, layer_out. The gaps:
   //   prev -> attn_norm   : completeness check of the previous boundary + real RMSNorm
@@ -412,7 +414,9 @@ json profile_run(const depass::Decomposer<float>& dec, const std::vector<int>& i
     prev_name = name;
     prev = Clock::now();  // exclude the hook's own bookkeeping
   };
-  auto result = dec.run(ids, depass::Initialisation<float>::tokens(), {}, hook);
+  depass::DecomposeOptions options;
+  options.work_rows = a.work_rows;
+  auto result = dec.run(ids, depass::Initialisation<float>::tokens(), options, hook);
   const double tail = seconds_since(prev);  // last check, final norm of components, copy-out
   const double all = seconds_since(t0);
   total["tail_final_norm_and_copy_out"] = tail;
@@ -472,7 +476,9 @@ int run_model(const Args& a) {
     const Timing t = time_it(a, [&] {
       // Destroy the previous result first, so that at most one result is alive at a time.
       last = depass::Decomposition<float>();
-      last = dec.run(ids, depass::Initialisation<float>::tokens());
+      depass::DecomposeOptions options;
+      options.work_rows = a.work_rows;
+      last = dec.run(ids, depass::Initialisation<float>::tokens(), options);
       have = true;
     });
     out["depass_s"] = t.to_json();
@@ -511,7 +517,7 @@ int run_model(const Args& a) {
 
   if (a.profile) {
     depass::Decomposer<float> dec(model);
-    out["profile"] = profile_run(dec, ids, cfg);
+    out["profile"] = profile_run(a, dec, ids, cfg);
   }
   out["env"] = environment_json(a);
   std::cout << out.dump() << std::endl;

@@ -11,6 +11,10 @@
 #include <stdexcept>
 #include <string>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "Weights.hpp"
 
 namespace depass {
@@ -46,7 +50,15 @@ class ComponentTensor {
       throw std::invalid_argument("ComponentTensor: negative dimension");
     components_ = components;
     positions_ = positions;
-    data_.setZero(components * positions, width);
+    data_.resize(components * positions, width);
+    // Zeroed by every thread on its own slice: this is also where the pages are first
+    // touched, and a token-level tensor is M*N*D scalars.
+    const Eigen::Index rows = data_.rows();
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (rows * width > (1 << 20))
+#endif
+    for (Eigen::Index part = 0; part < kParts; ++part)
+      data_.middleRows(rows * part / kParts, rows * (part + 1) / kParts - rows * part / kParts).setZero();
   }
 
   Eigen::Index components() const { return components_; }
@@ -68,8 +80,17 @@ class ComponentTensor {
 
   /// sum_m C[m], an N x D matrix: equals the hidden state when the decomposition is lossless.
   MatrixType sum() const {
-    MatrixType total = MatrixType::Zero(positions_, data_.cols());
-    for (Eigen::Index m = 0; m < components_; ++m) total += component(m);
+    // Threads take disjoint slices of positions, each summing every component there.
+    RowMatrix<Scalar> total(positions_, data_.cols());
+    const Eigen::Index N = positions_;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (data_.size() > (1 << 20))
+#endif
+    for (Eigen::Index part = 0; part < kParts; ++part) {
+      const Eigen::Index from = N * part / kParts, count = N * (part + 1) / kParts - from;
+      total.middleRows(from, count).setZero();
+      for (Eigen::Index m = 0; m < components_; ++m) total.middleRows(from, count) += data_.middleRows(m * N + from, count);
+    }
     return total;
   }
 
@@ -91,6 +112,9 @@ class ComponentTensor {
       throw std::invalid_argument("ComponentTensor: component index " + std::to_string(m) +
                                   " is out of range [0, " + std::to_string(components_) + ")");
   }
+
+  /// Slices the parallel loops cut the rows into (a few per thread, for balance).
+  static constexpr Eigen::Index kParts = 16;
 
   StorageType data_;
   Eigen::Index components_ = 0;

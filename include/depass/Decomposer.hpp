@@ -316,7 +316,7 @@ class Decomposer {
     // Runs one pass from the start boundary to the end; returns the real end state.
     auto propagate = [&](ComponentState<Scalar>& cs) {
       MatrixType state = start.state;
-      record(result.checks_, cs.tensor, state, Boundary::from_index(start.boundary_index, L));
+      record_sum(result.checks_, Model<Scalar>::live_sum(cs), state, Boundary::from_index(start.boundary_index, L));
       for (int b = start.boundary_index; b < end_index; ++b) {
         if (b % 2 == 0) model_.attention_block(b / 2, state, &cs, hook);
         else model_.mlp_block(b / 2, state, &cs, hook);
@@ -436,21 +436,22 @@ class Decomposer {
   /// After a block: the engine's own sum of the components when it left one.
   static void record(std::vector<BoundaryCheck>& checks, const ComponentState<Scalar>& cs,
                      const MatrixType& state, const Boundary& boundary) {
-    if (!cs.component_sum_current) return record(checks, cs.tensor, state, boundary);
-    BoundaryCheck check;
-    check.boundary = boundary;
-    check.final_normed = false;
-    check.residual_max_abs = static_cast<double>((cs.component_sum - state).cwiseAbs().maxCoeff());
-    check.state_max_abs = static_cast<double>(state.cwiseAbs().maxCoeff());
-    checks.push_back(check);
+    if (cs.component_sum_current) record_sum(checks, cs.component_sum, state, boundary);
+    else record(checks, cs.tensor, state, boundary);
   }
 
   static void record(std::vector<BoundaryCheck>& checks, const ComponentTensor<Scalar>& C,
                      const MatrixType& state, const Boundary& boundary, bool final_normed = false) {
+    record_sum(checks, C.sum(), state, boundary, final_normed);
+  }
+
+  template <typename Sum>
+  static void record_sum(std::vector<BoundaryCheck>& checks, const Sum& sum, const MatrixType& state,
+                         const Boundary& boundary, bool final_normed = false) {
     BoundaryCheck check;
     check.boundary = boundary;
     check.final_normed = final_normed;
-    check.residual_max_abs = static_cast<double>(C.residual_max_abs(state));
+    check.residual_max_abs = static_cast<double>((sum - state).cwiseAbs().maxCoeff());
     check.state_max_abs = static_cast<double>(state.cwiseAbs().maxCoeff());
     checks.push_back(check);
   }

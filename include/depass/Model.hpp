@@ -264,15 +264,44 @@ class Model {
   /// (the norm's offset goes to the bias component).
   void final_norm_components(ComponentState<Scalar>& cs, const VectorType& scale) const {
     ComponentTensor<Scalar>& C = cs.tensor;
+    const Eigen::Index M = C.components(), N = C.positions();
     const VectorType& gain = weights().final_norm;
-    for (Eigen::Index m = 0; m < C.components(); ++m) {
-      typename ComponentTensor<Scalar>::Block block = C.component(m);
-      if (config().norm == NormKind::LayerNorm) block = block.colwise() - block.rowwise().mean();
-      block.array().colwise() *= scale.array();
-      block.array().rowwise() *= gain.transpose().array();
+    const bool layer_norm = config().norm == NormKind::LayerNorm;
+    // Rows before a component's first position are zero, and the norm keeps them zero.
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) num_threads(Eigen::nbThreads()) if (C.stacked().size() > (1 << 20))
+#endif
+    for (Eigen::Index m = 0; m < M; ++m) {
+      const Eigen::Index first = std::min(first_of(cs, m), N);
+      typename RowMatrixType::RowsBlockXpr rows = C.stacked().middleRows(m * N + first, N - first);
+      if (layer_norm) {
+        const VectorType mean = rows.rowwise().mean();
+        rows.colwise() -= mean;
+      }
+      rows = (rows.array().colwise() * scale.segment(first, N - first).array()).rowwise() * gain.transpose().array();
     }
     if (weights().final_norm_bias.size())
       bias_rows(C.stacked(), cs).rowwise() += weights().final_norm_bias.transpose();
+  }
+
+  /// sum_m C[m] from the rows at and after each component's first position (the others
+  /// are zero by the contract of first_position), threaded over positions.
+  static RowMatrix<Scalar> live_sum(const ComponentState<Scalar>& cs) {
+    const ComponentTensor<Scalar>& C = cs.tensor;
+    const Eigen::Index M = C.components(), N = C.positions();
+    RowMatrix<Scalar> total = RowMatrix<Scalar>::Zero(N, C.width());
+    constexpr Eigen::Index parts = 16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (C.stacked().size() > (1 << 20))
+#endif
+    for (Eigen::Index part = 0; part < parts; ++part) {
+      const Eigen::Index from = N * part / parts, to = N * (part + 1) / parts;
+      for (Eigen::Index m = 0; m < M; ++m) {
+        const Eigen::Index first = std::min(std::max(first_of(cs, m), from), to);
+        total.middleRows(first, to - first) += C.stacked().middleRows(m * N + first, to - first);
+      }
+    }
+    return total;
   }
 
   /// Runs every block and returns the logits (N x V), or only the last row when last_only.
