@@ -447,15 +447,20 @@ class Model {
   }
 
   /// Row-wise softmax over columns j <= i (causal mask); masked entries become exactly 0.
+  /// Works column by column (contiguous in memory): the running row maxima and sums are
+  /// vectors over the query rows, so every step is a vectorised array operation.
   static void causal_softmax_rows(Eigen::Block<MatrixType>& A) {
-    for (Eigen::Index i = 0; i < A.rows(); ++i) {
-      Scalar peak = A(i, 0);
-      for (Eigen::Index j = 1; j <= i; ++j) peak = std::max(peak, A(i, j));
-      Scalar total = 0;
-      for (Eigen::Index j = 0; j <= i; ++j) total += (A(i, j) = std::exp(A(i, j) - peak));
-      for (Eigen::Index j = 0; j <= i; ++j) A(i, j) /= total;
-      for (Eigen::Index j = i + 1; j < A.cols(); ++j) A(i, j) = 0;
+    using Column = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    const Eigen::Index n = A.rows();
+    Column peak = Column::Constant(n, -std::numeric_limits<Scalar>::infinity());
+    for (Eigen::Index j = 0; j < n; ++j) peak.tail(n - j) = peak.tail(n - j).max(A.col(j).tail(n - j).array());
+    Column total = Column::Zero(n);
+    for (Eigen::Index j = 0; j < n; ++j) {
+      A.col(j).head(j).setZero();
+      A.col(j).tail(n - j).array() = (A.col(j).tail(n - j).array() - peak.tail(n - j)).exp();
+      total.tail(n - j) += A.col(j).tail(n - j).array();
     }
+    for (Eigen::Index j = 0; j < n; ++j) A.col(j).tail(n - j).array() /= total.tail(n - j);
   }
 
   /// Rotates each head's pairs of q or k (N x heads*d) by position-dependent angles.
