@@ -269,6 +269,29 @@ TEST_CASE("gguf: an output.weight tensor makes the embeddings untied", "[io][ggu
   CHECK(model.forward({1, 5, 7}).allFinite());
 }
 
+TEST_CASE("gguf: a NaN or an infinity in any weight is a FormatError naming the tensor", "[io][gguf][hostile]") {
+  TempDir dir;
+  auto poison = [&](const std::string& tensor, std::size_t element, float value) {
+    g::File f = g::tiny_llama();
+    g::Tensor* t = f.find_tensor(tensor);
+    REQUIRE(t != nullptr);
+    REQUIRE(t->data.size() >= 4 * (element + 1));
+    std::memcpy(&t->data[4 * element], &value, sizeof value);
+    return write(dir, f, "poisoned.gguf");
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::string down = poison("blk.1.ffn_down.weight", 5, nan);
+  REQUIRE_THROWS_AS(io::load_gguf<float>(down), FormatError);
+  REQUIRE_THROWS_WITH(io::load_gguf<float>(down), Contains("tensor 'blk.1.ffn_down.weight' holds a non-finite value (nan) at [0, 5]"));
+  const std::string norm = poison("output_norm.weight", 2, -inf);
+  REQUIRE_THROWS_AS(io::load_gguf<double>(norm), FormatError);
+  REQUIRE_THROWS_WITH(io::load_gguf<double>(norm), Contains("tensor 'output_norm.weight' holds a non-finite value (-inf) at [2]"));
+  const std::string embedding = poison("token_embd.weight", 0, inf);
+  REQUIRE_THROWS_AS(io::load_checkpoint<float>(embedding), FormatError);
+  REQUIRE_THROWS_WITH(io::load_checkpoint<float>(embedding),
+                      Contains("poisoned.gguf: tensor 'token_embd.weight' holds a non-finite value (inf) at [0, 0]"));
+}
+
 TEST_CASE("gguf: metadata keys with defaults, and other integer and float encodings",
           "[io][gguf]") {
   g::File f = g::tiny_llama();

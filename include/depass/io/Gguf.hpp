@@ -15,6 +15,7 @@
 #include "../Config.hpp"
 #include "../Error.hpp"
 #include "../Weights.hpp"
+#include "../detail/io/Finite.hpp"
 #include "../detail/io/GgufFile.hpp"
 
 namespace depass {
@@ -156,12 +157,14 @@ Checkpoint<Scalar> load_gguf(const std::string& path) {
     // ne = [cols, rows] with ne[0] fastest: exactly RowMatrix's storage order.
     RowMatrix<Scalar> m(static_cast<Eigen::Index>(t.ne[1]), static_cast<Eigen::Index>(t.ne[0]));
     f.read_tensor(t, m.data());
+    detail::require_finite(m, f.path(), "tensor '" + name + "'");
     return m;
   };
   auto vector = [&](const std::string& name) {
     const auto& t = *f.find_tensor(name);
     Vector<Scalar> v(static_cast<Eigen::Index>(t.ne[0]));
     f.read_tensor(t, v.data());
+    detail::require_finite(v, f.path(), "tensor '" + name + "'");
     return v;
   };
 
