@@ -590,7 +590,9 @@ class Model {
 
   /// Runs body(item, thread, across) for items 0..count-1, which the caller orders largest
   /// first: across threads (dynamic schedule, `across` true) when there are at least two
-  /// items per thread, else in order. The first exception of any item is rethrown here.
+  /// items per thread, else in order. Eigen runs a GEMM single-threaded inside a parallel
+  /// region and threaded outside one, so the items' products follow the same choice. The
+  /// first exception of any item is rethrown here.
   template <typename Body>
   static void run_items(ComponentState<Scalar>& cs, Eigen::Index count, const Body& body) {
     const int threads = thread_count();
@@ -613,12 +615,6 @@ class Model {
     if (error) std::rethrow_exception(error);
   }
 
-  /// dst = lhs * rhs, threaded by Eigen unless the caller already runs on its own thread.
-  template <typename Dst, typename Lhs, typename Rhs>
-  static void product(Dst&& dst, const Lhs& lhs, const Rhs& rhs) {
-    dst.noalias() = lhs * rhs;
-  }
-
   /// dst = rows [from, to) of component m, normed with the real state's scale frozen
   /// (LayerNorm: each row centred first; the norm's offset goes to the bias component).
   /// Rows before the component's first live position are set to zero.
@@ -628,8 +624,8 @@ class Model {
     const Eigen::Index N = cs.tensor.positions();
     const Eigen::Index live = std::min(std::max(first_of(cs, m), from), to), n = to - live;
     dst.topRows(live - from).setZero();
-    auto rows = dst.middleRows(live - from, n);
-    const auto source = cs.tensor.stacked().middleRows(m * N + live, n);
+    typename Dst::RowsBlockXpr rows = dst.middleRows(live - from, n);
+    const typename RowMatrixType::ConstRowsBlockXpr source = cs.tensor.stacked().middleRows(m * N + live, n);
     if (config().norm == NormKind::LayerNorm) {
       const VectorType mean = source.rowwise().mean();
       rows = ((source.colwise() - mean).array().colwise() * scale.segment(live, n).array()).rowwise() *
@@ -724,7 +720,7 @@ class Model {
       for (Eigen::Index b = 0; b < B; ++b)
         gather_normed(cs, g.members[static_cast<std::size_t>(b)], s, N, scale, w.attention_norm,
                       w.attention_norm_bias, normed.middleRows(b * n, n));
-      product(values, normed, w.wv.transpose());
+      values.noalias() = normed * w.wv.transpose();
       for (Eigen::Index b = 0; b < B; ++b)
         if (g.members[static_cast<std::size_t>(b)] == cs.bias_component && w.bv.size())
           values.middleRows(b * n, n).rowwise() += w.bv.transpose();
@@ -742,7 +738,7 @@ class Model {
         head_mixed.noalias() = probs.block(h * N + s, s, n, n).template triangularView<Eigen::Lower>() * head_values;
       }
       RowMap update(base + R * first_width, R, D);
-      product(update, mixed, w.wo.transpose());
+      update.noalias() = mixed * w.wo.transpose();
       RowMatrixType* sum = cs.track_sum ? &cs.partial_sums[thread] : nullptr;
       for (Eigen::Index b = 0; b < B; ++b) {
         const Eigen::Index m = g.members[static_cast<std::size_t>(b)];
@@ -798,7 +794,7 @@ class Model {
         gather_normed(cs, members[static_cast<std::size_t>(b)], f, p1, scale, w.mlp_norm, w.mlp_norm_bias,
                       normed.middleRows(o, p1 - f));
       }
-      product(gate, normed, w.w1.transpose());
+      gate.noalias() = normed * w.w1.transpose();
       gate_rows.rightCols(padded_i - I).setZero();
       for (Eigen::Index b = 0; b < B; ++b) {
         const Eigen::Index m = members[static_cast<std::size_t>(b)];
@@ -830,7 +826,7 @@ class Model {
       }
       if (tile_orphan) orphan = true;
       RowMap update(base, R, D);
-      product(update, gate, w.w2.transpose());
+      update.noalias() = gate * w.w2.transpose();
       RowMatrixType* sum = cs.track_sum ? &cs.component_sum : nullptr;
       for (Eigen::Index b = 0; b < B; ++b) {
         const Eigen::Index f = start[static_cast<std::size_t>(b)], o = offset[static_cast<std::size_t>(b)];

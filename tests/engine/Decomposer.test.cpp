@@ -429,7 +429,7 @@ void check_fast_equals_straightforward(const Model<Scalar>& model, const std::ve
       Initialisation<Scalar>::module_output(1, Site::Mlp)};
   for (const int threads : {1, 2}) {
     Eigen::setNbThreads(threads);
-    for (const long work_rows : {1L, 29L, 4096L}) {
+    for (const long work_rows : {1L, 29L, 200L, 4096L}) {
       for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
         for (std::size_t i = 0; i < inits.size(); ++i) {
           for (const bool sink : {true, false}) {
