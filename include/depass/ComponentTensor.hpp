@@ -8,8 +8,10 @@
 // rows it needs (a tile of positions, or a group of components) with contiguous copies.
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -79,7 +81,12 @@ class ComponentTensor {
   const StorageType& stacked() const { return data_; }
 
   /// sum_m C[m], an N x D matrix: equals the hidden state when the decomposition is lossless.
-  MatrixType sum() const {
+  /// With `first` (one entry per component), rows of component m before position first[m]
+  /// are known to be zero and are not read.
+  MatrixType sum(const std::vector<Eigen::Index>& first = {}) const {
+    if (!first.empty() && static_cast<Eigen::Index>(first.size()) != components_)
+      throw std::invalid_argument("ComponentTensor::sum: first has " + std::to_string(first.size()) +
+                                  " entries, expected one per component (" + std::to_string(components_) + ")");
     // Threads take disjoint slices of positions, each summing every component there.
     RowMatrix<Scalar> total(positions_, data_.cols());
     const Eigen::Index N = positions_;
@@ -87,9 +94,13 @@ class ComponentTensor {
 #pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (data_.size() > (1 << 20))
 #endif
     for (Eigen::Index part = 0; part < kParts; ++part) {
-      const Eigen::Index from = N * part / kParts, count = N * (part + 1) / kParts - from;
-      total.middleRows(from, count).setZero();
-      for (Eigen::Index m = 0; m < components_; ++m) total.middleRows(from, count) += data_.middleRows(m * N + from, count);
+      const Eigen::Index from = N * part / kParts, to = N * (part + 1) / kParts;
+      total.middleRows(from, to - from).setZero();
+      for (Eigen::Index m = 0; m < components_; ++m) {
+        const Eigen::Index skip = first.empty() ? 0 : first[static_cast<std::size_t>(m)];
+        const Eigen::Index live = std::min(std::max(skip, from), to);
+        total.middleRows(live, to - live) += data_.middleRows(m * N + live, to - live);
+      }
     }
     return total;
   }

@@ -316,7 +316,7 @@ class Decomposer {
     // Runs one pass from the start boundary to the end; returns the real end state.
     auto propagate = [&](ComponentState<Scalar>& cs) {
       MatrixType state = start.state;
-      record_sum(result.checks_, Model<Scalar>::live_sum(cs), state, Boundary::from_index(start.boundary_index, L));
+      record_sum(result.checks_, cs.tensor.sum(cs.first_position), state, Boundary::from_index(start.boundary_index, L));
       for (int b = start.boundary_index; b < end_index; ++b) {
         if (b % 2 == 0) model_.attention_block(b / 2, state, &cs, hook);
         else model_.mlp_block(b / 2, state, &cs, hook);

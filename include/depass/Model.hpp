@@ -284,26 +284,6 @@ class Model {
       bias_rows(C.stacked(), cs).rowwise() += weights().final_norm_bias.transpose();
   }
 
-  /// sum_m C[m] from the rows at and after each component's first position (the others
-  /// are zero by the contract of first_position), threaded over positions.
-  static RowMatrix<Scalar> live_sum(const ComponentState<Scalar>& cs) {
-    const ComponentTensor<Scalar>& C = cs.tensor;
-    const Eigen::Index M = C.components(), N = C.positions();
-    RowMatrix<Scalar> total = RowMatrix<Scalar>::Zero(N, C.width());
-    constexpr Eigen::Index parts = 16;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (C.stacked().size() > (1 << 20))
-#endif
-    for (Eigen::Index part = 0; part < parts; ++part) {
-      const Eigen::Index from = N * part / parts, to = N * (part + 1) / parts;
-      for (Eigen::Index m = 0; m < M; ++m) {
-        const Eigen::Index first = std::min(std::max(first_of(cs, m), from), to);
-        total.middleRows(first, to - first) += C.stacked().middleRows(m * N + first, to - first);
-      }
-    }
-    return total;
-  }
-
   /// Runs every block and returns the logits (N x V), or only the last row when last_only.
   MatrixType forward(const std::vector<int>& ids, const Hook<Scalar>& hook = {},
                      bool last_only = false) const {
