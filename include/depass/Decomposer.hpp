@@ -317,6 +317,9 @@ class Decomposer {
     auto propagate = [&](ComponentState<Scalar>& cs) {
       MatrixType state = start.state;
       record_sum(result.checks_, cs.tensor.sum(cs.first_position), state, Boundary::from_index(start.boundary_index, L));
+      if (hook)
+        hook(HookEvent<Scalar>{"start", Boundary::from_index(start.boundary_index, L).layer, state, &cs.tensor,
+                               start.boundary_index});
       for (int b = start.boundary_index; b < end_index; ++b) {
         if (b % 2 == 0) model_.attention_block(b / 2, state, &cs, hook);
         else model_.mlp_block(b / 2, state, &cs, hook);

@@ -92,6 +92,9 @@ struct HookEvent {
   int layer;         // block index, -1 before the first block and after the last
   Eigen::Ref<const Matrix<Scalar>> value;      // the tensor just computed (see names above)
   const ComponentTensor<Scalar>* components;  // set on residual-stream events of a decomposed pass
+  /// Residual-stream events (start, attn_resid, layer_out): the boundary reached, as
+  /// Boundary::index counts it (blocks run so far: 2 * layer, + 1 before an MLP); else -1.
+  int boundary = -1;
 };
 
 template <typename Scalar>
@@ -206,7 +209,7 @@ class Model {
       C.stacked().noalias() += mixed * w.wo.transpose();
       if (w.bo.size()) bias_rows(C.stacked(), *components).rowwise() += w.bo.transpose();
     }
-    emit(hook, "attn_resid", layer, x, components ? &components->tensor : nullptr);
+    emit(hook, "attn_resid", layer, x, components ? &components->tensor : nullptr, 2 * layer + 1);
   }
 
   /// x += mlp(norm(x)); each neuron's output is split among components by the split rule.
@@ -252,7 +255,7 @@ class Model {
       C.stacked().noalias() += share * w.w2.transpose();
       if (w.b2.size()) bias_rows(C.stacked(), *components).rowwise() += w.b2.transpose();
     }
-    emit(hook, "layer_out", layer, x, components ? &components->tensor : nullptr);
+    emit(hook, "layer_out", layer, x, components ? &components->tensor : nullptr, 2 * layer + 2);
   }
 
   /// Final norm of x (N x D); its per-row scale goes to *scale for freezing.
@@ -358,8 +361,8 @@ class Model {
   }
 
   static void emit(const Hook<Scalar>& hook, const char* name, int layer, const MatrixType& value,
-                   const ComponentTensor<Scalar>* components) {
-    if (hook) hook(HookEvent<Scalar>{name, layer, value, components});
+                   const ComponentTensor<Scalar>* components, int boundary = -1) {
+    if (hook) hook(HookEvent<Scalar>{name, layer, value, components, boundary});
   }
 
   template <typename Stacked>
