@@ -6,6 +6,7 @@
 #include "Decomposer.hpp"
 #include "Error.hpp"
 #include "Model.hpp"
+#include "Threads.hpp"
 #include "Tokenizer.hpp"
 #include "Weights.hpp"
 #include "io/Load.hpp"
