@@ -1,7 +1,8 @@
 #pragma once
 // Loader for GGUF checkpoints (llama.cpp's format) of the llama architecture: the
 // hyper-parameters come from the llama.* metadata keys, the weights from the token_embd /
-// blk.N.* / output* tensors (F32, F16, BF16 or Q8_0, converted to Scalar).
+// blk.N.* / output* tensors (F32, F16, BF16, or a quantised type of detail/io/GgmlQuants.hpp,
+// dequantised to Scalar on load: docs/formats.md says what that costs in memory).
 //
 // llama.cpp's converters permute Hugging Face's Q and K rows so that rotary embeddings pair
 // adjacent dimensions; GGUF llama checkpoints therefore use RopeLayout::AdjacentPairs, like
