@@ -35,7 +35,6 @@ namespace detail {
 constexpr std::size_t llama2c_header_size = 7 * sizeof(std::int32_t);  // v0
 constexpr std::size_t llama2c_versioned_header_size = 256;             // v1, v2
 constexpr std::uint32_t llama2c_magic = 0x616b3432;
-constexpr std::size_t llama2c_group_size_offset = 37;  // v2: after magic, version, 7 ints, flag
 
 struct Llama2cHeader {
   Config config;
