@@ -527,7 +527,9 @@ class GgufFile {
   }
 
   /// The tensor's elements as Scalar, in storage order (ne[0] fastest), into out, which
-  /// holds element_count values.
+  /// holds element_count values. Quantised types are dequantised block by block
+  /// (detail/io/GgmlQuants.hpp); a block with a NaN or infinite scale is a FormatError
+  /// naming the tensor, the block and the scale.
   template <typename Scalar>
   void read_tensor(const GgufTensorInfo& t, Scalar* out) {
     check_convertible(t);
