@@ -252,6 +252,6 @@ TEST_CASE("ggml quants: a model quantised to every type loads, equals the refere
     const Model<double> model{Checkpoint<double>(ck)};
     const Matrix<double> logits = model.forward(ids);
     CHECK(logits.allFinite());
-    CHECK(model.generate(ids, 4).size() == 4);
+    CHECK((logits - f32_logits).cwiseAbs().maxCoeff() > 0);
   }
 }

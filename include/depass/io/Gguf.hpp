@@ -129,6 +129,20 @@ inline Config gguf_llama_config(const GgufFile& f) {
   return c;
 }
 
+/// Llama 3 RoPE scaling from the (vetted) rope_freqs.weight tensor, if the file has one.
+inline void apply_gguf_rope_freqs(GgufFile& f, Config& c) {
+  const GgufTensorInfo* t = f.find_tensor("rope_freqs.weight");
+  if (!t) return;
+  std::vector<double> divisors(static_cast<std::size_t>(c.head_dim / 2));
+  f.read_tensor(*t, divisors.data());
+  c.rope_scaling = rope_scaling_from_divisors(divisors, c.rope_theta, c.head_dim, f.path());
+  try {
+    c.validate();
+  } catch (const std::invalid_argument& e) {
+    f.fail(std::string("implausible RoPE scaling from tensor 'rope_freqs.weight': ") + e.what());
+  }
+}
+
 }  // namespace detail
 
 namespace io {
@@ -200,17 +214,7 @@ Checkpoint<Scalar> load_gguf(const std::string& path) {
     return v;
   };
 
-  if (const detail::GgufTensorInfo* t = f.find_tensor("rope_freqs.weight")) {
-    std::vector<double> divisors(static_cast<std::size_t>(c.head_dim / 2));
-    f.read_tensor(*t, divisors.data());
-    result.config.rope_scaling =
-        detail::rope_scaling_from_divisors(divisors, c.rope_theta, c.head_dim, f.path());
-    try {
-      result.config.validate();
-    } catch (const std::invalid_argument& e) {
-      f.fail(std::string("implausible RoPE scaling from tensor 'rope_freqs.weight': ") + e.what());
-    }
-  }
+  detail::apply_gguf_rope_freqs(f, result.config);
 
   Weights<Scalar>& w = result.weights;
   w.token_embedding = matrix("token_embd.weight");

@@ -39,6 +39,39 @@ inline double llama3_divisor(const RopeScaling& rs, double base) {
   return 1.0 / ((1 - smooth) / rs.factor + smooth);
 }
 
+/// The edges of llama3's blended band, as inverse wavelengths: pairs with u < u0 are
+/// slowed, u > u1 kept, and in between the blend is s(u) = (u - u0) / (u1 - u0), where the
+/// divisor is 1 / ((1 - s)/factor + s). `band` lists the blended pairs; u_kept is the
+/// smallest u of a kept pair (infinity if none), u_slowed the largest of a slowed one.
+inline void llama3_band_edges(const std::vector<double>& u, const std::vector<double>& divisors,
+                              double factor, const std::vector<std::size_t>& band, double u_kept,
+                              double u_slowed, double* u0, double* u1) {
+  auto blend = [&](std::size_t j) { return (1 / divisors[j] - 1 / factor) / (1 - 1 / factor); };
+  if (band.size() >= 2) {  // least-squares line through the band
+    double su = 0, ss = 0, suu = 0, sus = 0;
+    for (std::size_t j : band) {
+      su += u[j];
+      ss += blend(j);
+      suu += u[j] * u[j];
+      sus += u[j] * blend(j);
+    }
+    const double n = static_cast<double>(band.size());
+    const double slope = (n * sus - su * ss) / (n * suu - su * su);
+    const double intercept = (ss - slope * su) / n;
+    *u0 = -intercept / slope;  // a slope <= 0 gives edges the caller refuses
+    *u1 = (1 - intercept) / slope;
+  } else if (band.size() == 1) {  // one point: the widest band that keeps the others outside
+    const double ub = u[band[0]], s = blend(band[0]);
+    const double width = 0.5 * std::min(s > 0 ? (ub - u_slowed) / s : 1e300,
+                                        s < 1 && std::isfinite(u_kept) ? (u_kept - ub) / (1 - s) : 1e300);
+    *u0 = ub - s * width;
+    *u1 = ub + (1 - s) * width;
+  } else {  // no band: edges anywhere between the last slowed and the first kept pair
+    *u0 = std::isfinite(u_kept) ? u_slowed + (u_kept - u_slowed) / 3 : 1.5 * u_slowed;
+    *u1 = std::isfinite(u_kept) ? u_slowed + 2 * (u_kept - u_slowed) / 3 : 3 * u_slowed;
+  }
+}
+
 /// RopeScaling reproducing `divisors` (one per pair of a head_dim-wide head with base
 /// theta): None when every divisor is 1, else Llama3. FormatError (prefixed with `where`)
 /// naming the problem when the table is not of the llama3 form.
@@ -74,33 +107,8 @@ inline RopeScaling rope_scaling_from_divisors(const std::vector<double>& divisor
   }
   if (u_slowed == 0)
     fail("is not of the llama3 form: no pair carries the full slow-down factor");
-  // The blend s(u) = (u - u0) / (u1 - u0) between the slowed edge u0 and the kept edge u1.
-  auto blend = [&](std::size_t j) { return (1 / divisors[j] - 1 / factor) / (1 - 1 / factor); };
-  double u0, u1;
-  if (band.size() >= 2) {  // least-squares line through the band
-    double su = 0, ss = 0, suu = 0, sus = 0;
-    for (std::size_t j : band) {
-      su += u[j];
-      ss += blend(j);
-      suu += u[j] * u[j];
-      sus += u[j] * blend(j);
-    }
-    const double n = static_cast<double>(band.size());
-    const double slope = (n * sus - su * ss) / (n * suu - su * su);
-    const double intercept = (ss - slope * su) / n;
-    if (!(slope > 0)) fail("is not of the llama3 form: the blended band does not fall with wavelength");
-    u0 = -intercept / slope;
-    u1 = (1 - intercept) / slope;
-  } else if (band.size() == 1) {  // one point: the widest band that keeps the others outside
-    const double ub = u[band[0]], s = blend(band[0]);
-    const double width = 0.5 * std::min(s > 0 ? (ub - u_slowed) / s : 1e300,
-                                        s < 1 && std::isfinite(u_kept) ? (u_kept - ub) / (1 - s) : 1e300);
-    u0 = ub - s * width;
-    u1 = ub + (1 - s) * width;
-  } else {  // no band: edges anywhere between the last slowed and the first kept pair
-    u0 = std::isfinite(u_kept) ? u_slowed + (u_kept - u_slowed) / 3 : 1.5 * u_slowed;
-    u1 = std::isfinite(u_kept) ? u_slowed + 2 * (u_kept - u_slowed) / 3 : 3 * u_slowed;
-  }
+  double u0 = 0, u1 = 0;
+  llama3_band_edges(u, divisors, factor, band, u_kept, u_slowed, &u0, &u1);
   if (!(u0 > 0) || !(u1 > u0)) fail("is not of the llama3 form: no consistent frequency band");
   // low_freq_factor = k, original context = k / u0, high_freq_factor = k u1 / u0, with k
   // making the context at least 1 (only the ratios matter).
