@@ -4,7 +4,6 @@
 #include <depass/depass.hpp>
 
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 
 #ifndef DEPASS_EXAMPLE_MODEL
@@ -21,15 +20,11 @@ inline std::string model_path(int argc, char** argv) {
   return DEPASS_EXAMPLE_MODEL;
 }
 
-/// The tokenizer inside a Hugging Face directory, or tok<vocab>.bin / tokenizer.bin next
-/// to a llama2.c checkpoint.
-inline depass::Tokenizer tokenizer_for(const std::string& model, int vocab_size) {
-  namespace fs = std::filesystem;
-  if (fs::is_directory(model)) return depass::Tokenizer::from_huggingface(model);
-  const fs::path dir = fs::path(model).has_parent_path() ? fs::path(model).parent_path() : fs::path(".");
-  for (const std::string& name : {"tok" + std::to_string(vocab_size) + ".bin", std::string("tokenizer.bin")})
-    if (fs::is_regular_file(dir / name)) return depass::Tokenizer::from_llama2c((dir / name).string(), vocab_size);
-  throw std::runtime_error("no tokenizer next to " + model);
+/// The model's tokenizer (bundled with or next to the checkpoint: depass::io::load_model).
+template <typename Scalar>
+const depass::Tokenizer& tokenizer_of(const depass::io::LoadedModel<Scalar>& loaded, const std::string& path) {
+  if (!loaded.tokenizer) throw std::runtime_error("no tokenizer found with " + path);
+  return *loaded.tokenizer;
 }
 
 /// Token text with newlines shown as \n.

@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
   try {
     const std::string path = example::model_path(argc, argv);
     const std::string prompt = argc > 2 ? argv[2] : "Once upon a time there was a little girl named Lily. She loved to play with her";
-    const depass::Model<double> model(depass::io::load_checkpoint<double>(path));
-    const depass::Tokenizer tokenizer = example::tokenizer_for(path, model.config().vocab_size);
+    const depass::io::LoadedModel<double> loaded = depass::io::load_model<double>(path);
+    const depass::Model<double>& model = loaded.model;
+    const depass::Tokenizer& tokenizer = example::tokenizer_of(loaded, path);
     const std::vector<int> ids = tokenizer.encode(prompt, true);
     const Eigen::Index N = static_cast<Eigen::Index>(ids.size()), D = model.config().dim;
 

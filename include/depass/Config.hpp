@@ -1,7 +1,7 @@
 #pragma once
-// Shape and hyper-parameters of a decoder-only transformer. Architecture-specific
-// behaviour (normalisation, MLP, positions) lives in policies (see Architecture.hpp);
-// Config only carries the numbers those policies need.
+// Shape and hyper-parameters of a decoder-only transformer, and the architecture choices
+// (normalisation, MLP, positions, biases) that the layer types of layers/ read once when
+// they are built.
 
 #include <cstdint>
 #include <stdexcept>

@@ -353,11 +353,12 @@ TEST_CASE("Hooks see every named sub-step, with components on the residual strea
   std::vector<int> boundaries;
   Hook<double> hook = [&](const HookEvent<double>& e) {
     if (e.layer == 0) names.push_back(e.name);
+    const std::string name = e.name;
+    const bool residual = name == "start" || name == "attn_resid" || name == "layer_out";
+    CHECK((e.boundary >= 0) == residual);  // residual-stream events say where they are
     if (e.components) {
       boundaries.push_back(e.boundary);
       CHECK(e.components->residual_max_abs(e.value) <= 1e-9 * e.value.cwiseAbs().maxCoeff());
-    } else {
-      CHECK(e.boundary == -1);
     }
   };
   Decomposer<double>(model).run(kStoriesIds, Initialisation<double>::tokens(), {}, hook);

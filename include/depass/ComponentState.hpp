@@ -1,0 +1,71 @@
+#pragma once
+// The components riding along a forward pass: what they are (the tensor, which component
+// receives the biases, the attention sink, where each can be non-zero), the split rule,
+// and how the engine runs. The engine's buffers live in `workspace` (detail, opaque).
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <vector>
+
+#include "ComponentTensor.hpp"
+#include "Weights.hpp"
+#include "layers/NeuronSplit.hpp"
+
+namespace depass {
+
+/// How the propagation runs (the numbers it gives do not depend on it beyond rounding).
+struct EngineOptions {
+  /// Packed rows (component x position) per work item of the blocked engine: each thread's
+  /// scratch holds about this many rows of width D + I. Tests shrink it to make many items.
+  Eigen::Index work_rows = 4096;
+  /// Propagate with each layer's dense reference rule (every row, whole (M*N) x I buffers)
+  /// instead of the blocked engine: slower; the engine is tested against it.
+  bool reference = false;
+  /// Leave sum_m C[m] after each block (the completeness check reads it; the blocked engine
+  /// sums the rows it just wrote, cheaper than summing C again).
+  bool track_sum = false;
+};
+
+namespace detail {
+
+/// The engine's buffers, reused by every block of a pass (allocating per block would
+/// page-fault fresh memory each time).
+template <typename Scalar>
+struct Workspace {
+  std::vector<Vector<Scalar>> scratch;          // one per thread
+  std::vector<RowMatrix<Scalar>> partial_sums;  // one per thread, N x D
+  RowMatrix<Scalar> sum;                        // sum_m C[m] after the last block
+  bool sum_current = false;                     // `sum` belongs to the last block
+};
+
+}  // namespace detail
+
+template <typename Scalar>
+struct ComponentState {
+  ComponentTensor<Scalar> tensor;    // M x N x D
+  Eigen::Index bias_component = -1;  // receives biases, norm offsets and neurons nobody drives
+  Eigen::Index sink_component = -1;  // attention sink: drives MLP neurons only at position 0
+  /// Per component, the first position that can be non-zero (rows before it are zero and
+  /// stay zero: token m never reaches positions < m under the causal mask). Empty: all 0.
+  /// The engine skips the zero rows, which halves the work of a token-level run.
+  std::vector<Eigen::Index> first_position;
+  SplitRule split;
+  EngineOptions engine;
+  detail::Workspace<Scalar> workspace;
+
+  Eigen::Index first(Eigen::Index m) const {
+    return first_position.empty() ? 0 : std::max<Eigen::Index>(0, first_position[static_cast<std::size_t>(m)]);
+  }
+  bool is_bias(Eigen::Index m) const { return m == bias_component; }
+  /// sum_m C[m] (N x D) after the last block, when the engine left it; else null.
+  const RowMatrix<Scalar>* component_sum() const { return workspace.sum_current ? &workspace.sum : nullptr; }
+};
+
+/// Biases belong to no input: a layer's bias term is added only to the rows of the bias
+/// component (`owner_is_bias`). `bias` empty: the layer has none.
+template <typename Rows, typename Bias>
+void route_bias(Rows&& rows, const Bias& bias, bool owner_is_bias) {
+  if (owner_is_bias && bias.size()) rows.rowwise() += bias.transpose();
+}
+
+}  // namespace depass

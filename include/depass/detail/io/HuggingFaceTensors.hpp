@@ -1,0 +1,187 @@
+#pragma once
+// Where the tensors of a Hugging Face model directory live and how its weights map onto
+// depass's (Llama-family and GPT-2 layouts). Used by io/HuggingFace.hpp.
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "../../Weights.hpp"
+#include "../../io/Safetensors.hpp"
+#include "../File.hpp"
+#include "Finite.hpp"
+#include "HuggingFaceConfig.hpp"
+#include "Json.hpp"
+
+namespace depass {
+namespace detail {
+
+/// Where each tensor of a Hugging Face directory lives: one safetensors file, or the
+/// shards named by an index. All files are opened (headers validated) up front.
+class HuggingFaceTensors {
+ public:
+  static HuggingFaceTensors open(const std::string& dir) {
+    namespace fs = std::filesystem;
+    HuggingFaceTensors result;
+    const fs::path root(dir);
+    const fs::path single = root / "model.safetensors";
+    const fs::path index = root / "model.safetensors.index.json";
+    std::error_code ec;
+    // transformers also prefers the single file when both exist.
+    if (fs::exists(single, ec)) {
+      result.files_.emplace(
+          single.filename().string(),
+          std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::open(single.string())));
+      result.single_ = single.filename().string();
+      result.where_ = single.string();
+      return result;
+    }
+    if (!fs::exists(index, ec)) {
+      std::string hint;
+      if (fs::exists(root / "pytorch_model.bin", ec) ||
+          fs::exists(root / "pytorch_model.bin.index.json", ec))
+        hint = " (only PyTorch pickle weights are present; convert them to safetensors)";
+      throw std::runtime_error("cannot open weights in '" + dir +
+                               "': no model.safetensors or model.safetensors.index.json" + hint);
+    }
+    result.where_ = index.string();
+    // Duplicate keys are refused: a tensor mapped to two shards is ambiguous (nlohmann
+    // would silently keep the last), as a safetensors header naming a tensor twice is.
+    const Json json = parse_json(read_regular_file(index.string()), index.string(), true);
+    if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
+      throw FormatError(index.string() + ": missing or malformed 'weight_map' object");
+    for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
+      if (!it->is_string())
+        throw FormatError(index.string() + ": weight_map entry for '" + it.key() +
+                          "' must be a file name, got " + describe_json(*it));
+      const std::string shard = it->get<std::string>();
+      // Shards are siblings of the index; refuse names that would escape the directory.
+      const fs::path shard_rel(shard);
+      bool escapes = shard.empty() || shard_rel.is_absolute();
+      for (const auto& part : shard_rel) escapes = escapes || part == "..";
+      if (escapes)
+        throw FormatError(index.string() + ": weight_map maps '" + it.key() +
+                          "' to invalid shard name '" + shard + "'");
+      result.map_[it.key()] = shard;
+      if (result.files_.count(shard)) continue;
+      const fs::path shard_path = root / shard_rel;
+      if (!fs::is_regular_file(shard_path, ec))
+        throw FormatError(index.string() + ": weight_map points at missing shard '" + shard +
+                          "' (for tensor '" + it.key() + "')");
+      result.files_.emplace(shard, std::make_unique<io::SafetensorsFile>(
+                                       io::SafetensorsFile::open(shard_path.string())));
+    }
+    return result;
+  }
+
+  /// The file holding name, or nullptr if the checkpoint does not have it.
+  const io::SafetensorsFile* find(const std::string& name) const {
+    if (!single_.empty()) {
+      const io::SafetensorsFile& file = *files_.at(single_);
+      return file.contains(name) ? &file : nullptr;
+    }
+    auto it = map_.find(name);
+    if (it == map_.end()) return nullptr;
+    const io::SafetensorsFile& file = *files_.at(it->second);
+    if (!file.contains(name))
+      throw FormatError(where_ + ": weight_map maps tensor '" + name + "' to shard '" + it->second +
+                        "', which does not contain it");
+    return &file;
+  }
+
+  const io::SafetensorsFile& require(const std::string& name) const {
+    if (const io::SafetensorsFile* file = find(name)) return *file;
+    throw FormatError(where_ + ": missing tensor '" + name + "'");
+  }
+
+  /// The 2-D tensor name, checked to be present with shape [rows, cols]; its values
+  /// (converted, and checked finite) only when read is true, else an empty matrix. The
+  /// loaders first check every tensor, then read them all.
+  template <typename Scalar>
+  RowMatrix<Scalar> matrix(const std::string& name, std::int64_t rows, std::int64_t cols,
+                           bool read) const {
+    const io::SafetensorsFile& file = require(name);
+    file.check(name, {rows, cols});
+    if (!read) return RowMatrix<Scalar>();
+    RowMatrix<Scalar> m = file.template matrix<Scalar>(name);
+    require_finite(m, file.path(), "tensor '" + name + "'");
+    return m;
+  }
+
+  /// The 1-D tensor name, as matrix() does it.
+  template <typename Scalar>
+  Vector<Scalar> vector(const std::string& name, std::int64_t size, bool read) const {
+    const io::SafetensorsFile& file = require(name);
+    file.check(name, {size});
+    if (!read) return Vector<Scalar>();
+    Vector<Scalar> v = file.template vector<Scalar>(name);
+    require_finite(v, file.path(), "tensor '" + name + "'");
+    return v;
+  }
+
+  const std::string& where() const { return where_; }
+
+ private:
+  HuggingFaceTensors() = default;
+
+  // unique_ptr keeps returned pointers stable regardless of map implementation details.
+  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files_;  // by shard file name
+  std::map<std::string, std::string> map_;                             // tensor -> shard
+  std::string single_;  // non-empty when there is one unsharded file
+  std::string where_;   // the file to name in "missing tensor" messages
+};
+
+/// GPT-2 stores its projections as Conv1D weights, [in, out] (y = x W + b), with q|k|v
+/// fused in c_attn; names carry a "transformer." prefix when saved by transformers and
+/// none in the original checkpoints. Unused buffers (attn.bias masks) are ignored.
+template <typename Scalar>
+void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weights<Scalar>& w) {
+  const std::int64_t D = c.dim, I = c.hidden_dim, V = c.vocab_size, P = c.max_seq_len;
+  const std::string prefix = tensors.find("transformer.wte.weight") ? "transformer." : "";
+  auto visit = [&](bool read) {
+    auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+      return tensors.template matrix<Scalar>(name, rows, cols, read);
+    };
+    auto vector = [&](const std::string& name, std::int64_t size) {
+      return tensors.template vector<Scalar>(name, size, read);
+    };
+    w.token_embedding = matrix(prefix + "wte.weight", V, D);
+    w.position_embedding = matrix(prefix + "wpe.weight", P, D);
+    if (!c.tied_embeddings) w.output = matrix("lm_head.weight", V, D);
+    w.layers.assign(static_cast<std::size_t>(c.n_layers), LayerWeights<Scalar>());
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      const std::string p = prefix + "h." + std::to_string(l) + ".";
+      LayerWeights<Scalar>& layer = w.layers[l];
+      layer.attention_norm = vector(p + "ln_1.weight", D);
+      layer.attention_norm_bias = vector(p + "ln_1.bias", D);
+      const RowMatrix<Scalar> qkv = matrix(p + "attn.c_attn.weight", D, 3 * D);
+      const Vector<Scalar> qkv_bias = vector(p + "attn.c_attn.bias", 3 * D);
+      layer.mlp_norm = vector(p + "ln_2.weight", D);
+      layer.mlp_norm_bias = vector(p + "ln_2.bias", D);
+      const RowMatrix<Scalar> proj = matrix(p + "attn.c_proj.weight", D, D);
+      layer.bo = vector(p + "attn.c_proj.bias", D);
+      const RowMatrix<Scalar> fc = matrix(p + "mlp.c_fc.weight", D, I);
+      layer.b1 = vector(p + "mlp.c_fc.bias", I);
+      const RowMatrix<Scalar> down = matrix(p + "mlp.c_proj.weight", I, D);
+      layer.b2 = vector(p + "mlp.c_proj.bias", D);
+      if (!read) continue;
+      layer.wq = qkv.leftCols(D).transpose();
+      layer.wk = qkv.middleCols(D, D).transpose();
+      layer.wv = qkv.rightCols(D).transpose();
+      layer.bq = qkv_bias.head(D);
+      layer.bk = qkv_bias.segment(D, D);
+      layer.bv = qkv_bias.tail(D);
+      layer.wo = proj.transpose();
+      layer.w1 = fc.transpose();
+      layer.w2 = down.transpose();
+    }
+    w.final_norm = vector(prefix + "ln_f.weight", D);
+    w.final_norm_bias = vector(prefix + "ln_f.bias", D);
+  };
+  visit(false);
+  visit(true);
+}
+
+}  // namespace detail
+}  // namespace depass

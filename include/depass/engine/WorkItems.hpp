@@ -1,0 +1,73 @@
+#pragma once
+// How the blocked engine shares work among threads. A block's propagation is cut into
+// independent work items. With enough items, each OpenMP thread takes whole items (its own
+// scratch, single-threaded GEMMs, no synchronisation inside an item); with few, the items
+// run one after another and the GEMMs and inner loops are threaded instead; with little
+// work in all, everything runs on one thread.
+
+#include <Eigen/Core>
+#include <exception>
+#include <vector>
+
+#include "../ComponentState.hpp"
+#include "../Threads.hpp"
+
+namespace depass {
+namespace detail {
+
+/// Flops below which a loop runs on one thread. A second thread saves at most ~1 ms there,
+/// while waking it and meeting it at the end costs tens of microseconds on an idle machine
+/// and up to a scheduler time slice (milliseconds) on a busy one.
+constexpr double kParallelWork = 3e7;
+
+/// Threads for `work` flops of divisible work.
+inline int threads_for(double work) { return work >= kParallelWork ? threads() : 1; }
+
+inline int thread_index() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// A scratch buffer of at least `size` scalars (contents undefined).
+template <typename Scalar>
+Scalar* reserve(Vector<Scalar>& buffer, Eigen::Index size) {
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+/// Runs body(item, thread, inner) for items 0..count-1 (about `work` flops in all), which
+/// the caller orders largest first: across threads (dynamic schedule) when there are at
+/// least two items per thread, else in order with `inner` threads for the item's own loops.
+/// `thread` indexes the per-thread scratch. Eigen runs a GEMM single-threaded inside a
+/// parallel region and threaded outside one, so the items' products follow the same
+/// choice. The first exception of any item is rethrown here.
+template <typename Scalar, typename Body>
+void run_items(Workspace<Scalar>& workspace, Eigen::Index count, double work, const Body& body) {
+  const int team = threads_for(work);
+  const bool across = team > 1 && count >= 2 * team;
+  const int inner = across ? 1 : team;
+  if (workspace.scratch.size() < static_cast<std::size_t>(team)) workspace.scratch.resize(static_cast<std::size_t>(team));
+  const ThreadLimit limit(team);  // Eigen's products inside follow it
+  std::exception_ptr error;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (across)
+#endif
+  for (Eigen::Index item = 0; item < count; ++item) {
+    try {
+      // Outside our own team the thread number may be a caller's: item scratch is slot 0.
+      body(item, across ? static_cast<std::size_t>(thread_index()) : 0, inner);
+    } catch (...) {
+#ifdef _OPENMP
+#pragma omp critical(depass_propagation_error)
+#endif
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace detail
+}  // namespace depass

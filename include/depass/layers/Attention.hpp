@@ -1,0 +1,154 @@
+#pragma once
+// Causal multi-head self-attention with grouped key/value heads (docs/method.md,
+// "Attention block"). The real pass freezes the attention probabilities; a component then
+// moves linearly: V_m = norm(C_m) Wv^T, out_m[h] = A_h V_m[kv(h)], C_m += concat_h(out_m) Wo^T.
+// Mixing per head before the output projection is H times cheaper than expanding every
+// head through Wo first. Biases (bq, bk only enter the real probabilities; bv, bo) go to
+// the bias component, and since A is row-stochastic the value bias passes through it.
+
+#include <Eigen/Core>
+#include <cmath>
+#include <limits>
+
+#include "../ComponentState.hpp"
+#include "../Config.hpp"
+#include "../Hook.hpp"
+#include "../Weights.hpp"
+#include "Rotary.hpp"
+
+namespace depass {
+
+template <typename Scalar>
+class Attention {
+ public:
+  using MatrixType = Matrix<Scalar>;
+  using VectorType = Vector<Scalar>;
+
+  /// The weights must outlive the Attention.
+  Attention(const Config& cfg, const LayerWeights<Scalar>& w)
+      : w_(w), rotary_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
+        group_(cfg.heads_per_kv()) {}
+
+  /// What the real computation gives: the output, and the coefficients it froze.
+  struct Forward {
+    MatrixType out;    // N x D: heads Wo^T + bo
+    MatrixType probs;  // (H*N) x N: head h's probabilities in rows [h*N, (h+1)*N)
+    MatrixType heads;  // N x (H*d): each head's mixed values, before Wo
+  };
+
+  /// The real attention of the normed state xn (N x D).
+  Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap) const {
+    const Eigen::Index N = xn.rows(), d = head_dim_;
+    MatrixType q = xn * w_.wq.transpose(), k = xn * w_.wk.transpose(), v = xn * w_.wv.transpose();
+    route_bias(q, w_.bq, true);
+    route_bias(k, w_.bk, true);
+    route_bias(v, w_.bv, true);
+    rotary_.apply(q, heads_);
+    rotary_.apply(k, kv_heads_);
+    Forward f;
+    f.probs.resize(heads_ * N, N);
+    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
+    for (int h = 0; h < heads_; ++h) {
+      Eigen::Block<MatrixType> A = f.probs.middleRows(h * N, N);
+      A.noalias() = (q.middleCols(h * d, d) * k.middleCols(kv_head(h) * d, d).transpose()) * inv_sqrt_d;
+      causal_softmax_rows(A);
+    }
+    tap("attn_probs", f.probs);
+    f.heads.resize(N, q_width());
+    mix(f.probs, 0, 1, v.data(), f.heads.data(), 1);
+    tap("attn_heads", f.heads);
+    f.out.resize(N, w_.wo.rows());
+    project(f.heads, f.out, 0, N);
+    tap("attn_out", f.out);
+    return f;
+  }
+
+  /// GQA: query head h reads key/value head h / (H / G).
+  int kv_head(int h) const { return h / group_; }
+  int heads() const { return heads_; }
+  Eigen::Index head_dim() const { return head_dim_; }
+  Eigen::Index q_width() const { return heads_ * head_dim_; }
+  Eigen::Index kv_width() const { return kv_heads_ * head_dim_; }
+
+  /// dst = normed Wv^T for stacked rows; rows [bias_begin, + bias_count) belong to the bias
+  /// component and receive the value bias.
+  template <typename Rows, typename Dst>
+  void values(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
+    dst.noalias() = normed * w_.wv.transpose();
+    if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.bv, true);
+  }
+
+  /// Mixing with the frozen probabilities, out_m[h] = A_h V_m[kv(h)], for B components over
+  /// positions [start, N) (rows before `start` are zero). values and mixed are packed
+  /// column-major, (B*n) x (G*d) and (B*n) x (H*d), component b in rows [b*n, (b+1)*n):
+  /// then per kv head the values of all B components form one n x (d*B) matrix, and each
+  /// head is one triangular product (A is lower triangular: causal). `threads` > 1 shares
+  /// the heads among threads.
+  void mix(const MatrixType& probs, Eigen::Index start, Eigen::Index B, const Scalar* values, Scalar* mixed,
+           int threads) const {
+    const Eigen::Index N = probs.cols(), n = N - start, R = B * n, d = head_dim_;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#endif
+    for (int h = 0; h < heads_; ++h) {
+      const Eigen::Map<const MatrixType> head_values(values + kv_head(h) * d * R, n, d * B);
+      Eigen::Map<MatrixType> head_mixed(mixed + h * d * R, n, d * B);
+      head_mixed.noalias() = probs.block(h * N + start, start, n, n).template triangularView<Eigen::Lower>() * head_values;
+    }
+  }
+
+  /// dst = mixed Wo^T (all heads at once); rows [bias_begin, + bias_count) receive bo.
+  template <typename Mixed, typename Dst>
+  void project(const Mixed& mixed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
+    dst.noalias() = mixed * w_.wo.transpose();
+    if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.bo, true);
+  }
+
+  /// Head h's share of the output, heads[:, h] Wo[:, h]^T (N x D, no bias): head-level components.
+  MatrixType head_output(const MatrixType& heads, int h) const {
+    return heads.middleCols(h * head_dim_, head_dim_) * w_.wo.middleCols(h * head_dim_, head_dim_).transpose();
+  }
+  /// The output bias (empty: none); it belongs to the bias component.
+  const VectorType& output_bias() const { return w_.bo; }
+
+  /// The reference rule, dense: every row of every component through the attention with the
+  /// real pass's probabilities. normed: (M*N) x D, the components after the frozen norm
+  /// (component m in rows [m*N, (m+1)*N)).
+  void propagate(const Forward& real, const MatrixType& normed, ComponentState<Scalar>& cs) const {
+    const MatrixType& probs = real.probs;
+    const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions();
+    const Eigen::Index bias_rows = cs.bias_component >= 0 ? N : 0, bias_begin = std::max<Eigen::Index>(0, cs.bias_component) * N;
+    MatrixType v(M * N, kv_width()), mixed(M * N, q_width());
+    values(normed, v, bias_begin, bias_rows);
+    mix(probs, 0, M, v.data(), mixed.data(), 1);
+    MatrixType update(M * N, w_.wo.rows());
+    project(mixed, update, bias_begin, bias_rows);
+    cs.tensor.stacked() += update;
+  }
+
+ private:
+  /// Row-wise softmax over columns j <= i (causal mask); masked entries become exactly 0.
+  /// Works column by column (contiguous in memory): the running row maxima and sums are
+  /// vectors over the query rows, so every step is a vectorised array operation.
+  static void causal_softmax_rows(Eigen::Block<MatrixType>& A) {
+    using Column = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    const Eigen::Index n = A.rows();
+    Column peak = Column::Constant(n, -std::numeric_limits<Scalar>::infinity());
+    for (Eigen::Index j = 0; j < n; ++j) peak.tail(n - j) = peak.tail(n - j).max(A.col(j).tail(n - j).array());
+    Column total = Column::Zero(n);
+    for (Eigen::Index j = 0; j < n; ++j) {
+      A.col(j).head(j).setZero();
+      A.col(j).tail(n - j).array() = (A.col(j).tail(n - j).array() - peak.tail(n - j)).exp();
+      total.tail(n - j) += A.col(j).tail(n - j).array();
+    }
+    for (Eigen::Index j = 0; j < n; ++j) A.col(j).tail(n - j).array() /= total.tail(n - j);
+  }
+
+  const LayerWeights<Scalar>& w_;
+  Rotary rotary_;
+  int heads_, kv_heads_;
+  Eigen::Index head_dim_;
+  int group_;  // query heads per kv head
+};
+
+}  // namespace depass

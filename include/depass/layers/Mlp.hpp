@@ -1,0 +1,126 @@
+#pragma once
+// The MLP block (docs/method.md, "MLP block"): gated SiLU (SwiGLU: a = silu(x W1^T) * x W3^T)
+// or GELU (a = gelu_tanh(x W1^T + b1)), then a W2^T. The real pass freezes the neuron
+// values a; each neuron's output a[i,k] W2[:,k] is shared among the components by how much
+// each drives the neuron's gate, g_m = norm(C_m) W1^T (layers/NeuronSplit.hpp). Biases go
+// to the bias component.
+
+#include <Eigen/Core>
+#include <stdexcept>
+#include <vector>
+
+#include "../ComponentState.hpp"
+#include "../Config.hpp"
+#include "../Hook.hpp"
+#include "../Weights.hpp"
+#include "NeuronSplit.hpp"
+
+namespace depass {
+
+template <typename Scalar>
+class Mlp {
+ public:
+  using MatrixType = Matrix<Scalar>;
+  using VectorType = Vector<Scalar>;
+
+  /// The weights must outlive the Mlp.
+  Mlp(const Config& cfg, const LayerWeights<Scalar>& w) : w_(w), gated_(cfg.gated_mlp()) {}
+
+  /// What the real computation gives: the output and the frozen neuron values.
+  struct Forward {
+    MatrixType out;  // N x D: act W2^T + b2
+    MatrixType act;  // N x I: neuron values a
+  };
+
+  Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap) const {
+    MatrixType gate = xn * w_.w1.transpose();
+    route_bias(gate, w_.b1, true);
+    tap("ffn_gate", gate);
+    Forward f;
+    if (gated_) {
+      MatrixType up = xn * w_.w3.transpose();
+      route_bias(up, w_.b3, true);
+      tap("ffn_up", up);
+      f.act = silu(gate).cwiseProduct(up);
+    } else {
+      f.act = gelu_tanh(gate);
+    }
+    tap("ffn_act", f.act);
+    f.out.resize(xn.rows(), w_.w2.rows());
+    down(f.act, f.out, 0, xn.rows());
+    tap("ffn_out", f.out);
+    return f;
+  }
+
+  Eigen::Index neurons() const { return w_.w1.rows(); }
+
+  /// dst = normed W1^T, each component's contribution to every gate; rows [bias_begin,
+  /// + bias_count) belong to the bias component and receive the gate bias.
+  template <typename Rows, typename Dst>
+  void gate_contributions(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
+    dst.noalias() = normed * w_.w1.transpose();
+    if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b1, true);
+  }
+
+  /// dst = shares W2^T, the output of each component's share of the neurons; rows
+  /// [bias_begin, + bias_count) receive the down projection's bias.
+  template <typename Shares, typename Dst>
+  void down(const Shares& shares, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
+    dst.noalias() = shares * w_.w2.transpose();
+    if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b2, true);
+  }
+
+  /// Neuron k's output at every position, act[:, k] W2[:, k]^T (N x D): neuron-level components.
+  MatrixType neuron_output(const MatrixType& act, int k) const { return act.col(k) * w_.w2.col(k).transpose(); }
+  /// Several neurons' outputs summed, act[:, ks] W2[:, ks]^T.
+  MatrixType neurons_output(const MatrixType& act, const std::vector<int>& ks) const {
+    MatrixType a(act.rows(), static_cast<Eigen::Index>(ks.size())), w(w_.w2.rows(), a.cols());
+    for (std::size_t j = 0; j < ks.size(); ++j) {
+      a.col(static_cast<Eigen::Index>(j)) = act.col(ks[j]);
+      w.col(static_cast<Eigen::Index>(j)) = w_.w2.col(ks[j]);
+    }
+    return a * w.transpose();
+  }
+  /// The down projection's bias (empty: none); it belongs to the bias component.
+  const VectorType& output_bias() const { return w_.b2; }
+
+  /// The reference rule, dense: every row of every component, with the real pass's neuron
+  /// values. normed: (M*N) x D, the components after the frozen norm.
+  void propagate(const Forward& real, const MatrixType& normed, ComponentState<Scalar>& cs) const {
+    const MatrixType& act = real.act;
+    const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), I = neurons();
+    const Eigen::Index bias_rows = cs.bias_component >= 0 ? N : 0, bias_begin = std::max<Eigen::Index>(0, cs.bias_component) * N;
+    MatrixType g(M * N, I);
+    gate_contributions(normed, g, bias_begin, bias_rows);
+    if (cs.sink_component >= 0) exclude_sink(g.middleRows(cs.sink_component * N, N), 0);
+    MatrixType shares(M * N, I);
+    std::vector<Scalar> column(static_cast<std::size_t>(M)), share(static_cast<std::size_t>(M));
+    for (Eigen::Index k = 0; k < I; ++k)
+      for (Eigen::Index i = 0; i < N; ++i) {
+        for (Eigen::Index m = 0; m < M; ++m) column[static_cast<std::size_t>(m)] = g(m * N + i, k);
+        if (!split_neuron(cs.split, column.data(), M, act(i, k), share.data())) {
+          if (cs.bias_component < 0) throw std::logic_error("a neuron driven by no component needs a bias component");
+          share[static_cast<std::size_t>(cs.bias_component)] = act(i, k);
+        }
+        for (Eigen::Index m = 0; m < M; ++m) shares(m * N + i, k) = share[static_cast<std::size_t>(m)];
+      }
+    MatrixType update(M * N, w_.w2.rows());
+    down(shares, update, bias_begin, bias_rows);
+    cs.tensor.stacked() += update;
+  }
+
+ private:
+  static MatrixType silu(const MatrixType& g) { return (g.array() / (Scalar(1) + (-g.array()).exp())).matrix(); }
+
+  /// GELU, tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+  static MatrixType gelu_tanh(const MatrixType& g) {
+    const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
+    return (Scalar(0.5) * g.array() * (Scalar(1) + (k * (g.array() + Scalar(0.044715) * g.array().cube())).tanh()))
+        .matrix();
+  }
+
+  const LayerWeights<Scalar>& w_;
+  bool gated_;  // SwiGLU (W1, W3) rather than GELU (W1 only)
+};
+
+}  // namespace depass

@@ -1,0 +1,69 @@
+#pragma once
+// Normalisation before each block and before the unembedding (docs/method.md, "Frozen
+// norm"). The real pass computes each row's scale r from the whole state; a component is
+// normalised with that scale frozen, so the normed components still sum to the normed
+// state:
+//   RMSNorm    y = x r w,                r = 1/sqrt(mean(x^2) + eps)
+//   LayerNorm  y = (x - mean(x)) r g + b, r = 1/sqrt(var(x) + eps)
+// Centering is linear, so each component is centred on its own; the offset b belongs to
+// no input and goes to the bias component.
+
+#include <Eigen/Core>
+
+#include "../Config.hpp"
+#include "../Weights.hpp"
+
+namespace depass {
+
+template <typename Scalar>
+class Norm {
+ public:
+  using MatrixType = Matrix<Scalar>;
+  using VectorType = Vector<Scalar>;
+
+  /// gain (D) and offset (D, or empty for none); both must outlive the Norm.
+  Norm(NormKind kind, const VectorType& gain, const VectorType& offset, double eps)
+      : centred_(kind == NormKind::LayerNorm), gain_(&gain), offset_(offset.size() ? &offset : nullptr),
+        eps_(static_cast<Scalar>(eps)) {}
+
+  /// The real normalisation of x (N x D); each row's scale r goes to *scale.
+  MatrixType forward(const MatrixType& x, VectorType* scale) const {
+    VectorType r = row_scales(x);
+    MatrixType y(x.rows(), x.cols());
+    apply_frozen(x, r, true, y);
+    if (scale) *scale = std::move(r);
+    return y;
+  }
+
+  /// r_i = 1/sqrt(mean of the (centred) row's squares + eps).
+  VectorType row_scales(const MatrixType& x) const {
+    if (!centred_) return ((x.array().square().rowwise().sum() / Scalar(x.cols())) + eps_).rsqrt().matrix();
+    const MatrixType centred = x.colwise() - x.rowwise().mean();
+    return ((centred.array().square().rowwise().sum() / Scalar(x.cols())) + eps_).rsqrt().matrix();
+  }
+
+  /// The frozen rule, for rows of one component (n x D, any storage): dst = normed src,
+  /// with scale (n) the real state's scale at those positions. `owns_offset`: the rows
+  /// belong to the bias component (or the real state), which receives the offset.
+  /// dst may be src.
+  template <typename Src, typename Scale, typename Dst>
+  void apply_frozen(const Src& src, const Scale& scale, bool owns_offset, Dst&& dst) const {
+    if (centred_) {
+      const VectorType mean = src.rowwise().mean();
+      dst = ((src.colwise() - mean).array().colwise() * scale.array()).rowwise() * gain_->transpose().array();
+    } else {
+      dst = (src.array().colwise() * scale.array()).rowwise() * gain_->transpose().array();
+    }
+    if (owns_offset && offset_) dst.rowwise() += offset_->transpose();
+  }
+
+  bool has_offset() const { return offset_ != nullptr; }
+
+ private:
+  bool centred_;               // LayerNorm: rows are centred before scaling
+  const VectorType* gain_;     // D
+  const VectorType* offset_;   // D, or null
+  Scalar eps_;
+};
+
+}  // namespace depass
