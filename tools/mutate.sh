@@ -106,6 +106,7 @@ b = blocks[int(sys.argv[3])]
 target = os.path.join(sys.argv[4], b["file"])
 if cmd == "restore":
     os.replace(target + ".mutate-orig", target)
+    os.utime(target, None)  # newer than the mutated objects: rebuilt when next needed
     sys.exit(0)
 if not os.path.isfile(target):
     print("file not found"); sys.exit(3)
@@ -140,11 +141,29 @@ done
 ((${#SELECTED[@]})) || { echo "mutate: no mutation selected from $LIST"; exit 2; }
 
 # --- a copy of the working tree, configured once --------------------------------------------
+# Only files whose content differs are (re)written, so that a scratch tree kept from an
+# earlier run rebuilds exactly what changed (a restored file keeps its newer time).
 echo "mutate: copying $ROOT to $SRC"
-tar -C "$ROOT" --exclude=./.git --exclude='./build*' --exclude=./models -cf - . | tar -C "$SRC" -xf -
+"$PY" - "$ROOT" "$SRC" <<'PYEOF'
+import os, shutil, sys
+root, dst = sys.argv[1], sys.argv[2]
+for d, dirs, files in os.walk(root):
+    rel = os.path.relpath(d, root)
+    if rel == ".":
+        dirs[:] = [x for x in dirs if x not in (".git", "models") and not x.startswith("build")]
+    os.makedirs(os.path.join(dst, rel), exist_ok=True)
+    for f in files:
+        a, b = os.path.join(d, f), os.path.join(dst, rel, f)
+        if os.path.islink(a):
+            continue
+        if not os.path.exists(b) or open(a, "rb").read() != open(b, "rb").read():
+            shutil.copyfile(a, b)
+            shutil.copymode(a, b)
+PYEOF
 # One executable per test source (target mut_<area>_<Name>, in $BUILD/mut), next to the
 # area executables: a mutation then recompiles only the sources that can catch it.
-cat >>"$SRC/tests/CMakeLists.txt" <<'CMAKEEOF'
+cp "$ROOT/tests/CMakeLists.txt" "$SRC/tests/CMakeLists.txt.new"
+cat >>"$SRC/tests/CMakeLists.txt.new" <<'CMAKEEOF'
 
 # --- added by tools/mutate.sh (scratch copy only) ---
 foreach(_src IN LISTS _depass_test_sources)
@@ -161,6 +180,11 @@ foreach(_src IN LISTS _depass_test_sources)
   endif()
 endforeach()
 CMAKEEOF
+if ! cmp -s "$SRC/tests/CMakeLists.txt.new" "$SRC/tests/CMakeLists.txt"; then
+  mv "$SRC/tests/CMakeLists.txt.new" "$SRC/tests/CMakeLists.txt"
+else
+  rm "$SRC/tests/CMakeLists.txt.new"
+fi
 echo "mutate: configuring $BUILD (CXX flags: ${MUTATE_CXX_FLAGS:--O0 -DNDEBUG})"
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=${MUTATE_CXX_FLAGS:--O0 -DNDEBUG}" \
   -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_INSTALL=OFF >"$LOGS/configure.log" 2>&1 ||
