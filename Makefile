@@ -56,7 +56,7 @@ cli: deps
 test: deps models build
 	@# Tests run side by side (-j): one OpenMP thread each and no spin-waiting, or the
 	@# threads of concurrent tests fight over the cores.
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive $(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+	DEPASS_REQUIRE_MODELS=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive $(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
 
 demo: deps models cli
 	@test -x $(BUILD_DIR)/bin/depass || { echo "demo: $(BUILD_DIR)/bin/depass was not built (examples/depass/ missing?)"; exit 1; }

@@ -25,18 +25,19 @@ TEST_CASE("model_dir honours the DEPASS_MODEL_DIR environment variable", "[build
   CHECK(depass::test::model_dir() == (old ? saved : std::string(DEPASS_MODEL_DIR)));
 }
 
-namespace {
-bool skipped_body_ran = false;
-void require_missing_model() {
-  DEPASS_REQUIRE_MODEL(path, "no-such-model/never.bin");
-  skipped_body_ran = true;
-  (void)path;
-}
-}  // namespace
-
-TEST_CASE("DEPASS_REQUIRE_MODEL returns early when the model is missing", "[build][support]") {
-  require_missing_model();
-  CHECK_FALSE(skipped_body_ran);
+TEST_CASE("models_required follows DEPASS_REQUIRE_MODELS", "[build][support]") {
+  // What a missing model does end to end (skip with exit code 77, or fail) is checked by
+  // the CTest tests "support:a missing model ..." (tests/support/expect_exit.cmake).
+  const char* old = std::getenv("DEPASS_REQUIRE_MODELS");
+  const std::string saved = old ? old : "";
+  ::setenv("DEPASS_REQUIRE_MODELS", "1", 1);
+  CHECK(depass::test::models_required());
+  ::setenv("DEPASS_REQUIRE_MODELS", "0", 1);
+  CHECK_FALSE(depass::test::models_required());
+  ::unsetenv("DEPASS_REQUIRE_MODELS");
+  CHECK_FALSE(depass::test::models_required());
+  if (old) ::setenv("DEPASS_REQUIRE_MODELS", saved.c_str(), 1);
+  CHECK(depass::test::kSkipExitCode == 77);
 }
 
 TEST_CASE("TempDir creates files and cleans up", "[build][support]") {

@@ -8,6 +8,11 @@
 //     DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");  // std::string path
 //     ...
 //   }
+//
+// A missing model skips the test case: the test process (support/catch_main.cpp) then
+// exits with kSkipExitCode, which CTest reports as "Skipped" (SKIP_RETURN_CODE), never as
+// passed. With DEPASS_REQUIRE_MODELS=1 (make test, CI) the suite is meant to be complete
+// and a missing model fails the test instead.
 
 #include <catch2/catch.hpp>
 
@@ -20,6 +25,8 @@
 #include <system_error>
 #include <utility>
 #include <vector>
+
+#include "TestSkip.hpp"
 
 // Normally set by tests/CMakeLists.txt; the fallbacks keep the header usable elsewhere.
 #ifndef DEPASS_SOURCE_DIR
@@ -148,13 +155,17 @@ class TempDir {
 }  // namespace depass::test
 
 /// Declares `std::string var` holding the full path of a model file (relative to
-/// model_dir()). If the file is missing, emits a Catch WARN and returns from the test case,
-/// so the test passes as skipped instead of failing on machines without the models.
-#define DEPASS_REQUIRE_MODEL(var, relative)                                            \
-  std::string var = ::depass::test::model_path(relative);                              \
-  if (!::depass::test::file_exists(var)) {                                             \
-    WARN("skipping: model file " << var                                                \
-                                 << " not found; run `make models` or set DEPASS_MODEL_DIR"); \
-    return;                                                                            \
-  }                                                                                    \
+/// model_dir()). If the file is missing: with DEPASS_REQUIRE_MODELS=1 the test case fails;
+/// otherwise it returns, and the test process reports it as skipped (exit code 77).
+#define DEPASS_REQUIRE_MODEL(var, relative)                                                       \
+  std::string var = ::depass::test::model_path(relative);                                         \
+  if (!::depass::test::file_exists(var)) {                                                        \
+    if (::depass::test::models_required())                                                        \
+      FAIL("model file " << var << " not found, and DEPASS_REQUIRE_MODELS=1 says the suite must " \
+                         "be complete; run `make models` or set DEPASS_MODEL_DIR");               \
+    ::depass::test::skip_test_case("model file " + var +                                          \
+                                   " not found; run `make models` or set DEPASS_MODEL_DIR");      \
+    WARN("skipping: model file " << var << " not found; run `make models` or set DEPASS_MODEL_DIR"); \
+    return;                                                                                       \
+  }                                                                                               \
   static_cast<void>(0)

@@ -354,14 +354,26 @@ def rope_inv_freq(cfg, hd):
     rs = cfg.get("rope_scaling")
     if rs:
         kind = rs.get("rope_type", rs.get("type"))
-        assert kind == "llama3", kind
-        inv, _ = llama3_inv_freq(inv, rs)
+        if kind == "linear":
+            # HF _compute_linear_scaling_rope_parameters: positions slowed by `factor`,
+            # i.e. every inverse frequency divided by it.
+            inv = inv / float(rs["factor"])
+        else:
+            assert kind == "llama3", kind
+            inv, _ = llama3_inv_freq(inv, rs)
     return inv
 
 
 def rope_cos_sin(inv_freq, n, dtype):
     ang = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]  # [N, hd/2]
     return torch.from_numpy(np.cos(ang)).to(dtype), torch.from_numpy(np.sin(ang)).to(dtype)
+
+
+def rope_adjacent(x, cos, sin):
+    """x [..., N, heads, hd]; llama2.c / Meta layout: pair i = elements (2i, 2i+1)."""
+    c, s = cos[:, None, :], sin[:, None, :]
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).reshape(x.shape)
 
 
 def rope_halves(x, cos, sin):
@@ -419,8 +431,9 @@ def _attn_llama(h, L, a, cos, sin):
     q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
     if L["bq"] is not None:
         q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
-    q = rope_halves(q.reshape(N, H, hd), cos, sin).permute(1, 0, 2)
-    k = rope_halves(k.reshape(N, G, hd), cos, sin).permute(1, 0, 2)
+    rope = rope_adjacent if a.get("rope_layout") == "adjacent" else rope_halves
+    q = rope(q.reshape(N, H, hd), cos, sin).permute(1, 0, 2)
+    k = rope(k.reshape(N, G, hd), cos, sin).permute(1, 0, 2)
     kv = torch.arange(H) // (H // G)
     A = causal_softmax(q @ k[kv].transpose(1, 2) / math.sqrt(hd))
     return A, v.reshape(N, G, hd).permute(1, 0, 2)
@@ -769,3 +782,379 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
         r = rms_scale(x, eps)
         res = [(c * r * m["final_norm"]) @ m["lm_head"].T for c in comps]
     return torch.stack(res)
+
+
+# ----------------------------------------------------------------------------
+# DePass with every option (float64): initialisations, start and end boundaries,
+# split rules, temperature, attention sink, chunked runs
+# ----------------------------------------------------------------------------
+# Written from docs/depass-method.md (sections 1-6) and the method choices the README
+# documents (proportional cancel guard, chunk remainder and chunk residual, learned
+# positions as their own component, sink on token-level runs only).
+#
+# Boundaries are numbered by the blocks in front of them: before the attention of layer
+# l = 2l, before its MLP = 2l + 1, the output (final norm and unembedding follow) = 2L.
+#
+# A pass carries C [M, N, D] with one bias component (index `bias`) that holds every
+# bias and norm offset, and optionally a sink component (the attention sink: it drives
+# no MLP neuron at positions > 0).
+#
+# Initialisations (what the components are at the start, section 6). The unit-level ones
+# (module, heads, neurons) start right after their block and split its output so that a
+# unit's component is exactly what masking that unit removes from the state (section 7:
+# a head is masked by zeroing its columns of Wo, a neuron by zeroing its column of W2, a
+# module by dropping its output); what no unit's mask removes -- the output-projection
+# bias for heads, the down-projection bias for neurons -- starts in the bias component.
+#   tokens(start):   member m = row m of the state at `start`, at position m only. At the
+#                    embeddings of a model with learned positions, member m is the token
+#                    embedding alone and one more member "positions" holds wpe[0..N-1].
+#   module(l, site): [state before the block, the block's whole output].
+#   heads(l):        [state before the attention, head 0, ..., head H-1], head h =
+#                    (A_h v_h) Wo[:, h-th slice]^T with v including its bias; bias = bo.
+#   neurons(l, sel): [state before the MLP, a[:,k] W2[:,k] for k in sel (in order), the
+#                    unselected neurons' sum ("other neurons")]; bias = b2. sel empty = all.
+#   subspace(start, bases | projections): member s = x P_s (x a row vector; P_s the
+#                    orthogonal projection B (B^T B)^-1 B^T onto span(B_s), or the given
+#                    D x D matrix), then the remainder x - sum_s x P_s.
+# Every other start: bias component zero.
+#
+# Chunked runs (chunk_size c > 0): members go through in groups of c (in member order);
+# each pass carries [its members..., remainder, bias] with remainder = state - bias_start
+# - sum(its members), so that every pass is lossless; the sink (token-level, bos_sink)
+# applies only in the pass that holds member 0. Merged result: every member from its own
+# pass, the bias component from the first pass, and a "chunk residual" = state - bias -
+# sum of all members (at the output: of the final-normed state and components).
+
+def n_layers(m):
+    return len(m["layers"])
+
+
+def embed(m, ids):
+    idx = torch.tensor(ids, dtype=torch.long)
+    if m["arch"]["kind"] == "gpt2":
+        return m["wte"][idx] + m["wpe"][:len(ids)]
+    return m["embed"][idx]
+
+
+def layer_view(m, l):
+    """Family-independent view of layer l: norms (gain, offset or None), value / output /
+    MLP weights input-major ([in, out]: y = x W), biases or None, MLP kind."""
+    L = m["layers"][l]
+    if m["arch"]["kind"] == "gpt2":
+        D = m["arch"]["D"]
+        return dict(norm1=(L["ln_1.weight"], L["ln_1.bias"]), Wv=L["attn.c_attn.weight"][:, 2 * D:],
+                    bv=L["attn.c_attn.bias"][2 * D:], Wo=L["attn.c_proj.weight"], bo=L["attn.c_proj.bias"],
+                    norm2=(L["ln_2.weight"], L["ln_2.bias"]), W1=L["mlp.c_fc.weight"], b1=L["mlp.c_fc.bias"],
+                    W3=None, W2=L["mlp.c_proj.weight"], b2=L["mlp.c_proj.bias"])
+    return dict(norm1=(L["in_norm"], None), Wv=L["wv"].T, bv=L["bv"], Wo=L["wo"].T, bo=None,
+                norm2=(L["post_norm"], None), W1=L["wg"].T, b1=None, W3=L["wu"].T, W2=L["wd"].T, b2=None)
+
+
+def final_view(m):
+    if m["arch"]["kind"] == "gpt2":
+        return (m["ln_f_w"], m["ln_f_b"]), m["wte"]
+    return (m["final_norm"], None), m["lm_head"]
+
+
+def norm_scale(m, x):
+    """The frozen per-row scale r of the family's norm, from the real state x."""
+    eps = m["arch"]["eps"]
+    return ln_scale(x, eps) if m["arch"]["kind"] == "gpt2" else rms_scale(x, eps)
+
+
+def norm_linear(m, t, r, gain):
+    """The linear part of the norm with frozen scale r: LayerNorm centres each row of t
+    first (centering is linear); the offset is not applied here."""
+    return (center(t) if m["arch"]["kind"] == "gpt2" else t) * r * gain
+
+
+def attention_real(m, l, x):
+    """The real attention block of layer l on x: frozen scale r, probabilities A, the
+    mixed heads [N, H*hd] (values with their bias), the block output (with bo)."""
+    a, V = m["arch"], layer_view(m, l)
+    (gain, off), r = V["norm1"], norm_scale(m, x)
+    h = norm_linear(m, x, r, gain) + (off if off is not None else 0)
+    if a["kind"] == "gpt2":
+        A, v = _attn_gpt2(h, m["layers"][l], a)
+    else:
+        cos, sin = rope_cos_sin(a["inv_freq"], x.shape[0], x.dtype)
+        A, v = _attn_llama(h, m["layers"][l], a, cos, sin)
+    mixed = mix_heads(A, v, a["H"], a["G"])
+    out = mixed @ V["Wo"] + (V["bo"] if V["bo"] is not None else 0)
+    return dict(r=r, A=A, mixed=mixed, out=out)
+
+
+def mlp_real(m, l, x):
+    """The real MLP block of layer l on x: frozen scale r, neuron values act [N, I], output."""
+    V = layer_view(m, l)
+    (gain, off), r = V["norm2"], norm_scale(m, x)
+    h = norm_linear(m, x, r, gain) + (off if off is not None else 0)
+    g = h @ V["W1"] + (V["b1"] if V["b1"] is not None else 0)
+    act = gelu_tanh(g) if V["W3"] is None else silu(g) * (h @ V["W3"])
+    out = act @ V["W2"] + (V["b2"] if V["b2"] is not None else 0)
+    return dict(r=r, act=act, out=out)
+
+
+def real_block(m, b, x):
+    return attention_real(m, b // 2, x) if b % 2 == 0 else mlp_real(m, b // 2, x)
+
+
+def split_weights(gm, split, temperature, sink, bias):
+    """gm [M, N, I] gate contributions -> weights [M, N, I] summing to 1 over M.
+    Eligible: g_m != 0 exactly, and the sink component only at position 0. Rules:
+    softmax(g_m / T); argmax (ties -> lowest index); proportional g_m / sum g (softmax
+    where |sum g| <= CANCEL_RATIO * sum |g|). A neuron with no eligible component goes
+    wholly to the bias component."""
+    M, N, I = gm.shape
+    elig = gm != 0
+    if sink is not None:
+        elig[sink, 1:, :] = False
+    z = torch.where(elig, gm / temperature, torch.tensor(float("-inf"), dtype=gm.dtype))
+    zmax = z.max(dim=0, keepdim=True).values
+    zmax = torch.where(torch.isfinite(zmax), zmax, torch.zeros_like(zmax))
+    e = torch.where(elig, torch.exp(z - zmax), torch.zeros_like(gm))
+    den = e.sum(dim=0, keepdim=True)
+    soft = e / torch.where(den > 0, den, torch.ones_like(den))
+    if split == "softmax":
+        w = soft
+    elif split == "argmax":
+        g = torch.where(elig, gm, torch.tensor(float("-inf"), dtype=gm.dtype))
+        hit = elig & (g == g.max(dim=0, keepdim=True).values)
+        idx = torch.arange(M).view(M, 1, 1).expand(M, N, I)
+        first = torch.where(hit, idx, torch.full_like(idx, M)).min(dim=0, keepdim=True).values
+        w = (idx == first).to(gm.dtype)
+    elif split == "proportional":
+        ge = torch.where(elig, gm, torch.zeros_like(gm))
+        s, mag = ge.sum(dim=0, keepdim=True), ge.abs().sum(dim=0, keepdim=True)
+        ok = s.abs() > CANCEL_RATIO * mag
+        w = torch.where(ok, ge / torch.where(ok, s, torch.ones_like(s)), soft)
+    else:
+        raise ValueError(split)
+    w = torch.where(elig, w, torch.zeros_like(w))
+    w[bias] = torch.where(~elig.any(dim=0), torch.ones_like(w[bias]), w[bias])
+    return w
+
+
+# Proportional split: below this |sum g| / sum |g| the split falls back to softmax
+# (README "Method choices": the signed shares would exceed 1000 and amplify rounding).
+CANCEL_RATIO = 1e-3
+
+
+def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
+    """Block b's component rule with the real block's coefficients frozen -> new C."""
+    V = layer_view(m, b // 2)
+    gain, off = V["norm1"] if b % 2 == 0 else V["norm2"]
+    Cn = norm_linear(m, C, real["r"], gain)
+    if off is not None:
+        Cn[bias] = Cn[bias] + off
+    if b % 2 == 0:
+        a = m["arch"]
+        M, N = C.shape[0], C.shape[1]
+        Vm = Cn @ V["Wv"]
+        if V["bv"] is not None:
+            Vm[bias] = Vm[bias] + V["bv"]
+        Vm = Vm.reshape(M, N, a["G"], a["hd"]).permute(0, 2, 1, 3)
+        C = C + mix_heads(real["A"], Vm, a["H"], a["G"]) @ V["Wo"]
+        if V["bo"] is not None:
+            C[bias] = C[bias] + V["bo"]
+        return C
+    gm = Cn @ V["W1"]
+    if V["b1"] is not None:
+        gm[bias] = gm[bias] + V["b1"]
+    w = split_weights(gm, split, temperature, sink, bias)
+    C = C + (w * real["act"]) @ V["W2"]
+    if V["b2"] is not None:
+        C[bias] = C[bias] + V["b2"]
+    return C
+
+
+def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=0.1):
+    """Second implementation of `propagate`: one component at a time, each head through
+    its own slice of Wo before mixing, the split per (position, neuron) with math.exp.
+    comps: list of [N, D] tensors -> new list."""
+    a, V = m["arch"], layer_view(m, b // 2)
+    H, G, hd = a["H"], a["G"], a["hd"]
+    gain, off = V["norm1"] if b % 2 == 0 else V["norm2"]
+    gpt2 = a["kind"] == "gpt2"
+    r = real["r"]
+
+    def norm(t, is_bias):
+        y = ((t - t.mean(-1, keepdim=True)) if gpt2 else t) * r * gain
+        return y + off if (is_bias and off is not None) else y
+
+    out = []
+    if b % 2 == 0:
+        for i, c in enumerate(comps):
+            v = norm(c, i == bias) @ V["Wv"]
+            if i == bias and V["bv"] is not None:
+                v = v + V["bv"]
+            add = torch.zeros_like(c)
+            for h in range(H):
+                g = h // (H // G)
+                add = add + real["A"][h] @ (v[:, g * hd:(g + 1) * hd] @ V["Wo"][h * hd:(h + 1) * hd, :])
+            if i == bias and V["bo"] is not None:
+                add = add + V["bo"]
+            out.append(c + add)
+        return out
+    gms = []
+    for i, c in enumerate(comps):
+        g = norm(c, i == bias) @ V["W1"]
+        if i == bias and V["b1"] is not None:
+            g = g + V["b1"]
+        gms.append(g.tolist())
+    act = real["act"].tolist()
+    N, I, M = len(act), len(act[0]), len(comps)
+    coef = [[[0.0] * I for _ in range(N)] for _ in range(M)]
+    for p in range(N):
+        for k in range(I):
+            vals = [gms[i][p][k] for i in range(M)]
+            el = [i for i in range(M) if vals[i] != 0.0 and not (i == sink and p > 0)]
+            if not el:
+                wts = {bias: 1.0}
+            else:
+                top = max(vals[i] for i in el)
+                ex = {i: math.exp((vals[i] - top) / temperature) for i in el}
+                tot = sum(ex.values())
+                wts = {i: e / tot for i, e in ex.items()}
+                if split == "argmax":
+                    wts = {min(el, key=lambda i: (-vals[i], i)): 1.0}
+                elif split == "proportional":
+                    s, mag = sum(vals[i] for i in el), sum(abs(vals[i]) for i in el)
+                    if abs(s) > CANCEL_RATIO * mag:
+                        wts = {i: vals[i] / s for i in el}
+            for i, wt in wts.items():
+                coef[i][p][k] = wt * act[p][k]
+    for i, c in enumerate(comps):
+        new = c + torch.tensor(coef[i], dtype=c.dtype) @ V["W2"]
+        if i == bias and V["b2"] is not None:
+            new = new + V["b2"]
+        out.append(new)
+    return out
+
+
+def projection(basis, given):
+    """D x D projection: the given matrix, or the orthogonal projection onto span(basis)."""
+    if given:
+        return basis
+    return basis @ torch.linalg.solve(basis.T @ basis, basis.T)
+
+
+def start_components(m, ids, init):
+    """-> (start boundary index, real state there [N, D], members [K, N, D], labels,
+    bias component at the start [N, D]); see the comment above for each kind."""
+    kind = init["kind"]
+    x = embed(m, ids)
+    N, D = x.shape
+    zero = torch.zeros(N, D, dtype=x.dtype)
+    if kind in ("tokens", "subspace"):
+        b0 = init["start"]
+        for b in range(b0):
+            x = x + real_block(m, b, x)["out"]
+        if kind == "tokens":
+            rows = x
+            members = []
+            if b0 == 0 and m["arch"]["kind"] == "gpt2":
+                rows = m["wte"][torch.tensor(ids, dtype=torch.long)]
+            for i in range(N):
+                c = zero.clone()
+                c[i] = rows[i]
+                members.append(c)
+            labels = ["token %d" % i for i in range(N)]
+            if b0 == 0 and m["arch"]["kind"] == "gpt2":
+                members.append(m["wpe"][:N].clone())
+                labels.append("positions")
+            return b0, x, torch.stack(members), labels, zero
+        parts = [x @ projection(B, init.get("projections", False)) for B in init["bases"]]
+        rest = x - sum(parts)
+        labels = ["subspace %d" % s for s in range(len(parts))] + ["remainder"]
+        return b0, x, torch.stack(parts + [rest]), labels, zero
+    l = init["layer"]
+    block = 2 * l + (1 if kind == "neurons" or (kind == "module" and init["site"] == "mlp") else 0)
+    for b in range(block):
+        x = x + real_block(m, b, x)["out"]
+    real = real_block(m, block, x)
+    after = x + real["out"]
+    V = layer_view(m, l)
+    if kind == "module":
+        return block + 1, after, torch.stack([x, real["out"]]), ["residual", "module"], zero
+    if kind == "heads":
+        a = m["arch"]
+        hd = a["hd"]
+        heads = [real["mixed"][:, h * hd:(h + 1) * hd] @ V["Wo"][h * hd:(h + 1) * hd, :] for h in range(a["H"])]
+        bias = zero + (V["bo"] if V["bo"] is not None else 0)
+        return (block + 1, after, torch.stack([x] + heads),
+                ["residual"] + ["head %d" % h for h in range(a["H"])], bias)
+    assert kind == "neurons", kind
+    I = real["act"].shape[1]
+    sel = list(init["neurons"]) or list(range(I))
+    rest = [k for k in range(I) if k not in sel]
+    units = [torch.outer(real["act"][:, k], V["W2"][k]) for k in sel]
+    others = real["act"][:, rest] @ V["W2"][rest] if rest else zero.clone()
+    bias = zero + (V["b2"] if V["b2"] is not None else 0)
+    return (block + 1, after, torch.stack([x] + units + [others]),
+            ["residual"] + ["neuron %d" % k for k in sel] + ["other neurons"], bias)
+
+
+def run_pass(m, b0, x, C, bias, sink, end, split, temperature, naive=False):
+    """One pass from boundary b0 to `end`; at the output the state and components are
+    final-normed (frozen scale, the offset to the bias component). Returns (state, C,
+    relative completeness errors at every boundary)."""
+    errs = []
+
+    def err(C_, x_):
+        errs.append(((C_.sum(0) - x_).abs().max() / x_.abs().max()).item())
+
+    err(C, x)
+    for b in range(b0, min(end, 2 * n_layers(m))):
+        real = real_block(m, b, x)
+        if naive:
+            C = torch.stack(propagate_naive(m, b, real, list(C), bias, sink, split, temperature))
+        else:
+            C = propagate(m, b, real, C, bias, sink, split, temperature)
+        x = x + real["out"]
+        err(C, x)
+    if end == 2 * n_layers(m):
+        (gain, off), _ = final_view(m)
+        r = norm_scale(m, x)
+        x = norm_linear(m, x, r, gain) + (off if off is not None else 0)
+        C = norm_linear(m, C, r, gain)
+        if off is not None:
+            C[bias] = C[bias] + off
+        err(C, x)
+    return x, C, errs
+
+
+def decompose(m, ids, init=None, end=None, split="softmax", temperature=0.1, bos_sink=True,
+              chunk_size=0, naive=False):
+    """DePass with every option. init: dict (see start_components; default token level at
+    the embeddings); end: boundary index (default the output). Returns dict(labels,
+    members [K, N, D], bias [N, D], chunk_residual [N, D] or None, state [N, D] at the end
+    (final-normed at the output), unembedding [V, D], chunks, max_rel_err)."""
+    init = init or {"kind": "tokens", "start": 0}
+    L2 = 2 * n_layers(m)
+    end = L2 if end is None else end
+    b0, x, members, labels, bias0 = start_components(m, ids, init)
+    assert b0 <= end <= L2, (b0, end)
+    K = members.shape[0]
+    token_sink = init["kind"] == "tokens" and bos_sink
+    _, U = final_view(m)
+    if not chunk_size:
+        C = torch.cat([members, bias0[None]])
+        state, C, errs = run_pass(m, b0, x, C, K, 0 if token_sink else None, end, split, temperature, naive)
+        return dict(labels=labels, members=C[:K], bias=C[K], chunk_residual=None, state=state,
+                    unembedding=U, chunks=1, max_rel_err=max(errs))
+    out, bias, errs, chunks = torch.zeros_like(members[:, :, :] if end < L2 else members), None, [], 0
+    for first in range(0, K, chunk_size):
+        part = members[first:first + chunk_size]
+        rest = x - bias0 - part.sum(0)
+        C = torch.cat([part, rest[None], bias0[None]])
+        sink = 0 if (token_sink and first == 0) else None
+        state, C, e = run_pass(m, b0, x, C, C.shape[0] - 1, sink, end, split, temperature, naive)
+        out[first:first + part.shape[0]] = C[:part.shape[0]]
+        if first == 0:
+            bias = C[-1]
+        errs += e
+        chunks += 1
+    residual = state - bias - out.sum(0)
+    return dict(labels=labels, members=out, bias=bias, chunk_residual=residual, state=state,
+                unembedding=U, chunks=chunks, max_rel_err=max(errs))
