@@ -159,6 +159,9 @@ int main(int argc, char** argv) {
       std::cout << command->help;
       return 0;
     }
+    const std::string batched[] = {"tokens", "heads", "neurons", "modules"};
+    if (args.has("--batch") && std::find(std::begin(batched), std::end(batched), name) == std::end(batched))
+      throw UsageError("--batch applies to tokens, heads, neurons and modules");
     if (args.has("--threads")) {
       const long threads = args.integer("--threads", 0);
       if (threads < 1 || threads > 1024) throw UsageError("--threads must be in [1, 1024], got " + std::to_string(threads));

@@ -5,6 +5,7 @@
 #include "Config.hpp"
 #include "Decomposer.hpp"
 #include "Error.hpp"
+#include "LogitTrace.hpp"
 #include "Model.hpp"
 #include "Tokenizer.hpp"
 #include "Weights.hpp"

@@ -62,7 +62,8 @@ std::string script_of(const std::vector<std::vector<std::string>>& blocks, std::
         script += "if command -v chromium >/dev/null 2>&1; then\n" + text + "fi\n";
         continue;
       }
-      if (first.rfind("depass ", 0) == 0 || first.rfind("build/bin/depass ", 0) == 0) ++depass_calls;
+      if (first.rfind("depass ", 0) == 0 || first.rfind("build/bin/depass ", 0) == 0 || text.find("| depass ") != std::string::npos)
+        ++depass_calls;
       script += text;
     }
   }

@@ -90,7 +90,7 @@ std::string refusal(const Tokenizer& t, const std::string& spec) {
 
 }  // namespace
 
-TEST_CASE("--target text: exact pieces, the dummy-prefix space, several tokens, unknown text (three tokenizer families)",
+TEST_CASE("Targets by text: exact pieces, the dummy-prefix space, several tokens, unknown text (three tokenizer families)",
           "[cli][targets]") {
   DEPASS_REQUIRE_MODEL(tok512, "stories260K/tok512.bin");
   DEPASS_REQUIRE_MODEL(tiny_json, "tinystories-656k/tokenizer.json");
@@ -153,7 +153,7 @@ TEST_CASE("--target text: exact pieces, the dummy-prefix space, several tokens, 
   CHECK(token(gpt2, "ing", true) == 313);
 }
 
-TEST_CASE("depass tokens --target TEXT equals --target ID; several tokens refused unless --target-position first",
+TEST_CASE("depass tokens --target TEXT equals --target ID, several tokens refused unless --target-position first",
           "[cli][targets]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
@@ -487,7 +487,7 @@ TEST_CASE("depass generate --explain: one pass over the sequence equals the per-
   }
 }
 
-TEST_CASE("depass tokens --trace: components sum to the real logit lens at every boundary; the output row is the scores",
+TEST_CASE("depass tokens --trace: components sum to the real logit lens at every boundary, the output row is the scores",
           "[cli][trace]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
@@ -536,7 +536,7 @@ TEST_CASE("depass tokens --trace: components sum to the real logit lens at every
   CHECK(r.out.find("layer trace (logit lens of each component at each boundary)") != npos);
 }
 
-TEST_CASE("depass heads/modules --trace start at their layer; --trace refuses chunking", "[cli][trace]") {
+TEST_CASE("depass heads/modules --trace start at their layer, --trace refuses chunking", "[cli][trace]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
   const std::string m = "--model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds);

@@ -39,7 +39,7 @@ std::string strip_ansi(const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("depass --ids works without a tokenizer; pieces are shown as <id>", "[cli][hygiene]") {
+TEST_CASE("depass --ids works without a tokenizer, pieces are shown as <id>", "[cli][hygiene]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
   test::TempDir dir;
@@ -75,7 +75,7 @@ TEST_CASE("depass: unknown options and commands name the nearest known one", "[c
       {"tokens " + m + " --tempreature 0.5", "unknown option --tempreature (did you mean --temperature?)"},
       {"heads " + m + " --layers 2", "unknown option --layers (did you mean --layer?)"},
       {"tokens " + m + " --contrats 5", "unknown option --contrats (did you mean --contrast?)"},
-      {"generate " + m + " --explain --max_new 3", "unknown option --max_new (did you mean --max-new?)"},
+      {"generate --model " + test::sh(stories) + " --prompt Hi --explain --max_new 3", "unknown option --max_new (did you mean --max-new?)"},
       {"toknes " + m, "unknown command 'toknes' (did you mean 'tokens'?)"},
   };
   for (const auto& [args, message] : cases) {

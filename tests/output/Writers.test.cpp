@@ -154,7 +154,7 @@ TEST_CASE("html: self-contained page, escaped text, one coloured span per token,
   CHECK(hp.find("<select") == std::string::npos);  // a single view: no selector
 }
 
-TEST_CASE("text: visible width ignores ANSI escapes and UTF-8 continuation bytes; significant digits", "[output]") {
+TEST_CASE("text: visible width ignores ANSI escapes and UTF-8 continuation bytes, significant digits", "[output]") {
   CHECK(display_width("abc") == 3);
   CHECK(display_width("caf\xC3\xA9") == 4);
   CHECK(display_width("\x1b[48;5;124m\x1b[38;5;231m+4.9645\x1b[0m") == 7);
