@@ -7,6 +7,7 @@
 #include <depass/output/Text.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -206,4 +207,27 @@ TEST_CASE("depass text view: probabilities with significant digits, BOS as <s>, 
     start = end + 1;
   }
   for (std::size_t w : widths) CHECK(w == widths[0]);
+}
+
+TEST_CASE("depass --batch on a terminal: a progress bar over the items, none when stderr is a file", "[cli][hygiene]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  if (std::system("command -v script >/dev/null 2>&1") != 0) {
+    WARN("skipping: util-linux `script` (a pseudo-terminal runner) is not installed");
+    return;
+  }
+  test::TempDir dir;
+  const std::string batch = dir.write("b.jsonl", "{\"ids\": [1, 403, 407]}\n{\"ids\": [1, 403]}\n{\"ids\": [1, 403, 407, 261]}\n");
+  const std::string run = test::sh(test::cli_path()) + " tokens --model " + test::sh(stories) + " --batch " + test::sh(batch) +
+                          " --output " + test::sh(dir.path("out.jsonl"));
+  // script(1) gives the command a pseudo-terminal for stdout and stderr.
+  const test::RunResult tty = test::run_program("script", "-qec " + test::sh("env OMP_NUM_THREADS=1 " + run) + " /dev/null");
+  REQUIRE(tty.code == 0);
+  CHECK(tty.out.find("tokens [") != npos);
+  CHECK(tty.out.find("3/3 items") != npos);
+  const test::RunResult file = test::run_cli("tokens --model " + test::sh(stories) + " --batch " + test::sh(batch) + " --output " +
+                                             test::sh(dir.path("out2.jsonl")));
+  REQUIRE(file.code == 0);
+  CHECK(file.err.find("items") == npos);
+  CHECK(test::read_file(dir.path("out.jsonl")) == test::read_file(dir.path("out2.jsonl")));
 }
