@@ -207,46 +207,55 @@ inline std::string boundary_short(const std::string& name) {
   return name;
 }
 
-/// A layer trace as an inline SVG line chart: the components that end strongest (by
-/// |score at the output|), the others summed as "rest", and the lens logit of the real
-/// state (dashed). x: boundaries in pass order; y: logit (difference). No script.
-inline std::string trace_chart(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top = 6) {
+/// One line of a trace chart.
+struct TraceSeries {
+  std::string name, colour;
+  std::vector<double> values;  // one per boundary
+  bool dashed = false;
+};
+
+/// The lines of a trace chart: the `top` components strongest at the output (by |score|),
+/// the others summed as "rest", and the real state's lens logit (dashed).
+inline std::vector<TraceSeries> trace_series(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top) {
+  static const char* palette[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4"};
   const auto& rows = trace.at("scores");
   const std::size_t B = rows.size();
-  if (B == 0) return "";
-  const auto& labels = trace.at("components");
   const std::vector<double> last = numbers(rows.back());
   std::vector<std::size_t> order(last.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return std::abs(last[a]) > std::abs(last[b]); });
   order.resize(std::min(top, order.size()));
-  struct Series {
-    std::string name, colour;
-    std::vector<double> values;
-    bool dashed;
-  };
-  static const char* palette[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4"};
-  std::vector<Series> series;
-  std::vector<double> rest(B, 0.0), lens = numbers(trace.at("lens"));
+  std::vector<TraceSeries> series;
+  std::vector<double> rest(B, 0.0);
   for (std::size_t b = 0; b < B; ++b)
     for (const auto& v : rows[b]) rest[b] += v.get<double>();
   for (std::size_t k = 0; k < order.size(); ++k) {
-    std::string name = labels[order[k]].get<std::string>();
-    if (name.rfind("token ", 0) == 0) {
+    std::string name = trace.at("components")[order[k]].get<std::string>();
+    if (name.rfind("token ", 0) == 0) {  // a token component shows its text
       const std::size_t m = static_cast<std::size_t>(std::stoul(name.substr(6)));
       if (m < tokens.size()) name = std::to_string(m) + " '" + printable(tokens[m].at("text").get<std::string>()) + "'";
     }
-    Series sr{name, palette[k % 8], {}, false};
+    TraceSeries sr{name, palette[k % 8], {}, false};
     for (std::size_t b = 0; b < B; ++b) {
       sr.values.push_back(rows[b][order[k]].get<double>());
       rest[b] -= sr.values.back();
     }
     series.push_back(sr);
   }
-  series.push_back(Series{"rest (" + std::to_string(last.size() - order.size()) + " summed)", "#999999", rest, false});
-  series.push_back(Series{"total (logit lens)", "#222222", lens, true});
+  series.push_back(TraceSeries{"rest (" + std::to_string(last.size() - order.size()) + " summed)", "#999999", rest, false});
+  series.push_back(TraceSeries{"total (logit lens)", "#222222", numbers(trace.at("lens")), true});
+  return series;
+}
+
+/// A layer trace as an inline SVG line chart (see trace_series). x: boundaries in pass
+/// order ("attn l" / "mlp l": before the attention / MLP of layer l); y: logit
+/// (difference). No script: each point's exact value is in its <title> (hover).
+inline std::string trace_chart(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top = 6) {
+  const std::size_t B = trace.at("scores").size();
+  if (B == 0) return "";
+  const std::vector<TraceSeries> series = trace_series(trace, tokens, top);
   double lo = 0, hi = 0;
-  for (const Series& sr : series)
+  for (const TraceSeries& sr : series)
     for (double v : sr.values)
       if (std::isfinite(v)) {
         lo = std::min(lo, v);
@@ -258,38 +267,39 @@ inline std::string trace_chart(const nlohmann::json& trace, const nlohmann::json
   auto x = [&](std::size_t b) { return left + (B > 1 ? pw * static_cast<double>(b) / static_cast<double>(B - 1) : pw / 2); };
   auto y = [&](double v) { return top_margin + ph * (hi - v) / (hi - lo); };
   auto num = [](double v) { return fixed(v, 1); };
+  auto line = [&](double x1, double y1, double x2, double y2, const std::string& style) {
+    return "<line x1=\"" + num(x1) + "\" y1=\"" + num(y1) + "\" x2=\"" + num(x2) + "\" y2=\"" + num(y2) + "\" " + style + "/>";
+  };
   std::string svg = "<svg class=\"trace\" width=\"" + num(W) + "\" height=\"" + num(H) + "\" viewBox=\"0 0 " + num(W) + " " +
                     num(H) + "\" role=\"img\" aria-label=\"layer trace\">";
   for (int t = 0; t <= 4; ++t) {  // y grid and ticks
     const double v = lo + (hi - lo) * t / 4.0;
-    svg += "<line x1=\"" + num(left) + "\" y1=\"" + num(y(v)) + "\" x2=\"" + num(left + pw) + "\" y2=\"" + num(y(v)) +
-           "\" stroke=\"#eeeeee\"/><text x=\"" + num(left - 6) + "\" y=\"" + num(y(v) + 4) + "\" text-anchor=\"end\">" +
-           fixed(v, 2) + "</text>";
+    svg += line(left, y(v), left + pw, y(v), "stroke=\"#eeeeee\"") + "<text x=\"" + num(left - 6) + "\" y=\"" + num(y(v) + 4) +
+           "\" text-anchor=\"end\">" + fixed(v, 2) + "</text>";
   }
-  svg += "<line class=\"zero\" x1=\"" + num(left) + "\" y1=\"" + num(y(0)) + "\" x2=\"" + num(left + pw) + "\" y2=\"" +
-         num(y(0)) + "\" stroke=\"#888888\"/>";
+  svg += line(left, y(0), left + pw, y(0), "class=\"zero\" stroke=\"#888888\"");
   const auto& names = trace.at("boundary_names");
   for (std::size_t b = 0; b < B; ++b)
     svg += "<text x=\"" + num(x(b)) + "\" y=\"" + num(top_margin + ph + 14) + "\" text-anchor=\"end\" transform=\"rotate(-40 " +
            num(x(b)) + " " + num(top_margin + ph + 14) + ")\">" + html_escape(boundary_short(names[b].get<std::string>())) + "</text>";
   for (std::size_t k = 0; k < series.size(); ++k) {
-    const Series& sr = series[k];
+    const TraceSeries& sr = series[k];
+    const std::string stroke = "stroke=\"" + sr.colour + "\" stroke-width=\"2\"" + (sr.dashed ? " stroke-dasharray=\"6 4\"" : "");
     std::string points;
     for (std::size_t b = 0; b < B; ++b) points += (b ? " " : "") + num(x(b)) + "," + num(y(sr.values[b]));
-    svg += "<polyline class=\"series\" data-name=\"" + html_escape(sr.name) + "\" fill=\"none\" stroke=\"" + sr.colour +
-           "\" stroke-width=\"2\"" + (sr.dashed ? " stroke-dasharray=\"6 4\"" : "") + " points=\"" + points + "\"/>";
+    svg += "<polyline class=\"series\" data-name=\"" + html_escape(sr.name) + "\" fill=\"none\" " + stroke + " points=\"" + points +
+           "\"/>";
     for (std::size_t b = 0; b < B; ++b)
-      svg += "<circle cx=\"" + num(x(b)) + "\" cy=\"" + num(y(sr.values[b])) + "\" r=\"2.5\" fill=\"" + sr.colour +
-             "\"><title>" + html_escape(sr.name + " at " + names[b].get<std::string>() + ": " + exact_number(sr.values[b])) +
-             "</title></circle>";
+      svg += "<circle cx=\"" + num(x(b)) + "\" cy=\"" + num(y(sr.values[b])) + "\" r=\"2.5\" fill=\"" + sr.colour + "\"><title>" +
+             html_escape(sr.name + " at " + names[b].get<std::string>() + ": " + exact_number(sr.values[b])) + "</title></circle>";
     const double ly = top_margin + 14.0 * static_cast<double>(k) + 6;
-    svg += "<line x1=\"" + num(W - right + 12) + "\" y1=\"" + num(ly) + "\" x2=\"" + num(W - right + 34) + "\" y2=\"" + num(ly) +
-           "\" stroke=\"" + sr.colour + "\" stroke-width=\"2\"" + (sr.dashed ? " stroke-dasharray=\"6 4\"" : "") +
-           "/><text x=\"" + num(W - right + 40) + "\" y=\"" + num(ly + 4) + "\">" + html_escape(sr.name) + "</text>";
+    svg += line(W - right + 12, ly, W - right + 34, ly, stroke) + "<text x=\"" + num(W - right + 40) + "\" y=\"" + num(ly + 4) +
+           "\">" + html_escape(sr.name) + "</text>";
   }
   return "<h2>Layer trace</h2><p class=\"note\">Each component's logit-lens value for the target at every layer boundary "
-         "(the final norm's scale frozen from the real state there); the components sum to the lens logit of the real "
-         "state, and at the output to the final scores.</p>" + svg + "</svg>";
+         "(\"attn l\" / \"mlp l\": before the attention / MLP of layer l; the final norm's scale frozen from the real state "
+         "there). The components sum to the lens logit of the real state, and at the output to the final scores.</p>" +
+         svg + "</svg>";
 }
 
 inline std::string selector(const std::vector<std::string>& options, const std::string& label) {
