@@ -2,8 +2,9 @@
 #   make deps    check (and, as root, install) the Debian packages the build needs
 #   make models  fetch the demo/test models into models/ (see tools/fetch_models.sh)
 #   make build   configure build/ (Release) and build everything
+#   make cli     configure build/ like `make build`, build only the depass CLI
 #   make test    deps + models + build, then run the test suite
-#   make demo    generate a story with the depass CLI
+#   make demo    build only the CLI, generate a story and attribute a prediction
 #   make clean   remove build/
 #   make sanitize  the test suite under ASan+UBSan in build-asan/ (docs/robustness.md)
 #   make fuzz      build the libFuzzer harnesses (clang) in build-fuzz/ and run each for
@@ -17,7 +18,7 @@ CTEST      ?= ctest
 CMAKE_ARGS ?=
 DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make
 
-.PHONY: all deps models build test demo clean sanitize fuzz fuzz-deps fuzz-build fuzz-corpus
+.PHONY: all deps models build cli test demo clean sanitize fuzz fuzz-deps fuzz-build fuzz-corpus
 
 all: build
 
@@ -48,12 +49,16 @@ build: deps
 	$(CMAKE) -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
 	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS)
 
+cli: deps
+	$(CMAKE) -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS) --target depass_cli
+
 test: deps models build
 	@# Tests run side by side (-j): one OpenMP thread each and no spin-waiting, or the
 	@# threads of concurrent tests fight over the cores.
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive $(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
 
-demo: deps models build
+demo: deps models cli
 	@test -x $(BUILD_DIR)/bin/depass || { echo "demo: $(BUILD_DIR)/bin/depass was not built (examples/depass/ missing?)"; exit 1; }
 	$(BUILD_DIR)/bin/depass generate --model models/stories260K/stories260K.bin \
 	  --tokenizer models/stories260K/tok512.bin --prompt "Once upon a time" --max-new 200

@@ -19,6 +19,7 @@ Modes:
 See docs/performance.md for the methodology.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -460,6 +461,107 @@ def git_info(engine_ref=None):
             "include_dirty": bool(dirty), "engine_ref": None}
 
 
+def write_llama2c(dump, out_path):
+    """The dumped model as a legacy llama2.c checkpoint (seven int32, then float32 arrays),
+    so that the CLI reads exactly the model the harness runs. llama2.c rotates adjacent
+    dimension pairs; a "halves" model's q/k rows are permuted into that order (as llama.cpp's
+    converter does), which leaves every attention score unchanged."""
+    import numpy as np
+    with open(dump + ".json") as f:
+        index = json.load(f)
+    cfg = index["config"]
+    flat = np.fromfile(dump, dtype="<f4")
+
+    def t(name):
+        info = index["tensors"][name]
+        n = int(np.prod(info["shape"]))
+        return flat[info["offset"]:info["offset"] + n].reshape(info["shape"])
+
+    D, L, H, G = cfg["dim"], cfg["n_layers"], cfg["n_heads"], cfg["n_kv_heads"]
+    d, I, V, S = cfg["head_dim"], cfg["hidden_dim"], cfg["vocab_size"], cfg["max_seq_len"]
+    if d * H != D:
+        raise SystemExit("write_llama2c: llama2.c needs head_dim * n_heads == dim")
+
+    def adjacent(w, heads):
+        if cfg["rope_layout"] != "halves":
+            return w
+        return w.reshape(heads, 2, d // 2, D).transpose(0, 2, 1, 3).reshape(heads * d, D)
+
+    def stacked(key, fn=lambda w: w):
+        return np.stack([fn(t("layers.%d.%s" % (l, key))) for l in range(L)])
+
+    shared = np.array_equal(t("unembedding"), t("token_embedding"))
+    parts = [t("token_embedding"), stacked("attention_norm"), stacked("wq", lambda w: adjacent(w, H)),
+             stacked("wk", lambda w: adjacent(w, G)), stacked("wv"), stacked("wo"), stacked("mlp_norm"),
+             stacked("w1"), stacked("w2"), stacked("w3"), t("final_norm"),
+             np.zeros((S, d // 2)), np.zeros((S, d // 2))]  # RoPE tables: recomputed by readers
+    if not shared:
+        parts.append(t("unembedding"))
+    with open(out_path, "wb") as f:
+        f.write(np.array([D, I, L, H, G, V if shared else -V, S], dtype="<i4").tobytes())
+        for part in parts:
+            f.write(np.ascontiguousarray(part, dtype="<f4").tobytes())
+
+
+def build_cli(build_dir, log):
+    """The CLI exactly as a user builds it: `make cli` (the configuration of `make build`)."""
+    log("building the CLI with `make cli BUILD_DIR=%s` ..." % os.path.relpath(build_dir, REPO))
+    r = subprocess.run(["make", "-C", REPO, "cli", "BUILD_DIR=" + build_dir], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("make cli failed:\n%s%s" % (r.stdout[-4000:], r.stderr[-4000:]))
+    return os.path.join(build_dir, "bin", "depass")
+
+
+def user_env(omp_threads=None):
+    """A user's environment: no OpenMP settings unless asked for (the CLI chooses its own)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS"):
+        env.pop(var, None)
+    if omp_threads:
+        env["OMP_NUM_THREADS"] = str(omp_threads)
+    return env
+
+
+def run_cli(cmd, env, repeats, realtime, timeout):
+    """Runs a CLI command `repeats` times in a fresh process each; returns the fastest wall
+    time (s), the largest peak RSS (KiB, from wait4) and the last run's stdout."""
+    def prio():
+        try:
+            if realtime:
+                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        except OSError:
+            pass
+    walls, peaks, out = [], [], ""
+    for _ in range(repeats):
+        with open(os.devnull, "w") as null, subprocess.TemporaryFile() as so:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=so, stderr=subprocess.PIPE, env=env, cwd=REPO, preexec_fn=prio)
+            _, status, usage = os.wait4(proc.pid, 0)
+            walls.append(time.perf_counter() - t0)
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise RuntimeError("%s failed (%d):\n%s" % (" ".join(cmd), proc.returncode, err[-3000:]))
+            peaks.append(usage.ru_maxrss)
+            so.seek(0)
+            out = so.read().decode(errors="replace")
+    return min(walls), max(peaks), out
+
+
+class CpuHog:
+    """A busy loop on one core: the "busy machine" of the thread measurements."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def write_ids(path, n_max, vocab, seed=1234):
     """BOS (1) then pseudo-random ids in [3, vocab) (numpy RandomState, fixed seed)."""
     import numpy as np
@@ -524,6 +626,11 @@ def main():
     ap.add_argument("--tolerance", type=float, default=1e-3,
                     help="relative agreement of the token scores required at the smallest N")
     ap.add_argument("--timeout", type=int, default=1500, help="seconds per configuration")
+    ap.add_argument("--cli", default="speed,threads,memory",
+                    help="measurements of the CLI as `make cli` builds it: speed (vs the harness, "
+                    "llama-random), threads (1 vs 2, stories260K), memory (--memory-budget); '' for none")
+    ap.add_argument("--cli-sizes", default="256,512", help="N of the CLI speed and memory rows")
+    ap.add_argument("--cli-repeats", type=int, default=3, help="runs per CLI configuration (minimum kept)")
     args = ap.parse_args()
 
     if args.worker == "torch":
@@ -630,6 +737,10 @@ def main():
                     log("scores %s N=%d t=%d: max |cpp - torch| / max |cpp| = %.2e" %
                         (model, n, t, agree["rel"]))
 
+    if args.cli:
+        cli = build_cli(os.path.join(args.build_dir, "make-cli"), log)
+        results["cli"] = cli_measurements(args, cli, work, model_paths, log)
+
     results["total_s"] = time.time() - t_start
     os.makedirs(os.path.dirname(args.json_out), exist_ok=True)
     with open(args.json_out, "w") as f:
@@ -656,6 +767,138 @@ def main():
         print("CORRECTNESS CHECK FAILED: %s" % json.dumps(failures), file=sys.stderr)
         return 1
     return 0
+
+
+# =========================================================================================
+# The CLI as users build and run it
+# =========================================================================================
+def cli_measurements(args, cli, work, model_paths, log):
+    parts = args.cli.split(",")
+    sizes = [int(n) for n in args.cli_sizes.split(",")]
+    out = {"speed": [], "threads": [], "memory": [], "repeats": args.cli_repeats}
+    files = {}
+    for model in ("stories260K", "llama-random"):
+        dump = os.path.join(work, model + ".f32")
+        if not os.path.exists(dump):
+            continue
+        with open(dump + ".json") as f:
+            cfg = json.load(f)["config"]
+        ids_file = os.path.join(work, model + ".cli.ids")
+        write_ids(ids_file, max(sizes + [256]), cfg["vocab_size"])
+        with open(ids_file) as f:
+            ids = f.read().split()
+        path = model_paths[model]
+        if model == "llama-random":
+            path = os.path.join(work, "llama-random.bin")
+            write_llama2c(dump, path)
+        info = json.loads(subprocess.run([cli, "info", "--model", path, "--format", "json"],
+                                         capture_output=True, text=True, check=True).stdout)
+        files[model] = {"path": path, "ids": ids, "parameters": info["parameters"], "config": cfg}
+
+    def tokens(model, n, precision, extra=()):
+        f = files[model]
+        return [cli, "tokens", "--model", f["path"], "--ids", ",".join(f["ids"][:n]), "--precision", precision,
+                "--format", "json", "--no-progress"] + list(extra)
+
+    def measure(cmd, env, label):
+        wall, peak, text = run_cli(cmd, env, args.cli_repeats, args.realtime, args.timeout)
+        log("cli %s: %.3fs, peak %.0f MiB" % (label, wall, peak / 1024))
+        return wall, peak, text
+
+    if "speed" in parts and "llama-random" in files:
+        for n in sizes:
+            wall, peak, _ = measure(tokens("llama-random", n, "float", ["--threads", "2"]), user_env(),
+                                    "llama-random N=%d t=2" % n)
+            out["speed"].append({"model": "llama-random", "n": n, "threads": 2, "cli_s": wall, "cli_peak_kib": peak})
+    if "threads" in parts and "stories260K" in files:
+        configs = [("--threads 1", ["--threads", "1"], None), ("--threads 2", ["--threads", "2"], None),
+                   ("OMP_NUM_THREADS=1", [], 1), ("no setting", [], None)]
+        for busy in (False, True):
+            for n in (22, 66, 256):
+                row = {"model": "stories260K", "n": n, "busy": busy, "precision": "double"}
+                with (CpuHog() if busy else contextlib.nullcontext()):
+                    for name, extra, omp in configs:
+                        row[name], _, _ = measure(tokens("stories260K", n, "double", extra), user_env(omp),
+                                                  "stories260K N=%d %s%s" % (n, name, " busy" if busy else ""))
+                out["threads"].append(row)
+    if "memory" in parts:
+        for model, precision in (("stories260K", "double"), ("llama-random", "float")):
+            if model not in files:
+                continue
+            model_kib = files[model]["parameters"] * (8 if precision == "double" else 4) / 1024
+            for n in sizes:
+                if n > files[model]["config"]["max_seq_len"]:
+                    continue
+                base = tokens(model, n, precision, ["--threads", "2"])
+                wall0, peak0, text0 = measure(base, user_env(), "%s N=%d unchunked" % (model, n))
+                budget = peak0 * 1024 // 2
+                wall1, peak1, text1 = measure(base + ["--memory-budget", str(budget)], user_env(),
+                                              "%s N=%d budget %d MiB" % (model, n, budget >> 20))
+                a, b = json.loads(text0), json.loads(text1)
+                sa, sb = a["scores"], b["scores"]
+                top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:10])
+                out["memory"].append({
+                    "model": model, "n": n, "precision": precision, "threads": 2, "model_kib": model_kib,
+                    "unchunked_s": wall0, "unchunked_peak_kib": peak0, "budget_bytes": budget,
+                    "chunked_s": wall1, "chunked_peak_kib": peak1, "chunks": b.get("chunks"),
+                    "within": peak1 <= budget / 1024 + model_kib,
+                    "max_abs_score_diff": max(abs(x - y) for x, y in zip(sa, sb)),
+                    "max_abs_score": max(abs(x) for x in sa),
+                    "top10_overlap": len(top(sa) & top(sb)),
+                    "chunk_residual_score": b.get("chunk_residual_score"), "logit": a["target"]["logit"]})
+    return out
+
+
+def render_cli(res, runs, out):
+    cli = res.get("cli") or {}
+    if cli.get("speed"):
+        out.append("#### The CLI as `make build` builds it (llama-random as a llama2.c file, float, 2 threads)")
+        out.append("")
+        out.append("| N | `depass tokens` s | harness DePass s | CLI / harness | PyTorch s | speed-up vs PyTorch "
+                   "| CLI peak MiB | PyTorch peak MiB | mem ratio |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in cli["speed"]:
+            h = runs.get(("depass-cpp", r["model"], r["n"], r["threads"]))
+            p = runs.get(("pytorch", r["model"], r["n"], r["threads"]))
+            hs = h["depass_s"]["min"] if h else None
+            ps = p["depass_s"]["min"] if p else None
+            pp = p["rss_kib"]["peak"] if p else None
+            out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["n"], fmt_s(r["cli_s"]), fmt_s(hs), "%.2f" % (r["cli_s"] / hs) if hs else "-", fmt_s(ps),
+                "%.2fx" % (ps / r["cli_s"]) if ps else "-", fmt_mib(r["cli_peak_kib"]), fmt_mib(pp),
+                "%.2f" % (r["cli_peak_kib"] / pp) if pp else "-"))
+        out.append("")
+        out.append("`depass tokens` time is the whole process (loading the 120 MB file, the decomposition, "
+                   "readouts, JSON), fastest of %d runs, no OpenMP environment set; the harness and PyTorch "
+                   "columns are the DePass call alone from the tables above." % cli.get("repeats", 1))
+        out.append("")
+    if cli.get("threads"):
+        out.append("#### CLI threads (stories260K, double, `depass tokens`, whole process, s)")
+        out.append("")
+        out.append("| machine | N | `--threads 1` | `--threads 2` | `OMP_NUM_THREADS=1` | no setting (2 cores) "
+                   "| `--threads 1` / `OMP_NUM_THREADS=1` |")
+        out.append("|---|---|---|---|---|---|---|")
+        for r in cli["threads"]:
+            out.append("| %s | %d | %s | %s | %s | %s | %.2f |" % (
+                "busy (a busy loop on one core)" if r["busy"] else "idle", r["n"], fmt_s(r["--threads 1"]),
+                fmt_s(r["--threads 2"]), fmt_s(r["OMP_NUM_THREADS=1"]), fmt_s(r["no setting"]),
+                r["--threads 1"] / r["OMP_NUM_THREADS=1"]))
+        out.append("")
+    if cli.get("memory"):
+        out.append("#### `--memory-budget` (budget = half the unchunked peak; 2 threads)")
+        out.append("")
+        out.append("| model | N | unchunked peak MiB | budget MiB | model MiB | peak with budget MiB "
+                   "| <= budget + model | chunks | time unchunked / budget s | max \\|score diff\\| "
+                   "(max \\|score\\|) | top-10 overlap | chunk residual score (logit) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in cli["memory"]:
+            out.append("| %s (%s) | %d | %s | %s | %s | %s | %s | %s | %s / %s | %.3g (%.3g) | %d/10 | %.3g (%.3g) |" % (
+                r["model"], r["precision"], r["n"], fmt_mib(r["unchunked_peak_kib"]),
+                fmt_mib(r["budget_bytes"] / 1024), fmt_mib(r["model_kib"]), fmt_mib(r["chunked_peak_kib"]),
+                "yes" if r["within"] else "**no**", r["chunks"], fmt_s(r["unchunked_s"]), fmt_s(r["chunked_s"]),
+                r["max_abs_score_diff"], r["max_abs_score"], r["top10_overlap"],
+                r["chunk_residual_score"] or 0.0, r["logit"]))
+        out.append("")
 
 
 # =========================================================================================
@@ -805,6 +1048,7 @@ def render(res):
                    "completeness check recorded at each boundary plus the real RMSNorm; tail = last "
                    "check, final norm of the components and copy-out.")
         out.append("")
+    render_cli(res, runs, out)
     out.append("Columns: times are the minimum over the timed samples of one `Decomposer::run` (ours) or "
                "`depass_tokens` (PyTorch), token-level, default options (softmax split, T = 0.1, bos_sink). "
                "Peak = `ru_maxrss` of the configuration's own process; incr. = peak minus `ru_maxrss` after "

@@ -14,6 +14,7 @@
 
 #include <depass/Decomposer.hpp>
 #include <depass/Model.hpp>
+#include <depass/Threads.hpp>
 #include <depass/io/Load.hpp>
 #include <nlohmann/json.hpp>
 
@@ -316,12 +317,7 @@ Timing time_it(const Args& a, Fn fn) {
   return t;
 }
 
-void set_threads(int t) {
-  Eigen::setNbThreads(t);
-#ifdef _OPENMP
-  omp_set_num_threads(t);
-#endif
-}
+void set_threads(int t) { depass::set_threads(t); }  // as the CLI's --threads does
 
 json environment_json(const Args& a) {
   json e;

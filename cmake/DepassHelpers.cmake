@@ -3,15 +3,22 @@
 include_guard(GLOBAL)
 
 # depass_program_defaults(<target>)
-#   Link depass and (if found) OpenMP, and enable the usual warnings.
+#   Link depass, optimise as users are told to (depass_optimize: -march=native unless
+#   DEPASS_NATIVE is off, OpenMP if found) and enable the usual warnings.
 function(depass_program_defaults target)
   target_link_libraries(${target} PRIVATE depass::depass)
-  if(OpenMP_CXX_FOUND)
-    target_link_libraries(${target} PRIVATE OpenMP::OpenMP_CXX)
+  if(DEPASS_NATIVE)
+    depass_optimize(${target})
+  else()
+    depass_optimize(${target} NO_NATIVE)
   endif()
   if(MSVC)
     target_compile_options(${target} PRIVATE /W4 /permissive- /bigobj)
   else()
     target_compile_options(${target} PRIVATE -Wall -Wextra)
+    # GCC 12 reports Eigen's AVX-512 intrinsics (`__m512 __Y = __Y;`) as maybe-uninitialized.
+    if(DEPASS_NATIVE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized)
+    endif()
   endif()
 endfunction()

@@ -44,6 +44,9 @@ origin_url() {
       echo "https://huggingface.co/ggml-org/models/resolve/main/tinyllamas/stories260K.gguf" ;;
     tinystories-656k/*)
       echo "https://huggingface.co/raincandy-u/TinyStories-656K/resolve/main/${1#tinystories-656k/}" ;;
+    tinystories-656k-gguf/TinyStories-656K-IQ4_NL.gguf)
+      # A real llama.cpp quantisation, as committed in a public repository.
+      echo "https://raw.githubusercontent.com/bpolania/brok-clu-demo/6b87600f/models/local_llm/model.bin" ;;
     *) return 1 ;;
   esac
 }

@@ -125,10 +125,24 @@ std::string main_help() {
   return h;
 }
 
+/// GCC's OpenMP runtime reads OMP_WAIT_POLICY when the program starts and by default lets
+/// idle threads spin between parallel loops; on a busy machine that spinning takes the cores
+/// the working threads need (docs/performance.md). Unless the user chose a policy, the
+/// program runs itself again once with passive waiting.
+void prefer_passive_waiting(char** argv) {
+#ifdef _OPENMP
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+  execv("/proc/self/exe", argv);  // returns only if it failed: carry on with the default policy
+#else
+  static_cast<void>(argv);
+#endif
+}
+
 }  // namespace cli
 
 int main(int argc, char** argv) {
   using namespace cli;
+  prefer_passive_waiting(argv);
   if (argc < 2) {
     std::cerr << main_help();
     return 2;
@@ -165,7 +179,7 @@ int main(int argc, char** argv) {
     if (args.has("--threads")) {
       const long threads = args.integer("--threads", 0);
       if (threads < 1 || threads > 1024) throw UsageError("--threads must be in [1, 1024], got " + std::to_string(threads));
-      Eigen::setNbThreads(static_cast<int>(threads));
+      depass::set_threads(static_cast<int>(threads));  // Eigen's products and every engine loop
     }
     return command->run(args);
   } catch (const UsageError& e) {

@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "Threads.hpp"
 #include "Weights.hpp"
 
 namespace depass {
@@ -57,7 +58,7 @@ class ComponentTensor {
     // touched, and a token-level tensor is M*N*D scalars.
     const Eigen::Index rows = data_.rows();
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (rows * width > (1 << 20))
+#pragma omp parallel for schedule(static) num_threads(threads()) if (rows * width > (1 << 20))
 #endif
     for (Eigen::Index part = 0; part < kParts; ++part)
       data_.middleRows(rows * part / kParts, rows * (part + 1) / kParts - rows * part / kParts).setZero();
@@ -91,7 +92,7 @@ class ComponentTensor {
     RowMatrix<Scalar> total(positions_, data_.cols());
     const Eigen::Index N = positions_;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads()) if (data_.size() > (1 << 20))
+#pragma omp parallel for schedule(static) num_threads(threads()) if (data_.size() > (1 << 20))
 #endif
     for (Eigen::Index part = 0; part < kParts; ++part) {
       const Eigen::Index from = N * part / kParts, to = N * (part + 1) / kParts;

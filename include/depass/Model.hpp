@@ -21,6 +21,7 @@
 
 #include "ComponentTensor.hpp"
 #include "Config.hpp"
+#include "Threads.hpp"
 #include "Weights.hpp"
 
 namespace depass {
@@ -157,6 +158,7 @@ class Model {
     const LayerWeights<Scalar>& w = weights().layers[static_cast<std::size_t>(layer)];
     const Eigen::Index N = x.rows(), d = cfg.head_dim;
     const int H = cfg.n_heads, group = cfg.heads_per_kv();
+    detail::ThreadLimit limit(real_block_threads(N));
 
     VectorType scale;
     const MatrixType xn = norm(x, w.attention_norm, w.attention_norm_bias, &scale);
@@ -189,6 +191,7 @@ class Model {
     if (w.bo.size()) out.rowwise() += w.bo.transpose();
     emit(hook, "attn_out", layer, out, nullptr);
     x += out;
+    limit.release();
 
     if (components) components->component_sum_current = false;
     if (components && !components->straightforward) {
@@ -219,6 +222,7 @@ class Model {
     check_state(x, components);
     const LayerWeights<Scalar>& w = weights().layers[static_cast<std::size_t>(layer)];
     const Eigen::Index N = x.rows(), I = config().hidden_dim;
+    detail::ThreadLimit limit(real_block_threads(N));
 
     VectorType scale;
     const MatrixType xn = norm(x, w.mlp_norm, w.mlp_norm_bias, &scale);
@@ -240,6 +244,7 @@ class Model {
     if (w.b2.size()) out.rowwise() += w.b2.transpose();
     emit(hook, "ffn_out", layer, out, nullptr);
     x += out;
+    limit.release();
 
     if (components) components->component_sum_current = false;
     if (components && !components->straightforward) {
@@ -272,7 +277,7 @@ class Model {
     const bool layer_norm = config().norm == NormKind::LayerNorm;
     // Rows before a component's first position are zero, and the norm keeps them zero.
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 8) num_threads(Eigen::nbThreads()) if (C.stacked().size() > (1 << 20))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads()) if (C.stacked().size() > (1 << 20))
 #endif
     for (Eigen::Index m = 0; m < M; ++m) {
       const Eigen::Index first = std::min(first_of(cs, m), N);
@@ -563,7 +568,20 @@ class Model {
 #endif
   }
 
-  static int thread_count() { return std::max(1, Eigen::nbThreads()); }
+  static int thread_count() { return threads(); }
+
+  /// Threads for a block's real computation over N positions: one when even its largest
+  /// product is too small to share.
+  int real_block_threads(Eigen::Index N) const {
+    const double largest = 2.0 * static_cast<double>(N) * config().dim *
+                           std::max(config().q_width(), config().hidden_dim);
+    return largest >= kParallelWork ? thread_count() : 1;
+  }
+
+  /// Flops below which a loop runs on one thread. A second thread saves at most ~1 ms
+  /// there, while waking it and meeting it at the end costs tens of microseconds on an idle
+  /// machine and up to a scheduler time slice (milliseconds) on a busy one.
+  static constexpr double kParallelWork = 3e7;
 
   /// A scratch buffer of at least size scalars (contents undefined).
   static Scalar* reserve(Vector<Scalar>& buffer, Eigen::Index size) {
@@ -571,23 +589,27 @@ class Model {
     return buffer.data();
   }
 
-  /// Runs body(item, thread, across) for items 0..count-1, which the caller orders largest
-  /// first: across threads (dynamic schedule, `across` true) when there are at least two
-  /// items per thread, else in order. Eigen runs a GEMM single-threaded inside a parallel
-  /// region and threaded outside one, so the items' products follow the same choice. The
-  /// first exception of any item is rethrown here.
+  /// Runs body(item, thread, inner) for items 0..count-1 (about `work` flops in all), which
+  /// the caller orders largest first: across threads (dynamic schedule) when there are at
+  /// least two items per thread, else in order with `inner` threads for the item's own
+  /// loops. Eigen runs a GEMM single-threaded inside a parallel region and threaded outside
+  /// one, so the items' products follow the same choice. Small blocks run on one thread.
+  /// The first exception of any item is rethrown here.
   template <typename Body>
-  static void run_items(ComponentState<Scalar>& cs, Eigen::Index count, const Body& body) {
-    const int threads = thread_count();
+  static void run_items(ComponentState<Scalar>& cs, Eigen::Index count, double work, const Body& body) {
+    const int threads = work >= kParallelWork ? thread_count() : 1;
     const bool across = threads > 1 && count >= 2 * threads;
+    const int inner = across ? 1 : threads;
     if (cs.scratch.size() < static_cast<std::size_t>(threads)) cs.scratch.resize(static_cast<std::size_t>(threads));
+    const detail::ThreadLimit limit(threads);  // Eigen's products inside follow it
     std::exception_ptr error;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (across)
 #endif
     for (Eigen::Index item = 0; item < count; ++item) {
       try {
-        body(item, static_cast<std::size_t>(thread_index()), across);
+        // Outside our own team the thread number may be a caller's: item scratch is slot 0.
+        body(item, across ? static_cast<std::size_t>(thread_index()) : 0, inner);
       } catch (...) {
 #ifdef _OPENMP
 #pragma omp critical(depass_propagation_error)
@@ -692,7 +714,13 @@ class Model {
     const int H = cfg.n_heads, group = cfg.heads_per_kv();
     const std::vector<AttentionGroup> groups = plan_attention(cs);
     if (cs.track_sum) start_sums(cs, thread_count());
-    run_items(cs, static_cast<Eigen::Index>(groups.size()), [&](Eigen::Index item, std::size_t thread, bool across) {
+    double work = 0;
+    for (const AttentionGroup& g : groups) {
+      const double rows = static_cast<double>(g.members.size()) * static_cast<double>(N - g.start);
+      work += rows * (2.0 * static_cast<double>(D) * static_cast<double>(K + Q) +
+                      static_cast<double>(N - g.start) * static_cast<double>(Q));
+    }
+    run_items(cs, static_cast<Eigen::Index>(groups.size()), work, [&](Eigen::Index item, std::size_t thread, int inner) {
       const AttentionGroup& g = groups[static_cast<std::size_t>(item)];
       const Eigen::Index B = static_cast<Eigen::Index>(g.members.size()), s = g.start, n = N - s, R = B * n;
       // Two regions: normed rows, then the mixed heads; values, then the update.
@@ -710,9 +738,8 @@ class Model {
       // Mix per head first, then project once (H times cheaper than expanding every head
       // through Wo). Causality: only the lower-right corner of A from the group's start.
       ColMap mixed(base, R, Q);
-      const bool inner = !across;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (inner)
+#pragma omp parallel for schedule(static) num_threads(inner) if (inner > 1)
 #endif
       for (int h = 0; h < H; ++h) {
         const Eigen::Index kv = h / group;
@@ -752,8 +779,11 @@ class Model {
     const Eigen::Index P = std::min(N, std::max<Eigen::Index>(1, cs.work_rows / live_components));
     const Eigen::Index tiles = (N + P - 1) / P;
     std::atomic<bool> orphan{false};
+    double live_rows = 0;
+    for (Eigen::Index m = 0; m < M; ++m) live_rows += static_cast<double>(N - std::min(N, first_of(cs, m)));
+    const double work = live_rows * static_cast<double>(I) * (4.0 * static_cast<double>(D) + 20.0);
     // The last tiles have the most live components: take them first.
-    run_items(cs, tiles, [&](Eigen::Index item, std::size_t thread, bool across) {
+    run_items(cs, tiles, work, [&](Eigen::Index item, std::size_t thread, int inner) {
       const Eigen::Index p0 = (tiles - 1 - item) * P, p1 = std::min(N, p0 + P);
       // Member b (a component live in the tile) owns packed rows [offset[b], offset[b] +
       // p1 - start[b]), one per position from start[b].
@@ -790,10 +820,9 @@ class Model {
         }
       }
       // The split, one position at a time over the members live there.
-      const bool inner = !across;
       bool tile_orphan = false;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) reduction(|| : tile_orphan) if (inner)
+#pragma omp parallel for schedule(static) reduction(|| : tile_orphan) num_threads(inner) if (inner > 1)
 #endif
       for (Eigen::Index p = p0; p < p1; ++p) {
         std::vector<Scalar*> rows;

@@ -7,6 +7,7 @@
 #include "Error.hpp"
 #include "LogitTrace.hpp"
 #include "Model.hpp"
+#include "Threads.hpp"
 #include "Tokenizer.hpp"
 #include "Weights.hpp"
 #include "io/Load.hpp"

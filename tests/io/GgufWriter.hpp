@@ -5,6 +5,7 @@
 // can cut the file anywhere.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -35,8 +36,19 @@ enum TensorType : std::uint32_t {
   T_F32 = 0,
   T_F16 = 1,
   T_Q4_0 = 2,
+  T_Q4_1 = 3,
+  T_Q5_0 = 6,
+  T_Q5_1 = 7,
   T_Q8_0 = 8,
+  T_Q2_K = 10,
+  T_Q3_K = 11,
   T_Q4_K = 12,
+  T_Q5_K = 13,
+  T_Q6_K = 14,
+  T_Q8_K = 15,
+  T_IQ2_XXS = 16,
+  T_IQ4_NL = 20,
+  T_IQ4_XS = 23,
   T_BF16 = 30,
 };
 
@@ -209,6 +221,76 @@ struct File {
 inline std::string f32_data(const std::vector<float>& values) {
   std::string out;
   for (float v : values) put(out, v);
+  return out;
+}
+
+// --- half precision and the simplest quantisations, for building test files ---------------
+
+/// IEEE binary16 nearest to f (ties to even), for finite f within the half range.
+inline std::uint16_t float_to_half(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const std::uint16_t sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  const float a = f < 0 ? -f : f;
+  if (a < 6.103515625e-05f) {  // below 2^-14: a subnormal half, a multiple of 2^-24
+    const float units = a * 16777216.0f;  // exact (power of two scaling)
+    const auto q = static_cast<std::uint32_t>(std::nearbyint(units));  // ties to even
+    return static_cast<std::uint16_t>(sign | q);  // q == 1024 is 2^-14, the next normal
+  }
+  std::uint32_t m = bits & 0x7FFFFFu;
+  std::uint32_t e = ((bits >> 23) & 0xFFu) - 127 + 15;
+  const std::uint32_t rest = m & 0x1FFFu, half_way = 0x1000u;
+  m >>= 13;
+  if (rest > half_way || (rest == half_way && (m & 1u))) ++m;
+  if (m == 0x400u) {
+    m = 0;
+    ++e;
+  }
+  return static_cast<std::uint16_t>(sign | (e << 10) | m);
+}
+
+inline float half_to_float_exact(std::uint16_t h) {
+  const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
+  const float v = e == 0 ? std::ldexp(static_cast<float>(m), -24)
+                         : std::ldexp(static_cast<float>(m | 0x400), e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+
+/// Q8_0 blocks of values (a multiple of 32), as tools/reference/ggml_quants.py quantises:
+/// d = f16(max |x| / 127), q = round-half-even(x / d) clipped to [-127, 127].
+inline std::string quantize_q8_0(const float* x, std::size_t n) {
+  std::string out;
+  for (std::size_t b = 0; b < n; b += 32) {
+    float amax = 0;
+    for (std::size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+    const std::uint16_t h = float_to_half(amax / 127.0f);
+    const float d = half_to_float_exact(h);
+    put(out, h);
+    for (std::size_t j = 0; j < 32; ++j) {
+      const float q = d != 0 ? std::nearbyint(x[b + j] / d) : 0.0f;
+      put(out, static_cast<std::int8_t>(std::max(-127.0f, std::min(127.0f, q))));
+    }
+  }
+  return out;
+}
+
+/// Q4_0 blocks: d = f16(signed max-magnitude value / -8), q = round(x / d) + 8 in [0, 15];
+/// element j in the low nibble of byte j, element j + 16 in its high nibble.
+inline std::string quantize_q4_0(const float* x, std::size_t n) {
+  std::string out;
+  for (std::size_t b = 0; b < n; b += 32) {
+    float peak = 0;
+    for (std::size_t j = 0; j < 32; ++j)
+      if (std::fabs(x[b + j]) > std::fabs(peak)) peak = x[b + j];
+    const std::uint16_t h = float_to_half(peak / -8.0f);
+    const float d = half_to_float_exact(h);
+    put(out, h);
+    auto q = [&](std::size_t j) {
+      const float v = d != 0 ? std::nearbyint(x[b + j] / d) + 8 : 8.0f;
+      return static_cast<unsigned>(std::max(0.0f, std::min(15.0f, v)));
+    };
+    for (std::size_t j = 0; j < 16; ++j) put(out, static_cast<std::uint8_t>(q(j) | (q(j + 16) << 4)));
+  }
   return out;
 }
 

@@ -63,6 +63,10 @@ TEST_CASE("detect_format: synthetic files", "[io][format]") {
   // Only the header decides: a truncated llama2.c file is still llama2.c, so loading it
   // can say what is missing.
   CHECK(io::detect_format(dir.write("cut.bin", llama2c_header(Llama2cShape()))) == Format::Llama2c);
+  // A versioned export (llama2.c's export.py v1/v2) is recognised by its magic alone.
+  CHECK(io::detect_format(dir.write("v2.bin", std::string("24ka\x02\0\0\0", 8))) == Format::Llama2c);
+  CHECK_THAT(format_error([&] { io::load_checkpoint<float>(dir.path("v2.bin")); }),
+             Contains("too short for the 256-byte header of a versioned llama2.c export"));
   Llama2cShape bad;
   bad.n_kv_heads = 5;
   CHECK(io::detect_format(dir.write("bad.bin", llama2c_file(bad))) == Format::Unknown);

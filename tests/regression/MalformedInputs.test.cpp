@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "RegressionHelpers.hpp"
+#include "io/GgufWriter.hpp"
 
 using namespace depass;
 using namespace depass::test;
@@ -113,6 +114,122 @@ TEST_CASE("malformed: Hugging Face F64 weight beyond the float range", "[regress
   TempDir dir;
   const std::string model = tiny_llama_dir(dir, "F64", "model.embed_tokens.weight", 9, big);
   CHECK(io::load_huggingface<double>(model).weights.token_embedding(1, 1) == 1e300);
+}
+
+// --- quantised GGUF tensors and versioned llama2.c files (issue 19) ---------------------------
+
+namespace {
+
+namespace gw = depass::test::gguf;
+
+/// A tiny llama GGUF (D 32, I 64) whose blk.0.ffn_up.weight ([64, 32], ne = [32, 64]) is
+/// replaced by `type` blocks `data` with row length `row`.
+std::string gguf_error(std::uint32_t type, std::uint64_t row, const std::string& data) {
+  gw::File f = gw::tiny_llama();
+  gw::Tensor* t = f.find_tensor("blk.0.ffn_up.weight");
+  t->type = type;
+  t->ne = {row, 32 * 64 / row};
+  t->data = data;
+  TempDir dir;
+  const std::string path = dir.write("q.gguf", f.build());
+  const std::string message = format_error([&] { io::load_gguf<float>(path); });
+  CHECK_THAT(message, Contains(path + ": "));
+  return message;
+}
+
+/// A GGUF file holding only tensor 'w' of `type` ([rows, row] in PyTorch order), read
+/// whole as float: for blocks that cannot be part of the tiny model's shapes.
+std::string tensor_error(std::uint32_t type, std::uint64_t row, std::uint64_t rows,
+                         const std::string& data) {
+  gw::File f;
+  f.kv(gw::string("general.architecture", "none"));
+  f.tensor({"w", {row, rows}, type, data, -1});
+  TempDir dir;
+  const std::string path = dir.write("w.gguf", f.build());
+  const std::string message = format_error([&] {
+    io::GgufFile file(path);
+    std::vector<float> out(static_cast<std::size_t>(row * rows));
+    file.read_tensor(*file.find_tensor("w"), out.data());
+  });
+  CHECK_THAT(message, Contains(path + ": "));
+  return message;
+}
+
+/// `blocks` copies of a block of `size` bytes with the f16 scale 0.25 at `scale_at`.
+std::string blocks(std::size_t count, std::size_t size, std::size_t scale_at) {
+  std::string block(size, '\x11');
+  block[scale_at] = 0x00;
+  block[scale_at + 1] = 0x34;  // 0x3400 = 0.25
+  std::string out;
+  for (std::size_t i = 0; i < count; ++i) out += block;
+  return out;
+}
+
+std::string llama2c_v2_error(const std::function<void(std::string&)>& corrupt) {
+  std::string bytes = read_file(source_dir() + "/tests/data/llama2c/shared_v2.bin");
+  corrupt(bytes);
+  TempDir dir;
+  const std::string path = dir.write("m.bin", bytes);
+  const std::string message = format_error([&] { io::load_llama2c<float>(path); });
+  CHECK_THAT(message, Contains(path + ": "));
+  return message;
+}
+
+}  // namespace
+
+TEST_CASE("malformed: GGUF Q4_K tensor with rows of 128 (not whole 256-element blocks)",
+          "[regression][malformed][gguf]") {
+  CHECK_THAT(gguf_error(gw::T_Q4_K, 128, std::string(8 * 144, '\0')),
+             Contains("tensor 'blk.0.ffn_up.weight' has rows of 128 elements, not a multiple of "
+                      "the 256-element blocks of type Q4_K"));
+}
+
+TEST_CASE("malformed: GGUF Q6_K tensor whose blocks are cut short", "[regression][malformed][gguf]") {
+  // 8 blocks of 210 bytes are needed; 7.5 are there (and nothing follows).
+  CHECK_THAT(tensor_error(gw::T_Q6_K, 256, 8, blocks(8, 210, 208).substr(0, 7 * 210 + 105)),
+             Contains("truncated or corrupt: tensor 'w' (Q6_K [8, 256], 1680 bytes at data offset 0) "
+                      "reaches beyond the 1575-byte data section"));
+}
+
+TEST_CASE("malformed: GGUF Q4_0 block with a NaN scale, Q8_K block with an infinite one",
+          "[regression][malformed][gguf]") {
+  std::string q4 = blocks(64, 18, 0);
+  q4[5 * 18 + 1] = 0x7E;  // block 5: d = 0x7E00, a NaN
+  CHECK_THAT(gguf_error(gw::T_Q4_0, 32, q4),
+             Contains("tensor 'blk.0.ffn_up.weight' (Q4_0) block 5 (row 5, columns 0..31) has a "
+                      "non-finite scale d; weights must be finite"));
+  std::string q8k(8 * 292, '\x01');
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(&q8k[6 * 292], &inf, 4);
+  CHECK_THAT(tensor_error(gw::T_Q8_K, 256, 8, q8k),
+             Contains("tensor 'w' (Q8_K) block 6 (row 6, columns 0..255) has a non-finite scale d"));
+}
+
+TEST_CASE("malformed: GGUF tensor of a type depass does not decode (IQ2_XXS)",
+          "[regression][malformed][gguf]") {
+  CHECK_THAT(gguf_error(gw::T_IQ2_XXS, 256, std::string(8 * 66, '\0')),
+             Contains("unsupported GGUF tensor type IQ2_XXS (16) for tensor 'blk.0.ffn_up.weight'"));
+}
+
+TEST_CASE("malformed: llama2.c v2 group size that does not divide dim",
+          "[regression][malformed][llama2c]") {
+  CHECK_THAT(llama2c_v2_error([](std::string& b) {
+               const std::int32_t gs = 48;
+               std::memcpy(&b[37], &gs, 4);
+             }),
+             Contains("llama2.c v2 group_size 48 must be positive and divide dim (16)"));
+}
+
+TEST_CASE("malformed: llama2.c v2 with a NaN scale and with an unknown version",
+          "[regression][malformed][llama2c]") {
+  // wq layer 0: int8 values at 256 + 320 + 640, its 16 scales after 256 bytes; group 7.
+  CHECK_THAT(llama2c_v2_error([](std::string& b) {
+               const float nan = std::numeric_limits<float>::quiet_NaN();
+               std::memcpy(&b[1216 + 256 + 4 * 7], &nan, 4);
+             }),
+             Contains("array 'wq' (layer 0) group 7 (values 112..127) has a non-finite scale"));
+  CHECK_THAT(llama2c_v2_error([](std::string& b) { b[4] = 7; }),
+             Contains("llama2.c export version 7 is not supported"));
 }
 
 // --- bad UTF-8 -------------------------------------------------------------------------------------

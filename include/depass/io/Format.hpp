@@ -30,9 +30,10 @@ inline const char* to_string(Format format) {
 }
 
 /// In order: a directory holding config.json is HuggingFace; a file starting with the
-/// "GGUF" magic is GGUF; a *.safetensors file is Safetensors; a file whose 28-byte header
-/// is a plausible llama2.c config (validate() passes) is Llama2c; anything else is
-/// Unknown. Only the header is inspected: a truncated llama2.c file is still Llama2c, so
+/// "GGUF" magic is GGUF; a *.safetensors file is Safetensors; a file starting with the
+/// versioned llama2.c magic, or whose first 28 bytes are a plausible legacy llama2.c header
+/// (validate() passes), is Llama2c; anything else is Unknown. Only the header is
+/// inspected: a truncated llama2.c file is still Llama2c, so
 /// loading it reports what is wrong. std::runtime_error if path does not exist.
 inline Format detect_format(const std::string& path) {
   namespace fs = std::filesystem;
@@ -44,7 +45,7 @@ inline Format detect_format(const std::string& path) {
     return fs::is_regular_file(fs::path(path) / "config.json", ec) ? Format::HuggingFace
                                                                    : Format::Unknown;
   detail::BinaryFile file(path);
-  char head[detail::llama2c_header_size] = {};
+  char head[detail::llama2c_versioned_header_size] = {};
   const std::size_t n =
       file.size() < sizeof head ? static_cast<std::size_t>(file.size()) : sizeof head;
   file.read(0, n, head, "file header");

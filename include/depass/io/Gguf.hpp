@@ -1,7 +1,11 @@
 #pragma once
 // Loader for GGUF checkpoints (llama.cpp's format) of the llama architecture: the
 // hyper-parameters come from the llama.* metadata keys, the weights from the token_embd /
-// blk.N.* / output* tensors (F32, F16, BF16 or Q8_0, converted to Scalar).
+// blk.N.* / output* tensors (F32, F16, BF16, or a quantised type of detail/io/GgmlQuants.hpp,
+// dequantised to Scalar on load: docs/formats.md says what that costs in memory).
+//
+// RoPE scaling: linear from the llama.rope.scaling.* keys, Llama 3 from the rope_freqs.weight
+// tensor of per-pair divisors (detail/io/GgufRope.hpp).
 //
 // llama.cpp's converters permute Hugging Face's Q and K rows so that rotary embeddings pair
 // adjacent dimensions; GGUF llama checkpoints therefore use RopeLayout::AdjacentPairs, like
@@ -17,9 +21,37 @@
 #include "../Weights.hpp"
 #include "../detail/io/Finite.hpp"
 #include "../detail/io/GgufFile.hpp"
+#include "../detail/io/GgufRope.hpp"
 
 namespace depass {
 namespace detail {
+
+/// Linear RoPE scaling from `llama.rope.scaling.type` = "linear" with
+/// `llama.rope.scaling.factor`, or from the older `llama.rope.scale_linear`. Llama 3
+/// scaling comes as the rope_freqs.weight tensor (see load_gguf); YaRN and LongRoPE are
+/// refused.
+inline RopeScaling gguf_rope_scaling(const GgufFile& f) {
+  RopeScaling rs;
+  const std::string type = f.get_string("llama.rope.scaling.type", "none");
+  if (type == "linear") {
+    rs.type = RopeScaling::Type::Linear;
+    rs.factor = f.get_float("llama.rope.scaling.factor");
+  } else if (type != "none") {
+    f.fail("unsupported llama.rope.scaling.type '" + type +
+           "' (supported: none, linear; llama3 scaling comes as the rope_freqs.weight tensor)");
+  }
+  if (f.has("llama.rope.scale_linear")) {
+    const double factor = f.get_float("llama.rope.scale_linear");
+    if (rs.type == RopeScaling::Type::Linear && factor != rs.factor)
+      f.fail("llama.rope.scale_linear (" + std::to_string(factor) +
+             ") disagrees with llama.rope.scaling.factor (" + std::to_string(rs.factor) + ")");
+    if (factor != 1.0 || rs.type == RopeScaling::Type::Linear) {
+      rs.type = RopeScaling::Type::Linear;
+      rs.factor = factor;
+    }
+  }
+  return rs;
+}
 
 /// The llama hyper-parameters of a GGUF file, validated (FormatError naming the key).
 inline Config gguf_llama_config(const GgufFile& f) {
@@ -28,9 +60,6 @@ inline Config gguf_llama_config(const GgufFile& f) {
   if (f.get_uint("llama.expert_count", 0) > 0)
     f.fail("llama.expert_count is " + std::to_string(f.get_uint("llama.expert_count")) +
            ": mixture-of-experts GGUF models are not supported");
-  const std::string scaling = f.get_string("llama.rope.scaling.type", "none");
-  if (scaling != "none")
-    f.fail("unsupported llama.rope.scaling.type '" + scaling + "' (supported: none)");
 
   auto int_key = [&](const std::string& key) {
     return static_cast<int>(f.get_uint_at_most(key, INT_MAX));
@@ -47,6 +76,7 @@ inline Config gguf_llama_config(const GgufFile& f) {
   c.norm_eps = f.get_float("llama.attention.layer_norm_rms_epsilon");
   c.rope_theta = f.get_float("llama.rope.freq_base", 10000.0);
   c.rope_layout = RopeLayout::AdjacentPairs;
+  c.rope_scaling = gguf_rope_scaling(f);
 
   // The head width is embedding_length / head_count unless attention.key_length says
   // otherwise (checked against value_length below: depass has one head_dim).
@@ -99,6 +129,20 @@ inline Config gguf_llama_config(const GgufFile& f) {
   return c;
 }
 
+/// Llama 3 RoPE scaling from the (vetted) rope_freqs.weight tensor, if the file has one.
+inline void apply_gguf_rope_freqs(GgufFile& f, Config& c) {
+  const GgufTensorInfo* t = f.find_tensor("rope_freqs.weight");
+  if (!t) return;
+  std::vector<double> divisors(static_cast<std::size_t>(c.head_dim / 2));
+  f.read_tensor(*t, divisors.data());
+  c.rope_scaling = rope_scaling_from_divisors(divisors, c.rope_theta, c.head_dim, f.path());
+  try {
+    c.validate();
+  } catch (const std::invalid_argument& e) {
+    f.fail(std::string("implausible RoPE scaling from tensor 'rope_freqs.weight': ") + e.what());
+  }
+}
+
 }  // namespace detail
 
 namespace io {
@@ -143,12 +187,14 @@ Checkpoint<Scalar> load_gguf(const std::string& path) {
   }
   expect("output_norm.weight", {D});
   if (!c.tied_embeddings) expect("output.weight", {V, D});
+  if (f.find_tensor("rope_freqs.weight")) {
+    expect("rope_freqs.weight", {c.head_dim / 2});
+    if (c.rope_scaling.type != RopeScaling::Type::None)
+      f.fail("tensor 'rope_freqs.weight' (llama3 RoPE scaling) together with linear scaling is "
+             "not supported");
+  }
   for (const auto& t : f.tensors()) {
     if (used.count(t.name)) continue;
-    if (t.name == "rope_freqs.weight")
-      f.fail(
-          "tensor 'rope_freqs.weight' (per-dimension RoPE frequency factors, as in Llama 3.1) "
-          "is not supported");
     f.fail("tensor '" + t.name + "' is not part of a llama model as depass reads it (unsupported)");
   }
 
@@ -167,6 +213,8 @@ Checkpoint<Scalar> load_gguf(const std::string& path) {
     detail::require_finite(v, f.path(), "tensor '" + name + "'");
     return v;
   };
+
+  detail::apply_gguf_rope_freqs(f, result.config);
 
   Weights<Scalar>& w = result.weights;
   w.token_embedding = matrix("token_embd.weight");

@@ -7,6 +7,15 @@
 #include <exception>
 
 int main() {
+#if defined(__x86_64__) && !defined(__SSE3__)
+  // Every x86-64 CPU -march=native can target has SSE3; baseline x86-64 does not.
+  std::fprintf(stderr, "depass_optimize() did not compile for the native CPU (no __SSE3__)\n");
+  return 1;
+#endif
+#if defined(DEPASS_CONSUMER_EXPECT_OPENMP) && !defined(_OPENMP)
+  std::fprintf(stderr, "depass_optimize() did not enable OpenMP\n");
+  return 1;
+#endif
   depass::Config cfg;
   cfg.dim = 64;
   cfg.n_layers = 5;

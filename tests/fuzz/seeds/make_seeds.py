@@ -47,6 +47,32 @@ out("llama2c_checkpoint", "tiny_shared.bin", llama2c())
 out("llama2c_checkpoint", "tiny_unshared.bin", llama2c(shared=False, layers=1, vocab=5))
 
 
+def llama2c_versioned(version, dim=8, hidden=12, layers=2, heads=2, kv=1, vocab=10, seq=4,
+                      shared=True, group=8):
+    """export.py's version 1 (f32) or 2 (int8 + one f32 scale per `group` values) layout."""
+    head = dim // heads
+    hdr = struct.pack("<Ii7iB", 0x616B3432, version, dim, hidden, layers, heads, kv, vocab, seq,
+                      int(shared))
+    if version == 2:
+        hdr += struct.pack("<i", group)
+    hdr += b"\0" * (256 - len(hdr))
+    norms = f32(values(2 * layers * dim + dim, 3))
+    mats = [vocab * dim] + [dim * dim] * layers + [kv * head * dim] * (2 * layers) + \
+        [dim * dim] * layers + [hidden * dim] * (3 * layers) + ([] if shared else [vocab * dim])
+    body = b""
+    for i, n in enumerate(mats):
+        if version == 1:
+            body += f32(values(n, i))
+        else:
+            body += bytes((i * 7 + k * 13) % 255 - 127 & 0xFF for k in range(n))
+            body += f32([(g % 5 + 1) / 256.0 for g in range(n // group)])
+    return hdr + norms + body
+
+
+out("llama2c_checkpoint", "tiny_v1_shared.bin", llama2c_versioned(1))
+out("llama2c_checkpoint", "tiny_v2_unshared.bin", llama2c_versioned(2, layers=1, vocab=5, shared=False))
+
+
 # --- llama2.c tokenizer --------------------------------------------------------------------
 def tok_bin(pieces, max_len=None):
     max_len = max_len or max(len(p) for p, _ in pieces)
@@ -280,8 +306,37 @@ def arr(item_type, items_payload, count):
     return struct.pack("<IQ", item_type, count) + items_payload
 
 
-def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True, bpe_pre=None):
-    d = D // H
+# Quantised block types: ggml number -> (elements, bytes, [(scale offset, f32?)]).
+QUANT = {2: (32, 18, [(0, 0)]), 3: (32, 20, [(0, 0), (2, 0)]), 6: (32, 22, [(0, 0)]),
+         7: (32, 24, [(0, 0), (2, 0)]), 8: (32, 34, [(0, 0)]), 10: (256, 84, [(80, 0), (82, 0)]),
+         11: (256, 110, [(108, 0)]), 12: (256, 144, [(0, 0), (2, 0)]),
+         13: (256, 176, [(0, 0), (2, 0)]), 14: (256, 210, [(208, 0)]), 15: (256, 292, [(0, 1)]),
+         20: (32, 18, [(0, 0)]), 23: (256, 136, [(0, 0)])}
+
+
+def quant_blocks(ttype, n, seed):
+    """n values of a quantised type: deterministic pseudo-random bytes (any bytes are valid
+    quants) with small finite scales written over the scale fields."""
+    block, size, scales = QUANT[ttype]
+    out = bytearray()
+    x = seed * 2654435761 % 2**32
+    for b in range(n // block):
+        raw = bytearray()
+        for _ in range(size):
+            x = (x * 1103515245 + 12345) % 2**31
+            raw.append(x >> 16 & 0xFF)
+        for k, (at, is_f32) in enumerate(scales):
+            v = ((b + k) % 7 - 3) / 64.0 or 1 / 128.0
+            raw[at:at + (4 if is_f32 else 2)] = struct.pack("<f" if is_f32 else "<e", v)
+        out += raw
+    return bytes(out)
+
+
+def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True, bpe_pre=None, qtypes=None,
+         head_dim=None, rope_freqs=None):
+    """qtypes: ggml type per tensor kind ("token_embd", "attn_q", ...); head_dim: written as
+    llama.attention.key_length when it is not D / H."""
+    d = head_dim or D // H
     if bpe_pre is None:  # a SentencePiece ("llama") vocabulary
         pieces = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
                  [SP, "a", "b", SP + "a", "ab", SP + "ab", "\u00e9"]
@@ -309,7 +364,8 @@ def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True, bpe_pre=Non
         kv("llama.attention.head_count_kv", U32, struct.pack("<I", G)),
         kv("llama.attention.layer_norm_rms_epsilon", F32T, struct.pack("<f", 1e-5)),
         kv("llama.rope.dimension_count", U32, struct.pack("<I", d)),
-    ] + tok_kvs + [
+    ] + ([kv("llama.attention.key_length", U32, struct.pack("<I", d)),
+          kv("llama.attention.value_length", U32, struct.pack("<I", d))] if head_dim else []) + tok_kvs + [
         kv("tokenizer.ggml.tokens", ARR, arr(STR, b"".join(gstr(p) for p in pieces), V)),
     ] + scores + [
         kv("tokenizer.ggml.token_type", ARR, arr(I32, struct.pack("<%di" % V, *types), V)),
@@ -328,13 +384,23 @@ def gguf(D=8, I=12, L=1, H=2, G=1, ctx=16, tensor_type=0, tied=True, bpe_pre=Non
     ts.append(("output_norm.weight", [D]))
     if not tied:
         ts.append(("output.weight", [V, D]))
+    if rope_freqs:
+        ts.append(("rope_freqs.weight", [d // 2]))
     infos, data = b"", b""
     for name, shape in ts:
         n = 1
         for s in shape:
             n *= s
         ttype = tensor_type if len(shape) == 2 else 0
-        raw = f16(values(n)) if ttype == 1 else f32(values(n))
+        kind = name.split(".")[-2]
+        if qtypes and kind in qtypes:
+            ttype = qtypes[kind]
+        if ttype in QUANT:
+            raw = quant_blocks(ttype, n, len(data))
+        elif name == "rope_freqs.weight":
+            raw = f32(rope_freqs)
+        else:
+            raw = f16(values(n)) if ttype == 1 else f32(values(n))
         ne = list(reversed(shape))
         infos += gstr(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne) + \
             struct.pack("<IQ", ttype, len(data))
@@ -348,3 +414,11 @@ out("gguf", "tiny_f32_tied.gguf", gguf())
 out("gguf", "tiny_f16_untied.gguf", gguf(tensor_type=1, tied=False))
 out("gguf", "tiny_gpt2_tokenizer.gguf", gguf(bpe_pre="gpt-2"))
 out("gguf", "tiny_llama3_tokenizer.gguf", gguf(bpe_pre="llama-bpe"))
+# Quantised tensors: the 32-element block types on every matrix of a D 32 model; a K type
+# (256-element blocks) on the 256-wide down projection, with a llama3 rope_freqs table.
+out("gguf", "tiny_quant32.gguf", gguf(D=32, I=32, qtypes={
+    "token_embd": 8, "attn_q": 2, "attn_k": 3, "attn_v": 6, "attn_output": 7, "ffn_gate": 20,
+    "ffn_up": 8, "ffn_down": 2}))
+out("gguf", "tiny_kquant.gguf", gguf(D=32, I=256, qtypes={
+    "token_embd": 3, "attn_q": 20, "attn_k": 8, "attn_v": 8, "attn_output": 2, "ffn_gate": 2,
+    "ffn_up": 7, "ffn_down": 12}, rope_freqs=[1.0, 1.0, 2.5, 4.0, 4.0, 4.0, 4.0, 4.0]))

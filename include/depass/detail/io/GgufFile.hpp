@@ -28,6 +28,7 @@
 #include "../../Error.hpp"
 #include "BinaryFile.hpp"
 #include "Convert.hpp"
+#include "GgmlQuants.hpp"
 
 namespace depass {
 namespace detail {
@@ -218,13 +219,19 @@ inline const GgmlTypeTraits* ggml_type_traits(std::uint32_t type) {
 enum GgmlType : std::uint32_t {
   kGgmlF32 = 0,
   kGgmlF16 = 1,
-  kGgmlQ8_0 = 8,
   kGgmlBF16 = 30,
 };
 
+/// Float types converted element by element, and the quantised types with a block decoder
+/// (detail/io/GgmlQuants.hpp).
 inline bool ggml_type_convertible(std::uint32_t type) {
-  return type == kGgmlF32 || type == kGgmlF16 || type == kGgmlQ8_0 || type == kGgmlBF16;
+  return type == kGgmlF32 || type == kGgmlF16 || type == kGgmlBF16 ||
+         ggml::block_decoder(type) != nullptr;
 }
+
+constexpr const char* kGgmlSupportedTypes =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, "
+    "IQ4_XS";
 
 inline std::string ggml_type_label(std::uint32_t type) {
   const GgmlTypeTraits* t = ggml_type_traits(type);
@@ -516,11 +523,13 @@ class GgufFile {
   void check_convertible(const GgufTensorInfo& t) const {
     if (!ggml_type_convertible(t.type))
       fail("unsupported GGUF tensor type " + ggml_type_label(t.type) + " for tensor '" + t.name +
-           "' (supported: F32, F16, BF16, Q8_0)");
+           "' (supported: " + kGgmlSupportedTypes + ")");
   }
 
   /// The tensor's elements as Scalar, in storage order (ne[0] fastest), into out, which
-  /// holds element_count values.
+  /// holds element_count values. Quantised types are dequantised block by block
+  /// (detail/io/GgmlQuants.hpp); a block with a NaN or infinite scale is a FormatError
+  /// naming the tensor, the block and the scale.
   template <typename Scalar>
   void read_tensor(const GgufTensorInfo& t, Scalar* out) {
     check_convertible(t);
@@ -537,7 +546,7 @@ class GgufFile {
         read_elements(file_, t.file_offset, ElementType::BF16, count, out, what);
         return;
       default:
-        read_q8_0(t, out, what);
+        read_blocks(t, out, what);
         return;
     }
   }
@@ -588,26 +597,39 @@ class GgufFile {
   GgufValue read_value(GgufCursor& in, GgufValueType type, const std::string& what, int depth);
   GgufTensorInfo read_tensor_info(GgufCursor& in, std::size_t index);
 
+  /// Decodes a quantised tensor block by block, in chunks, to float (as ggml does) and then
+  /// to Scalar. A block whose scale is NaN or infinite is refused, naming it.
   template <typename Scalar>
-  void read_q8_0(const GgufTensorInfo& t, Scalar* out, const std::string& what) {
-    // block_q8_0: f16 scale d, then 32 int8 quants q; element = d * q, computed in float
-    // as ggml's dequantize_row_q8_0 does (the product is exact: 11 x 8 significant bits).
-    constexpr std::size_t block = 32, block_bytes = 34, blocks_per_chunk = 2048;
+  void read_blocks(const GgufTensorInfo& t, Scalar* out, const std::string& what) {
+    const GgmlTypeTraits& traits = *ggml_type_traits(t.type);
+    const ggml::BlockDecoder decode = ggml::block_decoder(t.type);
+    const std::size_t block = traits.block_size, block_bytes = traits.type_size;
+    constexpr std::uint64_t blocks_per_chunk = 1024;
     const std::uint64_t blocks = t.element_count / block;
-    std::vector<char> scratch(
-        static_cast<std::size_t>(std::min<std::uint64_t>(blocks, blocks_per_chunk)) * block_bytes);
+    std::vector<unsigned char> scratch(
+        static_cast<std::size_t>(std::min(blocks, blocks_per_chunk)) * block_bytes);
+    std::vector<float> values(block);
     for (std::uint64_t done = 0; done < blocks;) {
-      const std::uint64_t n = std::min<std::uint64_t>(blocks_per_chunk, blocks - done);
+      const std::uint64_t n = std::min(blocks_per_chunk, blocks - done);
       file_.read(t.file_offset + done * block_bytes, n * block_bytes, scratch.data(), what);
       for (std::uint64_t b = 0; b < n; ++b) {
-        const char* p = scratch.data() + b * block_bytes;
-        const float d = half_to_float(load<std::uint16_t>(p));
+        if (const char* bad = decode(scratch.data() + b * block_bytes, values.data()))
+          bad_scale(t, done + b, bad);
         Scalar* dst = out + (done + b) * block;
-        for (std::size_t k = 0; k < block; ++k)
-          dst[k] = static_cast<Scalar>(static_cast<float>(static_cast<signed char>(p[2 + k])) * d);
+        for (std::size_t k = 0; k < block; ++k) dst[k] = static_cast<Scalar>(values[k]);
       }
       done += n;
     }
+  }
+
+  [[noreturn]] void bad_scale(const GgufTensorInfo& t, std::uint64_t block,
+                              const char* field) const {
+    const std::uint64_t per_block = ggml_type_traits(t.type)->block_size;
+    const std::uint64_t first = block * per_block;
+    fail("tensor '" + t.name + "' (" + ggml_type_traits(t.type)->name + ") block " +
+         std::to_string(block) + " (row " + std::to_string(first / t.ne[0]) + ", columns " +
+         std::to_string(first % t.ne[0]) + ".." + std::to_string(first % t.ne[0] + per_block - 1) +
+         ") has a non-finite scale " + field + "; weights must be finite");
   }
 
   mutable BinaryFile file_;
