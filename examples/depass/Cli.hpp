@@ -191,13 +191,26 @@ inline bool may_chunk(const depass::DecomposeOptions& options) {
   return options.chunk_size > 0 || options.memory_budget_bytes > 0;
 }
 
-/// Asks the engine to keep component rows only at `positions` (the ones read out).
-/// DecomposeOptions::keep_positions is not on this branch yet; once it is, this becomes
-/// `options.keep_positions = positions;` (callers already skip it when --components
-/// needs every position).
+/// Asks the engine to keep component rows only at `positions` (the ones read out), so that
+/// a long or chunked run does not hold N x D per component in its result. Callers leave it
+/// out when --components writes every position.
 inline void keep_only(depass::DecomposeOptions& options, const std::vector<long>& positions) {
-  static_cast<void>(options);
-  static_cast<void>(positions);
+  options.keep_positions = positions;
+}
+
+/// Decomposer::run, with a --memory-budget too small for the run reported as a usage error.
+template <typename Scalar>
+depass::Decomposition<Scalar> decompose_run(const depass::Model<Scalar>& model, const std::vector<int>& ids,
+                                            const depass::Initialisation<Scalar>& init, const depass::DecomposeOptions& options,
+                                            const depass::Hook<Scalar>& hook) {
+  try {
+    return depass::Decomposer<Scalar>(model).run(ids, init, options, hook);
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    const std::string prefix = "memory_budget_bytes = ";
+    if (what.rfind(prefix, 0) != 0) throw;
+    throw UsageError("--memory-budget: " + what.substr(prefix.size()) + " (give a larger budget)");
+  }
 }
 
 /// Probability of `target` under the softmax of `logits`.

@@ -164,8 +164,8 @@ Decomposition<Scalar> decompose(const Args& args, const Loaded<Scalar>& l, const
   std::optional<depass::LogitTrace<Scalar>> trace;
   if (traced != nullptr && (args.has("--trace") || args.has("--trace-npy")))
     trace.emplace(*l.model, p.q.position, p.q.target, p.q.foil);
-  Decomposition<Scalar> d = depass::Decomposer<Scalar>(*l.model).run(
-      p.q.ids, init, options, both<Scalar>(progress, trace ? trace->hook() : depass::Hook<Scalar>{}));
+  Decomposition<Scalar> d =
+      decompose_run(*l.model, p.q.ids, init, options, both<Scalar>(progress, trace ? trace->hook() : depass::Hook<Scalar>{}));
   if (trace) add_trace(args, *traced, *trace, d.labels());
   return d;
 }
@@ -193,7 +193,7 @@ json top_tokens_json(const Loaded<Scalar>& l, const Decomposition<Scalar>& d, Ei
   json top = json::array();
   // A component that is exactly zero at the position (e.g. the bias component of a model
   // without biases) pushes no token up: its "top tokens" would be an arbitrary tie order.
-  if ((d.components().component(component).row(position).array() == Scalar(0)).all()) return top;
+  if ((d.row(component, position).array() == Scalar(0)).all()) return top;
   for (const auto& t : d.top_tokens(component, position, k)) {
     json e = depass::output::token_json(t.first, piece(l, t.first));
     e["logit"] = static_cast<double>(t.second);

@@ -87,8 +87,8 @@ json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::De
   if (tracing && q.target < 0) choose_target(q, top_logits(*l.model, q.ids, q.position));  // the trace needs it up front
   std::optional<depass::LogitTrace<Scalar>> trace;
   if (tracing) trace.emplace(*l.model, q.position, q.target, q.foil);
-  const depass::Decomposition<Scalar> result = depass::Decomposer<Scalar>(*l.model).run(
-      q.ids, depass::Initialisation<Scalar>::tokens(), options, both<Scalar>(progress, trace ? trace->hook() : depass::Hook<Scalar>{}));
+  const depass::Decomposition<Scalar> result = decompose_run(
+      *l.model, q.ids, depass::Initialisation<Scalar>::tokens(), options, both<Scalar>(progress, trace ? trace->hook() : depass::Hook<Scalar>{}));
 
   const depass::Vector<Scalar> logits = result.logits(q.position);
   choose_target(q, logits);
@@ -255,14 +255,13 @@ int run_explained_generate(const Args& args) {
   doc["prompt"] = depass::output::valid_utf8(prompt_text);
   doc["prompt_length"] = P;
   doc["steps"] = json::array();
-  const depass::Decomposer<Scalar> decomposer(*l.model);
   double residual = 0;
   if (per_step) {
     // The reference path: one decomposition per step over the sequence so far.
     for (long t = 0; t < T; ++t) {
       const std::vector<int> prefix(sequence.begin(), sequence.begin() + P + t);
       const depass::Decomposition<Scalar> d =
-          decomposer.run(prefix, depass::Initialisation<Scalar>::tokens(), options, progress.hook());
+          decompose_run(*l.model, prefix, depass::Initialisation<Scalar>::tokens(), options, progress.hook());
       doc["steps"].push_back(step_json(l, d, t, P + t - 1, generated[static_cast<std::size_t>(t)], foil));
       residual = std::max(residual, max_residual(d));
     }
@@ -273,7 +272,7 @@ int run_explained_generate(const Args& args) {
     for (long t = 0; t < T; ++t) positions.push_back(P + t - 1);
     keep_only(options, positions);
     const depass::Decomposition<Scalar> d =
-        decomposer.run(explained, depass::Initialisation<Scalar>::tokens(), options, progress.hook());
+        decompose_run(*l.model, explained, depass::Initialisation<Scalar>::tokens(), options, progress.hook());
     for (long t = 0; t < T; ++t) doc["steps"].push_back(step_json(l, d, t, P + t - 1, generated[static_cast<std::size_t>(t)], foil));
     residual = max_residual(d);
   }

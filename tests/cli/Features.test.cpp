@@ -593,19 +593,26 @@ TEST_CASE("Chunked runs: the chunk residual appears in text, CSV, NPY, HTML and 
   const output::NpyArray h = output::load_npy(dir.path("h.npy"));
   REQUIRE(h.shape == std::vector<std::size_t>{1, 9});
   CHECK(h.data[8] == hj["layers"][0]["chunk_residual_score"].get<double>());
-  // --memory-budget with K/M/G suffixes: 1K forces one member per chunk, 200M none.
-  const json tight = run_json("tokens --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --memory-budget 1K");
-  CHECK(tight["memory_budget_bytes"] == 1024);
-  CHECK(tight["chunks"] == 12);
+  // --memory-budget: the engine's own account (Decomposer::working_bytes; the CLI keeps
+  // component rows at the explained position only) of a chunk of 4 of the 12 tokens.
+  const Model<double>& model = test::cached_model<double>(stories);
+  const std::size_t four = Decomposer<double>(model).working_bytes(12, 4, 14, 1);
+  REQUIRE(four < Decomposer<double>(model).working_bytes(12, 5, 14, 1));
+  const json tight = run_json("tokens --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --memory-budget " +
+                              std::to_string(four));
+  CHECK(tight["memory_budget_bytes"] == four);
+  CHECK(tight["chunks"] == 3);
   CHECK(tight.contains("chunk_residual_score"));
   const json roomy = run_json("tokens --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --memory-budget 200M");
   CHECK(roomy["memory_budget_bytes"] == 209715200);
   CHECK(roomy["chunks"] == 1);
   CHECK(!roomy.contains("chunk_residual_score"));
+  CHECK(roomy["scores"] == run_json("tokens --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds))["scores"]);
   for (const auto& [options, message] : std::vector<std::pair<std::string, std::string>>{
            {"--chunk-size 0", "--chunk-size must be >= 1"},
            {"--memory-budget 12X", "--memory-budget expects a size in bytes"},
            {"--memory-budget 0", "--memory-budget expects a size in bytes"},
+           {"--memory-budget 1K", "--memory-budget: 1024 is too small for this run: one component per chunk needs"},
            {"--chunk-size 3 --memory-budget 1M", "give --chunk-size or --memory-budget, not both"},
            {"--chunk-size 3 --components c.npy", "--components writes the whole component tensor"}}) {
     r = test::run_cli("tokens --model " + test::sh(stories) + " --ids 1,2,3 " + options);

@@ -97,6 +97,12 @@ void check_trace(const Model<Scalar>& model, const std::vector<int>& ids, const 
     CHECK(std::abs(static_cast<double>(trace.scores()(B - 1, m) - final_scores(m))) <= tolerance<Scalar>(scale));
   }
   CHECK(trace.boundary_names().back() == "output");
+  // The trace reads the pass, not the result: keeping rows at the position only changes nothing.
+  LogitTrace<Scalar> kept(model, position, target, foil);
+  DecomposeOptions keep;
+  keep.keep_positions = {static_cast<long>(position)};
+  decomposer.run(ids, init, keep, kept.hook());
+  CHECK(kept.scores() == trace.scores());
 }
 
 }  // namespace
