@@ -55,8 +55,8 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
   "  --tokenizer PATH     tokenizer (llama2.c tok*.bin, tokenizer.json or .gguf); default: found\n" \
   "                       next to the checkpoint / inside the model directory or GGUF file\n" \
   "  --precision P        float or double (default double)\n"                                  \
-  "  --threads N          threads for matrix products (default: OpenMP's default; 1 is\n"    \
-  "                       fastest for tiny models and on a busy machine)\n"
+  "  --threads N          threads for every parallel loop and matrix product (default:\n"  \
+  "                       OpenMP's default, all cores; small blocks run on one anyway)\n"
 
 #define DEPASS_CLI_INPUT_HELP                                                                 \
   "  --prompt TEXT        text to explain (a BOS token is prepended)\n"                       \

@@ -52,7 +52,7 @@ const char* kGenerateHelp =
     "  --max-new N          tokens to generate (default 256, with --explain 16); stops early\n"
     "                       at end of text or when the context is full\n"
     "  --precision P        float or double (default float; double with --explain)\n"
-    "  --threads N          threads for matrix products (default: OpenMP's default)\n"
+    "  --threads N          threads for every parallel loop and matrix product (default: all)\n"
     "  --explain            attribute every generated token (one view per step in HTML)\n"
     "  --contrast T         with --explain: explain logit(token) - logit(T) at every step\n"
     "  --target-position first  for a --contrast text of several tokens, use its first token\n"
