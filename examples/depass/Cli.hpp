@@ -1,7 +1,7 @@
 #pragma once
-// Shared pieces of the depass command-line tool: option parsing, model/tokenizer loading,
-// input/position/target resolution, the progress bar and output dispatch (text, JSON,
-// CSV, NPY, HTML). Commands live in the other files of this folder.
+// Shared pieces of the depass command-line tool: model/tokenizer loading, the split and
+// chunking options, the progress bar and output dispatch (text, JSON, CSV, NPY, HTML).
+// Inputs, positions and targets are in Inputs.hpp; commands live in the .cpp files.
 
 #include <depass/depass.hpp>
 #include <depass/output/Output.hpp>
@@ -12,9 +12,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -22,107 +22,11 @@
 #include <string>
 #include <vector>
 
+#include "Args.hpp"
+
 namespace cli {
 
 using nlohmann::json;
-
-/// A command-line mistake: printed with a pointer to --help, exit code 2.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-/// --name VALUE / --name=VALUE options and --flags. Options may repeat (all() returns
-/// every value; get() the last).
-class Args {
- public:
-  Args(int argc, char** argv, int first, const std::vector<std::string>& flags) : flags_(flags) {
-    for (int i = first; i < argc; ++i) {
-      std::string arg = argv[i];
-      if (arg == "-h") arg = "--help";
-      if (arg.rfind("--", 0) != 0 || arg.size() < 3) throw UsageError("unexpected argument '" + arg + "'");
-      const std::size_t eq = arg.find('=');
-      if (eq != std::string::npos) {
-        values_[arg.substr(0, eq)].push_back(arg.substr(eq + 1));
-      } else if (is_flag(arg)) {
-        values_[arg].push_back("1");
-      } else {
-        if (i + 1 >= argc) throw UsageError("option " + arg + " needs a value");
-        values_[arg].push_back(argv[++i]);
-      }
-    }
-  }
-  bool has(const std::string& name) const { return values_.count(name) != 0; }
-  std::string get(const std::string& name, const std::string& fallback = "") const {
-    auto it = values_.find(name);
-    return it == values_.end() ? fallback : it->second.back();
-  }
-  std::vector<std::string> all(const std::string& name) const {
-    auto it = values_.find(name);
-    return it == values_.end() ? std::vector<std::string>{} : it->second;
-  }
-  std::string require(const std::string& name) const {
-    if (!has(name)) throw UsageError("missing required option " + name);
-    return get(name);
-  }
-  long integer(const std::string& name, long fallback) const {
-    if (!has(name)) return fallback;
-    const std::string text = get(name);
-    std::size_t used = 0;
-    long value = 0;
-    try {
-      value = std::stol(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (text.empty() || used != text.size()) throw UsageError("option " + name + " expects an integer, got '" + text + "'");
-    return value;
-  }
-  double number(const std::string& name, double fallback) const {
-    if (!has(name)) return fallback;
-    const std::string text = get(name);
-    std::size_t used = 0;
-    double value = 0;
-    try {
-      value = std::stod(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (text.empty() || used != text.size()) throw UsageError("option " + name + " expects a number, got '" + text + "'");
-    return value;
-  }
-  /// Throws UsageError for an option not in `allowed` (or repeated when not `repeatable`).
-  void allow_only(const std::vector<std::string>& allowed, const std::vector<std::string>& repeatable = {}) const {
-    for (const auto& kv : values_) {
-      bool ok = false, repeat = false;
-      for (const auto& a : allowed) ok = ok || a == kv.first;
-      for (const auto& a : repeatable) repeat = repeat || a == kv.first;
-      if (!ok) throw UsageError("unknown option " + kv.first);
-      if (kv.second.size() > 1 && !repeat) throw UsageError("option " + kv.first + " is given more than once");
-    }
-  }
-
- private:
-  bool is_flag(const std::string& name) const {
-    for (const auto& f : flags_)
-      if (f == name) return true;
-    return false;
-  }
-  std::vector<std::string> flags_;
-  std::map<std::string, std::vector<std::string>> values_;
-};
-
-/// Options every command understands, by group.
-inline const std::vector<std::string> kFlags = {"--help", "--no-bos-sink", "--explain", "--no-progress", "--projection"};
-inline const std::vector<std::string> kModelOptions = {"--model", "--tokenizer", "--precision", "--threads"};
-inline const std::vector<std::string> kInputOptions = {"--prompt", "--ids", "--position", "--target"};
-inline const std::vector<std::string> kSplitOptions = {"--mlp-split", "--temperature", "--no-bos-sink", "--chunk-size"};
-inline const std::vector<std::string> kOutputOptions = {"--format", "--output", "--json", "--top", "--color", "--no-progress"};
-
-inline std::vector<std::string> join(std::initializer_list<std::vector<std::string>> lists) {
-  std::vector<std::string> all;
-  for (const auto& l : lists) all.insert(all.end(), l.begin(), l.end());
-  return all;
-}
 
 inline bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
@@ -140,6 +44,52 @@ inline std::string extension_of(const std::string& path) {
   return ext;
 }
 
+/// The tokenizer of a checkpoint: --tokenizer, else the one inside a GGUF file or a Hugging
+/// Face directory, else tok<vocab>.bin / tokenizer.bin next to a llama2.c checkpoint.
+struct FoundTokenizer {
+  std::optional<depass::Tokenizer> tokenizer;
+  std::string path, kind;
+};
+
+inline FoundTokenizer find_tokenizer(const Args& args, const std::string& model_path, depass::io::Format format, int vocab) {
+  FoundTokenizer f;
+  if (args.has("--tokenizer")) {
+    const std::string tok = args.get("--tokenizer");
+    if (!file_exists(tok)) throw std::runtime_error("cannot open tokenizer '" + tok + "': no such file");
+    f.path = tok;
+    if (extension_of(tok) == "gguf") {
+      f.tokenizer = depass::Tokenizer::from_gguf(tok);
+      f.kind = "gguf";
+    } else if (format == depass::io::Format::HuggingFace || tok.find(".json") != std::string::npos) {
+      f.tokenizer = depass::Tokenizer::from_huggingface(tok);
+      f.kind = "huggingface";
+    } else {
+      f.tokenizer = depass::Tokenizer::from_llama2c(tok, vocab);
+      f.kind = "llama2.c";
+    }
+  } else if (format == depass::io::Format::GGUF) {
+    f.tokenizer = depass::Tokenizer::from_gguf(model_path);  // GGUF files carry their tokenizer
+    f.path = model_path;
+    f.kind = "gguf";
+  } else if (format == depass::io::Format::HuggingFace) {
+    f.tokenizer = depass::Tokenizer::from_huggingface(model_path);
+    f.path = model_path + "/tokenizer.json";
+    f.kind = "huggingface";
+  } else {
+    const std::string dir = directory_of(model_path);
+    const std::vector<std::string> names = {vocab > 0 ? "tok" + std::to_string(vocab) + ".bin" : "", "tokenizer.bin"};
+    for (const std::string& name : names) {
+      if (!name.empty() && file_exists(dir + "/" + name)) {
+        f.tokenizer = depass::Tokenizer::from_llama2c(dir + "/" + name, vocab);
+        f.path = dir + "/" + name;
+        f.kind = "llama2.c";
+        break;
+      }
+    }
+  }
+  return f;
+}
+
 template <typename Scalar>
 struct Loaded {
   std::string path;
@@ -148,105 +98,33 @@ struct Loaded {
   std::optional<depass::Tokenizer> tokenizer;
   std::string tokenizer_path;
   std::string tokenizer_kind;
+
+  /// The tokenizer, or a UsageError saying what needed it.
+  const depass::Tokenizer& require_tokenizer(const std::string& what) const {
+    if (!tokenizer)
+      throw UsageError(what + " needs a tokenizer, and none was found next to " + path +
+                       "; pass --tokenizer PATH (or give --ids and numeric targets)");
+    return *tokenizer;
+  }
 };
 
-/// The model of --model and its tokenizer (--tokenizer, or found next to the checkpoint).
-/// Without need_tokenizer a missing tokenizer is not an error.
+/// The model of --model and its tokenizer, if one is found. Commands ask for the
+/// tokenizer only where they need it (text input or targets), so --ids works without.
 template <typename Scalar>
-Loaded<Scalar> load(const Args& args, bool need_tokenizer = true) {
+Loaded<Scalar> load(const Args& args) {
   Loaded<Scalar> l;
   l.path = args.require("--model");
   l.format = depass::io::detect_format(l.path);
   l.model = std::make_unique<depass::Model<Scalar>>(depass::io::load_checkpoint<Scalar>(l.path));
   const int vocab = l.model->config().vocab_size;
-  if (args.has("--tokenizer")) {
-    const std::string tok = args.get("--tokenizer");
-    if (!file_exists(tok)) throw std::runtime_error("cannot open tokenizer '" + tok + "': no such file");
-    l.tokenizer_path = tok;
-    if (extension_of(tok) == "gguf") {
-      l.tokenizer = depass::Tokenizer::from_gguf(tok);
-      l.tokenizer_kind = "gguf";
-    } else if (l.format == depass::io::Format::HuggingFace || tok.find(".json") != std::string::npos) {
-      l.tokenizer = depass::Tokenizer::from_huggingface(tok);
-      l.tokenizer_kind = "huggingface";
-    } else {
-      l.tokenizer = depass::Tokenizer::from_llama2c(tok, vocab);
-      l.tokenizer_kind = "llama2.c";
-    }
-  } else if (l.format == depass::io::Format::GGUF) {
-    l.tokenizer = depass::Tokenizer::from_gguf(l.path);  // GGUF files carry their tokenizer
-    l.tokenizer_path = l.path;
-    l.tokenizer_kind = "gguf";
-  } else if (l.format == depass::io::Format::HuggingFace) {
-    l.tokenizer = depass::Tokenizer::from_huggingface(l.path);
-    l.tokenizer_path = l.path + "/tokenizer.json";
-    l.tokenizer_kind = "huggingface";
-  } else {
-    const std::string dir = directory_of(l.path);
-    for (const std::string& name : {"tok" + std::to_string(vocab) + ".bin", std::string("tokenizer.bin")}) {
-      if (file_exists(dir + "/" + name)) {
-        l.tokenizer = depass::Tokenizer::from_llama2c(dir + "/" + name, vocab);
-        l.tokenizer_path = dir + "/" + name;
-        l.tokenizer_kind = "llama2.c";
-        break;
-      }
-    }
-  }
-  if (l.tokenizer && l.tokenizer->vocab_size() != vocab && l.tokenizer_kind == "huggingface" &&
-      l.tokenizer->vocab_size() > vocab)
+  FoundTokenizer f = find_tokenizer(args, l.path, l.format, vocab);
+  l.tokenizer = std::move(f.tokenizer);
+  l.tokenizer_path = f.path;
+  l.tokenizer_kind = f.kind;
+  if (l.tokenizer && l.tokenizer_kind == "huggingface" && l.tokenizer->vocab_size() > vocab)
     throw std::runtime_error("tokenizer has " + std::to_string(l.tokenizer->vocab_size()) +
                              " tokens, more than the model's vocabulary of " + std::to_string(vocab));
-  if (!l.tokenizer && need_tokenizer)
-    throw UsageError("no tokenizer found next to " + l.path + "; pass --tokenizer PATH");
   return l;
-}
-
-inline std::vector<int> parse_int_list(const std::string& option, const std::string& text) {
-  std::vector<int> ids;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    std::size_t used = 0;
-    long value = -1;
-    try {
-      value = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || value < 0 || value > 1L << 30)
-      throw UsageError(option + ": '" + item + "' is not a non-negative integer");
-    ids.push_back(static_cast<int>(value));
-  }
-  if (ids.empty()) throw UsageError(option + " is empty");
-  return ids;
-}
-
-/// Token ids of --prompt (BOS prepended) or --ids, checked against the model.
-template <typename Scalar>
-std::vector<int> input_ids(const Args& args, const Loaded<Scalar>& l) {
-  if (args.has("--prompt") == args.has("--ids")) throw UsageError("give exactly one of --prompt and --ids");
-  std::vector<int> ids;
-  if (args.has("--ids")) {
-    ids = parse_int_list("--ids", args.get("--ids"));
-    for (std::size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] >= l.model->config().vocab_size)
-        throw UsageError("--ids: token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
-                         " is unknown (the vocabulary has ids 0.." + std::to_string(l.model->config().vocab_size - 1) + ")");
-  } else {
-    ids = l.tokenizer->encode(args.get("--prompt"), true);
-    if (ids.empty()) throw UsageError("--prompt encodes to no tokens");
-  }
-  l.model->check_tokens(ids);
-  return ids;
-}
-
-/// --position (negative counts from the end; default -1) as an index into the sequence.
-inline long resolve_position(const Args& args, long n) {
-  long position = args.integer("--position", -1);
-  if (position < -n || position >= n)
-    throw UsageError("--position " + std::to_string(position) + " is out of range: the sequence has " + std::to_string(n) +
-                     " tokens (allowed " + std::to_string(-n) + ".." + std::to_string(n - 1) + ")");
-  return position < 0 ? position + n : position;
 }
 
 /// Layer given by `option` (negative counts from the end), checked against the model.
@@ -266,6 +144,26 @@ inline depass::Site parse_site(const std::string& text) {
 
 inline const char* site_name(depass::Site s) { return s == depass::Site::Mlp ? "mlp" : "attention"; }
 
+/// "200M", "1.5G", "65536": bytes, with K, M, G, T meaning powers of 1024 (an optional
+/// trailing "B" or "iB" is accepted: 200MB, 200MiB).
+inline std::size_t parse_bytes(const std::string& option, const std::string& text) {
+  const std::size_t digits = text.find_first_not_of("0123456789.");
+  const std::string number = text.substr(0, digits);
+  std::string unit = digits == std::string::npos ? "" : text.substr(digits);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double scale = 0;
+  for (const auto& [suffix, factor] : std::vector<std::pair<std::string, double>>{
+           {"", 1}, {"B", 1}, {"K", 1024.0}, {"M", 1048576.0}, {"G", 1073741824.0}, {"T", 1099511627776.0}}) {
+    if (unit == suffix || (suffix.size() == 1 && suffix != "B" && (unit == suffix + "B" || unit == suffix + "IB")))
+      scale = factor;
+  }
+  const bool well_formed = !number.empty() && number != "." && number.find('.') == number.rfind('.');
+  const double bytes = well_formed ? std::stod(number) * scale : 0;
+  if (!well_formed || scale == 0 || !(bytes >= 1) || bytes > 9.0e18)
+    throw UsageError(option + " expects a size in bytes such as 65536, 512K, 200M or 2G, got '" + text + "'");
+  return static_cast<std::size_t>(bytes);
+}
+
 inline depass::DecomposeOptions decompose_options(const Args& args) {
   depass::DecomposeOptions options;
   const std::string split = args.get("--mlp-split", "softmax");
@@ -276,10 +174,43 @@ inline depass::DecomposeOptions decompose_options(const Args& args) {
   if (!(options.temperature > 0) || !std::isfinite(options.temperature))
     throw UsageError("--temperature must be a finite number > 0, got '" + args.get("--temperature") + "'");
   options.bos_sink = !args.has("--no-bos-sink");
-  const long chunk = args.integer("--chunk-size", 0);
-  if (chunk < 0) throw UsageError("--chunk-size must be >= 0, got " + std::to_string(chunk));
-  options.chunk_size = chunk;
+  if (args.has("--chunk-size") && args.has("--memory-budget"))
+    throw UsageError("give --chunk-size or --memory-budget, not both");
+  if (args.has("--chunk-size")) {
+    const long chunk = args.integer("--chunk-size", 0);
+    if (chunk < 1)
+      throw UsageError("--chunk-size must be >= 1, got " + std::to_string(chunk) + " (leave it out to run unchunked)");
+    options.chunk_size = chunk;
+  }
+  if (args.has("--memory-budget")) options.memory_budget_bytes = parse_bytes("--memory-budget", args.get("--memory-budget"));
   return options;
+}
+
+/// True when the options may split the components into chunks.
+inline bool may_chunk(const depass::DecomposeOptions& options) {
+  return options.chunk_size > 0 || options.memory_budget_bytes > 0;
+}
+
+/// Asks the engine to keep component rows only at `positions` (the ones read out), so that
+/// a long or chunked run does not hold N x D per component in its result. Callers leave it
+/// out when --components writes every position.
+inline void keep_only(depass::DecomposeOptions& options, const std::vector<long>& positions) {
+  options.keep_positions = positions;
+}
+
+/// Decomposer::run, with a --memory-budget too small for the run reported as a usage error.
+template <typename Scalar>
+depass::Decomposition<Scalar> decompose_run(const depass::Model<Scalar>& model, const std::vector<int>& ids,
+                                            const depass::Initialisation<Scalar>& init, const depass::DecomposeOptions& options,
+                                            const depass::Hook<Scalar>& hook) {
+  try {
+    return depass::Decomposer<Scalar>(model).run(ids, init, options, hook);
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    const std::string prefix = "memory_budget_bytes = ";
+    if (what.rfind(prefix, 0) != 0) throw;
+    throw UsageError("--memory-budget: " + what.substr(prefix.size()) + " (give a larger budget)");
+  }
 }
 
 /// Probability of `target` under the softmax of `logits`.
@@ -291,22 +222,22 @@ double probability(const Vec& logits, int target) {
   return std::exp(static_cast<double>(logits(target)) - peak) / partition;
 }
 
-/// --target ID, or the model's top prediction, checked against the vocabulary.
-template <typename Vec>
-int resolve_target(const Args& args, const Vec& logits) {
-  Eigen::Index top = 0;
-  logits.maxCoeff(&top);
-  const long target = args.integer("--target", static_cast<long>(top));
-  if (target < 0 || target >= logits.size())
-    throw UsageError("--target " + std::to_string(target) + " is not a token id of this model (allowed 0.." +
-                     std::to_string(logits.size() - 1) + ")");
-  return static_cast<int>(target);
+/// Text of a token for display and documents: the tokenizer's piece, except that the BOS
+/// piece loses its surrounding whitespace (llama2.c's "\n<s>\n" is shown as <s>).
+inline std::string display_piece(const depass::Tokenizer& tok, int id) {
+  std::string p = tok.piece(id);
+  if (id == tok.bos_id()) {
+    const std::size_t a = p.find_first_not_of(" \t\r\n"), b = p.find_last_not_of(" \t\r\n");
+    if (a != std::string::npos) p = p.substr(a, b - a + 1);
+  }
+  return p;
 }
 
+/// display_piece, or `<id>` without a tokenizer.
 template <typename Scalar>
 std::string piece(const Loaded<Scalar>& l, int id) {
-  if (!l.tokenizer || id >= l.tokenizer->vocab_size()) return "<" + std::to_string(id) + ">";
-  return l.tokenizer->piece(id);
+  if (!l.tokenizer || id < 0 || id >= l.tokenizer->vocab_size()) return "<" + std::to_string(id) + ">";
+  return display_piece(*l.tokenizer, id);
 }
 
 template <typename Scalar>
@@ -336,6 +267,7 @@ json document(const char* schema, const Args& args, const depass::DecomposeOptio
   doc["temperature"] = options.temperature;
   doc["bos_sink"] = options.bos_sink;
   if (options.chunk_size > 0) doc["chunk_size"] = options.chunk_size;
+  if (options.memory_budget_bytes > 0) doc["memory_budget_bytes"] = options.memory_budget_bytes;
   return doc;
 }
 
@@ -346,14 +278,18 @@ double max_residual(const depass::Decomposition<Scalar>& d) {
   return r;
 }
 
+inline bool progress_enabled(const Args& args) { return !args.has("--no-progress") && isatty(fileno(stderr)); }
+
 /// Progress over (decomposition runs) x (layers), driven by the engine hook's layer_out
-/// events. Shown on stderr only when it is a terminal and --no-progress is absent.
+/// events. Shown on stderr only when it is a terminal and --no-progress is absent; a
+/// disabled Progress (batch items, which have their own bar) hands out an empty hook.
 template <typename Scalar>
 class Progress {
  public:
-  Progress(const Args& args, const std::string& label, long total)
-      : bar_(std::cerr, label, total, !args.has("--no-progress") && isatty(fileno(stderr))) {}
+  Progress(const Args& args, const std::string& label, long total, bool enabled = true)
+      : bar_(std::cerr, label, total, enabled && progress_enabled(args)), enabled_(enabled) {}
   depass::Hook<Scalar> hook() {
+    if (!enabled_) return {};
     depass::output::ProgressBar* bar = &bar_;
     return [bar](const depass::HookEvent<Scalar>& e) {
       if (std::string(e.name) == "layer_out") bar->advance();
@@ -363,7 +299,19 @@ class Progress {
 
  private:
   depass::output::ProgressBar bar_;
+  bool enabled_;
 };
+
+/// Both hooks, in order (either may be empty).
+template <typename Scalar>
+depass::Hook<Scalar> both(depass::Hook<Scalar> a, depass::Hook<Scalar> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return [a, b](const depass::HookEvent<Scalar>& e) {
+    a(e);
+    b(e);
+  };
+}
 
 inline depass::output::ColorMode stdout_color(const Args& args) {
   const std::string c = args.get("--color", "auto");
@@ -378,18 +326,21 @@ inline depass::output::ColorMode stdout_color(const Args& args) {
                                            std::getenv("TERM"));
 }
 
-/// The output format: --format, else from the extension of --output, else text.
+/// The output format: --format, else from the extension of --output, else text (json
+/// for --batch, whose output is JSON lines).
 inline std::string output_format(const Args& args) {
   static const std::vector<std::string> known = {"text", "json", "csv", "npy", "html"};
   if (args.has("--format")) {
     const std::string f = args.get("--format");
     for (const auto& k : known)
       if (k == f) return f;
+    if (f == "jsonl") return "json";
     throw UsageError("--format '" + f + "' is unknown (allowed: text, json, csv, npy, html)");
   }
+  if (args.has("--batch")) return "json";
   if (!args.has("--output")) return "text";
   const std::string ext = extension_of(args.get("--output"));
-  if (ext == "json") return "json";
+  if (ext == "json" || ext == "jsonl") return "json";
   if (ext == "csv") return "csv";
   if (ext == "npy") return "npy";
   if (ext == "html" || ext == "htm") return "html";
@@ -412,47 +363,97 @@ inline std::size_t top_rows(const Args& args, long fallback = 10) {
   return static_cast<std::size_t>(top);
 }
 
+/// Options that name a file the command writes.
+inline const std::vector<std::string> kOutputFileOptions = {"--output", "--json", "--components", "--logits", "--trace-npy"};
+
+/// Refuses two outputs to the same file (compared after resolving ".", ".." and symlinks).
+inline void check_distinct_outputs(const Args& args) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<std::string, std::string>> seen;  // (resolved path, option)
+  for (const std::string& option : kOutputFileOptions) {
+    if (!args.has(option)) continue;
+    std::error_code ec;
+    fs::path p = fs::weakly_canonical(fs::absolute(args.get(option), ec), ec);
+    if (ec) p = fs::path(args.get(option)).lexically_normal();
+    for (const auto& [other, other_option] : seen)
+      if (other == p.string())
+        throw UsageError(other_option + " and " + option + " both write '" + args.get(option) +
+                         "'; give each output its own file");
+    seen.emplace_back(p.string(), option);
+  }
+}
+
+/// True when some output goes to a file (not stdout).
+inline bool writes_files(const Args& args) {
+  for (const std::string& option : kOutputFileOptions)
+    if (args.has(option)) return true;
+  return false;
+}
+
 /// Validates the output options before any work is done (so that a bad --format fails fast).
 inline void check_output_options(const Args& args) {
   output_format(args);
   stdout_color(args);
   top_rows(args);
-  if (args.has("--components") && extension_of(args.get("--components")) != "npy")
-    throw UsageError("--components writes a .npy file; its name must end in .npy, got '" + args.get("--components") + "'");
+  for (const char* option : {"--components", "--trace-npy"})
+    if (args.has(option) && extension_of(args.get(option)) != "npy")
+      throw UsageError(std::string(option) + " writes a .npy file; its name must end in .npy, got '" + args.get(option) + "'");
+  check_distinct_outputs(args);
+  if (args.has("--quiet") && !writes_files(args) && output_format(args) == "text")
+    throw UsageError("--quiet silences the text view, and nothing else would be written: add --output FILE or --json FILE");
+}
+
+inline depass::output::TerminalOptions terminal_options(const Args& args) {
+  depass::output::TerminalOptions term;
+  term.top = top_rows(args);
+  return term;
+}
+
+/// `doc` in the format of --format / --output (text: plain, no colour).
+inline std::string render(const Args& args, const json& doc, const std::string& format) {
+  if (format == "json") return depass::output::to_json_text(doc);
+  if (format == "csv") return depass::output::to_csv_text(doc);
+  if (format == "npy") return depass::output::npy_bytes(depass::output::scores_array(doc));
+  if (format == "html") {
+    depass::output::HtmlOptions html;
+    html.top = top_rows(args);
+    return depass::output::render_html(doc, html);
+  }
+  return depass::output::render_terminal(doc, terminal_options(args));
+}
+
+/// A note on stderr about a file written (not with --quiet).
+inline void note_written(const Args& args, const std::string& path, const std::string& what) {
+  if (!args.has("--quiet")) std::cerr << "depass: wrote " << path << " (" << what << ")\n";
 }
 
 /// Writes `doc` as chosen by --format / --output (stdout when no --output), plus --json.
-/// With --output, the text view still goes to stdout (a note on stderr names the file).
+/// With --output or --json, the text view still goes to stdout (a note on stderr names
+/// each file) unless --quiet.
 inline void emit(const Args& args, const json& doc) {
   const std::string format = output_format(args);
-  depass::output::TerminalOptions term;
-  term.top = top_rows(args);
-  std::string bytes;
-  if (format == "json") bytes = depass::output::to_json_text(doc);
-  else if (format == "csv") bytes = depass::output::to_csv_text(doc);
-  else if (format == "npy") bytes = depass::output::npy_bytes(depass::output::scores_array(doc));
-  else if (format == "html") {
-    depass::output::HtmlOptions html;
-    html.top = term.top;
-    bytes = depass::output::render_html(doc, html);
+  const bool quiet = args.has("--quiet");
+  if (args.has("--json")) {
+    write_file(args.get("--json"), depass::output::to_json_text(doc));
+    note_written(args, args.get("--json"), "json");
   }
-  if (args.has("--json")) write_file(args.get("--json"), depass::output::to_json_text(doc));
+  depass::output::TerminalOptions term = terminal_options(args);
   if (args.has("--output")) {
-    if (format == "text") bytes = depass::output::render_terminal(doc, term);  // plain: no colour in files
-    write_file(args.get("--output"), bytes);
-    if (format != "text") {
+    write_file(args.get("--output"), render(args, doc, format));
+    if (format != "text" && !quiet) {
       term.color = stdout_color(args);
       std::cout << depass::output::render_terminal(doc, term);
     }
-    std::cerr << "depass: wrote " << args.get("--output") << " (" << format << ")\n";
-    return;
-  }
-  if (format == "text") {
-    term.color = stdout_color(args);
-    std::cout << depass::output::render_terminal(doc, term);
+    note_written(args, args.get("--output"), format);
+  } else if (format == "text") {
+    if (!quiet) {
+      term.color = stdout_color(args);
+      std::cout << depass::output::render_terminal(doc, term);
+    }
   } else {
     if (format == "npy" && isatty(fileno(stdout)))
       throw UsageError("--format npy is binary; give --output FILE.npy or redirect stdout");
+    const std::string bytes = render(args, doc, format);
     std::cout.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   std::cout.flush();

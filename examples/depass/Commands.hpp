@@ -22,6 +22,7 @@ int command_heads(const Args& args);
 int command_neurons(const Args& args);
 int command_subspace(const Args& args);
 int command_decode(const Args& args);
+int command_tokenize(const Args& args);
 int command_info(const Args& args);
 
 extern const char* kTokensHelp;
@@ -31,6 +32,7 @@ extern const char* kHeadsHelp;
 extern const char* kNeuronsHelp;
 extern const char* kSubspaceHelp;
 extern const char* kDecodeHelp;
+extern const char* kTokenizeHelp;
 extern const char* kInfoHelp;
 
 /// Runs a templated command body in the precision of --precision (default `fallback`).
@@ -43,36 +45,61 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
 }
 
 // Option text shared by the help pages.
+#define DEPASS_CLI_MODEL_LINE                                                                 \
+  "  --model PATH         a llama2.c checkpoint (.bin), a GGUF file (.gguf, tokenizer inside)\n" \
+  "                       or a Hugging Face model directory (config.json, model.safetensors\n" \
+  "                       or its shards, tokenizer.json); the format is detected from the file\n"
+
 #define DEPASS_CLI_MODEL_HELP                                                                 \
-  "  --model PATH         llama2.c .bin checkpoint, GGUF file or Hugging Face model directory\n" \
-  "  --tokenizer PATH     tokenizer (llama2.c tok*.bin or tokenizer.json); default: found\n" \
-  "                       next to the checkpoint / inside the model directory\n"             \
+  DEPASS_CLI_MODEL_LINE                                                                       \
+  "  --tokenizer PATH     tokenizer (llama2.c tok*.bin, tokenizer.json or .gguf); default: found\n" \
+  "                       next to the checkpoint / inside the model directory or GGUF file\n" \
   "  --precision P        float or double (default double)\n"                                  \
-  "  --threads N          threads for matrix products (default: OpenMP's default; 1 is\n"    \
-  "                       fastest for tiny models and on a busy machine)\n"
+  "  --threads N          threads for every parallel loop and matrix product (default:\n"  \
+  "                       OpenMP's default, all cores; small blocks run on one anyway)\n"
 
 #define DEPASS_CLI_INPUT_HELP                                                                 \
   "  --prompt TEXT        text to explain (a BOS token is prepended)\n"                       \
-  "  --ids LIST           token ids instead of text, comma separated\n"                       \
+  "  --prompt-file FILE   the prompt from a file (- for stdin; one trailing newline dropped)\n" \
+  "  --ids LIST           token ids instead of text, comma separated (no tokenizer needed)\n" \
   "  --position P         position whose prediction is explained; negative counts from the\n" \
   "                       end (default -1, the last token)\n"                                  \
-  "  --target ID          token id whose logit is explained (default: the top prediction)\n"
+  "  --target T           token whose logit is explained (default: the top prediction): an\n" \
+  "                       integer is an id, other values are text (--target \" girl\"); force\n" \
+  "                       either with id:5 / text:5. A text must be one token\n"             \
+  "  --target-position first  for a text of several tokens, use its first token\n"          \
+  "  --contrast T         explain logit(target) - logit(T) instead (same rule as --target)\n"
+
+#define DEPASS_CLI_BATCH_HELP                                                                 \
+  "  --batch FILE.jsonl   one request per line ({\"prompt\": ...} or {\"ids\": [...]}, optional\n" \
+  "                       \"target\", \"contrast\", \"position\"); - reads stdin. The model loads\n" \
+  "                       once; results stream as JSON lines (each with its \"line\"); a bad\n" \
+  "                       line gives an error object there and exit status 1\n"
 
 #define DEPASS_CLI_SPLIT_HELP                                                                 \
   "  --mlp-split RULE     softmax (default), argmax or proportional neuron split\n"           \
   "  --temperature T      softmax split temperature (default 0.1)\n"                          \
   "  --no-bos-sink        let the first token receive MLP output at later positions\n"        \
-  "  --chunk-size C       propagate components in chunks of C (less memory; results then\n"  \
-  "                       carry a \"chunk residual\", see docs/cli.md)\n"
+  "  --chunk-size C       propagate components in chunks of C >= 1 (less memory; results then\n" \
+  "                       carry a \"chunk residual\", see docs/cli.md)\n"                    \
+  "  --memory-budget B    chunk so that the components fit in B bytes (512K, 200M, 2G)\n"
+
+#define DEPASS_CLI_TRACE_HELP                                                                 \
+  "  --trace              also trace every component's logit (logit lens) at every layer\n"  \
+  "                       boundary (JSON field \"trace\", a chart in HTML; not with chunking)\n" \
+  "  --trace-npy FILE     write the trace as a (boundaries, components) float64 .npy\n"
 
 #define DEPASS_CLI_OUTPUT_HELP                                                                \
   "  --format F           text (default), json, csv, npy or html\n"                          \
   "  --output FILE        write there instead of stdout; the format follows the extension\n" \
   "                       (.json .csv .npy .html .txt) unless --format is given\n"          \
   "  --json FILE          also write the JSON document to FILE\n"                            \
+  "  --quiet              with --output/--json: no text view on stdout, no notes on stderr\n" \
   "  --top K              rows in ranked tables (default 10)\n"                              \
   "  --color WHEN         auto (default: colour on a terminal unless NO_COLOR is set),\n"     \
   "                       always or never\n"                                                  \
-  "  --no-progress        no progress bar on stderr (it only shows on a terminal anyway)\n"
+  "  --no-progress        no progress bar on stderr (it only shows on a terminal anyway)\n"   \
+  "exit status: 0 success, 1 failure (unreadable or malformed file, failed batch lines),\n"  \
+  "2 command-line mistake\n"
 
 }  // namespace cli

@@ -3,36 +3,45 @@
 #include <algorithm>
 #include <numeric>
 
+#include "Batch.hpp"
 #include "Commands.hpp"
+#include "Trace.hpp"
 
 namespace cli {
 
 const char* kModulesHelp =
-    "usage: depass modules --model PATH (--prompt TEXT | --ids LIST) [--position -1] [--target ID]\n"
-    "                      [split options] [output options]\n"
+    "usage: depass modules --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST | --batch FILE.jsonl)\n"
+    "                      [--position -1] [--target T] [--contrast T] [--trace] [split options] [output options]\n"
     "\n"
     "Attention vs MLP: for every layer l, the output of its attention block and of its MLP\n"
     "is split off as a component (module-level DePass, one run per module) and propagated to\n"
     "the logits; the score is that module's share of the target logit. For each module,\n"
     "residual score + module score + bias score = the target logit.\n"
     "\n"
-    DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
+    DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
+    "  --trace              also trace each run's components (residual, module, bias) over the\n"
+    "                       later layer boundaries (JSON field \"trace\" of each module entry)\n"
+    DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
     "  depass modules --model models/stories260K/stories260K.bin \\\n"
     "      --prompt \"Once upon a time there was a little girl named Lily. She loved to play with her\"\n";
 
 const char* kHeadsHelp =
-    "usage: depass heads --model PATH (--prompt TEXT | --ids LIST) [--layer L] [--position -1]\n"
-    "                    [--target ID] [--components FILE.npy] [split options] [output options]\n"
+    "usage: depass heads --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST | --batch FILE.jsonl)\n"
+    "                    [--layer L] [--position -1] [--target T] [--contrast T] [--trace]\n"
+    "                    [--components FILE.npy] [split options] [output options]\n"
     "\n"
     "Head-level DePass: at each layer (or only --layer L) the attention output is split into\n"
     "one component per head (plus the residual input), propagated to the logits; each head's\n"
     "logit contribution fills an L x H table. Per layer: residual + heads + bias = logit.\n"
     "\n"
-    DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP
+    DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
     "  --layer L            only this layer (negative counts from the end)\n"
     "  --components FILE    with --layer: write the component tensor (M x N x D) as .npy\n"
+    "  --trace              trace each layer's heads over the later boundaries (JSON \"trace\" of\n"
+    "                       each layer entry; a chart per layer in HTML; not with chunking)\n"
+    "  --trace-npy FILE     with --layer: the trace as a (boundaries, components) .npy\n"
     DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
@@ -41,14 +50,14 @@ const char* kHeadsHelp =
     "      --output heads.html\n";
 
 const char* kNeuronsHelp =
-    "usage: depass neurons --model PATH (--prompt TEXT | --ids LIST) [--layer -1] [--top 10]\n"
-    "                      [--order desc|asc|abs] [--position -1] [--target ID]\n"
+    "usage: depass neurons --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST | --batch FILE.jsonl)\n"
+    "                      [--layer -1] [--top 10] [--order desc|asc|abs] [--position -1] [--target T] [--contrast T]\n"
     "                      [--components FILE.npy] [split options] [output options]\n"
     "\n"
     "Neuron-level DePass: every neuron of the layer's MLP writes a[:,k] * W2[:,k]; each is a\n"
     "component, propagated to the logits. Neurons are ranked by their score for the target.\n"
     "\n"
-    DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP
+    DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
     "  --layer L            the MLP's layer (default -1, the last)\n"
     "  --order O            desc: most positive first (default); asc: most negative first;\n"
     "                       abs: largest magnitude first\n"
@@ -60,9 +69,9 @@ const char* kNeuronsHelp =
     "      --prompt \"Once upon a time there was a little girl named Lily. She loved to play with her\"\n";
 
 const char* kSubspaceHelp =
-    "usage: depass subspace --model PATH (--prompt TEXT | --ids LIST) --basis FILE.npy [--basis ...]\n"
-    "                       [--layer 0] [--site attention|mlp] [--projection] [--top-tokens 5]\n"
-    "                       [--position -1] [--target ID] [--components FILE.npy]\n"
+    "usage: depass subspace --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST) --basis FILE.npy\n"
+    "                       [--basis ...] [--layer 0] [--site attention|mlp] [--projection] [--top-tokens 5]\n"
+    "                       [--position -1] [--target T] [--contrast T] [--components FILE.npy]\n"
     "                       [split options] [output options]\n"
     "\n"
     "Subspace-level DePass: at the boundary before the attention (or MLP) of --layer, the\n"
@@ -84,10 +93,10 @@ const char* kSubspaceHelp =
     "      --basis directions.npy --prompt \"Once upon a time\"\n";
 
 const char* kDecodeHelp =
-    "usage: depass decode --model PATH (--prompt TEXT | --ids LIST)\n"
+    "usage: depass decode --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST)\n"
     "                     [--init tokens|modules|heads|neurons|subspace] [--layer L] [--site S]\n"
     "                     [--neurons LIST] [--basis FILE.npy ...] [--k 5] [--logits FILE.npy]\n"
-    "                     [--position -1] [--target ID] [split options] [output options]\n"
+    "                     [--position -1] [--target T] [--contrast T] [split options] [output options]\n"
     "\n"
     "Decodes every component: the tokens each one pushes up most at the position (its logits\n"
     "through the unembedding), and its score for the target.\n"
@@ -112,26 +121,20 @@ namespace {
 using depass::Decomposition;
 using depass::Initialisation;
 
-/// Target, logits and the real target logit from a plain forward pass.
+/// A resolved question whose default target comes from a plain forward pass, and the real
+/// logits at its position.
 template <typename Scalar>
 struct Prediction {
-  std::vector<int> ids;
-  long position = 0;
-  int target = 0;
-  double logit = 0;
-  double prob = 0;
+  Question q;
+  depass::Vector<Scalar> logits;
 };
 
 template <typename Scalar>
-Prediction<Scalar> predict(const Args& args, const Loaded<Scalar>& l) {
+Prediction<Scalar> predict(const Request& r, const Loaded<Scalar>& l) {
   Prediction<Scalar> p;
-  p.ids = input_ids(args, l);
-  p.position = resolve_position(args, static_cast<long>(p.ids.size()));
-  const depass::Matrix<Scalar> logits = l.model->forward(p.ids);
-  const depass::Vector<Scalar> row = logits.row(p.position).transpose();
-  p.target = resolve_target(args, row);
-  p.logit = static_cast<double>(row(p.target));
-  p.prob = probability(row, p.target);
+  p.q = resolve(r, l);
+  p.logits = top_logits(*l.model, p.q.ids, p.q.position);
+  choose_target(p.q, p.logits);
   return p;
 }
 
@@ -139,10 +142,32 @@ template <typename Scalar>
 json start_document(const char* schema, const Args& args, const depass::DecomposeOptions& options, const Loaded<Scalar>& l,
                     const Prediction<Scalar>& p) {
   json doc = document<Scalar>(schema, args, options);
-  doc["tokens"] = tokens_json(l, p.ids);
-  doc["position"] = p.position;
-  doc["target"] = target_json(l, p.target, p.logit, p.prob);
+  doc["tokens"] = tokens_json(l, p.q.ids);
+  doc["position"] = p.q.position;
+  add_explained(doc, l, p.q, p.logits);
   return doc;
+}
+
+/// The options of one request: component rows kept only at the explained position,
+/// unless --components writes them all.
+inline depass::DecomposeOptions request_options(const Args& args, depass::DecomposeOptions options, long position) {
+  if (!args.has("--components")) keep_only(options, {position});
+  return options;
+}
+
+/// Decomposes the prediction's sequence; with --trace (and `traced` given), the layer
+/// trace goes into *traced as "trace" (and "trace_file").
+template <typename Scalar>
+Decomposition<Scalar> decompose(const Args& args, const Loaded<Scalar>& l, const Prediction<Scalar>& p,
+                                const Initialisation<Scalar>& init, const depass::DecomposeOptions& options,
+                                const depass::Hook<Scalar>& progress, json* traced = nullptr) {
+  std::optional<depass::LogitTrace<Scalar>> trace;
+  if (traced != nullptr && (args.has("--trace") || args.has("--trace-npy")))
+    trace.emplace(*l.model, p.q.position, p.q.target, p.q.foil);
+  Decomposition<Scalar> d =
+      decompose_run(*l.model, p.q.ids, init, options, both<Scalar>(progress, trace ? trace->hook() : depass::Hook<Scalar>{}));
+  if (trace) add_trace(args, *traced, *trace, d.labels());
+  return d;
 }
 
 /// Sets "bias_score" and, for a chunked run, "chunk_residual_score" (both part of the sum).
@@ -168,7 +193,7 @@ json top_tokens_json(const Loaded<Scalar>& l, const Decomposition<Scalar>& d, Ei
   json top = json::array();
   // A component that is exactly zero at the position (e.g. the bias component of a model
   // without biases) pushes no token up: its "top tokens" would be an arbitrary tie order.
-  if ((d.components().component(component).row(position).array() == Scalar(0)).all()) return top;
+  if ((d.row(component, position).array() == Scalar(0)).all()) return top;
   for (const auto& t : d.top_tokens(component, position, k)) {
     json e = depass::output::token_json(t.first, piece(l, t.first));
     e["logit"] = static_cast<double>(t.second);
@@ -178,91 +203,101 @@ json top_tokens_json(const Loaded<Scalar>& l, const Decomposition<Scalar>& d, Ei
 }
 
 template <typename Scalar>
-int run_modules(const Args& args) {
-  check_output_options(args);
-  const depass::DecomposeOptions options = decompose_options(args);
-  Loaded<Scalar> l = load<Scalar>(args);
-  const Prediction<Scalar> p = predict(args, l);
-  const int L = l.model->config().n_layers;
+json modules_document(const Args& args, const Loaded<Scalar>& l, const depass::DecomposeOptions& base, const Request& r,
+                      const depass::Hook<Scalar>& progress) {
+  const Prediction<Scalar> p = predict(r, l);
+  const depass::DecomposeOptions options = request_options(args, base, p.q.position);
   json doc = start_document(depass::output::schema::kModules, args, options, l, p);
   doc["modules"] = json::array();
   double residual = 0;
-  Progress<Scalar> progress(args, "modules", 2L * L * L);
-  const depass::Decomposer<Scalar> decomposer(*l.model);
-  for (int layer = 0; layer < L; ++layer) {
+  for (int layer = 0; layer < l.model->config().n_layers; ++layer) {
     for (depass::Site site : {depass::Site::Attention, depass::Site::Mlp}) {
+      json traced;
       const Decomposition<Scalar> d =
-          decomposer.run(p.ids, Initialisation<Scalar>::module_output(layer, site), options, progress.hook());
-      const depass::Vector<Scalar> scores = d.component_logits(p.position, p.target);
+          decompose(args, l, p, Initialisation<Scalar>::module_output(layer, site), options, progress, &traced);
+      const depass::Vector<Scalar> scores = explained_scores(d, p.q);
       json entry = {{"layer", layer},
                     {"site", site_name(site)},
                     {"label", d.labels()[1]},
                     {"score", static_cast<double>(scores(1))},
                     {"residual_score", static_cast<double>(scores(0))}};
       add_bias(entry, d, scores);
+      if (!traced.is_null()) entry.update(traced);
       doc["modules"].push_back(entry);
       residual = std::max(residual, max_residual(d));
     }
   }
-  progress.finish();
   doc["residual_max_abs"] = residual;
-  emit(args, doc);
-  return 0;
+  return doc;
+}
+
+template <typename Scalar>
+int run_modules(const Args& args) {
+  check_output_options(args);
+  const depass::DecomposeOptions options = decompose_options(args);
+  check_trace_options(args, options, false);
+  const Inputs in = read_inputs(args);
+  Loaded<Scalar> l = load<Scalar>(args);
+  const long L = l.model->config().n_layers;
+  return run_inputs<Scalar>(args, "modules", in, 2 * L * L, [&](const Request& r, const depass::Hook<Scalar>& hook) {
+    return modules_document(args, l, options, r, hook);
+  });
+}
+
+template <typename Scalar>
+json heads_document(const Args& args, const Loaded<Scalar>& l, const depass::DecomposeOptions& base, const std::vector<int>& layers,
+                    const Request& r, const depass::Hook<Scalar>& progress) {
+  const depass::Config& cfg = l.model->config();
+  const Prediction<Scalar> p = predict(r, l);
+  const depass::DecomposeOptions options = request_options(args, base, p.q.position);
+  json doc = start_document(depass::output::schema::kHeads, args, options, l, p);
+  doc["n_heads"] = cfg.n_heads;
+  doc["layers"] = json::array();
+  double residual = 0;
+  for (int layer : layers) {
+    json traced;
+    const Decomposition<Scalar> d = decompose(args, l, p, Initialisation<Scalar>::heads(layer), options, progress, &traced);
+    const depass::Vector<Scalar> scores = explained_scores(d, p.q);
+    json heads = json::array();
+    for (int h = 0; h < cfg.n_heads; ++h) heads.push_back(static_cast<double>(scores(1 + h)));
+    json entry = {{"layer", layer}, {"heads", heads}, {"residual_score", static_cast<double>(scores(0))}};
+    add_bias(entry, d, scores);
+    if (!traced.is_null()) entry.update(traced);
+    doc["layers"].push_back(entry);
+    residual = std::max(residual, max_residual(d));
+    if (layers.size() == 1) maybe_write_components(args, doc, d, cfg.dim);
+  }
+  doc["residual_max_abs"] = residual;
+  return doc;
 }
 
 template <typename Scalar>
 int run_heads(const Args& args) {
   check_output_options(args);
   const depass::DecomposeOptions options = decompose_options(args);
+  check_trace_options(args, options, args.has("--layer"));
+  if (args.has("--components") && !args.has("--layer")) throw UsageError("--components needs a single decomposition: add --layer L");
+  const Inputs in = read_inputs(args);
   Loaded<Scalar> l = load<Scalar>(args);
   const depass::Config& cfg = l.model->config();
   std::vector<int> layers;
   if (args.has("--layer")) layers.push_back(resolve_layer(args, "--layer", cfg.n_layers, -1));
   else
     for (int i = 0; i < cfg.n_layers; ++i) layers.push_back(i);
-  if (args.has("--components") && layers.size() != 1)
-    throw UsageError("--components needs a single decomposition: add --layer L");
-  const Prediction<Scalar> p = predict(args, l);
-  json doc = start_document(depass::output::schema::kHeads, args, options, l, p);
-  doc["n_heads"] = cfg.n_heads;
-  doc["layers"] = json::array();
-  double residual = 0;
-  Progress<Scalar> progress(args, "heads", static_cast<long>(layers.size()) * cfg.n_layers);
-  const depass::Decomposer<Scalar> decomposer(*l.model);
-  for (int layer : layers) {
-    const Decomposition<Scalar> d = decomposer.run(p.ids, Initialisation<Scalar>::heads(layer), options, progress.hook());
-    const depass::Vector<Scalar> scores = d.component_logits(p.position, p.target);
-    json heads = json::array();
-    for (int h = 0; h < cfg.n_heads; ++h) heads.push_back(static_cast<double>(scores(1 + h)));
-    json entry = {{"layer", layer}, {"heads", heads}, {"residual_score", static_cast<double>(scores(0))}};
-    add_bias(entry, d, scores);
-    doc["layers"].push_back(entry);
-    residual = std::max(residual, max_residual(d));
-    if (layers.size() == 1) maybe_write_components(args, doc, d, cfg.dim);
-  }
-  progress.finish();
-  doc["residual_max_abs"] = residual;
-  emit(args, doc);
-  return 0;
+  return run_inputs<Scalar>(args, "heads", in, static_cast<long>(layers.size()) * cfg.n_layers,
+                            [&](const Request& r, const depass::Hook<Scalar>& hook) {
+                              return heads_document(args, l, options, layers, r, hook);
+                            });
 }
 
 template <typename Scalar>
-int run_neurons(const Args& args) {
-  check_output_options(args);
-  const std::string order = args.get("--order", "desc");
-  if (order != "desc" && order != "asc" && order != "abs")
-    throw UsageError("--order '" + order + "' is unknown (allowed: desc, asc, abs)");
-  const depass::DecomposeOptions options = decompose_options(args);
-  Loaded<Scalar> l = load<Scalar>(args);
-  const depass::Config& cfg = l.model->config();
-  const int layer = resolve_layer(args, "--layer", cfg.n_layers, -1);
-  const Prediction<Scalar> p = predict(args, l);
-  Progress<Scalar> progress(args, "neurons", cfg.n_layers);
-  const Decomposition<Scalar> d =
-      depass::Decomposer<Scalar>(*l.model).run(p.ids, Initialisation<Scalar>::neuron_outputs(layer), options, progress.hook());
-  progress.finish();
-  const depass::Vector<Scalar> scores = d.component_logits(p.position, p.target);
-  const int I = cfg.hidden_dim;
+json neurons_document(const Args& args, const Loaded<Scalar>& l, const depass::DecomposeOptions& base, int layer,
+                      const std::string& order, const Request& r, const depass::Hook<Scalar>& progress) {
+  const Prediction<Scalar> p = predict(r, l);
+  const depass::DecomposeOptions options = request_options(args, base, p.q.position);
+  const Decomposition<Scalar> d = decompose(args, l, p, Initialisation<Scalar>::neuron_outputs(layer), options, progress);
+  const depass::Vector<Scalar> scores = explained_scores(d, p.q);
+  const int I = l.model->config().hidden_dim;
   std::vector<double> s(static_cast<std::size_t>(I));
   for (int k = 0; k < I; ++k) s[static_cast<std::size_t>(k)] = static_cast<double>(scores(1 + k));
   std::vector<int> rank(static_cast<std::size_t>(I));
@@ -279,16 +314,31 @@ int run_neurons(const Args& args) {
   doc["order"] = order;
   doc["top"] = json::array();
   const std::size_t top = std::min<std::size_t>(top_rows(args), rank.size());
-  for (std::size_t r = 0; r < top; ++r)
-    doc["top"].push_back({{"rank", r + 1}, {"neuron", rank[r]}, {"score", s[static_cast<std::size_t>(rank[r])]}});
+  for (std::size_t i = 0; i < top; ++i)
+    doc["top"].push_back({{"rank", i + 1}, {"neuron", rank[i]}, {"score", s[static_cast<std::size_t>(rank[i])]}});
   doc["scores"] = s;
   doc["residual_score"] = static_cast<double>(scores(0));
   doc["other_score"] = static_cast<double>(scores(1 + I));
   add_bias(doc, d, scores);
   doc["residual_max_abs"] = max_residual(d);
-  maybe_write_components(args, doc, d, cfg.dim);
-  emit(args, doc);
-  return 0;
+  maybe_write_components(args, doc, d, l.model->config().dim);
+  return doc;
+}
+
+template <typename Scalar>
+int run_neurons(const Args& args) {
+  check_output_options(args);
+  const std::string order = args.get("--order", "desc");
+  if (order != "desc" && order != "asc" && order != "abs")
+    throw UsageError("--order '" + order + "' is unknown (allowed: desc, asc, abs)");
+  const depass::DecomposeOptions options = decompose_options(args);
+  check_trace_options(args, options, true);
+  const Inputs in = read_inputs(args);
+  Loaded<Scalar> l = load<Scalar>(args);
+  const int layer = resolve_layer(args, "--layer", l.model->config().n_layers, -1);
+  return run_inputs<Scalar>(args, "neurons", in, l.model->config().n_layers, [&](const Request& r, const depass::Hook<Scalar>& hook) {
+    return neurons_document(args, l, options, layer, order, r, hook);
+  });
 }
 
 /// The --basis files as D x k matrices (a 1-D file is one direction), checked against D.
@@ -324,52 +374,46 @@ int run_subspace(const Args& args) {
   check_output_options(args);
   const long k = args.integer("--top-tokens", 5);
   if (k < 0) throw UsageError("--top-tokens must be >= 0, got " + std::to_string(k));
-  const depass::DecomposeOptions options = decompose_options(args);
+  const depass::DecomposeOptions base = decompose_options(args);
+  check_trace_options(args, base, true);
+  const Inputs in = read_inputs(args);
   Loaded<Scalar> l = load<Scalar>(args);
   const depass::Config& cfg = l.model->config();
   const int layer = resolve_layer(args, "--layer", cfg.n_layers, 0);
   const depass::Site site = parse_site(args.get("--site", "attention"));
   json described;
   auto bases = load_bases<Scalar>(args, cfg.dim, args.has("--projection"), described);
-  const Prediction<Scalar> p = predict(args, l);
   const depass::Boundary at = site == depass::Site::Mlp ? depass::Boundary::before_mlp(layer) : depass::Boundary::before_attention(layer);
-  Progress<Scalar> progress(args, "subspace", cfg.n_layers);
-  const Decomposition<Scalar> d = depass::Decomposer<Scalar>(*l.model).run(
-      p.ids, Initialisation<Scalar>::subspaces(at, std::move(bases), args.has("--projection")), options, progress.hook());
-  progress.finish();
-  const depass::Vector<Scalar> scores = d.component_logits(p.position, p.target);
-  json doc = start_document(depass::output::schema::kSubspace, args, options, l, p);
-  doc["layer"] = layer;
-  doc["site"] = site_name(site);
-  doc["boundary"] = at.to_string();
-  doc["bases"] = described;
-  doc["projections"] = args.has("--projection");
-  doc["components"] = json::array();
-  const Eigen::Index S = static_cast<Eigen::Index>(described.size());
-  for (Eigen::Index m = 0; m <= S; ++m)
-    doc["components"].push_back({{"label", d.labels()[static_cast<std::size_t>(m)]},
-                                 {"score", static_cast<double>(scores(m))},
-                                 {"top_tokens", top_tokens_json(l, d, m, p.position, static_cast<int>(k))}});
-  add_bias(doc, d, scores);
-  doc["residual_max_abs"] = max_residual(d);
-  maybe_write_components(args, doc, d, cfg.dim);
-  emit(args, doc);
-  return 0;
+  const Initialisation<Scalar> init = Initialisation<Scalar>::subspaces(at, std::move(bases), args.has("--projection"));
+  return run_inputs<Scalar>(args, "subspace", in, cfg.n_layers, [&](const Request& r, const depass::Hook<Scalar>& hook) {
+    const Prediction<Scalar> p = predict(r, l);
+    const depass::DecomposeOptions options = request_options(args, base, p.q.position);
+    const Decomposition<Scalar> d = decompose(args, l, p, init, options, hook);
+    const depass::Vector<Scalar> scores = explained_scores(d, p.q);
+    json doc = start_document(depass::output::schema::kSubspace, args, options, l, p);
+    doc["layer"] = layer;
+    doc["site"] = site_name(site);
+    doc["boundary"] = at.to_string();
+    doc["bases"] = described;
+    doc["projections"] = args.has("--projection");
+    doc["components"] = json::array();
+    const Eigen::Index S = static_cast<Eigen::Index>(described.size());
+    for (Eigen::Index m = 0; m <= S; ++m)
+      doc["components"].push_back({{"label", d.labels()[static_cast<std::size_t>(m)]},
+                                   {"score", static_cast<double>(scores(m))},
+                                   {"top_tokens", top_tokens_json(l, d, m, p.q.position, static_cast<int>(k))}});
+    add_bias(doc, d, scores);
+    doc["residual_max_abs"] = max_residual(d);
+    maybe_write_components(args, doc, d, cfg.dim);
+    return doc;
+  });
 }
 
+/// The --init of decode as an Initialisation, described in `init_json`.
 template <typename Scalar>
-int run_decode(const Args& args) {
-  check_output_options(args);
-  const long k = args.integer("--k", 5);
-  if (k < 0) throw UsageError("--k must be >= 0, got " + std::to_string(k));
-  if (args.has("--logits") && extension_of(args.get("--logits")) != "npy")
-    throw UsageError("--logits writes a .npy file; its name must end in .npy");
-  const depass::DecomposeOptions options = decompose_options(args);
-  Loaded<Scalar> l = load<Scalar>(args);
-  const depass::Config& cfg = l.model->config();
+Initialisation<Scalar> decode_initialisation(const Args& args, const depass::Config& cfg, json& init_json) {
   const std::string kind = args.get("--init", "tokens");
-  Initialisation<Scalar> init;
-  json init_json = {{"kind", kind}};
+  init_json = {{"kind", kind}};
   auto need = [&](const char* option) {
     if (!args.has(option)) throw UsageError(std::string("--init ") + kind + " needs " + option);
   };
@@ -381,21 +425,24 @@ int run_decode(const Args& args) {
   if (kind != "modules" && kind != "subspace") refuse("--site");
   if (kind == "tokens") {
     refuse("--layer");
-    init = Initialisation<Scalar>::tokens();
-  } else if (kind == "modules") {
+    return Initialisation<Scalar>::tokens();
+  }
+  if (kind == "modules") {
     need("--layer");
     need("--site");
     const int layer = resolve_layer(args, "--layer", cfg.n_layers, 0);
     const depass::Site site = parse_site(args.get("--site"));
-    init = Initialisation<Scalar>::module_output(layer, site);
     init_json["layer"] = layer;
     init_json["site"] = site_name(site);
-  } else if (kind == "heads") {
+    return Initialisation<Scalar>::module_output(layer, site);
+  }
+  if (kind == "heads") {
     need("--layer");
     const int layer = resolve_layer(args, "--layer", cfg.n_layers, 0);
-    init = Initialisation<Scalar>::heads(layer);
     init_json["layer"] = layer;
-  } else if (kind == "neurons") {
+    return Initialisation<Scalar>::heads(layer);
+  }
+  if (kind == "neurons") {
     need("--layer");
     const int layer = resolve_layer(args, "--layer", cfg.n_layers, 0);
     std::vector<int> neurons;
@@ -406,45 +453,59 @@ int run_decode(const Args& args) {
           throw UsageError("--neurons: neuron " + std::to_string(n) + " is out of range (the MLP has neurons 0.." +
                            std::to_string(cfg.hidden_dim - 1) + ")");
     }
-    init = Initialisation<Scalar>::neuron_outputs(layer, neurons);
     init_json["layer"] = layer;
     init_json["neurons"] = neurons;
-  } else if (kind == "subspace") {
+    return Initialisation<Scalar>::neuron_outputs(layer, neurons);
+  }
+  if (kind == "subspace") {
     const int layer = resolve_layer(args, "--layer", cfg.n_layers, 0);
     const depass::Site site = parse_site(args.get("--site", "attention"));
     json described;
     auto bases = load_bases<Scalar>(args, cfg.dim, false, described);
-    init = Initialisation<Scalar>::subspaces(
-        site == depass::Site::Mlp ? depass::Boundary::before_mlp(layer) : depass::Boundary::before_attention(layer),
-        std::move(bases));
     init_json["layer"] = layer;
     init_json["site"] = site_name(site);
     init_json["bases"] = described;
-  } else {
-    throw UsageError("--init '" + kind + "' is unknown (allowed: tokens, modules, heads, neurons, subspace)");
+    return Initialisation<Scalar>::subspaces(
+        site == depass::Site::Mlp ? depass::Boundary::before_mlp(layer) : depass::Boundary::before_attention(layer), std::move(bases));
   }
-  const Prediction<Scalar> p = predict(args, l);
-  Progress<Scalar> progress(args, "decode", cfg.n_layers);
-  const Decomposition<Scalar> d = depass::Decomposer<Scalar>(*l.model).run(p.ids, init, options, progress.hook());
-  progress.finish();
-  const depass::Vector<Scalar> scores = d.component_logits(p.position, p.target);
-  json doc = start_document(depass::output::schema::kDecode, args, options, l, p);
-  doc["init"] = init_json;
-  doc["k"] = k;
-  doc["components"] = json::array();
-  for (Eigen::Index m = 0; m < d.component_count(); ++m)
-    doc["components"].push_back({{"index", m},
-                                 {"label", d.labels()[static_cast<std::size_t>(m)]},
-                                 {"score", static_cast<double>(scores(m))},
-                                 {"top_tokens", top_tokens_json(l, d, m, p.position, static_cast<int>(k))}});
-  doc["residual_max_abs"] = max_residual(d);
-  if (args.has("--logits")) {
-    const depass::Matrix<Scalar> logits = d.component_logits(p.position);
-    depass::output::save_npy(args.get("--logits"), depass::output::NpyArray::from_matrix(logits));
-    doc["logits_file"] = {{"file", args.get("--logits")}, {"shape", {logits.rows(), logits.cols()}}};
-  }
-  emit(args, doc);
-  return 0;
+  throw UsageError("--init '" + kind + "' is unknown (allowed: tokens, modules, heads, neurons, subspace)");
+}
+
+template <typename Scalar>
+int run_decode(const Args& args) {
+  check_output_options(args);
+  const long k = args.integer("--k", 5);
+  if (k < 0) throw UsageError("--k must be >= 0, got " + std::to_string(k));
+  if (args.has("--logits") && extension_of(args.get("--logits")) != "npy")
+    throw UsageError("--logits writes a .npy file; its name must end in .npy");
+  const depass::DecomposeOptions base = decompose_options(args);
+  const Inputs in = read_inputs(args);
+  Loaded<Scalar> l = load<Scalar>(args);
+  const depass::Config& cfg = l.model->config();
+  json init_json;
+  const Initialisation<Scalar> init = decode_initialisation<Scalar>(args, cfg, init_json);
+  return run_inputs<Scalar>(args, "decode", in, cfg.n_layers, [&](const Request& r, const depass::Hook<Scalar>& hook) {
+    const Prediction<Scalar> p = predict(r, l);
+    const depass::DecomposeOptions options = request_options(args, base, p.q.position);
+    const Decomposition<Scalar> d = decompose(args, l, p, init, options, hook);
+    const depass::Vector<Scalar> scores = explained_scores(d, p.q);
+    json doc = start_document(depass::output::schema::kDecode, args, options, l, p);
+    doc["init"] = init_json;
+    doc["k"] = k;
+    doc["components"] = json::array();
+    for (Eigen::Index m = 0; m < d.component_count(); ++m)
+      doc["components"].push_back({{"index", m},
+                                   {"label", d.labels()[static_cast<std::size_t>(m)]},
+                                   {"score", static_cast<double>(scores(m))},
+                                   {"top_tokens", top_tokens_json(l, d, m, p.q.position, static_cast<int>(k))}});
+    doc["residual_max_abs"] = max_residual(d);
+    if (args.has("--logits")) {
+      const depass::Matrix<Scalar> logits = d.component_logits(p.q.position);
+      depass::output::save_npy(args.get("--logits"), depass::output::NpyArray::from_matrix(logits));
+      doc["logits_file"] = {{"file", args.get("--logits")}, {"shape", {logits.rows(), logits.cols()}}};
+    }
+    return doc;
+  });
 }
 
 const std::vector<std::string> kCommon = join({kModelOptions, kInputOptions, kSplitOptions, kOutputOptions, {"--help"}});
@@ -452,17 +513,17 @@ const std::vector<std::string> kCommon = join({kModelOptions, kInputOptions, kSp
 }  // namespace
 
 int command_modules(const Args& args) {
-  args.allow_only(kCommon);
+  args.allow_only(join({kCommon, {"--batch", "--trace"}}));
   return with_precision(args, "double", [&](auto s) { return run_modules<decltype(s)>(args); });
 }
 
 int command_heads(const Args& args) {
-  args.allow_only(join({kCommon, {"--layer", "--components"}}));
+  args.allow_only(join({kCommon, {"--layer", "--components", "--batch", "--trace", "--trace-npy"}}));
   return with_precision(args, "double", [&](auto s) { return run_heads<decltype(s)>(args); });
 }
 
 int command_neurons(const Args& args) {
-  args.allow_only(join({kCommon, {"--layer", "--order", "--components"}}));
+  args.allow_only(join({kCommon, {"--layer", "--order", "--components", "--batch"}}));
   return with_precision(args, "double", [&](auto s) { return run_neurons<decltype(s)>(args); });
 }
 

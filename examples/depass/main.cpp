@@ -1,6 +1,7 @@
 // depass: command-line front end of the DePass library.
 //   depass COMMAND [options]      (depass --help lists the commands)
-// Commands: tokens, modules, heads, neurons, subspace, decode, generate [--explain], info.
+// Commands: tokens, modules, heads, neurons, subspace, decode, generate [--explain],
+// tokenize, info.
 // Every attribution command builds one JSON document (schemas in docs/cli.md) and
 // renders it as text, JSON, CSV, NPY or a self-contained HTML report (depass::output).
 
@@ -15,9 +16,11 @@ const char* kInfoHelp =
     "vocabulary, context length, parameter count, RoPE layout, tied embeddings, biases,\n"
     "and the tokenizer found (if any).\n"
     "\n"
-    "  --model PATH         llama2.c .bin checkpoint or Hugging Face model directory\n"
-    "  --tokenizer PATH     tokenizer to describe (default: found next to the checkpoint)\n"
-    "  --format F, --output FILE, --json FILE   as for the other commands (no npy)\n"
+    DEPASS_CLI_MODEL_LINE
+    "  --tokenizer PATH     tokenizer to describe (default: found next to the checkpoint, or\n"
+    "                       inside the GGUF file / model directory)\n"
+    "  --format F, --output FILE, --json FILE, --quiet   as for the other commands (no npy)\n"
+    "exit status: 0 success, 1 failure (unreadable or malformed file), 2 command-line mistake\n"
     "\n"
     "examples:\n"
     "  depass info --model models/stories260K/stories260K.bin\n"
@@ -38,7 +41,7 @@ long long parameter_count(const depass::Weights<Scalar>& w) {
 int run_info(const Args& args) {
   check_output_options(args);
   if (output_format(args) == "npy") throw UsageError("info has no score array; use --format text, json, csv or html");
-  Loaded<float> l = load<float>(args, false);
+  Loaded<float> l = load<float>(args);
   const depass::Config& c = l.model->config();
   json doc;
   doc["schema"] = depass::output::schema::kInfo;
@@ -75,7 +78,7 @@ int run_info(const Args& args) {
 }  // namespace
 
 int command_info(const Args& args) {
-  args.allow_only({"--model", "--tokenizer", "--format", "--output", "--json", "--color", "--threads", "--help"});
+  args.allow_only({"--model", "--tokenizer", "--format", "--output", "--json", "--quiet", "--color", "--threads", "--help"});
   return run_info(args);
 }
 
@@ -88,6 +91,7 @@ const std::vector<Command>& commands() {
       {"subspace", "propagate projections onto given subspaces (.npy bases)", kSubspaceHelp, command_subspace},
       {"decode", "top tokens of every component", kDecodeHelp, command_decode},
       {"generate", "greedy generation; --explain attributes every new token", kGenerateHelp, command_generate},
+      {"tokenize", "token ids and pieces of a text", kTokenizeHelp, command_tokenize},
       {"info", "model summary", kInfoHelp, command_info},
   };
   return list;
@@ -113,6 +117,8 @@ std::string main_help() {
       "directory (config.json + model.safetensors + tokenizer.json).\n"
       "Outputs: --format text|json|csv|npy|html or\n"
       "--output FILE (format from the extension). Run `depass COMMAND --help` for details.\n"
+      "Exit status: 0 success, 1 failure (unreadable or malformed file, failed batch lines),\n"
+      "2 command-line mistake (unknown option or value, out of range, ...).\n"
       "\n"
       "example:\n"
       "  depass tokens --model models/stories260K/stories260K.bin --prompt \"Once upon a time\"\n";
@@ -154,7 +160,11 @@ int main(int argc, char** argv) {
   for (const Command& c : commands())
     if (name == c.name) command = &c;
   if (!command) {
-    std::cerr << "depass: unknown command '" << name << "'\n\n" << main_help();
+    std::vector<std::string> names;
+    for (const Command& c : commands()) names.push_back(c.name);
+    const std::string near = nearest_option(name, names);
+    std::cerr << "depass: unknown command '" << name << "'" << (near.empty() ? "" : " (did you mean '" + near + "'?)") << "\n\n"
+              << main_help();
     return 2;
   }
   try {
@@ -163,6 +173,9 @@ int main(int argc, char** argv) {
       std::cout << command->help;
       return 0;
     }
+    const std::string batched[] = {"tokens", "heads", "neurons", "modules"};
+    if (args.has("--batch") && std::find(std::begin(batched), std::end(batched), name) == std::end(batched))
+      throw UsageError("--batch applies to tokens, heads, neurons and modules");
     if (args.has("--threads")) {
       const long threads = args.integer("--threads", 0);
       if (threads < 1 || threads > 1024) throw UsageError("--threads must be in [1, 1024], got " + std::to_string(threads));

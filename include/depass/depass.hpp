@@ -9,6 +9,7 @@
 #include "Error.hpp"
 #include "Hook.hpp"
 #include "Initialisation.hpp"
+#include "LogitTrace.hpp"
 #include "Model.hpp"
 #include "Threads.hpp"
 #include "Tokenizer.hpp"

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "CliSupport.hpp"
@@ -51,40 +52,6 @@ int argmax(const Vector<double>& v) {
   Eigen::Index i = 0;
   v.maxCoeff(&i);
   return static_cast<int>(i);
-}
-
-/// RFC 4180 records: quoted fields may hold commas, quotes ("") and line breaks.
-std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
-  std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> row;
-  std::string field;
-  bool quoted = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
-        field += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        field += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      row.push_back(field);
-      field.clear();
-    } else if (c == '\n') {
-      row.push_back(field);
-      field.clear();
-      rows.push_back(row);
-      row.clear();
-    } else {
-      field += c;
-    }
-  }
-  return rows;
 }
 
 void check_common(const json& doc, const std::string& schema) {
@@ -162,7 +129,8 @@ TEST_CASE("depass tokens: --prompt, --target, split options and the legacy --jso
   REQUIRE(doc["tokens"].size() == ids.size());
   for (std::size_t i = 0; i < ids.size(); ++i) {
     CHECK(doc["tokens"][i]["id"] == ids[i]);
-    CHECK(doc["tokens"][i]["text"] == tokenizer.piece(ids[i]));
+    // The BOS piece ("\n<s>\n" in llama2.c) is shown without its surrounding whitespace.
+    CHECK(doc["tokens"][i]["text"] == (i == 0 ? std::string("<s>") : tokenizer.piece(ids[i])));
   }
   DecomposeOptions options;
   options.split = MlpSplit::Argmax;
@@ -486,15 +454,16 @@ TEST_CASE("depass outputs: CSV, NPY, HTML and text carry the JSON's numbers", "[
       logit += comps.data[(m * N + (N - 1)) * 64 + k] * model.weights().unembedding()(target, static_cast<Eigen::Index>(k));
   CHECK(std::abs(logit - doc["target"]["logit"].get<double>()) < 1e-9);
 
-  // CSV: header, one row per token, a bias row; exact numbers. (The BOS piece "\n<s>\n"
-  // is a quoted field with line breaks, so records are parsed, not lines.)
+  // CSV: header, one row per token, a bias row; exact numbers. (Fields may be quoted and
+  // hold line breaks, so records are parsed, not lines.)
   r = test::run_cli(base + " --format csv");
   REQUIRE(r.code == 0);
-  const std::vector<std::vector<std::string>> rows = parse_csv(r.out);
+  const std::vector<std::vector<std::string>> rows = test::parse_csv(r.out);
   REQUIRE(rows.size() == N + 2);
-  CHECK(rows[0] == std::vector<std::string>{"component", "position", "token_id", "token_text", "score"});
-  CHECK(rows[1][3] == "\n<s>\n");
-  CHECK(rows[2] == std::vector<std::string>{"token 1", "1", "403", " Once", output::exact_number(doc["scores"][1].get<double>())});
+  CHECK(rows[0] == std::vector<std::string>{"component", "position", "token_id", "token_text", "score", "reachable"});
+  CHECK(rows[1][3] == "<s>");
+  CHECK(rows[2] ==
+        std::vector<std::string>{"token 1", "1", "403", " Once", output::exact_number(doc["scores"][1].get<double>()), "1"});
   for (std::size_t m = 0; m < N; ++m) CHECK(std::stod(rows[m + 1][4]) == doc["scores"][m].get<double>());
   CHECK(rows.back()[0] == "bias");
 
@@ -565,43 +534,44 @@ TEST_CASE("depass: bad options fail with a clear message and a non-zero exit", "
   dir.write("wrongrows.npy", output::npy_bytes(output::NpyArray::from({32, 2}, std::vector<double>(64, 0.5))));
   dir.write("rank3.npy", output::npy_bytes(output::NpyArray::from({2, 32, 2}, std::vector<double>(128, 0.5))));
 
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"tokens " + m + " --mlp-split banana", "--mlp-split 'banana' is unknown (allowed: softmax, argmax, proportional)"},
-      {"heads " + m + " --layer 5", "--layer 5 is out of range: the model has 5 layers"},
-      {"neurons " + m + " --layer -6", "--layer -6 is out of range"},
-      {"tokens " + m + " --position 12", "--position 12 is out of range: the sequence has 12 tokens"},
-      {"modules " + m + " --position -13", "--position -13 is out of range"},
-      {"tokens " + m + " --target 512", "--target 512 is not a token id of this model (allowed 0..511)"},
-      {"heads " + m + " --target -1", "--target -1 is not a token id"},
-      {"tokens --model /no/such/model.bin --ids 1,2", "cannot open '/no/such/model.bin'"},
-      {"tokens " + m + " --tokenizer /no/such/tok.bin", "cannot open tokenizer '/no/such/tok.bin'"},
-      {"subspace " + m, "missing required option --basis"},
-      {"subspace " + m + " --basis " + test::sh(dir.path("missing.npy")), "no such file"},
-      {"subspace " + m + " --basis " + test::sh(dir.path("truncated.npy")), "truncated data"},
-      {"subspace " + m + " --basis " + test::sh(dir.path("bigendian.npy")), "unsupported dtype '>f8'"},
-      {"subspace " + m + " --basis " + test::sh(dir.path("notnpy.npy")), "not a NumPy .npy file"},
-      {"subspace " + m + " --basis " + test::sh(dir.path("wrongrows.npy")), "basis has 32 rows; the model width is D = 64"},
-      {"subspace " + m + " --basis " + test::sh(dir.path("rank3.npy")), "must be a 2-D array"},
-      {"subspace " + m + " --site ffn --basis " + test::sh(dir.path("wrongrows.npy")), "--site 'ffn' is unknown"},
-      {"tokens " + m + " --format xml", "--format 'xml' is unknown"},
-      {"tokens " + m + " --output out.xyz", "cannot tell the format of --output 'out.xyz'"},
-      {"tokens " + m + " --bogus 1", "unknown option --bogus"},
-      {"tokens " + m + " --temperature 0", "--temperature must be a finite number > 0"},
-      {"tokens " + m + " --top x", "option --top expects an integer, got 'x'"},
-      {"tokens --model " + test::sh(stories) + " --ids 1,600", "--ids: token id 600 at position 1 is unknown"},
-      {"tokens --model " + test::sh(stories), "give exactly one of --prompt and --ids"},
-      {"decode " + m + " --init everything", "--init 'everything' is unknown"},
-      {"decode " + m + " --init heads", "--init heads needs --layer"},
-      {"decode " + m + " --init neurons --layer 1 --neurons 1,999", "neuron 999 is out of range"},
-      {"heads " + m + " --components x.npy", "--components needs a single decomposition"},
-      {"info --model " + test::sh(stories) + " --format npy", "info has no score array"},
-      {"generate --model " + test::sh(stories) + " --prompt hi --format json", "--format only applies with --explain"},
-      {"frobnicate", "unknown command 'frobnicate'"},
+  // Exit status 2 for command-line mistakes, 1 for unreadable or malformed files.
+  const std::vector<std::tuple<std::string, std::string, int>> cases = {
+      {"tokens " + m + " --mlp-split banana", "--mlp-split 'banana' is unknown (allowed: softmax, argmax, proportional)", 2},
+      {"heads " + m + " --layer 5", "--layer 5 is out of range: the model has 5 layers", 2},
+      {"neurons " + m + " --layer -6", "--layer -6 is out of range", 2},
+      {"tokens " + m + " --position 12", "--position 12 is out of range: the sequence has 12 tokens", 2},
+      {"modules " + m + " --position -13", "--position -13 is out of range", 2},
+      {"tokens " + m + " --target 512", "--target 512 is not a token id of this model (allowed 0..511)", 2},
+      {"heads " + m + " --target -1", "--target -1 is not a token id", 2},
+      {"tokens --model /no/such/model.bin --ids 1,2", "cannot open '/no/such/model.bin'", 1},
+      {"tokens " + m + " --tokenizer /no/such/tok.bin", "cannot open tokenizer '/no/such/tok.bin'", 1},
+      {"subspace " + m, "missing required option --basis", 2},
+      {"subspace " + m + " --basis " + test::sh(dir.path("missing.npy")), "no such file", 1},
+      {"subspace " + m + " --basis " + test::sh(dir.path("truncated.npy")), "truncated data", 1},
+      {"subspace " + m + " --basis " + test::sh(dir.path("bigendian.npy")), "unsupported dtype '>f8'", 1},
+      {"subspace " + m + " --basis " + test::sh(dir.path("notnpy.npy")), "not a NumPy .npy file", 1},
+      {"subspace " + m + " --basis " + test::sh(dir.path("wrongrows.npy")), "basis has 32 rows; the model width is D = 64", 1},
+      {"subspace " + m + " --basis " + test::sh(dir.path("rank3.npy")), "must be a 2-D array", 1},
+      {"subspace " + m + " --site ffn --basis " + test::sh(dir.path("wrongrows.npy")), "--site 'ffn' is unknown", 2},
+      {"tokens " + m + " --format xml", "--format 'xml' is unknown", 2},
+      {"tokens " + m + " --output out.xyz", "cannot tell the format of --output 'out.xyz'", 2},
+      {"tokens " + m + " --bogus 1", "unknown option --bogus", 2},
+      {"tokens " + m + " --temperature 0", "--temperature must be a finite number > 0", 2},
+      {"tokens " + m + " --top x", "option --top expects an integer, got 'x'", 2},
+      {"tokens --model " + test::sh(stories) + " --ids 1,600", "--ids: token id 600 at position 1 is unknown", 2},
+      {"tokens --model " + test::sh(stories), "give exactly one of --prompt, --prompt-file and --ids", 2},
+      {"decode " + m + " --init everything", "--init 'everything' is unknown", 2},
+      {"decode " + m + " --init heads", "--init heads needs --layer", 2},
+      {"decode " + m + " --init neurons --layer 1 --neurons 1,999", "neuron 999 is out of range", 2},
+      {"heads " + m + " --components x.npy", "--components needs a single decomposition", 2},
+      {"info --model " + test::sh(stories) + " --format npy", "info has no score array", 2},
+      {"generate --model " + test::sh(stories) + " --prompt hi --format json", "--format only applies with --explain", 2},
+      {"frobnicate", "unknown command 'frobnicate'", 2},
   };
-  for (const auto& [args, message] : cases) {
+  for (const auto& [args, message, code] : cases) {
     const test::RunResult r = test::run_cli(args);
     INFO("depass " << args << "\nstderr: " << r.err);
-    CHECK(r.code != 0);
+    CHECK(r.code == code);
     CHECK(r.out.empty());
     CHECK(r.err.find(message) != std::string::npos);
   }
@@ -611,13 +581,16 @@ TEST_CASE("depass --help: every command has a help page with an example", "[cli]
   DEPASS_REQUIRE_CLI();
   const test::RunResult main = test::run_cli("--help");
   CHECK(main.code == 0);
-  for (const char* command : {"tokens", "modules", "heads", "neurons", "subspace", "decode", "generate", "info"}) {
+  for (const char* command : {"tokens", "modules", "heads", "neurons", "subspace", "decode", "generate", "tokenize", "info"}) {
     INFO(command);
     CHECK(main.out.find(std::string("  ") + command) != std::string::npos);
     const test::RunResult r = test::run_cli(std::string(command) + " --help");
     CHECK(r.code == 0);
     CHECK(r.out.find(std::string("usage: depass ") + command) != std::string::npos);
     CHECK(r.out.find("example") != std::string::npos);
+    // Every model format the command reads, and the exit statuses.
+    for (const char* format : {"llama2.c", "GGUF", "Hugging Face"}) CHECK(r.out.find(format) != std::string::npos);
+    CHECK(r.out.find("exit status: 0 success, 1 failure") != std::string::npos);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <depass/output/Output.hpp>
 
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -57,11 +58,11 @@ TEST_CASE("csv: quoting and one row per component", "[output]") {
   CHECK(csv_field("x\ny") == "\"x\ny\"");
   const std::string csv = to_csv_text(tokens_doc());
   CHECK(csv ==
-        "component,position,token_id,token_text,score\n"
-        "token 0,0,1,<s>,0.5\n"
-        "token 1,1,7,\" a,\"\"b\"\"\",-1\n"
-        "token 2,2,9,\"\n\",4\n"
-        "bias,,,,0\n");
+        "component,position,token_id,token_text,score,reachable\n"
+        "token 0,0,1,<s>,0.5,1\n"
+        "token 1,1,7,\" a,\"\"b\"\"\",-1,1\n"
+        "token 2,2,9,\"\n\",4,1\n"
+        "bias,,,,0,\n");
   json heads = {{"schema", "depass.heads/1"}, {"n_heads", 2}, {"layers", {{{"layer", 0}, {"heads", {1.5, -2.0}}, {"residual_score", 3.0}, {"bias_score", 0.0}}}}};
   CHECK(to_csv_text(heads) == "layer,component,head,score\n0,residual,,3\n0,head,0,1.5\n0,head,1,-2\n0,bias,,0\n");
   CHECK_THROWS_AS(to_csv_text(json{{"schema", "depass.unknown/1"}}), std::invalid_argument);
@@ -93,7 +94,7 @@ TEST_CASE("terminal: colour mode, heatmap, tables", "[output]") {
 
   TerminalOptions options;
   const std::string text = render_terminal(tokens_doc(), options);
-  CHECK(text.find("target 5 ' x</script>' at position 2: logit 3.5000, prob 0.2500") != std::string::npos);
+  CHECK(text.find("target 5 ' x</script>' at position 2: logit 3.5000, prob 0.25") != std::string::npos);
   CHECK(text.find('\x1b') == std::string::npos);
   CHECK(text.find("bias score") != std::string::npos);
   options.color = ColorMode::Ansi256;
@@ -151,4 +152,98 @@ TEST_CASE("html: self-contained page, escaped text, one coloured span per token,
   CHECK(hp.find("<table class=\"heatmap\">") != std::string::npos);
   CHECK(hp.find("<td class=\"cell\" data-score=\"0.5\"") != std::string::npos);
   CHECK(hp.find("<select") == std::string::npos);  // a single view: no selector
+}
+
+TEST_CASE("text: visible width ignores ANSI escapes and UTF-8 continuation bytes, significant digits", "[output]") {
+  CHECK(display_width("abc") == 3);
+  CHECK(display_width("caf\xC3\xA9") == 4);
+  CHECK(display_width("\x1b[48;5;124m\x1b[38;5;231m+4.9645\x1b[0m") == 7);
+  CHECK(display_width(colourise("+1.0", Rgb{178, 24, 43}, ColorMode::TrueColor)) == 4);
+  CHECK(significant(0.678602) == "0.679");
+  CHECK(significant(0.0312345) == "0.0312");
+  CHECK(significant(5.9123e-05) == "5.91e-05");
+  CHECK(significant(1.0) == "1");
+  // A table with coloured cells: every line has the same visible width.
+  const std::vector<std::vector<std::string>> rows = {
+      {"1", colourise("+4.9645", Rgb{178, 24, 43}, ColorMode::Ansi256)}, {"10", colourise("-0.5", Rgb{33, 102, 172}, ColorMode::Ansi256)}};
+  const std::string t = table({"rank", "score"}, rows, {true, true});
+  std::vector<std::size_t> widths;
+  for (std::size_t start = 0, end; (end = t.find('\n', start)) != std::string::npos; start = end + 1)
+    widths.push_back(display_width(t.substr(start, end - start)));
+  REQUIRE(widths.size() == 3);
+  CHECK(widths[0] == widths[1]);
+  CHECK(widths[1] == widths[2]);
+  CHECK(ProgressBar::format("batch", 3, 4, 0.5, 4, "items") == "batch [###.]  75% 3/4 items 0.5s");
+}
+
+TEST_CASE("writers: unreachable positions, contrast, chunk residual in text, CSV, HTML and NPY", "[output]") {
+  json doc = tokens_doc();
+  doc["position"] = 1;
+  doc["reachable_positions"] = 2;
+  doc["scores"] = {0.5, -1.0, 0.0};
+  doc["contrast"] = {{"id", 8}, {"text", "z"}, {"logit", 1.5}, {"prob", 0.0000123}};
+  doc["logit_difference"] = 2.0;
+  doc["chunk_residual_score"] = 0.75;
+  doc["chunks"] = 2;
+  const std::string text = render_terminal(doc);
+  CHECK(text.find("target 5 ' x</script>' vs contrast 8 'z' at position 1: logit difference 2.0000 (3.5000 - 1.5000), "
+                  "prob 0.25 vs 1.23e-05") != std::string::npos);
+  CHECK(text.find("unreachable (after position 1, causal mask): '\\n'") != std::string::npos);
+  CHECK(text.find("chunk residual +0.750000 (2 chunks)") != std::string::npos);
+  CHECK(text.find("['\\n'") == std::string::npos);  // not in the heatmap
+  const std::string csv = to_csv_text(doc);
+  CHECK(csv.find("token 2,2,9,\"\n\",,0\n") != std::string::npos);
+  CHECK(csv.find("chunk residual,,,,0.75,\n") != std::string::npos);
+  const std::string page = render_html(doc);
+  CHECK(page.find("<span class=\"tok unreachable\" data-pos=\"2\"") != std::string::npos);
+  CHECK(page.find("logit difference <b>2.0000</b>") != std::string::npos);
+  CHECK(page.find("chunk residual 0.7500") != std::string::npos);
+  const NpyArray a = scores_array(doc);
+  CHECK(a.shape == std::vector<std::size_t>{4});
+  CHECK(a.data == std::vector<double>{0.5, -1.0, 0.0, 0.75});
+
+  json modules = {{"schema", "depass.modules/1"},
+                  {"modules",
+                   {{{"layer", 0}, {"site", "attention"}, {"score", 1.0}, {"chunk_residual_score", 0.1}},
+                    {{"layer", 0}, {"site", "mlp"}, {"score", 2.0}, {"chunk_residual_score", 0.2}}}}};
+  const NpyArray m = scores_array(modules);
+  CHECK(m.shape == std::vector<std::size_t>{1, 4});
+  CHECK(m.data == std::vector<double>{1.0, 2.0, 0.1, 0.2});
+  json heads = {{"schema", "depass.heads/1"},
+                {"n_heads", 2},
+                {"layers", {{{"layer", 0}, {"heads", {1.5, -2.0}}, {"residual_score", 3.0}, {"bias_score", 0.0}, {"chunk_residual_score", 0.5}}}}};
+  CHECK(scores_array(heads).shape == std::vector<std::size_t>{1, 3});
+  CHECK(to_csv_text(heads).find("0,chunk residual,,0.5\n") != std::string::npos);
+  json generate = {{"schema", "depass.generate/1"},
+                   {"steps", {{{"scores", {1.0}}, {"chunk_residual_score", 0.5}}, {{"scores", {1.0, 2.0}}, {"chunk_residual_score", 0.25}}}}};
+  const NpyArray g = scores_array(generate);
+  CHECK(g.shape == std::vector<std::size_t>{2, 3});
+  CHECK(g.data[2] == 0.5);
+  CHECK(std::isnan(g.data[1]));
+  CHECK(g.data[5] == 0.25);
+}
+
+TEST_CASE("writers: a layer trace as a text table and an inline SVG line chart", "[output]") {
+  json doc = tokens_doc();
+  doc["trace"] = {{"position", 2},
+                  {"boundaries", {0, 1, 2}},
+                  {"boundary_names", {"before attention 0", "before mlp 0", "output"}},
+                  {"components", {"token 0", "token 1", "token 2", "bias"}},
+                  {"scores", {{0.0, 0.0, 1.0, 0.0}, {0.25, -0.5, 2.0, 0.0}, {0.5, -1.0, 4.0, 0.0}}},
+                  {"lens", {1.0, 1.75, 3.5}}};
+  TerminalOptions options;
+  const std::string text = render_terminal(doc, options);
+  CHECK(text.find("layer trace") != std::string::npos);
+  CHECK(text.find("before mlp 0") != std::string::npos);
+  CHECK(text.find("2 '\\n'") != std::string::npos);  // the strongest component, by its token
+  const std::string page = render_html(doc);
+  CHECK(page.find("<svg class=\"trace\"") != std::string::npos);
+  CHECK(page.find("xmlns") == std::string::npos);
+  std::size_t lines = 0;
+  for (std::size_t p = page.find("<polyline class=\"series\""); p != std::string::npos; p = page.find("<polyline class=\"series\"", p + 1))
+    ++lines;
+  CHECK(lines == 6);  // 4 components (all shown), the rest (none), the lens
+  CHECK(page.find("data-name=\"total (logit lens)\" fill=\"none\" stroke=\"#222222\" stroke-width=\"2\" stroke-dasharray") !=
+        std::string::npos);
+  CHECK(page.find("<title>2 &#39;\\n&#39; at output: 4</title>") != std::string::npos);
 }

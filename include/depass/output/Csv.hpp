@@ -66,17 +66,22 @@ inline void write_csv(std::ostream& out, const nlohmann::json& doc) {
   CsvWriter csv(out);
   const std::string kind = document_kind(doc);
   if (kind == "tokens") {
-    csv.row({"component", "position", "token_id", "token_text", "score"});
+    // Positions after the explained one cannot affect it (causal mask): reachable 0, no score.
+    csv.row({"component", "position", "token_id", "token_text", "score", "reachable"});
     const auto& tokens = doc["tokens"];
+    const std::size_t reach = doc.value("reachable_positions", tokens.size());
     for (std::size_t m = 0; m < tokens.size(); ++m)
       csv.row({csv_field("token " + std::to_string(m)), std::to_string(m), integer(tokens[m]["id"]),
-               text(tokens[m]["text"]), num(doc["scores"][m])});
-    csv.row({"bias", "", "", "", num(doc["bias_score"])});
+               text(tokens[m]["text"]), m < reach ? num(doc["scores"][m]) : "", m < reach ? "1" : "0"});
+    if (doc.contains("position_score")) csv.row({"positions", "", "", "", num(doc["position_score"]), ""});
+    csv.row({"bias", "", "", "", num(doc["bias_score"]), ""});
+    if (doc.contains("chunk_residual_score")) csv.row({"chunk residual", "", "", "", num(doc["chunk_residual_score"]), ""});
   } else if (kind == "modules") {
-    csv.row({"layer", "site", "score", "residual_score", "bias_score"});
+    // chunk_residual_score: empty unless the runs were chunked.
+    csv.row({"layer", "site", "score", "residual_score", "bias_score", "chunk_residual_score"});
     for (const auto& m : doc["modules"])
-      csv.row({integer(m["layer"]), text(m["site"]), num(m["score"]), num(m["residual_score"]),
-               num(m["bias_score"])});
+      csv.row({integer(m["layer"]), text(m["site"]), num(m["score"]), num(m["residual_score"]), num(m["bias_score"]),
+               m.contains("chunk_residual_score") ? num(m["chunk_residual_score"]) : ""});
   } else if (kind == "heads") {
     csv.row({"layer", "component", "head", "score"});
     for (const auto& l : doc["layers"]) {
@@ -85,12 +90,14 @@ inline void write_csv(std::ostream& out, const nlohmann::json& doc) {
       for (std::size_t h = 0; h < l["heads"].size(); ++h)
         csv.row({layer, "head", std::to_string(h), num(l["heads"][h])});
       csv.row({layer, "bias", "", num(l["bias_score"])});
+      if (l.contains("chunk_residual_score")) csv.row({layer, "chunk residual", "", num(l["chunk_residual_score"])});
     }
   } else if (kind == "neurons") {
     csv.row({"layer", "rank", "neuron", "score"});
     const std::string layer = integer(doc["layer"]);
     for (const auto& t : doc["top"])
       csv.row({layer, integer(t["rank"]), integer(t["neuron"]), num(t["score"])});
+    if (doc.contains("chunk_residual_score")) csv.row({layer, "", "chunk residual", num(doc["chunk_residual_score"])});
   } else if (kind == "subspace" || kind == "decode") {
     csv.row({"component", "label", "score", "rank", "token_id", "token_text", "logit"});
     const auto& comps = doc["components"];
@@ -106,7 +113,10 @@ inline void write_csv(std::ostream& out, const nlohmann::json& doc) {
         csv.row({index, label, score, std::to_string(r + 1), integer(t["id"]), text(t["text"]), num(t["logit"])});
       }
     }
-    if (kind == "subspace") csv.row({"", "bias", num(doc["bias_score"]), "", "", "", ""});
+    if (kind == "subspace") {
+      csv.row({"", "bias", num(doc["bias_score"]), "", "", "", ""});
+      if (doc.contains("chunk_residual_score")) csv.row({"", "chunk residual", num(doc["chunk_residual_score"]), "", "", "", ""});
+    }
   } else if (kind == "generate") {
     csv.row({"step", "target_position", "target_id", "target_text", "target_logit", "component", "token_id",
              "token_text", "score"});
@@ -119,10 +129,18 @@ inline void write_csv(std::ostream& out, const nlohmann::json& doc) {
         r.insert(r.end(), {std::to_string(m), integer(tokens[m]["id"]), text(tokens[m]["text"]), num(s["scores"][m])});
         csv.row(r);
       }
-      std::vector<std::string> r = lead;
-      r.insert(r.end(), {"bias", "", "", num(s["bias_score"])});
-      csv.row(r);
+      for (const auto& [key, label] : {std::make_pair("position_score", "positions"), std::make_pair("bias_score", "bias"),
+                                       std::make_pair("chunk_residual_score", "chunk residual")}) {
+        if (!s.contains(key)) continue;
+        std::vector<std::string> r = lead;
+        r.insert(r.end(), {label, "", "", num(s[key])});
+        csv.row(r);
+      }
     }
+  } else if (kind == "tokenize") {
+    csv.row({"position", "token_id", "token_text"});
+    const auto& tokens = doc["tokens"];
+    for (std::size_t i = 0; i < tokens.size(); ++i) csv.row({std::to_string(i), integer(tokens[i]["id"]), text(tokens[i]["text"])});
   } else if (kind == "info") {
     csv.row({"key", "value"});
     for (auto it = doc.begin(); it != doc.end(); ++it) {

@@ -67,6 +67,9 @@ td.mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monosp
 #hover { position: sticky; bottom: 0; background: #fafafa; border-top: 1px solid #ddd; padding: 6px 8px;
          font-size: 13px; font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; min-height: 18px; }
 .note { color: #666; font-size: 12px; }
+.tok.unreachable, .unreachable { color: #9a9a9a; background: #f0f0f0; text-decoration: line-through; }
+svg.trace { border: 1px solid #e3e3e3; border-radius: 6px; background: #fff; }
+svg.trace text { font-size: 11px; fill: #333; }
 )CSS";
 
 inline const char* kScript = R"JS(
@@ -156,12 +159,22 @@ inline std::string target_text(const nlohmann::json& target) {
   return "'" + printable(target.at("text").get<std::string>()) + "' (id " + std::to_string(target.at("id").get<long>()) + ")";
 }
 
-/// The token strip of one view: every token coloured by its score.
-inline std::string token_strip(const nlohmann::json& tokens, const std::vector<double>& scores, const std::string& target) {
-  const double scale = max_abs(scores);
+/// The token strip of one view: every token coloured by its score; tokens from position
+/// `reach` on come after the explained position, cannot affect it and are marked so.
+inline std::string token_strip(const nlohmann::json& tokens, const std::vector<double>& scores, const std::string& target,
+                               std::size_t reach) {
+  reach = std::min(reach, scores.size());
+  const double scale = max_abs(std::vector<double>(scores.begin(), scores.begin() + static_cast<std::ptrdiff_t>(reach)));
   std::string out = legend(scale) + "<div class=\"tokens\">";
   for (std::size_t i = 0; i < scores.size() && i < tokens.size(); ++i) {
     const std::string text = tokens[i].at("text").get<std::string>();
+    if (i >= reach) {
+      const std::string info = "position " + std::to_string(i) + "  '" + printable(text) +
+                               "'  unreachable: after the explained position (causal mask)";
+      out += "<span class=\"tok unreachable\" data-pos=\"" + std::to_string(i) + "\" title=\"" + html_escape(info) +
+             "\" data-info=\"" + html_escape(info) + "\">" + token_html(text) + "</span>";
+      continue;
+    }
     const std::string info = "position " + std::to_string(i) + "  '" + printable(text) + "'  score " +
                              exact_number(scores[i]) + "  (toward " + target + ")";
     out += token_span(text, scores[i], scale, info, static_cast<long>(i));
@@ -169,9 +182,10 @@ inline std::string token_strip(const nlohmann::json& tokens, const std::vector<d
   return out + "</div>";
 }
 
-/// The ranked table of a view.
-inline std::string ranking(const nlohmann::json& tokens, const std::vector<double>& scores, std::size_t top) {
-  std::vector<std::size_t> order(scores.size());
+/// The ranked table of a view (positions before `reach` only).
+inline std::string ranking(const nlohmann::json& tokens, const std::vector<double>& scores, std::size_t top,
+                           std::size_t reach = static_cast<std::size_t>(-1)) {
+  std::vector<std::size_t> order(std::min(reach, scores.size()));
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return std::abs(scores[a]) > std::abs(scores[b]); });
   const double scale = max_abs(scores);
@@ -183,6 +197,109 @@ inline std::string ranking(const nlohmann::json& tokens, const std::vector<doubl
            html_escape(printable(text)) + "'</td>" + cell(scores[i], scale, "score " + exact_number(scores[i])) + "</tr>";
   }
   return out + "</table>";
+}
+
+/// Short x-axis name of a boundary: "attn 0", "mlp 0", ..., "out".
+inline std::string boundary_short(const std::string& name) {
+  if (name == "output") return "out";
+  if (name.rfind("before attention ", 0) == 0) return "attn " + name.substr(17);
+  if (name.rfind("before mlp ", 0) == 0) return "mlp " + name.substr(11);
+  return name;
+}
+
+/// One line of a trace chart.
+struct TraceSeries {
+  std::string name, colour;
+  std::vector<double> values;  // one per boundary
+  bool dashed = false;
+};
+
+/// The lines of a trace chart: the `top` components strongest at the output (by |score|),
+/// the others summed as "rest", and the real state's lens logit (dashed).
+inline std::vector<TraceSeries> trace_series(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top) {
+  static const char* palette[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4"};
+  const auto& rows = trace.at("scores");
+  const std::size_t B = rows.size();
+  const std::vector<double> last = numbers(rows.back());
+  std::vector<std::size_t> order(last.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return std::abs(last[a]) > std::abs(last[b]); });
+  order.resize(std::min(top, order.size()));
+  std::vector<TraceSeries> series;
+  std::vector<double> rest(B, 0.0);
+  for (std::size_t b = 0; b < B; ++b)
+    for (const auto& v : rows[b]) rest[b] += v.get<double>();
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    std::string name = trace.at("components")[order[k]].get<std::string>();
+    if (name.rfind("token ", 0) == 0) {  // a token component shows its text
+      const std::size_t m = static_cast<std::size_t>(std::stoul(name.substr(6)));
+      if (m < tokens.size()) name = std::to_string(m) + " '" + printable(tokens[m].at("text").get<std::string>()) + "'";
+    }
+    TraceSeries sr{name, palette[k % 8], {}, false};
+    for (std::size_t b = 0; b < B; ++b) {
+      sr.values.push_back(rows[b][order[k]].get<double>());
+      rest[b] -= sr.values.back();
+    }
+    series.push_back(sr);
+  }
+  series.push_back(TraceSeries{"rest (" + std::to_string(last.size() - order.size()) + " summed)", "#999999", rest, false});
+  series.push_back(TraceSeries{"total (logit lens)", "#222222", numbers(trace.at("lens")), true});
+  return series;
+}
+
+/// A layer trace as an inline SVG line chart (see trace_series). x: boundaries in pass
+/// order ("attn l" / "mlp l": before the attention / MLP of layer l); y: logit
+/// (difference). No script: each point's exact value is in its <title> (hover).
+inline std::string trace_chart(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top = 6) {
+  const std::size_t B = trace.at("scores").size();
+  if (B == 0) return "";
+  const std::vector<TraceSeries> series = trace_series(trace, tokens, top);
+  double lo = 0, hi = 0;
+  for (const TraceSeries& sr : series)
+    for (double v : sr.values)
+      if (std::isfinite(v)) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+  if (hi - lo < 1e-12) hi = lo + 1;
+  const double W = 760, H = 340, left = 56, right = 210, top_margin = 16, bottom = 64;
+  const double pw = W - left - right, ph = H - top_margin - bottom;
+  auto x = [&](std::size_t b) { return left + (B > 1 ? pw * static_cast<double>(b) / static_cast<double>(B - 1) : pw / 2); };
+  auto y = [&](double v) { return top_margin + ph * (hi - v) / (hi - lo); };
+  auto num = [](double v) { return fixed(v, 1); };
+  auto line = [&](double x1, double y1, double x2, double y2, const std::string& style) {
+    return "<line x1=\"" + num(x1) + "\" y1=\"" + num(y1) + "\" x2=\"" + num(x2) + "\" y2=\"" + num(y2) + "\" " + style + "/>";
+  };
+  std::string svg = "<svg class=\"trace\" width=\"" + num(W) + "\" height=\"" + num(H) + "\" viewBox=\"0 0 " + num(W) + " " +
+                    num(H) + "\" role=\"img\" aria-label=\"layer trace\">";
+  for (int t = 0; t <= 4; ++t) {  // y grid and ticks
+    const double v = lo + (hi - lo) * t / 4.0;
+    svg += line(left, y(v), left + pw, y(v), "stroke=\"#eeeeee\"") + "<text x=\"" + num(left - 6) + "\" y=\"" + num(y(v) + 4) +
+           "\" text-anchor=\"end\">" + fixed(v, 2) + "</text>";
+  }
+  svg += line(left, y(0), left + pw, y(0), "class=\"zero\" stroke=\"#888888\"");
+  const auto& names = trace.at("boundary_names");
+  for (std::size_t b = 0; b < B; ++b)
+    svg += "<text x=\"" + num(x(b)) + "\" y=\"" + num(top_margin + ph + 14) + "\" text-anchor=\"end\" transform=\"rotate(-40 " +
+           num(x(b)) + " " + num(top_margin + ph + 14) + ")\">" + html_escape(boundary_short(names[b].get<std::string>())) + "</text>";
+  for (std::size_t k = 0; k < series.size(); ++k) {
+    const TraceSeries& sr = series[k];
+    const std::string stroke = "stroke=\"" + sr.colour + "\" stroke-width=\"2\"" + (sr.dashed ? " stroke-dasharray=\"6 4\"" : "");
+    std::string points;
+    for (std::size_t b = 0; b < B; ++b) points += (b ? " " : "") + num(x(b)) + "," + num(y(sr.values[b]));
+    svg += "<polyline class=\"series\" data-name=\"" + html_escape(sr.name) + "\" fill=\"none\" " + stroke + " points=\"" + points +
+           "\"/>";
+    for (std::size_t b = 0; b < B; ++b)
+      svg += "<circle cx=\"" + num(x(b)) + "\" cy=\"" + num(y(sr.values[b])) + "\" r=\"2.5\" fill=\"" + sr.colour + "\"><title>" +
+             html_escape(sr.name + " at " + names[b].get<std::string>() + ": " + exact_number(sr.values[b])) + "</title></circle>";
+    const double ly = top_margin + 14.0 * static_cast<double>(k) + 6;
+    svg += line(W - right + 12, ly, W - right + 34, ly, stroke) + "<text x=\"" + num(W - right + 40) + "\" y=\"" + num(ly + 4) +
+           "\">" + html_escape(sr.name) + "</text>";
+  }
+  return "<h2>Layer trace</h2><p class=\"note\">Each component's logit-lens value for the target at every layer boundary "
+         "(\"attn l\" / \"mlp l\": before the attention / MLP of layer l; the final norm's scale frozen from the real state "
+         "there). The components sum to the lens logit of the real state, and at the output to the final scores.</p>" +
+         svg + "</svg>";
 }
 
 inline std::string selector(const std::vector<std::string>& options, const std::string& label) {
@@ -210,18 +327,37 @@ inline std::string meta(const nlohmann::json& doc) {
   add("mlp_split", "MLP split");
   add("temperature", "temperature");
   add("bos_sink", "BOS sink");
+  add("chunk_size", "chunk size");
+  add("memory_budget_bytes", "memory budget (bytes)");
+  add("chunks", "chunks");
   add("residual_max_abs", "completeness residual");
   return "<p class=\"meta\">" + m + "</p>";
 }
 
-/// "target ' to' (id 267) at position 21: logit 15.4065, probability 0.6786[; sum of scores S + bias B]".
-inline std::string summary(const nlohmann::json& target, long position, double bias = std::nan(""),
-                           double total_scores = std::nan("")) {
-  std::string s = "<p class=\"summary\">target " + html_escape(target_text(target)) + " at position " +
-                  std::to_string(position) + ": logit <b>" + fixed(target.at("logit").get<double>(), 4) +
-                  "</b>, probability " + fixed(target.at("prob").get<double>(), 4);
-  if (std::isfinite(bias) && std::isfinite(total_scores))
-    s += "; sum of scores " + fixed(total_scores, 4) + " + bias " + fixed(bias, 4);
+/// "target ' to' (id 267) at position 21: logit 15.4065, probability 0.679[; sum of scores S +
+/// bias B (+ positions, chunk residual)]"; with a contrast in `holder`, the logit difference.
+/// `entry` holds the bias and the other non-token scores of the view.
+inline std::string summary(const nlohmann::json& holder, const nlohmann::json& target, long position,
+                           const nlohmann::json* entry = nullptr, double total_scores = std::nan("")) {
+  const double logit = target.at("logit").get<double>();
+  std::string s = "<p class=\"summary\">target " + html_escape(target_text(target));
+  if (holder.contains("contrast")) {
+    const nlohmann::json& foil = holder.at("contrast");
+    s += " vs contrast " + html_escape(target_text(foil)) + " at position " + std::to_string(position) +
+         ": logit difference <b>" + fixed(logit - foil.at("logit").get<double>(), 4) + "</b> (" + fixed(logit, 4) + " - " +
+         fixed(foil.at("logit").get<double>(), 4) + "), probability " + significant(target.at("prob").get<double>()) + " vs " +
+         significant(foil.at("prob").get<double>());
+  } else {
+    s += " at position " + std::to_string(position) + ": logit <b>" + fixed(logit, 4) + "</b>, probability " +
+         significant(target.at("prob").get<double>());
+  }
+  if (entry != nullptr && std::isfinite(total_scores)) {
+    s += "; sum of scores " + fixed(total_scores, 4) + " + bias " + fixed(entry->at("bias_score").get<double>(), 4);
+    if (entry->contains("position_score")) s += " + positions " + fixed(entry->at("position_score").get<double>(), 4);
+  }
+  if (entry != nullptr && entry->contains("chunk_residual_score"))
+    s += "; chunk residual " + fixed(entry->at("chunk_residual_score").get<double>(), 4) +
+         " (the chunked run's difference from the real state, part of the sum)";
   return s + "</p>";
 }
 
@@ -235,8 +371,11 @@ inline std::string prompt_strip(const nlohmann::json& tokens, long position) {
   std::string out = "<div class=\"tokens\">";
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     const std::string text = tokens[i].at("text").get<std::string>();
-    out += "<span" + std::string(static_cast<long>(i) == position ? " style=\"text-decoration:underline\"" : "") + ">" +
-           token_html(text) + "</span>";
+    const long at = static_cast<long>(i);
+    const std::string attributes = at == position  ? " style=\"text-decoration:underline\""
+                                   : at > position ? " class=\"unreachable\" title=\"after the explained position\""
+                                                   : "";
+    out += "<span" + attributes + ">" + token_html(text) + "</span>";
   }
   return out + "</div>";
 }
@@ -260,17 +399,17 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
     // One view for the explained target, then one per alternative candidate.
     std::vector<std::string> names;
     std::vector<std::string> views;
-    auto add_view = [&](const nlohmann::json& target, const nlohmann::json& scores_json, double bias) {
-      const auto scores = numbers(scores_json);
-      names.push_back(target_text(target) + "  p=" + fixed(target.at("prob").get<double>(), 3));
-      views.push_back(summary(target, doc.at("position").get<long>(), bias, sum(scores)) +
-                      token_strip(doc.at("tokens"), scores, target_text(target)) + "<h2>Strongest contributions</h2>" +
-                      ranking(doc.at("tokens"), scores, options.top));
+    const std::size_t reach = doc.value("reachable_positions", doc.at("tokens").size());
+    auto add_view = [&](const nlohmann::json& entry, const nlohmann::json& target, const std::string& extra) {
+      const auto scores = numbers(entry.at("scores"));
+      names.push_back(target_text(target) + "  p=" + significant(target.at("prob").get<double>()));
+      views.push_back(summary(doc, target, doc.at("position").get<long>(), &entry, sum(scores)) +
+                      token_strip(doc.at("tokens"), scores, target_text(target), reach) + "<h2>Strongest contributions</h2>" +
+                      ranking(doc.at("tokens"), scores, options.top, reach) + extra);
     };
-    add_view(doc.at("target"), doc.at("scores"), doc.at("bias_score").get<double>());
+    add_view(doc, doc.at("target"), doc.contains("trace") ? trace_chart(doc.at("trace"), doc.at("tokens")) : "");
     for (const auto& alt : doc.value("alternatives", nlohmann::json::array()))
-      if (alt.at("target").at("id") != doc.at("target").at("id"))
-        add_view(alt.at("target"), alt.at("scores"), alt.at("bias_score").get<double>());
+      if (alt.at("target").at("id") != doc.at("target").at("id")) add_view(alt, alt.at("target"), "");
     body += selector(names, "Target token:");
     for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
   } else if (kind == "generate") {
@@ -280,12 +419,12 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
       const auto scores = numbers(s.at("scores"));
       const nlohmann::json& target = s.at("token");
       names.push_back("step " + std::to_string(s.at("step").get<long>()) + ": " + target_text(target));
-      std::string strip = token_strip(tokens, scores, target_text(target));
+      std::string strip = token_strip(tokens, scores, target_text(target), scores.size());
       // The chosen token, after the sequence it was predicted from.
       const std::string arrow = "<span class=\"arrow\">&rarr;</span><span class=\"tok target\" title=\"generated token\">" +
                                 token_html(target.at("text").get<std::string>()) + "</span></div>";
       strip.replace(strip.size() - 6, 6, arrow);
-      views.push_back(summary(target, s.at("position").get<long>(), s.at("bias_score").get<double>(), sum(scores)) + strip +
+      views.push_back(summary(s, target, s.at("position").get<long>(), &s, sum(scores)) + strip +
                       "<h2>Strongest contributions</h2>" + ranking(tokens, scores, options.top));
     }
     body += "<p class=\"summary\">prompt <b>" + html_escape(printable(doc.at("prompt").get<std::string>())) +
@@ -294,11 +433,12 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
     for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
   } else if (kind == "heads" || kind == "modules") {
     const long position = doc.at("position").get<long>();
-    body += summary(doc.at("target"), position);
+    body += summary(doc, doc.at("target"), position);
     body += prompt_strip(doc.at("tokens"), position);
     std::vector<std::string> cols;
     std::vector<std::string> rows;
     std::vector<std::vector<double>> values, residual;
+    std::string chunk_note, traces;  // chunked runs: each run's chunk residual
     if (kind == "heads") {
       title += " (layer x head)";
       for (std::size_t h = 0; h < doc.at("n_heads").get<std::size_t>(); ++h) cols.push_back("head " + std::to_string(h));
@@ -306,6 +446,9 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
         rows.push_back("layer " + std::to_string(l.at("layer").get<long>()));
         values.push_back(numbers(l.at("heads")));
         residual.push_back({l.at("residual_score").get<double>(), l.at("bias_score").get<double>()});
+        if (l.contains("chunk_residual_score"))
+          chunk_note += " " + rows.back() + " " + fixed(l.at("chunk_residual_score").get<double>(), 4) + ";";
+        if (l.contains("trace")) traces += "<h3>" + html_escape(rows.back()) + "</h3>" + trace_chart(l.at("trace"), doc.at("tokens"));
       }
     } else {
       cols = {"attention", "mlp"};
@@ -317,6 +460,10 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
           rows[layer] = "layer " + std::to_string(layer);
         }
         values[layer][m.at("site").get<std::string>() == "mlp" ? 1 : 0] = m.at("score").get<double>();
+        if (m.contains("chunk_residual_score"))
+          chunk_note += " " + m.at("label").get<std::string>() + " " + fixed(m.at("chunk_residual_score").get<double>(), 4) + ";";
+        if (m.contains("trace"))
+          traces += "<h3>" + html_escape(m.at("label").get<std::string>()) + "</h3>" + trace_chart(m.at("trace"), doc.at("tokens"));
       }
     }
     double scale = 0;
@@ -337,9 +484,12 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
     body += "</table><p class=\"note\">Each " + std::string(kind == "heads" ? "head's" : "module's") +
             " output at its layer, propagated to the logits with frozen attention, norms and neuron splits." +
             (kind == "heads" ? " Per layer: residual + heads + bias = the target logit." : "") + "</p>";
+    if (!chunk_note.empty())
+      body += "<p class=\"note chunk\">chunk residual (part of each run's sum):" + html_escape(chunk_note) + "</p>";
+    body += traces;
   } else if (kind == "neurons") {
     const long position = doc.at("position").get<long>();
-    body += summary(doc.at("target"), position);
+    body += summary(doc, doc.at("target"), position, &doc);
     body += prompt_strip(doc.at("tokens"), position);
     double scale = 0;
     for (const auto& t : doc.at("top")) scale = std::max(scale, std::abs(t.at("score").get<double>()));
@@ -355,7 +505,7 @@ inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& opt
             signed_fixed(doc.at("other_score").get<double>(), 4) + "</p>";
   } else if (kind == "subspace" || kind == "decode") {
     const long position = doc.at("position").get<long>();
-    body += summary(doc.at("target"), position);
+    body += summary(doc, doc.at("target"), position, kind == "subspace" ? &doc : nullptr);
     body += prompt_strip(doc.at("tokens"), position);
     double scale = 0;
     for (const auto& c : doc.at("components")) scale = std::max(scale, std::abs(c.at("score").get<double>()));

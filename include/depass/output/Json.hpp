@@ -23,6 +23,8 @@ inline constexpr const char* kSubspace = "depass.subspace/1";
 inline constexpr const char* kDecode = "depass.decode/1";
 inline constexpr const char* kGenerate = "depass.generate/1";
 inline constexpr const char* kInfo = "depass.info/1";
+inline constexpr const char* kTokenize = "depass.tokenize/1";
+inline constexpr const char* kError = "depass.error/1";  // a failed batch line
 }  // namespace schema
 
 /// The schema name without its version: "tokens" for "depass.tokens/1". Throws

@@ -367,51 +367,77 @@ Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> to_matrix(const NpyArray& 
 ///   decode    (M,)       each component's score for the target (bias component last)
 ///   generate  (T, P+T-1) step t's score of each position; NaN where a position did not
 ///                        exist yet at that step (P = prompt length, T = steps)
+///   tokenize  (N,)       the token ids, int64
+/// Chunked runs append their chunk residual score(s) as a trailing entry: tokens (N+1,),
+/// neurons (I+1,), subspace (S+2,), heads (R, H+1), generate (T, P+T) (the last column),
+/// modules (L, 4) = [attention, mlp, attention's chunk residual, mlp's chunk residual].
+/// decode lists the chunk residual among its components already.
 /// std::invalid_argument for documents without scores (info).
 inline NpyArray scores_array(const nlohmann::json& doc) {
   const std::string kind = document_kind(doc);
-  auto numbers = [](const nlohmann::json& list) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto numbers = [&](const nlohmann::json& list) {
     std::vector<double> v;
-    for (const auto& x : list) v.push_back(x.is_number() ? x.get<double>() : std::numeric_limits<double>::quiet_NaN());
+    for (const auto& x : list) v.push_back(x.is_number() ? x.get<double>() : nan);
     return v;
   };
-  if (kind == "tokens") {
+  auto chunk = [](const nlohmann::json& entry) { return entry.contains("chunk_residual_score"); };
+  auto chunk_score = [](const nlohmann::json& entry) { return entry.at("chunk_residual_score").get<double>(); };
+  if (kind == "tokens" || kind == "neurons") {
     std::vector<double> v = numbers(doc.at("scores"));
+    if (chunk(doc)) v.push_back(chunk_score(doc));
     return NpyArray::from({v.size()}, v);
   }
   if (kind == "modules") {
     const auto& mods = doc.at("modules");
-    std::vector<double> v;
-    for (const auto& m : mods) v.push_back(m.at("score").get<double>());
-    if (v.size() % 2) throw std::invalid_argument("modules document: odd number of modules");
-    return NpyArray::from({v.size() / 2, 2}, v);
+    if (mods.size() % 2) throw std::invalid_argument("modules document: odd number of modules");
+    const bool chunked = !mods.empty() && chunk(mods[0]);
+    const std::size_t width = chunked ? 4 : 2;
+    std::vector<double> v(mods.size() / 2 * width, nan);
+    for (std::size_t i = 0; i < mods.size(); ++i) {
+      v[i / 2 * width + i % 2] = mods[i].at("score").get<double>();
+      if (chunked) v[i / 2 * width + 2 + i % 2] = chunk_score(mods[i]);
+    }
+    return NpyArray::from({mods.size() / 2, width}, v);
   }
   if (kind == "heads") {
     std::vector<double> v;
+    const auto& layers = doc.at("layers");
+    const bool chunked = !layers.empty() && chunk(layers[0]);
     const std::size_t H = doc.at("n_heads").get<std::size_t>();
-    for (const auto& l : doc.at("layers"))
+    for (const auto& l : layers) {
       for (const auto& h : l.at("heads")) v.push_back(h.get<double>());
-    return NpyArray::from({doc.at("layers").size(), H}, v);
-  }
-  if (kind == "neurons") {
-    std::vector<double> v = numbers(doc.at("scores"));
-    return NpyArray::from({v.size()}, v);
+      if (chunked) v.push_back(chunk_score(l));
+    }
+    return NpyArray::from({layers.size(), H + (chunked ? 1 : 0)}, v);
   }
   if (kind == "subspace" || kind == "decode") {
     std::vector<double> v;
     for (const auto& c : doc.at("components")) v.push_back(c.at("score").get<double>());
+    if (kind == "subspace" && chunk(doc)) v.push_back(chunk_score(doc));
     return NpyArray::from({v.size()}, v);
   }
   if (kind == "generate") {
     const auto& steps = doc.at("steps");
     std::size_t width = 0;
-    for (const auto& s : steps) width = std::max(width, s.at("scores").size());
-    std::vector<double> v(steps.size() * width, std::numeric_limits<double>::quiet_NaN());
+    bool chunked = false;
+    for (const auto& s : steps) {
+      width = std::max(width, s.at("scores").size());
+      chunked = chunked || chunk(s);
+    }
+    const std::size_t columns = width + (chunked ? 1 : 0);
+    std::vector<double> v(steps.size() * columns, nan);
     for (std::size_t t = 0; t < steps.size(); ++t) {
       const auto& sc = steps[t].at("scores");
-      for (std::size_t i = 0; i < sc.size(); ++i) v[t * width + i] = sc[i].get<double>();
+      for (std::size_t i = 0; i < sc.size(); ++i) v[t * columns + i] = sc[i].get<double>();
+      if (chunked && chunk(steps[t])) v[t * columns + width] = chunk_score(steps[t]);
     }
-    return NpyArray::from({steps.size(), width}, v);
+    return NpyArray::from({steps.size(), columns}, v);
+  }
+  if (kind == "tokenize") {
+    std::vector<double> v;
+    for (const auto& t : doc.at("tokens")) v.push_back(t.at("id").get<double>());
+    return NpyArray::from({v.size()}, v, NpyType::Int64);
   }
   throw std::invalid_argument("a depass." + kind + " document has no score array to write as .npy "
                               "(use --format json, csv or text)");

@@ -180,10 +180,26 @@ inline std::vector<double> numbers(const nlohmann::json& list) {
   return v;
 }
 
-inline std::string target_line(const nlohmann::json& target, long position) {
-  return "target " + std::to_string(target.at("id").get<long>()) + " '" +
-         printable(target.at("text").get<std::string>()) + "' at position " + std::to_string(position) + ": logit " +
-         fixed(target.at("logit").get<double>(), 4) + ", prob " + fixed(target.at("prob").get<double>(), 4) + "\n";
+inline std::string token_name(const nlohmann::json& token) {
+  return std::to_string(token.at("id").get<long>()) + " '" + printable(token.at("text").get<std::string>()) + "'";
+}
+
+/// "target 267 ' to' at position 21: logit 15.4065, prob 0.679", or with a contrast
+/// "target ... vs contrast 298 ' with' at position 21: logit difference 3.2100 (15.4065 - 12.1965), prob 0.679 vs 0.0312".
+inline std::string target_line(const nlohmann::json& doc, const nlohmann::json& target, long position) {
+  const double logit = target.at("logit").get<double>(), prob = target.at("prob").get<double>();
+  if (!doc.contains("contrast"))
+    return "target " + token_name(target) + " at position " + std::to_string(position) + ": logit " + fixed(logit, 4) +
+           ", prob " + significant(prob) + "\n";
+  const nlohmann::json& foil = doc.at("contrast");
+  return "target " + token_name(target) + " vs contrast " + token_name(foil) + " at position " + std::to_string(position) +
+         ": logit difference " + fixed(logit - foil.at("logit").get<double>(), 4) + " (" + fixed(logit, 4) + " - " +
+         fixed(foil.at("logit").get<double>(), 4) + "), prob " + significant(prob) + " vs " +
+         significant(foil.at("prob").get<double>()) + "\n";
+}
+
+inline std::string target_line(const nlohmann::json& doc) {
+  return target_line(doc, doc.at("target"), doc.at("position").get<long>());
 }
 
 /// Ranked rows of (label, score), strongest |score| first.
@@ -210,134 +226,245 @@ inline std::string ranking(const std::vector<std::string>& labels, const std::ve
   return table(header, rows, right);
 }
 
+/// "  bias score +0.000000[, position score ...][, chunk residual ... (K chunks)], completeness residual R".
+inline std::string footer(const nlohmann::json& doc, const nlohmann::json& entry) {
+  std::string s = "  bias score " + signed_fixed(entry.at("bias_score").get<double>(), 6);
+  if (entry.contains("position_score")) s += ", position score " + signed_fixed(entry.at("position_score").get<double>(), 6);
+  if (entry.contains("chunk_residual_score")) {
+    s += ", chunk residual " + signed_fixed(entry.at("chunk_residual_score").get<double>(), 6);
+    if (doc.contains("chunks")) s += " (" + std::to_string(doc.at("chunks").get<long>()) + " chunks)";
+  }
+  return s + ", completeness residual " + exact_number(doc.value("residual_max_abs", 0.0)) + "\n";
+}
+
+/// Display name of a trace component: a token component shows its text.
+inline std::string component_name(const std::string& label, const nlohmann::json& tokens) {
+  if (label.rfind("token ", 0) == 0) {
+    const std::size_t m = static_cast<std::size_t>(std::stoul(label.substr(6)));
+    if (m < tokens.size()) return std::to_string(m) + " '" + printable(tokens[m].at("text").get<std::string>()) + "'";
+  }
+  return label;
+}
+
+/// The components that end strongest (|score at the last boundary|), at most `top`.
+inline std::vector<std::size_t> strongest_at_end(const nlohmann::json& trace, std::size_t top) {
+  const auto last = numbers(trace.at("scores").back());
+  std::vector<std::size_t> order(last.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return std::abs(last[a]) > std::abs(last[b]); });
+  order.resize(std::min(top, order.size()));
+  return order;
+}
+
+/// A layer trace as a table: one row per boundary; the lens logit of the real state, the
+/// strongest components and the rest summed.
+inline std::string trace_table(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top = 4) {
+  if (!trace.contains("scores") || trace.at("scores").empty()) return "";
+  const auto labels = trace.at("components");
+  const std::vector<std::size_t> shown = strongest_at_end(trace, top);
+  std::vector<std::string> header = {"boundary", "lens"};
+  for (std::size_t m : shown) header.push_back(component_name(labels[m].get<std::string>(), tokens));
+  header.push_back("rest");
+  std::vector<std::vector<std::string>> rows;
+  const auto& names = trace.at("boundary_names");
+  for (std::size_t b = 0; b < trace.at("scores").size(); ++b) {
+    const auto row = numbers(trace.at("scores")[b]);
+    std::vector<std::string> cells = {names[b].get<std::string>(), signed_fixed(trace.at("lens")[b].get<double>(), 3)};
+    double rest = 0;
+    for (double v : row) rest += v;
+    for (std::size_t m : shown) {
+      cells.push_back(signed_fixed(row[m], 3));
+      rest -= row[m];
+    }
+    cells.push_back(signed_fixed(rest, 3));
+    rows.push_back(cells);
+  }
+  std::vector<bool> right(header.size(), true);
+  right[0] = false;
+  return "  layer trace (logit lens of each component at each boundary):\n" + table(header, rows, right);
+}
+
+inline std::string render_tokens(const nlohmann::json& doc, const TerminalOptions& options) {
+  const ColorMode mode = options.color;
+  const auto texts = token_texts(doc.at("tokens"));
+  const auto scores = numbers(doc.at("scores"));
+  const std::size_t reach = std::min(texts.size(), doc.value("reachable_positions", texts.size()));
+  const std::vector<std::string> reachable(texts.begin(), texts.begin() + static_cast<std::ptrdiff_t>(reach));
+  const std::vector<double> reached(scores.begin(), scores.begin() + static_cast<std::ptrdiff_t>(std::min(reach, scores.size())));
+  std::string out = target_line(doc);
+  double scale = 0;
+  for (double s : reached) scale = std::max(scale, std::abs(s));
+  out += token_heatmap(reachable, reached, mode, options.width);
+  if (reach < texts.size()) {
+    out += "  unreachable (after position " + std::to_string(reach - 1) + ", causal mask):";
+    for (std::size_t i = reach; i < texts.size(); ++i) out += " '" + printable(texts[i]) + "'";
+    out += "\n";
+  }
+  out += legend(scale, mode);
+  std::vector<std::string> labels;
+  std::vector<std::vector<std::string>> extra;
+  for (std::size_t i = 0; i < reach; ++i) {
+    labels.push_back(std::to_string(i));
+    extra.push_back({"'" + printable(texts[i]) + "'"});
+  }
+  out += ranking(labels, reached, options.top, "pos", {"token"}, extra) + footer(doc, doc);
+  if (doc.contains("trace")) out += trace_table(doc.at("trace"), doc.at("tokens"));
+  return out;
+}
+
+inline std::string render_modules(const nlohmann::json& doc, const TerminalOptions& options) {
+  std::vector<std::string> rows;
+  std::vector<std::vector<double>> values;
+  std::string chunk;
+  for (const auto& m : doc.at("modules")) {
+    const std::size_t layer = m.at("layer").get<std::size_t>();
+    if (values.size() <= layer) {
+      values.resize(layer + 1, std::vector<double>(2, 0.0));
+      rows.resize(layer + 1);
+      rows[layer] = "layer " + std::to_string(layer);
+    }
+    values[layer][m.at("site").get<std::string>() == "mlp" ? 1 : 0] = m.at("score").get<double>();
+    if (m.contains("chunk_residual_score"))
+      chunk += " " + m.at("label").get<std::string>() + " " + signed_fixed(m.at("chunk_residual_score").get<double>(), 4) + ";";
+  }
+  std::string out = target_line(doc) + heat_grid(rows, {"attention", "mlp"}, values, options.color);
+  out += "  (each module's output propagated to the logits; residual + module + bias = logit)\n";
+  if (!chunk.empty()) out += "  chunk residual per run:" + chunk + "\n";
+  return out;
+}
+
+inline std::string render_heads(const nlohmann::json& doc, const TerminalOptions& options) {
+  std::vector<std::string> rows, cols, labels;
+  std::vector<std::vector<double>> values;
+  std::vector<double> flat;
+  const std::size_t H = doc.at("n_heads").get<std::size_t>();
+  for (std::size_t h = 0; h < H; ++h) cols.push_back("h" + std::to_string(h));
+  std::string chunk, traces;
+  for (const auto& l : doc.at("layers")) {
+    const long layer = l.at("layer").get<long>();
+    rows.push_back("layer " + std::to_string(layer));
+    values.push_back(numbers(l.at("heads")));
+    for (std::size_t h = 0; h < values.back().size(); ++h) {
+      labels.push_back("L" + std::to_string(layer) + " h" + std::to_string(h));
+      flat.push_back(values.back()[h]);
+    }
+    if (l.contains("chunk_residual_score"))
+      chunk += " layer " + std::to_string(layer) + " " + signed_fixed(l.at("chunk_residual_score").get<double>(), 4) + ";";
+    if (l.contains("trace")) traces += "  layer " + std::to_string(layer) + ":\n" + trace_table(l.at("trace"), doc.at("tokens"));
+  }
+  std::string out = target_line(doc) + heat_grid(rows, cols, values, options.color) + ranking(labels, flat, options.top, "head");
+  if (!chunk.empty()) out += "  chunk residual per layer:" + chunk + "\n";
+  return out + traces;
+}
+
+inline std::string render_neurons(const nlohmann::json& doc, const TerminalOptions& options) {
+  std::string out = target_line(doc) + "  layer " + std::to_string(doc.at("layer").get<long>()) + ": " +
+                    std::to_string(doc.at("n_neurons").get<long>()) + " neurons, ranked by " + doc.at("order").get<std::string>() +
+                    "\n";
+  std::vector<std::vector<std::string>> rows;
+  double scale = 0;
+  for (const auto& t : doc.at("top")) scale = std::max(scale, std::abs(t.at("score").get<double>()));
+  for (const auto& t : doc.at("top")) {
+    const double s = t.at("score").get<double>();
+    rows.push_back({std::to_string(t.at("rank").get<long>()), std::to_string(t.at("neuron").get<long>()),
+                    colourise(signed_fixed(s, 4), diverging_colour(s, scale), options.color)});
+  }
+  out += table({"rank", "neuron", "score"}, rows, {true, true, true});
+  out += "  residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) + ", other neurons " +
+         signed_fixed(doc.at("other_score").get<double>(), 4) + "\n";
+  return out + footer(doc, doc);
+}
+
+inline std::string render_components(const nlohmann::json& doc, const TerminalOptions& options, bool with_footer) {
+  std::vector<std::vector<std::string>> rows;
+  double scale = 0;
+  for (const auto& c : doc.at("components")) scale = std::max(scale, std::abs(c.at("score").get<double>()));
+  for (const auto& c : doc.at("components")) {
+    const double s = c.at("score").get<double>();
+    std::string top;
+    for (const auto& t : c.value("top_tokens", nlohmann::json::array())) {
+      if (!top.empty()) top += " ";
+      top += "'" + printable(t.at("text").get<std::string>()) + "'";
+    }
+    rows.push_back({printable(c.at("label").get<std::string>()),
+                    colourise(signed_fixed(s, 4), diverging_colour(s, scale), options.color), top});
+  }
+  std::string out = target_line(doc) + table({"component", "score", "top tokens"}, rows, {false, true, false});
+  return with_footer ? out + footer(doc, doc) : out;
+}
+
+inline std::string render_generate(const nlohmann::json& doc, const TerminalOptions& options) {
+  const ColorMode mode = options.color;
+  const auto texts = token_texts(doc.at("tokens"));
+  std::ostringstream out;
+  out << bold("prompt:", mode) << " " << printable(doc.at("prompt").get<std::string>()) << "\n"
+      << bold("generated:", mode) << " " << printable(doc.at("text").get<std::string>()) << "\n";
+  for (const auto& s : doc.at("steps")) {
+    const auto scores = numbers(s.at("scores"));
+    std::vector<std::string> shown(texts.begin(), texts.begin() + static_cast<std::ptrdiff_t>(scores.size()));
+    out << "\nstep " << s.at("step").get<long>() << ": " << bold("'" + printable(s.at("token").at("text").get<std::string>()) + "'", mode);
+    if (s.contains("contrast"))
+      out << " vs '" << printable(s.at("contrast").at("text").get<std::string>()) << "' (logit difference "
+          << fixed(s.at("logit_difference").get<double>(), 3) << ", prob " << significant(s.at("token").at("prob").get<double>())
+          << " vs " << significant(s.at("contrast").at("prob").get<double>());
+    else
+      out << " (logit " << fixed(s.at("token").at("logit").get<double>(), 3) << ", prob "
+          << significant(s.at("token").at("prob").get<double>());
+    out << ", bias " << signed_fixed(s.at("bias_score").get<double>(), 3);
+    if (s.contains("chunk_residual_score")) out << ", chunk residual " << signed_fixed(s.at("chunk_residual_score").get<double>(), 3);
+    out << ")\n" << token_heatmap(shown, scores, mode, options.width);
+    std::vector<std::size_t> order(scores.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
+    out << "  top:";
+    for (std::size_t r = 0; r < std::min<std::size_t>(3, order.size()); ++r)
+      out << " '" << printable(shown[order[r]]) << "'@" << order[r] << " " << signed_fixed(scores[order[r]], 3);
+    out << "\n";
+  }
+  return out.str();
+}
+
+/// Key/value table of a flat document (objects one level deep as key.subkey).
+inline std::string render_fields(const nlohmann::json& doc) {
+  std::vector<std::vector<std::string>> rows;
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    if (it.key() == "schema") continue;
+    if (it.value().is_object()) {
+      for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
+        rows.push_back({it.key() + "." + jt.key(), jt.value().is_string() ? jt.value().get<std::string>() : jt.value().dump()});
+    } else {
+      rows.push_back({it.key(), it.value().is_string() ? it.value().get<std::string>() : it.value().dump()});
+    }
+  }
+  return table({"field", "value"}, rows);
+}
+
+/// depass tokenize: one row per token (position, id, piece).
+inline std::string render_tokenize(const nlohmann::json& doc) {
+  std::vector<std::vector<std::string>> rows;
+  const auto& tokens = doc.at("tokens");
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    rows.push_back({std::to_string(i), std::to_string(tokens[i].at("id").get<long>()),
+                    "'" + printable(tokens[i].at("text").get<std::string>()) + "'"});
+  return table({"pos", "id", "piece"}, rows, {true, true, false}) + "  " + std::to_string(tokens.size()) + " tokens" +
+         (doc.value("bos", false) ? " (BOS included)" : "") + "\n";
+}
+
 }  // namespace detail_terminal
 
 /// Human-readable rendering of any depass document: heatmaps, grids and ranked tables.
 inline std::string render_terminal(const nlohmann::json& doc, const TerminalOptions& options = {}) {
   using namespace detail_terminal;
   const std::string kind = document_kind(doc);
-  const ColorMode mode = options.color;
-  std::ostringstream out;
-  auto footer = [&](double bias) {
-    out << "  bias score " << signed_fixed(bias, 6) << ", completeness residual "
-        << exact_number(doc.value("residual_max_abs", 0.0)) << "\n";
-  };
-  if (kind == "tokens") {
-    const auto texts = token_texts(doc.at("tokens"));
-    const auto scores = numbers(doc.at("scores"));
-    out << target_line(doc.at("target"), doc.at("position").get<long>());
-    double scale = 0;
-    for (double s : scores) scale = std::max(scale, std::abs(s));
-    out << token_heatmap(texts, scores, mode, options.width) << legend(scale, mode);
-    std::vector<std::string> labels;
-    std::vector<std::vector<std::string>> extra;
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      labels.push_back(std::to_string(i));
-      extra.push_back({"'" + printable(texts[i]) + "'"});
-    }
-    out << ranking(labels, scores, options.top, "pos", {"token"}, extra);
-    footer(doc.at("bias_score").get<double>());
-  } else if (kind == "modules") {
-    out << target_line(doc.at("target"), doc.at("position").get<long>());
-    std::vector<std::string> rows;
-    std::vector<std::vector<double>> values;
-    for (const auto& m : doc.at("modules")) {
-      const std::size_t layer = m.at("layer").get<std::size_t>();
-      if (values.size() <= layer) {
-        values.resize(layer + 1, std::vector<double>(2, 0.0));
-        rows.resize(layer + 1);
-        rows[layer] = "layer " + std::to_string(layer);
-      }
-      values[layer][m.at("site").get<std::string>() == "mlp" ? 1 : 0] = m.at("score").get<double>();
-    }
-    out << heat_grid(rows, {"attention", "mlp"}, values, mode);
-    out << "  (each module's output propagated to the logits; residual + module + bias = logit)\n";
-  } else if (kind == "heads") {
-    out << target_line(doc.at("target"), doc.at("position").get<long>());
-    std::vector<std::string> rows, cols;
-    std::vector<std::vector<double>> values;
-    const std::size_t H = doc.at("n_heads").get<std::size_t>();
-    for (std::size_t h = 0; h < H; ++h) cols.push_back("h" + std::to_string(h));
-    std::vector<std::string> labels;
-    std::vector<double> flat;
-    for (const auto& l : doc.at("layers")) {
-      const long layer = l.at("layer").get<long>();
-      rows.push_back("layer " + std::to_string(layer));
-      values.push_back(numbers(l.at("heads")));
-      for (std::size_t h = 0; h < values.back().size(); ++h) {
-        labels.push_back("L" + std::to_string(layer) + " h" + std::to_string(h));
-        flat.push_back(values.back()[h]);
-      }
-    }
-    out << heat_grid(rows, cols, values, mode) << ranking(labels, flat, options.top, "head");
-  } else if (kind == "neurons") {
-    out << target_line(doc.at("target"), doc.at("position").get<long>());
-    out << "  layer " << doc.at("layer").get<long>() << ": " << doc.at("n_neurons").get<long>() << " neurons, ranked by "
-        << doc.at("order").get<std::string>() << "\n";
-    std::vector<std::vector<std::string>> rows;
-    double scale = 0;
-    for (const auto& t : doc.at("top")) scale = std::max(scale, std::abs(t.at("score").get<double>()));
-    for (const auto& t : doc.at("top")) {
-      const double s = t.at("score").get<double>();
-      rows.push_back({std::to_string(t.at("rank").get<long>()), std::to_string(t.at("neuron").get<long>()),
-                      colourise(signed_fixed(s, 4), diverging_colour(s, scale), mode)});
-    }
-    out << table({"rank", "neuron", "score"}, rows, {true, true, true});
-    out << "  residual " << signed_fixed(doc.at("residual_score").get<double>(), 4) << ", other neurons "
-        << signed_fixed(doc.at("other_score").get<double>(), 4) << "\n";
-    footer(doc.at("bias_score").get<double>());
-  } else if (kind == "subspace" || kind == "decode") {
-    out << target_line(doc.at("target"), doc.at("position").get<long>());
-    std::vector<std::vector<std::string>> rows;
-    double scale = 0;
-    for (const auto& c : doc.at("components")) scale = std::max(scale, std::abs(c.at("score").get<double>()));
-    for (const auto& c : doc.at("components")) {
-      const double s = c.at("score").get<double>();
-      std::string top;
-      for (const auto& t : c.value("top_tokens", nlohmann::json::array())) {
-        if (!top.empty()) top += " ";
-        top += "'" + printable(t.at("text").get<std::string>()) + "'";
-      }
-      rows.push_back({printable(c.at("label").get<std::string>()), colourise(signed_fixed(s, 4), diverging_colour(s, scale), mode), top});
-    }
-    out << table({"component", "score", "top tokens"}, rows, {false, true, false});
-    if (kind == "subspace") footer(doc.at("bias_score").get<double>());
-  } else if (kind == "generate") {
-    const auto texts = token_texts(doc.at("tokens"));
-    out << bold("prompt:", mode) << " " << printable(doc.at("prompt").get<std::string>()) << "\n"
-        << bold("generated:", mode) << " " << printable(doc.at("text").get<std::string>()) << "\n";
-    for (const auto& s : doc.at("steps")) {
-      const auto scores = numbers(s.at("scores"));
-      std::vector<std::string> shown(texts.begin(), texts.begin() + static_cast<std::ptrdiff_t>(scores.size()));
-      out << "\nstep " << s.at("step").get<long>() << ": "
-          << bold("'" + printable(s.at("token").at("text").get<std::string>()) + "'", mode) << " (logit "
-          << fixed(s.at("token").at("logit").get<double>(), 3) << ", prob " << fixed(s.at("token").at("prob").get<double>(), 3)
-          << ", bias " << signed_fixed(s.at("bias_score").get<double>(), 3) << ")\n";
-      out << token_heatmap(shown, scores, mode, options.width);
-      std::vector<std::size_t> order(scores.size());
-      for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
-      out << "  top:";
-      for (std::size_t r = 0; r < std::min<std::size_t>(3, order.size()); ++r)
-        out << " '" << printable(shown[order[r]]) << "'@" << order[r] << " " << signed_fixed(scores[order[r]], 3);
-      out << "\n";
-    }
-  } else if (kind == "info") {
-    std::vector<std::vector<std::string>> rows;
-    for (auto it = doc.begin(); it != doc.end(); ++it) {
-      if (it.key() == "schema") continue;
-      if (it.value().is_object()) {
-        for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
-          rows.push_back({it.key() + "." + jt.key(), jt.value().is_string() ? jt.value().get<std::string>() : jt.value().dump()});
-      } else {
-        rows.push_back({it.key(), it.value().is_string() ? it.value().get<std::string>() : it.value().dump()});
-      }
-    }
-    out << table({"field", "value"}, rows);
-  } else {
-    out << to_json_text(doc);
-  }
-  return out.str();
+  if (kind == "tokens") return render_tokens(doc, options);
+  if (kind == "modules") return render_modules(doc, options);
+  if (kind == "heads") return render_heads(doc, options);
+  if (kind == "neurons") return render_neurons(doc, options);
+  if (kind == "subspace" || kind == "decode") return render_components(doc, options, kind == "subspace");
+  if (kind == "generate") return render_generate(doc, options);
+  if (kind == "tokenize") return render_tokenize(doc);
+  if (kind == "info") return render_fields(doc);
+  return to_json_text(doc);
 }
 
 /// A one-line progress bar, redrawn in place with '\r' (at most every 50 ms) and cleared
@@ -345,8 +472,8 @@ inline std::string render_terminal(const nlohmann::json& doc, const TerminalOpti
 /// not a terminal.
 class ProgressBar {
  public:
-  ProgressBar(std::ostream& out, std::string label, long total, bool enabled)
-      : out_(out), label_(std::move(label)), total_(std::max(1L, total)), enabled_(enabled),
+  ProgressBar(std::ostream& out, std::string label, long total, bool enabled, std::string unit = "layers")
+      : out_(out), label_(std::move(label)), unit_(std::move(unit)), total_(std::max(1L, total)), enabled_(enabled),
         start_(std::chrono::steady_clock::now()) {}
   ~ProgressBar() { finish(); }
   ProgressBar(const ProgressBar&) = delete;
@@ -366,6 +493,12 @@ class ProgressBar {
     draw(now);
   }
 
+  /// Erases the bar for now (to print a message); the next advance draws it again.
+  void suspend() {
+    if (enabled_ && drawn_ && !finished_) out_ << "\r\x1b[2K" << std::flush;
+    drawn_ = false;
+  }
+
   /// Erases the bar (if drawn); later advances print nothing.
   void finish() {
     if (finished_) return;
@@ -374,25 +507,28 @@ class ProgressBar {
   }
 
   /// The bar as text, e.g. "tokens [#######.............]  35% 7/20 layers 0.4s".
-  static std::string format(const std::string& label, long done, long total, double seconds, int width = 30) {
+  static std::string format(const std::string& label, long done, long total, double seconds, int width = 30,
+                            const std::string& unit = "layers") {
     const double f = total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 0.0;
     const int filled = static_cast<int>(f * width);
     std::string s = label + " [" + std::string(static_cast<std::size_t>(filled), '#') +
                     std::string(static_cast<std::size_t>(width - filled), '.') + "] ";
     char tail[96];
-    std::snprintf(tail, sizeof tail, "%3d%% %ld/%ld layers %.1fs", static_cast<int>(f * 100 + 0.5), std::min(done, total), total,
-                  seconds);
-    return s + tail;
+    std::snprintf(tail, sizeof tail, "%3d%% %ld/%ld ", static_cast<int>(f * 100 + 0.5), std::min(done, total), total);
+    char time[32];
+    std::snprintf(time, sizeof time, " %.1fs", seconds);
+    return s + tail + unit + time;
   }
 
  private:
   void draw(std::chrono::steady_clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start_).count();
-    out_ << "\r" << format(label_, done_, total_, seconds) << std::flush;
+    out_ << "\r" << format(label_, done_, total_, seconds, 30, unit_) << std::flush;
   }
 
   std::ostream& out_;
   std::string label_;
+  std::string unit_;
   long total_;
   long done_ = 0;
   bool enabled_;

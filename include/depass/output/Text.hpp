@@ -69,12 +69,30 @@ inline std::string printable(const std::string& text) {
   return out;
 }
 
-/// Number of terminal columns `text` takes (code points; assumes no wide characters).
+/// Number of terminal columns `text` takes: code points (UTF-8 continuation bytes do not
+/// count) outside ANSI escape sequences (ESC [ ... final byte, which take no room).
+/// Assumes no wide (East Asian) characters.
 inline std::size_t display_width(const std::string& text) {
   std::size_t w = 0;
-  for (unsigned char c : text)
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == 0x1b && i + 1 < text.size() && text[i + 1] == '[') {
+      i += 2;
+      while (i < text.size() && !(text[i] >= 0x40 && text[i] <= 0x7e)) ++i;  // up to the final byte
+      continue;
+    }
     if ((c & 0xC0) != 0x80) ++w;
+  }
   return w;
+}
+
+/// `value` with `digits` significant digits: "0.679", "0.0312", "3.21e-05" (scientific
+/// below 1e-4, as printf's %g), "1" for exactly one.
+inline std::string significant(double value, int digits = 3) {
+  if (std::isnan(value)) return "nan";
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*g", digits, value);
+  return buffer;
 }
 
 /// Shortest decimal text that reads back as exactly `value` ("nan", "inf", "-inf" for

@@ -1,6 +1,7 @@
 // The HTML reports in a real browser (headless Chromium, Debian's `chromium`):
 //  - the report kinds (tokens, heads -- the same page code as modules --, neurons,
-//    generate --explain) load with no console message at all (no errors, no uncaught
+//    generate --explain, and tokens / heads with a --trace chart and a contrast) load with
+//    no console message at all (no errors, no uncaught
 //    exceptions, no failed resource loads) and its script runs to the end (data-ready);
 //  - the token spans are rendered (computed style, not just inline attributes) with
 //    distinct colours: the highest score reddish, a negative score bluish;
@@ -103,6 +104,9 @@ TEST_CASE("HTML reports load in headless Chromium with no console messages", "[c
       {"heads.html", "heads " + m},
       {"neurons.html", "neurons " + m},
       {"generate.html", "generate --model " + depass::test::sh(model) + " --prompt 'Once upon a time' --max-new 4 --explain"},
+      // A contrast, a layer-trace chart (inline SVG) and unreachable tokens after the position.
+      {"trace.html", "tokens " + m + " --target ' to' --contrast ' with' --position -2 --trace"},
+      {"heads-trace.html", "heads " + m + " --layer 3 --trace"},
   };
   // One browser start for all reports: a page holding them in iframes records, once
   // everything has loaded, whether each report's own script ran to its end.
@@ -118,8 +122,8 @@ TEST_CASE("HTML reports load in headless Chromium with no console messages", "[c
   INFO("chromium stderr:\n" << r.err);
   REQUIRE(r.code == 0);
   CHECK(console_lines(r.err).empty());
-  CHECK(r.out.find("data-frames=\"1:depass.tokens/1 1:depass.heads/1 1:depass.neurons/1 1:depass.generate/1\"") !=
-        std::string::npos);
+  CHECK(r.out.find("data-frames=\"1:depass.tokens/1 1:depass.heads/1 1:depass.neurons/1 1:depass.generate/1 "
+                   "1:depass.tokens/1 1:depass.heads/1\"") != std::string::npos);
 }
 
 TEST_CASE("HTML report: tokens are rendered with distinct colours for high and low scores", "[cli][browser]") {
