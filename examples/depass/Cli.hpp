@@ -30,11 +30,6 @@ using nlohmann::json;
 
 inline bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
-inline std::string directory_of(const std::string& path) {
-  const std::size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
 inline std::string extension_of(const std::string& path) {
   const std::size_t slash = path.find_last_of('/');
   const std::size_t dot = path.find_last_of('.');
@@ -44,51 +39,7 @@ inline std::string extension_of(const std::string& path) {
   return ext;
 }
 
-/// The tokenizer of a checkpoint: --tokenizer, else the one inside a GGUF file or a Hugging
-/// Face directory, else tok<vocab>.bin / tokenizer.bin next to a llama2.c checkpoint.
-struct FoundTokenizer {
-  std::optional<depass::Tokenizer> tokenizer;
-  std::string path, kind;
-};
-
-inline FoundTokenizer find_tokenizer(const Args& args, const std::string& model_path, depass::io::Format format, int vocab) {
-  FoundTokenizer f;
-  if (args.has("--tokenizer")) {
-    const std::string tok = args.get("--tokenizer");
-    if (!file_exists(tok)) throw std::runtime_error("cannot open tokenizer '" + tok + "': no such file");
-    f.path = tok;
-    if (extension_of(tok) == "gguf") {
-      f.tokenizer = depass::Tokenizer::from_gguf(tok);
-      f.kind = "gguf";
-    } else if (format == depass::io::Format::HuggingFace || tok.find(".json") != std::string::npos) {
-      f.tokenizer = depass::Tokenizer::from_huggingface(tok);
-      f.kind = "huggingface";
-    } else {
-      f.tokenizer = depass::Tokenizer::from_llama2c(tok, vocab);
-      f.kind = "llama2.c";
-    }
-  } else if (format == depass::io::Format::GGUF) {
-    f.tokenizer = depass::Tokenizer::from_gguf(model_path);  // GGUF files carry their tokenizer
-    f.path = model_path;
-    f.kind = "gguf";
-  } else if (format == depass::io::Format::HuggingFace) {
-    f.tokenizer = depass::Tokenizer::from_huggingface(model_path);
-    f.path = model_path + "/tokenizer.json";
-    f.kind = "huggingface";
-  } else {
-    const std::string dir = directory_of(model_path);
-    const std::vector<std::string> names = {vocab > 0 ? "tok" + std::to_string(vocab) + ".bin" : "", "tokenizer.bin"};
-    for (const std::string& name : names) {
-      if (!name.empty() && file_exists(dir + "/" + name)) {
-        f.tokenizer = depass::Tokenizer::from_llama2c(dir + "/" + name, vocab);
-        f.path = dir + "/" + name;
-        f.kind = "llama2.c";
-        break;
-      }
-    }
-  }
-  return f;
-}
+using depass::io::FoundTokenizer;
 
 template <typename Scalar>
 struct Loaded {
@@ -114,16 +65,12 @@ template <typename Scalar>
 Loaded<Scalar> load(const Args& args) {
   Loaded<Scalar> l;
   l.path = args.require("--model");
-  l.format = depass::io::detect_format(l.path);
-  l.model = std::make_unique<depass::Model<Scalar>>(depass::io::load_checkpoint<Scalar>(l.path));
-  const int vocab = l.model->config().vocab_size;
-  FoundTokenizer f = find_tokenizer(args, l.path, l.format, vocab);
-  l.tokenizer = std::move(f.tokenizer);
-  l.tokenizer_path = f.path;
-  l.tokenizer_kind = f.kind;
-  if (l.tokenizer && l.tokenizer_kind == "huggingface" && l.tokenizer->vocab_size() > vocab)
-    throw std::runtime_error("tokenizer has " + std::to_string(l.tokenizer->vocab_size()) +
-                             " tokens, more than the model's vocabulary of " + std::to_string(vocab));
+  depass::io::LoadedModel<Scalar> loaded = depass::io::load_model<Scalar>(l.path, args.get("--tokenizer"));
+  l.format = loaded.format;
+  l.model = std::make_unique<depass::Model<Scalar>>(std::move(loaded.model));
+  l.tokenizer = std::move(loaded.tokenizer);
+  l.tokenizer_path = std::move(loaded.tokenizer_path);
+  l.tokenizer_kind = std::move(loaded.tokenizer_kind);
   return l;
 }
 

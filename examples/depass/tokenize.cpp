@@ -49,30 +49,17 @@ int llama2c_vocab(const std::string& path) {
 
 /// The tokenizer of --tokenizer or --model, without loading any weights.
 FoundTokenizer tokenizer_only(const Args& args) {
-  if (!args.has("--model")) {
-    const std::string tok = args.require("--tokenizer");
-    if (!file_exists(tok) && !std::filesystem::is_directory(tok))
-      throw std::runtime_error("cannot open tokenizer '" + tok + "': no such file");
-    FoundTokenizer f;
-    f.path = tok;
-    if (extension_of(tok) == "gguf") {
-      f.tokenizer = depass::Tokenizer::from_gguf(tok);
-      f.kind = "gguf";
-    } else if (extension_of(tok) == "json" || std::filesystem::is_directory(tok)) {
-      f.tokenizer = depass::Tokenizer::from_huggingface(tok);
-      f.kind = "huggingface";
-    } else {
-      f.tokenizer = depass::Tokenizer::from_llama2c(tok, -1);
-      f.kind = "llama2.c";
-    }
-    return f;
+  const std::string model = args.has("--model") ? args.get("--model") : "";
+  const std::string tokenizer = model.empty() ? args.require("--tokenizer") : args.get("--tokenizer");
+  depass::io::Format format = depass::io::Format::Unknown;
+  if (!model.empty()) {
+    format = depass::io::detect_format(model);
+    if (format == depass::io::Format::Unknown)
+      throw depass::FormatError(model + ": unrecognised checkpoint format (expected a llama2.c .bin file, a Hugging Face "
+                                        "directory with config.json, or a GGUF file)");
   }
-  const std::string model = args.get("--model");
-  const depass::io::Format format = depass::io::detect_format(model);
-  if (format == depass::io::Format::Unknown)
-    throw depass::FormatError(model + ": unrecognised checkpoint format (expected a llama2.c .bin file, a Hugging Face "
-                                      "directory with config.json, or a GGUF file)");
-  FoundTokenizer f = find_tokenizer(args, model, format, format == depass::io::Format::Llama2c ? llama2c_vocab(model) : -1);
+  FoundTokenizer f =
+      depass::io::find_tokenizer(model, tokenizer, format == depass::io::Format::Llama2c ? llama2c_vocab(model) : -1);
   if (!f.tokenizer) throw UsageError("no tokenizer found next to " + model + "; pass --tokenizer PATH");
   return f;
 }

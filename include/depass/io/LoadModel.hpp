@@ -79,20 +79,39 @@ inline std::optional<Tokenizer> bundled_tokenizer(const std::string& model_path,
 
 }  // namespace detail
 
-/// Loads the checkpoint at model_path (any format load_checkpoint reads) and its tokenizer:
-/// tokenizer_path when given, else the bundled one (none is not an error: `tokenizer` is
-/// then empty). A tokenizer with more tokens than the model's vocabulary is refused.
+/// A tokenizer and where it came from.
+struct FoundTokenizer {
+  std::optional<Tokenizer> tokenizer;  // empty when none was given or found
+  std::string path;                    // where it came from
+  std::string kind;                    // "llama2.c", "huggingface" or "gguf"
+};
+
+/// The tokenizer of a checkpoint without loading its weights: tokenizer_path when given
+/// (model_path may then be empty), else the one model_path carries or sits next to (none is
+/// not an error). vocab is the model's vocabulary size, or -1 when unknown (a llama2.c
+/// tokenizer file does not store it).
+inline FoundTokenizer find_tokenizer(const std::string& model_path, const std::string& tokenizer_path, int vocab) {
+  FoundTokenizer found;
+  const Format format = model_path.empty() ? Format::Unknown : detect_format(model_path);
+  if (!tokenizer_path.empty()) {
+    found.tokenizer = detail::tokenizer_from(tokenizer_path, format, vocab, found.kind);
+    found.path = tokenizer_path;
+  } else if (!model_path.empty()) {
+    found.tokenizer = detail::bundled_tokenizer(model_path, format, vocab, found.path, found.kind);
+  }
+  return found;
+}
+
+/// Loads the checkpoint at model_path (any format load_checkpoint reads) and its tokenizer
+/// (see find_tokenizer). A tokenizer with more tokens than the model's vocabulary is refused.
 template <typename Scalar>
 LoadedModel<Scalar> load_model(const std::string& model_path, const std::string& tokenizer_path = "") {
   LoadedModel<Scalar> loaded{Model<Scalar>(load_checkpoint<Scalar>(model_path)), detect_format(model_path), {}, {}, {}};
   const int vocab = loaded.model.config().vocab_size;
-  if (!tokenizer_path.empty()) {
-    loaded.tokenizer = detail::tokenizer_from(tokenizer_path, loaded.format, vocab, loaded.tokenizer_kind);
-    loaded.tokenizer_path = tokenizer_path;
-  } else {
-    loaded.tokenizer =
-        detail::bundled_tokenizer(model_path, loaded.format, vocab, loaded.tokenizer_path, loaded.tokenizer_kind);
-  }
+  FoundTokenizer found = find_tokenizer(model_path, tokenizer_path, vocab);
+  loaded.tokenizer = std::move(found.tokenizer);
+  loaded.tokenizer_path = std::move(found.path);
+  loaded.tokenizer_kind = std::move(found.kind);
   if (loaded.tokenizer && loaded.tokenizer->vocab_size() > vocab)
     throw std::runtime_error("tokenizer " + loaded.tokenizer_path + " has " + std::to_string(loaded.tokenizer->vocab_size()) +
                              " tokens, more than the model's vocabulary of " + std::to_string(vocab));

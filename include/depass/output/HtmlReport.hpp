@@ -388,165 +388,201 @@ struct HtmlOptions {
   std::size_t top = 10;  // rows of ranked tables
 };
 
+namespace detail_html {
+
+/// Views chosen by a selector: one per name.
+inline std::string selected_views(const std::vector<std::string>& names, const std::vector<std::string>& views,
+                                  const std::string& label) {
+  std::string body = selector(names, label);
+  for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
+  return body;
+}
+
+/// One view for the explained target, then one per alternative candidate.
+inline std::string tokens_body(const nlohmann::json& doc, const HtmlOptions& options) {
+  std::vector<std::string> names, views;
+  const std::size_t reach = doc.value("reachable_positions", doc.at("tokens").size());
+  auto add_view = [&](const nlohmann::json& entry, const nlohmann::json& target, const std::string& extra) {
+    const auto scores = numbers(entry.at("scores"));
+    names.push_back(target_text(target) + "  p=" + significant(target.at("prob").get<double>()));
+    views.push_back(summary(doc, target, doc.at("position").get<long>(), &entry, sum(scores)) +
+                    token_strip(doc.at("tokens"), scores, target_text(target), reach) + "<h2>Strongest contributions</h2>" +
+                    ranking(doc.at("tokens"), scores, options.top, reach) + extra);
+  };
+  add_view(doc, doc.at("target"), doc.contains("trace") ? trace_chart(doc.at("trace"), doc.at("tokens")) : "");
+  for (const auto& alt : doc.value("alternatives", nlohmann::json::array()))
+    if (alt.at("target").at("id") != doc.at("target").at("id")) add_view(alt, alt.at("target"), "");
+  return selected_views(names, views, "Target token:");
+}
+
+inline std::string generate_body(const nlohmann::json& doc, const HtmlOptions& options) {
+  std::vector<std::string> names, views;
+  const auto& tokens = doc.at("tokens");
+  for (const auto& s : doc.at("steps")) {
+    const auto scores = numbers(s.at("scores"));
+    const nlohmann::json& target = s.at("token");
+    names.push_back("step " + std::to_string(s.at("step").get<long>()) + ": " + target_text(target));
+    std::string strip = token_strip(tokens, scores, target_text(target), scores.size());
+    // The chosen token, after the sequence it was predicted from.
+    const std::string arrow = "<span class=\"arrow\">&rarr;</span><span class=\"tok target\" title=\"generated token\">" +
+                              token_html(target.at("text").get<std::string>()) + "</span></div>";
+    strip.replace(strip.size() - 6, 6, arrow);
+    views.push_back(summary(s, target, s.at("position").get<long>(), &s, sum(scores)) + strip +
+                    "<h2>Strongest contributions</h2>" + ranking(tokens, scores, options.top));
+  }
+  return "<p class=\"summary\">prompt <b>" + html_escape(printable(doc.at("prompt").get<std::string>())) +
+         "</b> &rarr; generated <b>" + html_escape(printable(doc.at("text").get<std::string>())) + "</b></p>" +
+         selected_views(names, views, "Generated step:");
+}
+
+/// A layer x column heat map (heads: layer x head, modules: layer x {attention, mlp}),
+/// with each run's chunk residual and trace.
+struct Grid {
+  std::vector<std::string> cols, rows;
+  std::vector<std::vector<double>> values, residual;  // residual: heads' (residual, bias) per layer
+  std::string chunk_note, traces;
+};
+
+inline Grid heads_grid(const nlohmann::json& doc) {
+  Grid g;
+  for (std::size_t h = 0; h < doc.at("n_heads").get<std::size_t>(); ++h) g.cols.push_back("head " + std::to_string(h));
+  for (const auto& l : doc.at("layers")) {
+    g.rows.push_back("layer " + std::to_string(l.at("layer").get<long>()));
+    g.values.push_back(numbers(l.at("heads")));
+    g.residual.push_back({l.at("residual_score").get<double>(), l.at("bias_score").get<double>()});
+    if (l.contains("chunk_residual_score"))
+      g.chunk_note += " " + g.rows.back() + " " + fixed(l.at("chunk_residual_score").get<double>(), 4) + ";";
+    if (l.contains("trace")) g.traces += "<h3>" + html_escape(g.rows.back()) + "</h3>" + trace_chart(l.at("trace"), doc.at("tokens"));
+  }
+  return g;
+}
+
+inline Grid modules_grid(const nlohmann::json& doc) {
+  Grid g;
+  g.cols = {"attention", "mlp"};
+  for (const auto& m : doc.at("modules")) {
+    const std::size_t layer = m.at("layer").get<std::size_t>();
+    if (g.values.size() <= layer) {
+      g.values.resize(layer + 1, std::vector<double>(2, 0.0));
+      g.rows.resize(layer + 1);
+      g.rows[layer] = "layer " + std::to_string(layer);
+    }
+    g.values[layer][m.at("site").get<std::string>() == "mlp" ? 1 : 0] = m.at("score").get<double>();
+    const std::string label = m.at("label").get<std::string>();
+    if (m.contains("chunk_residual_score"))
+      g.chunk_note += " " + label + " " + fixed(m.at("chunk_residual_score").get<double>(), 4) + ";";
+    if (m.contains("trace")) g.traces += "<h3>" + html_escape(label) + "</h3>" + trace_chart(m.at("trace"), doc.at("tokens"));
+  }
+  return g;
+}
+
+inline std::string grid_body(const nlohmann::json& doc, const std::string& kind) {
+  const bool heads = kind == "heads";
+  const Grid g = heads ? heads_grid(doc) : modules_grid(doc);
+  const long position = doc.at("position").get<long>();
+  std::string body = summary(doc, doc.at("target"), position) + prompt_strip(doc.at("tokens"), position);
+  double scale = 0;
+  for (const auto& r : g.values) scale = std::max(scale, max_abs(r));
+  body += "<h2>" + std::string(heads ? "Head" : "Module") + " contributions to the target logit</h2>" + legend(scale) +
+          "<table class=\"heatmap\"><tr><th></th>";
+  for (const auto& c : g.cols) body += "<th>" + html_escape(c) + "</th>";
+  if (heads) body += "<th>residual</th><th>bias</th>";
+  body += "</tr>";
+  for (std::size_t r = 0; r < g.values.size(); ++r) {
+    body += "<tr><th class=\"label\">" + html_escape(g.rows[r]) + "</th>";
+    for (std::size_t c = 0; c < g.values[r].size(); ++c)
+      body += cell(g.values[r][c], scale, g.rows[r] + ", " + (c < g.cols.size() ? g.cols[c] : "") + ": score " + exact_number(g.values[r][c]));
+    if (heads) body += "<td>" + signed_fixed(g.residual[r][0], 3) + "</td><td>" + signed_fixed(g.residual[r][1], 3) + "</td>";
+    body += "</tr>";
+  }
+  body += "</table><p class=\"note\">Each " + std::string(heads ? "head's" : "module's") +
+          " output at its layer, propagated to the logits with frozen attention, norms and neuron splits." +
+          (heads ? " Per layer: residual + heads + bias = the target logit." : "") + "</p>";
+  if (!g.chunk_note.empty()) body += "<p class=\"note chunk\">chunk residual (part of each run's sum):" + html_escape(g.chunk_note) + "</p>";
+  return body + g.traces;
+}
+
+inline std::string neurons_body(const nlohmann::json& doc) {
+  const long position = doc.at("position").get<long>();
+  std::string body = summary(doc, doc.at("target"), position, &doc) + prompt_strip(doc.at("tokens"), position);
+  double scale = 0;
+  for (const auto& t : doc.at("top")) scale = std::max(scale, std::abs(t.at("score").get<double>()));
+  body += "<h2>Top neurons of layer " + std::to_string(doc.at("layer").get<long>()) + " (ranked by " +
+          html_escape(doc.at("order").get<std::string>()) + ")</h2>" + legend(scale) +
+          "<table><tr><th>rank</th><th>neuron</th><th>score</th></tr>";
+  for (const auto& t : doc.at("top")) {
+    const double s = t.at("score").get<double>();
+    const std::string neuron = std::to_string(t.at("neuron").get<long>());
+    body += "<tr><td>" + std::to_string(t.at("rank").get<long>()) + "</td><td>" + neuron + "</td>" +
+            cell(s, scale, "neuron " + neuron + ": score " + exact_number(s)) + "</tr>";
+  }
+  return body + "</table><p class=\"note\">residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) +
+         ", other neurons " + signed_fixed(doc.at("other_score").get<double>(), 4) + "</p>";
+}
+
+inline std::string components_body(const nlohmann::json& doc, bool subspace) {
+  const long position = doc.at("position").get<long>();
+  std::string body = summary(doc, doc.at("target"), position, subspace ? &doc : nullptr) + prompt_strip(doc.at("tokens"), position);
+  double scale = 0;
+  for (const auto& c : doc.at("components")) scale = std::max(scale, std::abs(c.at("score").get<double>()));
+  body += "<h2>Components</h2>" + legend(scale) +
+          "<table><tr><th class=\"label\">component</th><th>score</th><th class=\"label\">top tokens (logit)</th></tr>";
+  for (const auto& c : doc.at("components")) {
+    const double s = c.at("score").get<double>();
+    const std::string label = c.at("label").get<std::string>();
+    std::string top;
+    for (const auto& t : c.value("top_tokens", nlohmann::json::array()))
+      top += "'" + html_escape(printable(t.at("text").get<std::string>())) + "' " + fixed(t.at("logit").get<double>(), 2) + "&nbsp;&nbsp; ";
+    body += "<tr><td class=\"label\">" + html_escape(label) + "</td>" + cell(s, scale, label + ": score " + exact_number(s)) +
+            "<td class=\"mono\">" + top + "</td></tr>";
+  }
+  return body + "</table>";
+}
+
+inline std::string field_row(const std::string& key, const nlohmann::json& value) {
+  return "<tr><th class=\"label\">" + html_escape(key) + "</th><td class=\"mono\">" +
+         html_escape(value.is_string() ? value.get<std::string>() : value.dump()) + "</td></tr>";
+}
+
+/// Any other document: its fields (one level of nesting flattened) as a table.
+inline std::string fields_body(const nlohmann::json& doc) {
+  std::string body = "<table>";
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    if (it.value().is_object()) {
+      for (auto jt = it.value().begin(); jt != it.value().end(); ++jt) body += field_row(it.key() + "." + jt.key(), jt.value());
+    } else {
+      body += field_row(it.key(), it.value());
+    }
+  }
+  return body + "</table>";
+}
+
+inline std::string page(const nlohmann::json& doc, const std::string& title, const std::string& body) {
+  // The embedded document: "</" must not appear inside a script element.
+  std::string data = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  for (std::size_t p = data.find("</"); p != std::string::npos; p = data.find("</", p + 3)) data.replace(p, 2, "<\\/");
+  return "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
+         html_escape(title) + "</title>\n<style>" + kStyle + "</style>\n</head>\n<body>\n<h1>" + html_escape(title) +
+         "</h1>\n" + meta(doc) + "\n" + body + "\n<div id=\"hover\">hover a token or cell for its exact score</div>\n"
+         "<script type=\"application/json\" id=\"depass-data\">" + data + "</script>\n<script>" + kScript +
+         "</script>\n</body>\n</html>\n";
+}
+
+}  // namespace detail_html
+
 /// The report as one HTML page.
 inline std::string render_html(const nlohmann::json& doc, const HtmlOptions& options = {}) {
   using namespace detail_html;
   const std::string kind = document_kind(doc);
-  std::string body;
   std::string title = options.title.empty() ? "depass " + kind : options.title;
-
-  if (kind == "tokens") {
-    // One view for the explained target, then one per alternative candidate.
-    std::vector<std::string> names;
-    std::vector<std::string> views;
-    const std::size_t reach = doc.value("reachable_positions", doc.at("tokens").size());
-    auto add_view = [&](const nlohmann::json& entry, const nlohmann::json& target, const std::string& extra) {
-      const auto scores = numbers(entry.at("scores"));
-      names.push_back(target_text(target) + "  p=" + significant(target.at("prob").get<double>()));
-      views.push_back(summary(doc, target, doc.at("position").get<long>(), &entry, sum(scores)) +
-                      token_strip(doc.at("tokens"), scores, target_text(target), reach) + "<h2>Strongest contributions</h2>" +
-                      ranking(doc.at("tokens"), scores, options.top, reach) + extra);
-    };
-    add_view(doc, doc.at("target"), doc.contains("trace") ? trace_chart(doc.at("trace"), doc.at("tokens")) : "");
-    for (const auto& alt : doc.value("alternatives", nlohmann::json::array()))
-      if (alt.at("target").at("id") != doc.at("target").at("id")) add_view(alt, alt.at("target"), "");
-    body += selector(names, "Target token:");
-    for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
-  } else if (kind == "generate") {
-    std::vector<std::string> names, views;
-    const auto& tokens = doc.at("tokens");
-    for (const auto& s : doc.at("steps")) {
-      const auto scores = numbers(s.at("scores"));
-      const nlohmann::json& target = s.at("token");
-      names.push_back("step " + std::to_string(s.at("step").get<long>()) + ": " + target_text(target));
-      std::string strip = token_strip(tokens, scores, target_text(target), scores.size());
-      // The chosen token, after the sequence it was predicted from.
-      const std::string arrow = "<span class=\"arrow\">&rarr;</span><span class=\"tok target\" title=\"generated token\">" +
-                                token_html(target.at("text").get<std::string>()) + "</span></div>";
-      strip.replace(strip.size() - 6, 6, arrow);
-      views.push_back(summary(s, target, s.at("position").get<long>(), &s, sum(scores)) + strip +
-                      "<h2>Strongest contributions</h2>" + ranking(tokens, scores, options.top));
-    }
-    body += "<p class=\"summary\">prompt <b>" + html_escape(printable(doc.at("prompt").get<std::string>())) +
-            "</b> &rarr; generated <b>" + html_escape(printable(doc.at("text").get<std::string>())) + "</b></p>";
-    body += selector(names, "Generated step:");
-    for (std::size_t i = 0; i < views.size(); ++i) body += view(i, views[i]);
-  } else if (kind == "heads" || kind == "modules") {
-    const long position = doc.at("position").get<long>();
-    body += summary(doc, doc.at("target"), position);
-    body += prompt_strip(doc.at("tokens"), position);
-    std::vector<std::string> cols;
-    std::vector<std::string> rows;
-    std::vector<std::vector<double>> values, residual;
-    std::string chunk_note, traces;  // chunked runs: each run's chunk residual
-    if (kind == "heads") {
-      title += " (layer x head)";
-      for (std::size_t h = 0; h < doc.at("n_heads").get<std::size_t>(); ++h) cols.push_back("head " + std::to_string(h));
-      for (const auto& l : doc.at("layers")) {
-        rows.push_back("layer " + std::to_string(l.at("layer").get<long>()));
-        values.push_back(numbers(l.at("heads")));
-        residual.push_back({l.at("residual_score").get<double>(), l.at("bias_score").get<double>()});
-        if (l.contains("chunk_residual_score"))
-          chunk_note += " " + rows.back() + " " + fixed(l.at("chunk_residual_score").get<double>(), 4) + ";";
-        if (l.contains("trace")) traces += "<h3>" + html_escape(rows.back()) + "</h3>" + trace_chart(l.at("trace"), doc.at("tokens"));
-      }
-    } else {
-      cols = {"attention", "mlp"};
-      for (const auto& m : doc.at("modules")) {
-        const std::size_t layer = m.at("layer").get<std::size_t>();
-        if (values.size() <= layer) {
-          values.resize(layer + 1, std::vector<double>(2, 0.0));
-          rows.resize(layer + 1);
-          rows[layer] = "layer " + std::to_string(layer);
-        }
-        values[layer][m.at("site").get<std::string>() == "mlp" ? 1 : 0] = m.at("score").get<double>();
-        if (m.contains("chunk_residual_score"))
-          chunk_note += " " + m.at("label").get<std::string>() + " " + fixed(m.at("chunk_residual_score").get<double>(), 4) + ";";
-        if (m.contains("trace"))
-          traces += "<h3>" + html_escape(m.at("label").get<std::string>()) + "</h3>" + trace_chart(m.at("trace"), doc.at("tokens"));
-      }
-    }
-    double scale = 0;
-    for (const auto& r : values) scale = std::max(scale, max_abs(r));
-    body += "<h2>" + std::string(kind == "heads" ? "Head" : "Module") +
-            " contributions to the target logit</h2>" + legend(scale) + "<table class=\"heatmap\"><tr><th></th>";
-    for (const auto& c : cols) body += "<th>" + html_escape(c) + "</th>";
-    if (kind == "heads") body += "<th>residual</th><th>bias</th>";
-    body += "</tr>";
-    for (std::size_t r = 0; r < values.size(); ++r) {
-      body += "<tr><th class=\"label\">" + html_escape(rows[r]) + "</th>";
-      for (std::size_t c = 0; c < values[r].size(); ++c)
-        body += cell(values[r][c], scale, rows[r] + ", " + (c < cols.size() ? cols[c] : "") + ": score " + exact_number(values[r][c]));
-      if (kind == "heads")
-        body += "<td>" + signed_fixed(residual[r][0], 3) + "</td><td>" + signed_fixed(residual[r][1], 3) + "</td>";
-      body += "</tr>";
-    }
-    body += "</table><p class=\"note\">Each " + std::string(kind == "heads" ? "head's" : "module's") +
-            " output at its layer, propagated to the logits with frozen attention, norms and neuron splits." +
-            (kind == "heads" ? " Per layer: residual + heads + bias = the target logit." : "") + "</p>";
-    if (!chunk_note.empty())
-      body += "<p class=\"note chunk\">chunk residual (part of each run's sum):" + html_escape(chunk_note) + "</p>";
-    body += traces;
-  } else if (kind == "neurons") {
-    const long position = doc.at("position").get<long>();
-    body += summary(doc, doc.at("target"), position, &doc);
-    body += prompt_strip(doc.at("tokens"), position);
-    double scale = 0;
-    for (const auto& t : doc.at("top")) scale = std::max(scale, std::abs(t.at("score").get<double>()));
-    body += "<h2>Top neurons of layer " + std::to_string(doc.at("layer").get<long>()) + " (ranked by " +
-            html_escape(doc.at("order").get<std::string>()) + ")</h2>" + legend(scale) +
-            "<table><tr><th>rank</th><th>neuron</th><th>score</th></tr>";
-    for (const auto& t : doc.at("top")) {
-      const double s = t.at("score").get<double>();
-      body += "<tr><td>" + std::to_string(t.at("rank").get<long>()) + "</td><td>" + std::to_string(t.at("neuron").get<long>()) +
-              "</td>" + cell(s, scale, "neuron " + std::to_string(t.at("neuron").get<long>()) + ": score " + exact_number(s)) + "</tr>";
-    }
-    body += "</table><p class=\"note\">residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) + ", other neurons " +
-            signed_fixed(doc.at("other_score").get<double>(), 4) + "</p>";
-  } else if (kind == "subspace" || kind == "decode") {
-    const long position = doc.at("position").get<long>();
-    body += summary(doc, doc.at("target"), position, kind == "subspace" ? &doc : nullptr);
-    body += prompt_strip(doc.at("tokens"), position);
-    double scale = 0;
-    for (const auto& c : doc.at("components")) scale = std::max(scale, std::abs(c.at("score").get<double>()));
-    body += "<h2>Components</h2>" + legend(scale) +
-            "<table><tr><th class=\"label\">component</th><th>score</th><th class=\"label\">top tokens (logit)</th></tr>";
-    for (const auto& c : doc.at("components")) {
-      const double s = c.at("score").get<double>();
-      const std::string label = c.at("label").get<std::string>();
-      std::string top;
-      for (const auto& t : c.value("top_tokens", nlohmann::json::array()))
-        top += "'" + html_escape(printable(t.at("text").get<std::string>())) + "' " + fixed(t.at("logit").get<double>(), 2) + "&nbsp;&nbsp; ";
-      body += "<tr><td class=\"label\">" + html_escape(label) + "</td>" + cell(s, scale, label + ": score " + exact_number(s)) +
-              "<td class=\"mono\">" + top + "</td></tr>";
-    }
-    body += "</table>";
-  } else {
-    body += "<table>";
-    for (auto it = doc.begin(); it != doc.end(); ++it) {
-      if (it.value().is_object()) {
-        for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
-          body += "<tr><th class=\"label\">" + html_escape(it.key() + "." + jt.key()) + "</th><td class=\"mono\">" +
-                  html_escape(jt.value().is_string() ? jt.value().get<std::string>() : jt.value().dump()) + "</td></tr>";
-      } else {
-        body += "<tr><th class=\"label\">" + html_escape(it.key()) + "</th><td class=\"mono\">" +
-                html_escape(it.value().is_string() ? it.value().get<std::string>() : it.value().dump()) + "</td></tr>";
-      }
-    }
-    body += "</table>";
-  }
-
-  // The embedded document: "</" must not appear inside a script element.
-  std::string data = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  for (std::size_t p = data.find("</"); p != std::string::npos; p = data.find("</", p + 3)) data.replace(p, 2, "<\\/");
-
-  std::string page = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
-                     html_escape(title) + "</title>\n<style>" + kStyle + "</style>\n</head>\n<body>\n<h1>" + html_escape(title) +
-                     "</h1>\n" + meta(doc) + "\n" + body + "\n<div id=\"hover\">hover a token or cell for its exact score</div>\n"
-                     "<script type=\"application/json\" id=\"depass-data\">" + data + "</script>\n<script>" + kScript +
-                     "</script>\n</body>\n</html>\n";
-  return page;
+  if (kind == "heads") title += " (layer x head)";
+  if (kind == "tokens") return page(doc, title, tokens_body(doc, options));
+  if (kind == "generate") return page(doc, title, generate_body(doc, options));
+  if (kind == "heads" || kind == "modules") return page(doc, title, grid_body(doc, kind));
+  if (kind == "neurons") return page(doc, title, neurons_body(doc));
+  if (kind == "subspace" || kind == "decode") return page(doc, title, components_body(doc, kind == "subspace"));
+  return page(doc, title, fields_body(doc));
 }
 
 inline void write_html(std::ostream& out, const nlohmann::json& doc, const HtmlOptions& options = {}) {

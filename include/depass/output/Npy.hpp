@@ -200,62 +200,79 @@ struct Cursor {
   }
 };
 
-}  // namespace detail_npy
+/// Where the header dict sits: the bytes after the magic, version and length fields.
+struct HeaderSpan {
+  std::size_t prefix = 0, length = 0;
+};
 
-/// Parses a whole .npy file held in memory. `name` (usually the path) prefixes errors.
-inline NpyArray parse_npy(const std::string& bytes, const std::string& name = "npy") {
-  auto fail = [&](const std::string& what) -> void { throw FormatError(name + ": " + what); };
+inline HeaderSpan header_span(const std::string& bytes, const std::string& name) {
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY", 6) != 0)
-    fail("not a NumPy .npy file (missing the \\x93NUMPY magic)");
+    throw FormatError(name + ": not a NumPy .npy file (missing the \\x93NUMPY magic)");
   const int major = static_cast<unsigned char>(bytes[6]), minor = static_cast<unsigned char>(bytes[7]);
-  std::size_t header_len = 0, prefix = 0;
+  HeaderSpan span;
   if (major == 1 && minor == 0) {
-    header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<std::size_t>(static_cast<unsigned char>(bytes[9])) << 8);
-    prefix = 10;
+    span.length = static_cast<unsigned char>(bytes[8]) | (static_cast<std::size_t>(static_cast<unsigned char>(bytes[9])) << 8);
+    span.prefix = 10;
   } else if ((major == 2 || major == 3) && minor == 0) {
-    if (bytes.size() < 12) fail("truncated header length");
-    header_len = 0;
+    if (bytes.size() < 12) throw FormatError(name + ": truncated header length");
     for (int b = 0; b < 4; ++b)
-      header_len |= static_cast<std::size_t>(static_cast<unsigned char>(bytes[8 + b])) << (8 * b);
-    prefix = 12;
+      span.length |= static_cast<std::size_t>(static_cast<unsigned char>(bytes[8 + b])) << (8 * b);
+    span.prefix = 12;
   } else {
-    fail("unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor) +
-         " (supported: 1.0, 2.0, 3.0)");
+    throw FormatError(name + ": unsupported .npy format version " + std::to_string(major) + "." +
+                      std::to_string(minor) + " (supported: 1.0, 2.0, 3.0)");
   }
-  if (header_len > bytes.size() - prefix)
-    fail("header of " + std::to_string(header_len) + " bytes is longer than the file");
-  const std::string header = bytes.substr(prefix, header_len);
+  if (span.length > bytes.size() - span.prefix)
+    throw FormatError(name + ": header of " + std::to_string(span.length) + " bytes is longer than the file");
+  return span;
+}
 
-  detail_npy::Cursor c{header, 0, name};
+/// The header dict's three keys.
+struct Header {
   std::string descr;
-  bool have_descr = false, have_order = false, have_shape = false, fortran = false;
+  bool fortran = false;
   std::vector<std::size_t> shape;
+};
+
+inline std::vector<std::size_t> parse_shape(Cursor& c) {
+  std::vector<std::size_t> shape;
+  c.expect('(');
+  while (!c.accept(')')) {
+    const std::string w = c.word();
+    if (w.empty() || w.find_first_not_of("0123456789") != std::string::npos)
+      c.fail("shape entries must be non-negative integers");
+    if (w.size() > 18) c.fail("shape entry " + w + " is too large");
+    shape.push_back(static_cast<std::size_t>(std::stoull(w)));
+    if (!c.accept(',')) {
+      c.expect(')');
+      break;
+    }
+  }
+  return shape;
+}
+
+inline bool parse_bool(Cursor& c) {
+  const std::string w = c.word();
+  if (w != "True" && w != "False") c.fail("fortran_order must be True or False");
+  return w == "True";
+}
+
+inline Header parse_header(const std::string& text, const std::string& name) {
+  Cursor c{text, 0, name};
+  Header h;
+  bool have_descr = false, have_order = false, have_shape = false;
   c.expect('{');
   while (!c.accept('}')) {
     const std::string key = c.string_literal();
     c.expect(':');
     if (key == "descr") {
-      descr = c.string_literal();
+      h.descr = c.string_literal();
       have_descr = true;
     } else if (key == "fortran_order") {
-      const std::string w = c.word();
-      if (w == "True") fortran = true;
-      else if (w == "False") fortran = false;
-      else c.fail("fortran_order must be True or False");
+      h.fortran = parse_bool(c);
       have_order = true;
     } else if (key == "shape") {
-      c.expect('(');
-      while (!c.accept(')')) {
-        const std::string w = c.word();
-        if (w.empty() || w.find_first_not_of("0123456789") != std::string::npos)
-          c.fail("shape entries must be non-negative integers");
-        if (w.size() > 18) c.fail("shape entry " + w + " is too large");
-        shape.push_back(static_cast<std::size_t>(std::stoull(w)));
-        if (!c.accept(',')) {
-          c.expect(')');
-          break;
-        }
-      }
+      h.shape = parse_shape(c);
       have_shape = true;
     } else {
       c.fail("unexpected key '" + key + "'");
@@ -265,71 +282,86 @@ inline NpyArray parse_npy(const std::string& bytes, const std::string& name = "n
       break;
     }
   }
-  if (!have_descr || !have_order || !have_shape)
-    c.fail("the dict must have the keys 'descr', 'fortran_order' and 'shape'");
+  if (!have_descr || !have_order || !have_shape) c.fail("the dict must have the keys 'descr', 'fortran_order' and 'shape'");
+  return h;
+}
 
-  NpyArray a;
-  a.shape = shape;
-  if (descr == "<f4" || (descr == "|f4")) a.type = NpyType::Float32;
-  else if (descr == "<f8") a.type = NpyType::Float64;
-  else if (descr == "<i8") a.type = NpyType::Int64;
-  else
-    fail("unsupported dtype '" + descr +
-         "' (supported: '<f4' float32, '<f8' float64, '<i8' int64; little-endian, no structured types)");
+inline NpyType type_of(const std::string& descr, const std::string& name) {
+  if (descr == "<f4" || descr == "|f4") return NpyType::Float32;
+  if (descr == "<f8") return NpyType::Float64;
+  if (descr == "<i8") return NpyType::Int64;
+  throw FormatError(name + ": unsupported dtype '" + descr +
+                    "' (supported: '<f4' float32, '<f8' float64, '<i8' int64; little-endian, no structured types)");
+}
 
+/// Number of elements of `shape`, refusing products that overflow a byte count.
+inline std::size_t element_count(const std::vector<std::size_t>& shape, const std::string& name) {
   std::size_t count = 1;
   for (std::size_t s : shape) {
     if (s != 0 && count > std::numeric_limits<std::size_t>::max() / 8 / s)
-      fail("shape " + npy_shape_string(shape) + " is too large");
+      throw FormatError(name + ": shape " + npy_shape_string(shape) + " is too large");
     count *= s;
   }
-  const std::size_t item = npy_item_size(a.type);
-  const std::size_t available = bytes.size() - prefix - header_len;
-  if (available < count * item)
-    fail("truncated data: shape " + npy_shape_string(shape) + " of " + descr + " needs " +
-         std::to_string(count * item) + " bytes, the file has " + std::to_string(available));
-  if (available > count * item)
-    fail("trailing data: shape " + npy_shape_string(shape) + " of " + descr + " needs " +
-         std::to_string(count * item) + " bytes, the file has " + std::to_string(available));
+  return count;
+}
 
+/// One little-endian element as a double.
+inline double decode(const unsigned char* p, NpyType type) {
+  if (type == NpyType::Float32) {
+    std::uint32_t u = 0;
+    for (int b = 0; b < 4; ++b) u |= static_cast<std::uint32_t>(p[b]) << (8 * b);
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  std::uint64_t u = 0;
+  for (int b = 0; b < 8; ++b) u |= static_cast<std::uint64_t>(p[b]) << (8 * b);
+  if (type == NpyType::Float64) {
+    double d;
+    std::memcpy(&d, &u, 8);
+    return d;
+  }
+  std::int64_t v;
+  std::memcpy(&v, &u, 8);
+  return static_cast<double>(v);
+}
+
+/// Column-major values (first index fastest) reordered to C order (first index slowest).
+inline std::vector<double> fortran_to_c(const std::vector<double>& values, const std::vector<std::size_t>& shape) {
+  std::vector<double> out(values.size());
+  std::vector<std::size_t> index(shape.size(), 0);
+  for (std::size_t f = 0; f < values.size(); ++f) {
+    std::size_t c_offset = 0;
+    for (std::size_t d = 0; d < shape.size(); ++d) c_offset = c_offset * shape[d] + index[d];
+    out[c_offset] = values[f];
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+      if (++index[d] < shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+}  // namespace detail_npy
+
+/// Parses a whole .npy file held in memory. `name` (usually the path) prefixes errors.
+inline NpyArray parse_npy(const std::string& bytes, const std::string& name = "npy") {
+  const detail_npy::HeaderSpan span = detail_npy::header_span(bytes, name);
+  const detail_npy::Header header = detail_npy::parse_header(bytes.substr(span.prefix, span.length), name);
+  NpyArray a;
+  a.shape = header.shape;
+  a.type = detail_npy::type_of(header.descr, name);
+  const std::size_t count = detail_npy::element_count(a.shape, name);
+  const std::size_t item = npy_item_size(a.type);
+  const std::size_t available = bytes.size() - span.prefix - span.length;
+  if (available != count * item)
+    throw FormatError(name + ": " + (available < count * item ? "truncated" : "trailing") + " data: shape " +
+                      npy_shape_string(a.shape) + " of " + header.descr + " needs " + std::to_string(count * item) +
+                      " bytes, the file has " + std::to_string(available));
   std::vector<double> values(count);
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes.data() + prefix + header_len);
-  for (std::size_t i = 0; i < count; ++i, p += item) {
-    if (a.type == NpyType::Float32) {
-      std::uint32_t u = 0;
-      for (int b = 0; b < 4; ++b) u |= static_cast<std::uint32_t>(p[b]) << (8 * b);
-      float f;
-      std::memcpy(&f, &u, 4);
-      values[i] = f;
-    } else {
-      std::uint64_t u = 0;
-      for (int b = 0; b < 8; ++b) u |= static_cast<std::uint64_t>(p[b]) << (8 * b);
-      if (a.type == NpyType::Float64) {
-        std::memcpy(&values[i], &u, 8);
-      } else {
-        std::int64_t v;
-        std::memcpy(&v, &u, 8);
-        values[i] = static_cast<double>(v);
-      }
-    }
-  }
-  if (fortran && shape.size() > 1) {
-    // Column-major on disk: reorder to C order (first index slowest).
-    a.data.resize(count);
-    std::vector<std::size_t> index(shape.size(), 0);
-    for (std::size_t f = 0; f < count; ++f) {
-      // f enumerates Fortran order: index[0] fastest.
-      std::size_t c_offset = 0;
-      for (std::size_t d = 0; d < shape.size(); ++d) c_offset = c_offset * shape[d] + index[d];
-      a.data[c_offset] = values[f];
-      for (std::size_t d = 0; d < shape.size(); ++d) {
-        if (++index[d] < shape[d]) break;
-        index[d] = 0;
-      }
-    }
-  } else {
-    a.data = std::move(values);
-  }
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes.data() + span.prefix + span.length);
+  for (std::size_t i = 0; i < count; ++i, p += item) values[i] = detail_npy::decode(p, a.type);
+  a.data = header.fortran && a.shape.size() > 1 ? detail_npy::fortran_to_c(values, a.shape) : std::move(values);
   return a;
 }
 

@@ -594,7 +594,13 @@ class GgufFile {
   }
 
   void parse();
+  void check_magic(GgufCursor& in);
+  void read_metadata(GgufCursor& in, std::uint64_t kv_count);
+  void read_alignment();
+  void read_tensor_infos(GgufCursor& in, std::uint64_t tensor_count);
+  void place_tensors(std::uint64_t end_of_infos);
   GgufValue read_value(GgufCursor& in, GgufValueType type, const std::string& what, int depth);
+  void read_array(GgufCursor& in, GgufValue& v, const std::string& what, int depth);
   GgufTensorInfo read_tensor_info(GgufCursor& in, std::size_t index);
 
   /// Decodes a quantised tensor block by block, in chunks, to float (as ggml does) and then
@@ -645,25 +651,7 @@ class GgufFile {
 
 inline void GgufFile::parse() {
   GgufCursor in(file_);
-  if (file_.size() < 4)
-    fail("not a GGUF file: " + std::to_string(file_.size()) +
-         "-byte file is too short for the 'GGUF' magic");
-  char magic[4];
-  in.bytes(magic, 4, "magic");
-  if (std::memcmp(magic, "GGUF", 4) != 0) {
-    std::string shown;
-    for (char c : magic) {
-      const auto u = static_cast<unsigned char>(c);
-      if (u >= 0x20 && u < 0x7F) {
-        shown += c;
-      } else {
-        char hex[8];
-        std::snprintf(hex, sizeof hex, "\\x%02X", u);
-        shown += hex;
-      }
-    }
-    fail("not a GGUF file: magic '" + shown + "', expected 'GGUF'");
-  }
+  check_magic(in);
   version_ = in.read<std::uint32_t>("GGUF version");
   if (version_ == 1)
     fail("GGUF version 1 is not supported (it predates 64-bit counts; supported: 2 and 3)");
@@ -671,14 +659,39 @@ inline void GgufFile::parse() {
     fail("GGUF version " + std::to_string(version_) + " is not supported (supported: 2 and 3)");
   const auto tensor_count = in.read<std::uint64_t>("tensor_count");
   const auto kv_count = in.read<std::uint64_t>("kv_count");
-  // The smallest key/value is an empty key, a type and a u8 (13 bytes); the smallest tensor
-  // info (checked after the metadata) an empty name, one dimension, a type and an offset
-  // (32 bytes).
+  read_metadata(in, kv_count);
+  read_alignment();
+  read_tensor_infos(in, tensor_count);
+  place_tensors(in.offset());
+}
+
+inline void GgufFile::check_magic(GgufCursor& in) {
+  if (file_.size() < 4)
+    fail("not a GGUF file: " + std::to_string(file_.size()) +
+         "-byte file is too short for the 'GGUF' magic");
+  char magic[4];
+  in.bytes(magic, 4, "magic");
+  if (std::memcmp(magic, "GGUF", 4) == 0) return;
+  std::string shown;
+  for (char c : magic) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7F) {
+      shown += c;
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02X", u);
+      shown += hex;
+    }
+  }
+  fail("not a GGUF file: magic '" + shown + "', expected 'GGUF'");
+}
+
+inline void GgufFile::read_metadata(GgufCursor& in, std::uint64_t kv_count) {
+  // The smallest key/value is an empty key, a type and a u8 (13 bytes).
   if (kv_count > in.remaining() / 13)
     fail("kv_count " + std::to_string(kv_count) + " cannot fit in the " +
          std::to_string(in.remaining()) + " bytes after the header (each key/value takes at " +
          "least 13 bytes)");
-
   for (std::uint64_t i = 0; i < kv_count; ++i) {
     const std::string index = "metadata key/value " + std::to_string(i);
     std::string key = in.string(index + " key", max_string_length);
@@ -691,16 +704,21 @@ inline void GgufFile::parse() {
       fail("metadata key '" + key + "' appears twice");
     key_order_.push_back(std::move(key));
   }
+}
 
-  if (const GgufValue* a = find("general.alignment")) {
-    if (!gguf_is_unsigned(a->type) && !gguf_is_signed(a->type))
-      wrong_type("general.alignment", "an unsigned integer", *a);
-    const std::uint64_t value = as_uint("general.alignment", *a);
-    if (value == 0 || (value & (value - 1)) != 0 || value > (1u << 30))
-      fail("general.alignment " + std::to_string(value) + " must be a power of two (at most 2^30)");
-    alignment_ = value;
-  }
+inline void GgufFile::read_alignment() {
+  const GgufValue* a = find("general.alignment");
+  if (!a) return;
+  if (!gguf_is_unsigned(a->type) && !gguf_is_signed(a->type))
+    wrong_type("general.alignment", "an unsigned integer", *a);
+  const std::uint64_t value = as_uint("general.alignment", *a);
+  if (value == 0 || (value & (value - 1)) != 0 || value > (1u << 30))
+    fail("general.alignment " + std::to_string(value) + " must be a power of two (at most 2^30)");
+  alignment_ = value;
+}
 
+inline void GgufFile::read_tensor_infos(GgufCursor& in, std::uint64_t tensor_count) {
+  // The smallest tensor info is an empty name, one dimension, a type and an offset (32 bytes).
   if (tensor_count > in.remaining() / 32)
     fail("tensor_count " + std::to_string(tensor_count) + " cannot fit in the " +
          std::to_string(in.remaining()) + " bytes after the metadata (each tensor info takes " +
@@ -714,9 +732,11 @@ inline void GgufFile::parse() {
            std::to_string(inserted.first->second) + " and " + std::to_string(i) + ")");
     tensors_.push_back(std::move(t));
   }
+}
 
-  // The data section starts at the next multiple of the alignment.
-  const std::uint64_t end_of_infos = in.offset();
+/// The data section starts at the next multiple of the alignment after the tensor infos;
+/// every tensor must lie inside it.
+inline void GgufFile::place_tensors(std::uint64_t end_of_infos) {
   const std::uint64_t padding = (alignment_ - end_of_infos % alignment_) % alignment_;
   data_offset_ = end_of_infos + padding;
   if (!tensors_.empty() && data_offset_ > file_.size())
@@ -742,88 +762,69 @@ inline GgufValue GgufFile::read_value(GgufCursor& in, GgufValueType type, const 
   GgufValue v;
   v.type = type;
   switch (type) {
-    case GgufValueType::U8:
-      v.unsigned_value = in.read<std::uint8_t>(what);
-      break;
-    case GgufValueType::I8:
-      v.signed_value = in.read<std::int8_t>(what);
-      break;
-    case GgufValueType::U16:
-      v.unsigned_value = in.read<std::uint16_t>(what);
-      break;
-    case GgufValueType::I16:
-      v.signed_value = in.read<std::int16_t>(what);
-      break;
-    case GgufValueType::U32:
-      v.unsigned_value = in.read<std::uint32_t>(what);
-      break;
-    case GgufValueType::I32:
-      v.signed_value = in.read<std::int32_t>(what);
-      break;
-    case GgufValueType::U64:
-      v.unsigned_value = in.read<std::uint64_t>(what);
-      break;
-    case GgufValueType::I64:
-      v.signed_value = in.read<std::int64_t>(what);
-      break;
+    case GgufValueType::U8: v.unsigned_value = in.read<std::uint8_t>(what); break;
+    case GgufValueType::I8: v.signed_value = in.read<std::int8_t>(what); break;
+    case GgufValueType::U16: v.unsigned_value = in.read<std::uint16_t>(what); break;
+    case GgufValueType::I16: v.signed_value = in.read<std::int16_t>(what); break;
+    case GgufValueType::U32: v.unsigned_value = in.read<std::uint32_t>(what); break;
+    case GgufValueType::I32: v.signed_value = in.read<std::int32_t>(what); break;
+    case GgufValueType::U64: v.unsigned_value = in.read<std::uint64_t>(what); break;
+    case GgufValueType::I64: v.signed_value = in.read<std::int64_t>(what); break;
     case GgufValueType::F32:
       v.f32_value = in.read<float>(what);
       v.float_value = v.f32_value;
       break;
-    case GgufValueType::F64:
-      v.float_value = in.read<double>(what);
-      break;
+    case GgufValueType::F64: v.float_value = in.read<double>(what); break;
     case GgufValueType::Bool: {
       const auto b = in.read<std::uint8_t>(what);
       if (b > 1) fail(what + " is a bool with invalid value " + std::to_string(b));
       v.unsigned_value = b;
       break;
     }
-    case GgufValueType::String:
-      v.string_value = in.string(what, max_string_length);
-      break;
-    case GgufValueType::Array: {
-      if (depth >= max_array_depth)
-        fail(what + " nests arrays more than " + std::to_string(max_array_depth) + " deep");
-      const auto item = in.read<std::uint32_t>(what + " array item type");
-      if (!gguf_value_type_known(item))
-        fail(what + " is an array with unknown item type " + std::to_string(item));
-      v.item_type = static_cast<GgufValueType>(item);
-      v.count = in.read<std::uint64_t>(what + " array count");
-      const std::size_t min_size = gguf_min_value_size(v.item_type);
-      if (v.count > in.remaining() / min_size)
-        fail("truncated or corrupt: " + what + " is an array of " + std::to_string(v.count) + " " +
-             gguf_value_type_name(v.item_type) + " items, which needs at least " +
-             (v.count > UINT64_MAX / min_size ? std::string("2^64")
-                                              : std::to_string(v.count * min_size)) +
-             " bytes but only " + std::to_string(in.remaining()) + " bytes follow");
-      const auto count = static_cast<std::size_t>(v.count);
-      if (v.item_type == GgufValueType::String) {
-        v.strings.reserve(count);
-        for (std::size_t i = 0; i < count; ++i)
-          v.strings.push_back(in.string(what + " item " + std::to_string(i), max_string_length));
-      } else if (v.item_type == GgufValueType::Array) {
-        if (v.count > max_nested_arrays - nested_arrays_)
-          fail(what + " takes the number of arrays inside arrays above the limit of " +
-               std::to_string(max_nested_arrays));
-        nested_arrays_ += v.count;
-        v.arrays.reserve(count);
-        for (std::size_t i = 0; i < count; ++i)
-          v.arrays.push_back(
-              read_value(in, GgufValueType::Array, what + " item " + std::to_string(i), depth + 1));
-      } else {
-        v.item_bytes.resize(count * min_size);
-        in.bytes(&v.item_bytes[0], v.item_bytes.size(), what);
-        if (v.item_type == GgufValueType::Bool)
-          for (std::size_t i = 0; i < count; ++i)
-            if (static_cast<unsigned char>(v.item_bytes[i]) > 1)
-              fail(what + " item " + std::to_string(i) + " is a bool with invalid value " +
-                   std::to_string(static_cast<unsigned char>(v.item_bytes[i])));
-      }
-      break;
-    }
+    case GgufValueType::String: v.string_value = in.string(what, max_string_length); break;
+    case GgufValueType::Array: read_array(in, v, what, depth); break;
   }
   return v;
+}
+
+/// An array value: item type, count (checked against the bytes left), then the items
+/// (strings, nested arrays within the depth and count limits, or raw fixed-size items).
+inline void GgufFile::read_array(GgufCursor& in, GgufValue& v, const std::string& what, int depth) {
+  if (depth >= max_array_depth)
+    fail(what + " nests arrays more than " + std::to_string(max_array_depth) + " deep");
+  const auto item = in.read<std::uint32_t>(what + " array item type");
+  if (!gguf_value_type_known(item))
+    fail(what + " is an array with unknown item type " + std::to_string(item));
+  v.item_type = static_cast<GgufValueType>(item);
+  v.count = in.read<std::uint64_t>(what + " array count");
+  const std::size_t min_size = gguf_min_value_size(v.item_type);
+  if (v.count > in.remaining() / min_size)
+    fail("truncated or corrupt: " + what + " is an array of " + std::to_string(v.count) + " " +
+         gguf_value_type_name(v.item_type) + " items, which needs at least " +
+         (v.count > UINT64_MAX / min_size ? std::string("2^64") : std::to_string(v.count * min_size)) +
+         " bytes but only " + std::to_string(in.remaining()) + " bytes follow");
+  const auto count = static_cast<std::size_t>(v.count);
+  if (v.item_type == GgufValueType::String) {
+    v.strings.reserve(count);
+    for (std::size_t i = 0; i < count; ++i)
+      v.strings.push_back(in.string(what + " item " + std::to_string(i), max_string_length));
+  } else if (v.item_type == GgufValueType::Array) {
+    if (v.count > max_nested_arrays - nested_arrays_)
+      fail(what + " takes the number of arrays inside arrays above the limit of " +
+           std::to_string(max_nested_arrays));
+    nested_arrays_ += v.count;
+    v.arrays.reserve(count);
+    for (std::size_t i = 0; i < count; ++i)
+      v.arrays.push_back(read_value(in, GgufValueType::Array, what + " item " + std::to_string(i), depth + 1));
+  } else {
+    v.item_bytes.resize(count * min_size);
+    in.bytes(&v.item_bytes[0], v.item_bytes.size(), what);
+    if (v.item_type == GgufValueType::Bool)
+      for (std::size_t i = 0; i < count; ++i)
+        if (static_cast<unsigned char>(v.item_bytes[i]) > 1)
+          fail(what + " item " + std::to_string(i) + " is a bool with invalid value " +
+               std::to_string(static_cast<unsigned char>(v.item_bytes[i])));
+  }
 }
 
 inline GgufTensorInfo GgufFile::read_tensor_info(GgufCursor& in, std::size_t index) {

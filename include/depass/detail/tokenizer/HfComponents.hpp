@@ -365,6 +365,75 @@ inline bool parse_byte_token(const std::string& token, unsigned char* byte) {
   return true;
 }
 
+/// ByteFallback: runs of <0xNN> tokens become their bytes; an invalid UTF-8 run becomes one
+/// U+FFFD per byte, unless `streaming` (the caller completes the character).
+inline std::vector<std::string> decode_byte_fallback(std::vector<std::string> tokens, bool streaming) {
+  std::vector<std::string> out;
+  std::string bytes;
+  std::size_t byte_count = 0;
+  auto flush = [&]() {
+    if (byte_count == 0) return;
+    if (streaming || utf8::is_valid(bytes)) {
+      out.push_back(bytes);
+    } else {
+      for (std::size_t k = 0; k < byte_count; ++k) out.push_back("\xEF\xBF\xBD");
+    }
+    bytes.clear();
+    byte_count = 0;
+  };
+  for (std::string& t : tokens) {
+    unsigned char byte = 0;
+    if (parse_byte_token(t, &byte)) {
+      bytes.push_back(static_cast<char>(byte));
+      ++byte_count;
+    } else {
+      flush();
+      out.push_back(std::move(t));
+    }
+  }
+  flush();
+  return out;
+}
+
+/// ByteLevel: each token's characters back to the bytes they stand for; a token with a
+/// character outside the alphabet (an added token, say) keeps its own UTF-8. tokenizers then
+/// decodes all bytes as one lossy UTF-8 string; streaming keeps the raw bytes so that a
+/// character split over tokens is rebuilt by the caller.
+inline std::vector<std::string> decode_byte_level(const std::vector<std::string>& tokens, bool streaming) {
+  const ByteAlphabet& alphabet = ByteAlphabet::get();
+  std::string bytes;
+  for (const std::string& t : tokens) {
+    std::string mapped;
+    bool all = true;
+    for (std::uint32_t cp : unicode::code_points(t)) {
+      const int b = alphabet.decode(cp);
+      if (b < 0) {
+        all = false;
+        break;
+      }
+      mapped += static_cast<char>(b);
+    }
+    bytes += all ? mapped : t;
+  }
+  return {streaming ? bytes : utf8::sanitize(bytes)};
+}
+
+/// Strip: up to `start` leading and `stop` trailing copies of the content from each token.
+inline void strip_tokens(std::vector<std::string>& tokens, const std::string& content, std::size_t start,
+                         std::size_t stop) {
+  for (std::string& t : tokens) {
+    std::size_t begin = 0;
+    for (std::size_t k = 0; k < start && begin < t.size() && t.compare(begin, content.size(), content) == 0; ++k)
+      begin += content.size();
+    std::size_t end = t.size();
+    for (std::size_t k = 0; k < stop && end >= begin + content.size() &&
+                            t.compare(end - content.size(), content.size(), content) == 0;
+         ++k)
+      end -= content.size();
+    t = t.substr(begin, end - begin);
+  }
+}
+
 /// Applies the decoder steps to token strings, as tokenizers' decode_chain does.
 /// `streaming` decodes a single token for incremental output: byte tokens become
 /// their raw byte (a character split over several byte tokens is then completed by
@@ -379,82 +448,21 @@ inline std::vector<std::string> run_decoders(const std::vector<DecoderStep>& ste
       case DecoderStep::Kind::Replace:
         for (std::string& t : tokens) t = replace_all(t, step.pattern, step.content);
         break;
-      case DecoderStep::Kind::ByteFallback: {
-        std::vector<std::string> out;
-        std::string bytes;
-        std::size_t byte_count = 0;
-        auto flush = [&]() {
-          if (byte_count == 0) return;
-          if (streaming || utf8::is_valid(bytes)) {
-            out.push_back(bytes);
-          } else {
-            for (std::size_t k = 0; k < byte_count; ++k) out.push_back("\xEF\xBF\xBD");
-          }
-          bytes.clear();
-          byte_count = 0;
-        };
-        for (std::string& t : tokens) {
-          unsigned char byte = 0;
-          if (parse_byte_token(t, &byte)) {
-            bytes.push_back(static_cast<char>(byte));
-            ++byte_count;
-          } else {
-            flush();
-            out.push_back(std::move(t));
-          }
-        }
-        flush();
-        tokens.swap(out);
+      case DecoderStep::Kind::ByteFallback:
+        tokens = decode_byte_fallback(std::move(tokens), streaming);
         break;
-      }
-      case DecoderStep::Kind::ByteLevel: {
-        // Each token's characters back to the bytes they stand for; a token with a
-        // character outside the alphabet (an added token, say) keeps its own UTF-8.
-        // tokenizers then decodes all bytes as one lossy UTF-8 string; streaming keeps
-        // the raw bytes so that a character split over tokens is rebuilt by the caller.
-        const ByteAlphabet& alphabet = ByteAlphabet::get();
-        std::string bytes;
-        for (const std::string& t : tokens) {
-          std::string mapped;
-          bool all = true;
-          for (std::uint32_t cp : unicode::code_points(t)) {
-            const int b = alphabet.decode(cp);
-            if (b < 0) {
-              all = false;
-              break;
-            }
-            mapped += static_cast<char>(b);
-          }
-          bytes += all ? mapped : t;
-        }
-        tokens.assign(1, streaming ? bytes : utf8::sanitize(bytes));
+      case DecoderStep::Kind::ByteLevel:
+        tokens = decode_byte_level(tokens, streaming);
         break;
-      }
       case DecoderStep::Kind::Fuse: {
         std::string all;
         for (const std::string& t : tokens) all += t;
         tokens.assign(1, all);
         break;
       }
-      case DecoderStep::Kind::Strip: {
-        const std::size_t start = streaming && !at_start ? 0 : step.start;
-        const std::size_t stop = streaming ? 0 : step.stop;
-        for (std::string& t : tokens) {
-          std::size_t begin = 0;
-          for (std::size_t k = 0; k < start && begin < t.size() &&
-                                  t.compare(begin, step.content.size(), step.content) == 0;
-               ++k)
-            begin += step.content.size();
-          std::size_t end = t.size();
-          for (std::size_t k = 0; k < stop && end >= begin + step.content.size() &&
-                                  t.compare(end - step.content.size(), step.content.size(),
-                                            step.content) == 0;
-               ++k)
-            end -= step.content.size();
-          t = t.substr(begin, end - begin);
-        }
+      case DecoderStep::Kind::Strip:
+        strip_tokens(tokens, step.content, streaming && !at_start ? 0 : step.start, streaming ? 0 : step.stop);
         break;
-      }
     }
   }
   return tokens;

@@ -368,13 +368,21 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
                                   : (JsonContext::find(model, "merges") ? "BPE" : "(none)");
     if (kind != "BPE")
       ctx.fail("unsupported model type \"" + kind + "\" (only BPE is supported)");
-
     if (const Json* dropout = JsonContext::find(model, "dropout")) {
       if (!dropout->is_number()) ctx.fail("model.dropout must be a number or null");
       if (dropout->get<double>() != 0.0)
         ctx.fail("unsupported model.dropout " + dropout->dump() + " (BPE dropout makes encoding random)");
     }
+    parse_model_vocab(ctx, model);
+    parse_model_flags(ctx, model);
+    const Json* merges = JsonContext::find(model, "merges");
+    if (merges == nullptr) return;  // a BPE with no merges is a plain character vocabulary
+    if (!merges->is_array()) ctx.fail("model.merges must be an array");
+    model_.merges.reserve(merges->size());
+    for (std::size_t rank = 0; rank < merges->size(); ++rank) parse_merge(ctx, (*merges)[rank], rank);
+  }
 
+  void parse_model_vocab(const JsonContext& ctx, const Json& model) {
     const Json& vocab = ctx.require(model, "vocab", "model");
     if (!vocab.is_object()) ctx.fail("model.vocab must be an object mapping token strings to ids");
     model_vocab_.reserve(vocab.size());
@@ -386,7 +394,15 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
       model_vocab_.emplace_back(it.key(), static_cast<int>(id));
       model_.vocab.emplace(it.key(), static_cast<int>(id));
     }
+    for (int b = 0; b < 256; ++b) {
+      static const char* hex = "0123456789ABCDEF";
+      const std::string name = std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
+      const auto found = model_.vocab.find(name);
+      if (found != model_.vocab.end()) model_.byte_ids[b] = found->second;
+    }
+  }
 
+  void parse_model_flags(const JsonContext& ctx, const Json& model) {
     model_.byte_fallback = ctx.boolean(model, "byte_fallback", false, "model");
     model_.fuse_unk = ctx.boolean(model, "fuse_unk", false, "model");
     model_.ignore_merges = ctx.boolean(model, "ignore_merges", false, "model");
@@ -401,46 +417,34 @@ class HuggingFaceTokenizer final : public TokenizerBackend {
         ctx.fail("model.unk_token " + quote_token(name) + " is not in model.vocab");
       model_.unk_id = found->second;
     }
-    for (int b = 0; b < 256; ++b) {
-      static const char* hex = "0123456789ABCDEF";
-      const std::string name = std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
-      const auto found = model_.vocab.find(name);
-      if (found != model_.vocab.end()) model_.byte_ids[b] = found->second;
-    }
+  }
 
-    const Json* merges = JsonContext::find(model, "merges");
-    if (merges == nullptr) return;  // a BPE with no merges is a plain character vocabulary
-    if (!merges->is_array()) ctx.fail("model.merges must be an array");
-    const std::size_t prefix_len = model_.continuing_subword_prefix.size();
-    model_.merges.reserve(merges->size());
-    for (std::size_t rank = 0; rank < merges->size(); ++rank) {
-      const std::string where = "model.merges[" + std::to_string(rank) + "]";
-      const Json& m = (*merges)[rank];
-      std::string left, right;
-      if (m.is_string()) {
-        const std::string text = m.get<std::string>();
-        const std::size_t space = text.find(' ');
-        if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos)
-          ctx.fail(where + " " + quote_token(text) + " must be two tokens separated by one space");
-        left = text.substr(0, space);
-        right = text.substr(space + 1);
-      } else if (m.is_array() && m.size() == 2) {
-        left = ctx.string(m[0], where + "[0]");
-        right = ctx.string(m[1], where + "[1]");
-      } else {
-        ctx.fail(where + " must be a string \"a b\" or a pair [\"a\", \"b\"]");
-      }
-      const int left_id = model_token(ctx, left, where);
-      const int right_id = model_token(ctx, right, where);
-      // tokenizers drops the continuing-subword prefix of the right part when joining.
-      const std::string merged =
-          left + (prefix_len && right.compare(0, prefix_len, model_.continuing_subword_prefix) == 0
-                      ? right.substr(prefix_len)
-                      : right);
-      const int merged_id = model_token(ctx, merged, where + " (the merged token)");
-      if (rank > static_cast<std::size_t>(std::numeric_limits<int>::max())) ctx.fail("too many merges");
-      model_.merges[BpeModel::pair_key(left_id, right_id)] = {static_cast<int>(rank), merged_id};
+  /// One merge, "a b" or ["a", "b"], of the given rank.
+  void parse_merge(const JsonContext& ctx, const Json& m, std::size_t rank) {
+    const std::string where = "model.merges[" + std::to_string(rank) + "]";
+    std::string left, right;
+    if (m.is_string()) {
+      const std::string text = m.get<std::string>();
+      const std::size_t space = text.find(' ');
+      if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos)
+        ctx.fail(where + " " + quote_token(text) + " must be two tokens separated by one space");
+      left = text.substr(0, space);
+      right = text.substr(space + 1);
+    } else if (m.is_array() && m.size() == 2) {
+      left = ctx.string(m[0], where + "[0]");
+      right = ctx.string(m[1], where + "[1]");
+    } else {
+      ctx.fail(where + " must be a string \"a b\" or a pair [\"a\", \"b\"]");
     }
+    const int left_id = model_token(ctx, left, where);
+    const int right_id = model_token(ctx, right, where);
+    // tokenizers drops the continuing-subword prefix of the right part when joining.
+    const std::string& prefix = model_.continuing_subword_prefix;
+    const bool drop = !prefix.empty() && right.compare(0, prefix.size(), prefix) == 0;
+    const std::string merged = left + (drop ? right.substr(prefix.size()) : right);
+    const int merged_id = model_token(ctx, merged, where + " (the merged token)");
+    if (rank > static_cast<std::size_t>(std::numeric_limits<int>::max())) ctx.fail("too many merges");
+    model_.merges[BpeModel::pair_key(left_id, right_id)] = {static_cast<int>(rank), merged_id};
   }
 
   int model_token(const JsonContext& ctx, const std::string& token, const std::string& where) const {
