@@ -56,7 +56,9 @@ std::string ids_arg(const json& ids) {
 }
 
 json run_json(const std::string& args) {
-  const depass::test::RunResult r = depass::test::run_cli(args + " --format json --threads 1");
+  // One thread unless the test asks for another count (the last --threads given wins).
+  const bool threads = args.find("--threads") != std::string::npos;
+  const depass::test::RunResult r = depass::test::run_cli(args + " --format json" + (threads ? "" : " --threads 1"));
   INFO("depass " << args << "\nstderr: " << r.err);
   REQUIRE(r.code == 0);
   return json::parse(r.out);
@@ -303,4 +305,74 @@ TEST_CASE("CLI goldens: depass generate --explain on stories260K", "[cli][golden
   const json golden = read_golden("stories260K");
   DEPASS_REQUIRE_MODEL(path, golden.at("model").get<std::string>());
   check_generate(path, golden);
+}
+
+TEST_CASE("CLI goldens: --threads 2 and --precision float give the reference's numbers", "[cli][golden]") {
+  REQUIRE_BUILT_CLI();
+  const json gpt2 = read_golden("gpt2"), llama = read_golden("llama");
+  check_tokens_command(family_dir(gpt2), gpt2, golden_case(gpt2, "tokens softmax T=0.05"), 1, " --threads 2");
+  check_tokens_command(family_dir(llama), llama, golden_case(llama, "tokens argmax"), 0, " --threads 2");
+  const json golden = read_golden("gpt2");
+  const json doc = run_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            ids_arg(golden.at("prompts").at(0)) + " --precision float --threads 2");
+  CHECK(doc.at("precision") == "float");
+  REQUIRE(doc.at("layers").size() == 2);
+  for (const json& layer : doc.at("layers")) {
+    const json& r = golden_case(golden, "heads(" + std::to_string(layer.at("layer").get<int>()) + ")").at("readouts").at(0);
+    const double scale = scale_of(r);
+    for (std::size_t h = 0; h < layer.at("heads").size(); ++h)
+      check_close(layer.at("heads")[h], r.at("scores")[h + 1], scale, "float head " + std::to_string(h), 2e-4);
+    check_close(layer.at("bias_score"), r.at("bias"), scale, "float bias", 2e-4);
+  }
+}
+
+TEST_CASE("CLI goldens: depass heads --chunk-size (chunk residual per layer)", "[cli][golden]") {
+  REQUIRE_BUILT_CLI();
+  const json golden = read_golden("gpt2");
+  const json& c = golden_case(golden, "heads(0) chunk 3");
+  const json& r = c.at("readouts").at(0);  // the CLI's defaults: last position, top-1
+  const json doc = run_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            ids_arg(golden.at("prompts").at(0)) + split_flags(c));
+  const json& layer = doc.at("layers").at(0);
+  REQUIRE(layer.at("layer") == 0);
+  CHECK(doc.at("target").at("id") == r.at("target"));
+  const double scale = scale_of(r);
+  check_close(layer.at("residual_score"), r.at("scores")[0], scale, "residual");
+  for (std::size_t h = 0; h < layer.at("heads").size(); ++h)
+    check_close(layer.at("heads")[h], r.at("scores")[h + 1], scale, "head " + std::to_string(h));
+  check_close(layer.at("bias_score"), r.at("bias"), scale, "bias");
+  check_close(layer.at("chunk_residual_score"), r.at("chunk_residual"), scale, "chunk residual");
+}
+
+TEST_CASE("CLI: plain generate continues stories260K with the model's known greedy text", "[cli][golden]") {
+  REQUIRE_BUILT_CLI();
+  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
+  // ../shared/models/README.md: greedy from BOS + "Once upon a time" with tok512.
+  const std::string known = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+                            "One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
+  const std::string gguf = path.substr(0, path.size() - 4) + ".gguf";
+  depass::test::TempDir dir;
+  const std::string prompt_file = dir.path("prompt.txt");
+  std::ofstream(prompt_file) << "Once upon a time\n";
+  const std::vector<std::string> runs = {
+      "--model " + depass::test::sh(path) + " --prompt 'Once upon a time' --precision float",
+      "--model " + depass::test::sh(path) + " --prompt 'Once upon a time' --precision double --threads 2",
+      "--model " + depass::test::sh(path) + " --tokenizer " + depass::test::sh(path.substr(0, path.rfind('/')) + "/tok512.bin") +
+          " --prompt-file " + depass::test::sh(prompt_file),
+      "--model " + depass::test::sh(gguf) + " --prompt 'Once upon a time'"};
+  for (const std::string& run : runs) {
+    const depass::test::RunResult r = depass::test::run_cli("generate " + run + " --max-new 60 --threads 1");
+    INFO("depass generate " << run << "\nstderr: " << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.substr(0, known.size()) == known);
+  }
+  // --max-new bounds the continuation: 5 tokens give a strict prefix of the same text.
+  const depass::test::RunResult few =
+      depass::test::run_cli("generate --model " + depass::test::sh(path) + " --prompt 'Once upon a time' --max-new 5 --threads 1");
+  REQUIRE(few.code == 0);
+  std::string text = few.out;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  CHECK(text.size() > std::string("Once upon a time").size());
+  CHECK(text.size() < 40);
+  CHECK(known.compare(0, text.size(), text) == 0);
 }
