@@ -48,11 +48,11 @@ int main(int argc, char** argv) {
     basis.col(1) = model.weights().unembedding().row(second).transpose();
     // Round-trip through a .npy file, the way `depass subspace --basis` reads it.
     const std::string npy = depass::output::npy_bytes(depass::output::NpyArray::from_matrix(basis));
-    const Eigen::MatrixXd loaded = depass::output::to_matrix<double>(depass::output::parse_npy(npy, "basis"));
+    const Eigen::MatrixXd basis_read = depass::output::to_matrix<double>(depass::output::parse_npy(npy, "basis"));
 
     const depass::Decomposer<double> decomposer(model);
     const auto result = decomposer.run(
-        ids, depass::Initialisation<double>::subspaces(depass::Boundary::before_attention(layer), {loaded}));
+        ids, depass::Initialisation<double>::subspaces(depass::Boundary::before_attention(layer), {basis_read}));
     std::cout << "state before the attention of layer " << layer << " split along the unembedding of '"
               << tokenizer.piece(static_cast<int>(first)) << "' and '" << tokenizer.piece(static_cast<int>(second)) << "'\n";
     const Eigen::VectorXd scores = result.component_logits(last, static_cast<int>(first));
