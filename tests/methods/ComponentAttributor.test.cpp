@@ -16,12 +16,12 @@ using namespace depass;
 
 namespace {
 
-/// 1e-9 in double; in float, ablation subtracts two objective values and loses the digits
-/// they share.
+/// Relative tolerance for a method's scores: 1e-9 in double, 1e-4 in float (the largest
+/// float error seen is 6e-5, IG from the zero baseline; occlusion and ablation, which
+/// subtract two objective values, 2e-5).
 template <typename Scalar>
-double tolerance(const std::string& method) {
-  if (!std::is_same<Scalar, float>::value) return 1e-9;
-  return method == "ablation" ? 5e-3 : 2e-4;
+double tolerance(const std::string&) {
+  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
 const std::vector<std::pair<std::string, Method>>& kinds() {

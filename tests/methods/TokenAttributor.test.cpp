@@ -17,12 +17,12 @@ using namespace depass;
 
 namespace {
 
-/// Relative tolerance for a method's scores: 1e-9 in double. In float, methods that
-/// subtract two objective values (occlusion) lose the digits the values share.
+/// Relative tolerance for a method's scores: 1e-9 in double, 1e-4 in float (the largest
+/// float error seen is 6e-5, IG from the zero baseline; occlusion and ablation, which
+/// subtract two objective values, 2e-5).
 template <typename Scalar>
-double tolerance(const std::string& method) {
-  if (!std::is_same<Scalar, float>::value) return 1e-9;
-  return method == "occlusion" ? 2e-3 : 2e-4;
+double tolerance(const std::string&) {
+  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
 template <typename Scalar>
