@@ -183,7 +183,7 @@ def check_second_implementation(m, raw, ids, obj, g_emb):
 
 def masked_weights(m, kind, l, unit):
     """A copy of the model with head `unit` of layer l (its Wo input columns) or neuron
-    `unit` (its W2 column) zeroed in the weights -- section 7's masking."""
+    `unit` (its W2 column) zeroed in the weights (README, "Gradients and baseline methods")."""
     m2 = dict(m, layers=list(m["layers"]))
     L = dict(m2["layers"][l])
     gpt2 = m["arch"]["kind"] == "gpt2"
