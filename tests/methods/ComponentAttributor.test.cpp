@@ -94,7 +94,7 @@ TEMPLATE_TEST_CASE("Head and neuron methods match the reference on stories260K a
   check_component_methods<TestType>("tinystories656k");
 }
 
-TEST_CASE("AtP equals the exact ablation effect where the rest of the model is linear in the unit", "[methods]") {
+TEST_CASE("AtP and DePass equal the exact ablation effect where the rest of the model is linear in the unit", "[methods]") {
   const nlohmann::json golden = test::read_gradient_golden("llama");
   const std::vector<int> ids = golden["ids"];
   const Eigen::Index N = static_cast<Eigen::Index>(ids.size());
@@ -114,6 +114,12 @@ TEST_CASE("AtP equals the exact ablation effect where the rest of the model is l
     INFO("last layer's neurons: AtP " << atp_n.scores.head(6).transpose() << ", ablation " << exact_n.scores.head(6).transpose() << ", max |difference| " << (atp_n.scores - exact_n.scores).cwiseAbs().maxCoeff());
     CHECK(exact_n.scores.cwiseAbs().maxCoeff() > 0);
     CHECK((atp_n.scores - exact_n.scores).cwiseAbs().maxCoeff() <= 1e-9 * exact_n.scores.cwiseAbs().maxCoeff());
+    // DePass freezes the norms' scales, which are constant here: its shares are the exact effects too.
+    const Vector<double> depass_last = for_heads.heads(Method::DePass, ids, objective).scores.tail(H);
+    CHECK((depass_last - exact_last).cwiseAbs().maxCoeff() <= 1e-9 * exact_last.cwiseAbs().maxCoeff());
+    const Attribution<double> depass_n = for_neurons.neurons(Method::DePass, last, ids, objective);
+    CHECK(depass_n.labels[3] == "L" + std::to_string(last) + ".N3");
+    CHECK((depass_n.scores - exact_n.scores).cwiseAbs().maxCoeff() <= 1e-9 * exact_n.scores.cwiseAbs().maxCoeff());
   }
 }
 
@@ -135,5 +141,6 @@ TEMPLATE_TEST_CASE("Head and neuron methods refuse bad arguments", "[methods][er
   ComponentOptions options;
   options.batch = 0;
   CHECK_THROWS_WITH(methods.heads(Method::Ablation, ids, Objective::logit(N - 1, 2), options), Contains("batch = 0"));
-  CHECK_THROWS_WITH(methods.heads(Method::DePass, ids, Objective::logit(N - 1, 2)), Contains("Decomposer"));
+  CHECK_THROWS_WITH(methods.heads(Method::DePass, ids, Objective::logprob(N - 1, 2)),
+                    Contains("objective 'logprob' is not decomposed by method 'depass'"));
 }

@@ -130,3 +130,28 @@ TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors
   CHECK_THROWS_WITH(methods.occlusion(ids, Objective::logit(N, 3)), Contains("position " + std::to_string(N)));
   CHECK_THROWS_WITH(methods.rollout({}, Objective::logit(0, 3)), Contains("empty"));
 }
+
+TEMPLATE_TEST_CASE("Token-level DePass shares sum to the logit and to the logit difference", "[methods]", float, double) {
+  for (const std::string name : {"llama", "gpt2"}) {
+    const nlohmann::json golden = test::read_gradient_golden(name);
+    const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
+    const TokenAttributor<TestType> methods(model);
+    const std::vector<int> ids = golden["ids"];
+    for (const nlohmann::json& c : golden["cases"]) {
+      const Objective objective = test::golden_objective(c);
+      INFO(name << ", objective " << to_string(objective.kind));
+      if (objective.kind == ObjectiveKind::LogProb) {
+        CHECK_THROWS_WITH(methods.run(Method::DePass, ids, objective), Catch::Matchers::Contains("not decomposed"));
+        continue;
+      }
+      const Attribution<TestType> a = methods.run(Method::DePass, ids, objective);
+      double total = static_cast<double>(a.scores.sum());
+      for (double e : a.extra_scores) total += e;
+      const double value = c["value"];  // the reference's f(x)
+      CHECK(a.extra_labels.back() == "bias");
+      CHECK(std::abs(total - value) <= (std::is_same<TestType, float>::value ? 1e-4 : 1e-9) * std::max(1.0, std::abs(value)));
+      // DePass reads the whole sequence; a later token has no share (causal mask).
+      if (objective.position + 1 < static_cast<Eigen::Index>(ids.size())) CHECK(a.scores(objective.position + 1) == 0);
+    }
+  }
+}

@@ -26,6 +26,10 @@ struct Attribution {
   // Integrated gradients: f(baseline) and the completeness gap sum(scores) - (f(x) - f(baseline)).
   double baseline_value = std::numeric_limits<double>::quiet_NaN();
   double completeness_gap = std::numeric_limits<double>::quiet_NaN();
+  // DePass: the scores of components that are no input position (learned positions, the
+  // bias component); with `scores` they sum to the objective.
+  std::vector<std::string> extra_labels;
+  std::vector<double> extra_scores;
 
   /// Score of head h of layer l (heads level).
   Scalar head(int l, int h, int heads) const { return scores(static_cast<Eigen::Index>(l) * heads + h); }

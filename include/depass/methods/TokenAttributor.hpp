@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../Decomposer.hpp"
 #include "../Model.hpp"
 #include "../detail/Quadrature.hpp"
 #include "Attribution.hpp"
@@ -41,6 +42,7 @@ class TokenAttributor {
                           const IgOptions<Scalar>& ig = {}) const {
     check_applies(method, Level::Tokens);
     switch (method) {
+      case Method::DePass: return depass(ids, objective);
       case Method::AttentionLast: return attention_last(ids, objective);
       case Method::AttentionMean: return attention_mean(ids, objective);
       case Method::Rollout: return rollout(ids, objective);
@@ -50,8 +52,27 @@ class TokenAttributor {
       case Method::Occlusion: return occlusion(ids, objective);
       default: break;
     }
-    throw std::invalid_argument("method '" + std::string(to_string(method)) +
-                                "' is computed by the Decomposer, not by TokenAttributor");
+    throw std::invalid_argument("method '" + std::string(to_string(method)) + "' does not apply to tokens");
+  }
+
+  /// Token-level DePass (Decomposer, `options`): each token's share of the logit, or of the
+  /// logit difference for a contrast. A log-probability is not a sum of shares: refused.
+  Attribution<Scalar> depass(const std::vector<int>& ids, const Objective& objective,
+                             const DecomposeOptions& options = {}) const {
+    model_.check_tokens(ids);
+    objective.validate(static_cast<Eigen::Index>(ids.size()), model_.config().vocab_size);
+    if (objective.kind == ObjectiveKind::LogProb)
+      throw std::invalid_argument("objective 'logprob' is not decomposed by method 'depass' (allowed: logit, contrast)");
+    const Decomposition<Scalar> d = Decomposer<Scalar>(model_).run(ids, Initialisation<Scalar>::tokens(), options);
+    VectorType all = d.component_logits(objective.position, objective.target);
+    if (objective.kind == ObjectiveKind::Contrast) all -= d.component_logits(objective.position, objective.foil);
+    const Eigen::Index N = static_cast<Eigen::Index>(ids.size());
+    Attribution<Scalar> a = result(Method::DePass, ids, objective, all.head(N));
+    for (Eigen::Index m = N; m < all.size(); ++m) {
+      a.extra_labels.push_back(d.labels()[static_cast<std::size_t>(m)]);
+      a.extra_scores.push_back(static_cast<double>(all(m)));
+    }
+    return a;
   }
 
   /// mean over heads of the last layer's probabilities, query row p.
