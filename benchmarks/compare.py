@@ -187,6 +187,79 @@ class TorchLlama:
         return C * r, x * r
 
 
+def torch_forward_batch(model, x, p):
+    """Batched Llama forward from embeddings x [S, N, D] (the TorchLlama weights): logits at
+    position p, [S, V]. Same operations as TorchLlama.forward, with a leading batch axis."""
+    import torch
+    S, N = x.shape[0], x.shape[1]
+    H, G, d = model.H, model.G, model.d
+    cos, sin = model.rope_tables(N)
+    mask = torch.ones(N, N, dtype=torch.bool).triu_(1)
+    for w in model.layers:
+        h = x * model.rms_scale(x) * w["attention_norm"]
+        q = model.rope((h @ w["wq"].T).view(S, N, H, d), cos, sin).transpose(1, 2)  # [S, H, N, d]
+        k = model.rope((h @ w["wk"].T).view(S, N, G, d), cos, sin).transpose(1, 2)
+        v = (h @ w["wv"].T).view(S, N, G, d).transpose(1, 2)
+        k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
+        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d))
+        A = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+        x = x + (A @ v).transpose(1, 2).reshape(S, N, H * d) @ w["wo"].T
+        h = x * model.rms_scale(x) * w["mlp_norm"]
+        x = x + (torch.nn.functional.silu(h @ w["w1"].T) * (h @ w["w3"].T)) @ w["w2"].T
+    y = x[:, p]
+    return (y * model.rms_scale(y) * model.final_norm) @ model.unemb.T
+
+
+def torch_grad_worker(args):
+    """Input x gradient or integrated gradients (midpoint rule, zero baseline, args.steps,
+    16 path points per autograd call, as ours) of the top-1 logit at the last position."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg, tensors = load_dump(args.weights)
+    model = TorchLlama(cfg, tensors)
+    del tensors
+    with open(args.ids) as f:
+        ids = [int(v) for v in f.read().split()][: args.n]
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    rss_baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    p = args.n - 1
+    with torch.no_grad():
+        logits = torch_forward_batch(model, model.emb[ids_t][None], p)[0]
+    target = int(args.target) if args.target is not None else int(torch.argmax(logits))
+    x0 = model.emb[ids_t]
+
+    def grads(points):  # [S, N, D] -> df/dx at each
+        x = points.detach().requires_grad_(True)
+        f = torch_forward_batch(model, x, p)[:, target].sum()
+        return torch.autograd.grad(f, x)[0]
+
+    holder = {}
+
+    def run():
+        holder.clear()
+        if args.method == "input-x-grad":
+            holder["scores"] = (x0 * grads(x0[None])[0]).sum(-1)
+            return
+        alphas = [(k + 0.5) / args.steps for k in range(args.steps)]
+        total = torch.zeros_like(x0)
+        for i in range(0, args.steps, 16):
+            a = torch.tensor(alphas[i:i + 16], dtype=x0.dtype)[:, None, None]
+            total += grads(a * x0[None]).sum(0) / args.steps
+        holder["scores"] = (x0 * total).sum(-1)
+
+    t = time_it(run, args)
+    if args.scores:
+        with open(args.scores, "w") as f:
+            json.dump({"target": target, "scores": [float(v) for v in holder["scores"]]}, f)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"kind": "gradient", "impl": "pytorch", "method": args.method, "n": args.n,
+                      "threads": args.threads, "steps": args.steps if args.method == "ig" else 0,
+                      "target": target, "time_s": t, "torch_version": torch.__version__,
+                      "rss_kib": {"baseline_peak": rss_baseline, "peak": peak,
+                                  "increment": peak - rss_baseline}}), flush=True)
+
+
 def torch_worker(args):
     import numpy as np  # noqa: F401  (imported for the baseline, as a user would)
     import torch
@@ -585,9 +658,73 @@ def scores_agreement(a_path, b_path):
             "components": len(sa)}
 
 
+def gradient_runs(args, run, harness, work, model_paths, threads, log):
+    """IG (args.steps) and input x gradient on llama-random: ours (harness --method, which also
+    times DePass on the same ids) and PyTorch autograd (torch-grad worker), same threads."""
+    model = "llama-random"
+    dump = os.path.join(work, model + ".f32")
+    if not os.path.exists(dump):
+        run([harness, "--model", model_paths[model], "--dump-weights", dump], 1, "dump %s" % model)
+    with open(dump + ".json") as f:
+        cfg = json.load(f)["config"]
+    sizes = [int(n) for n in args.gradient_sizes.split(",")]
+    ids_file = os.path.join(work, model + ".grad.ids")
+    write_ids(ids_file, max(sizes), cfg["vocab_size"])
+    common = ["--repeats", str(args.repeats), "--budget", str(args.budget),
+              "--warm-threshold", str(args.warm_threshold)]
+    rows = []
+    for method in args.gradients.split(","):
+        for n in sizes:
+            ours_scores = os.path.join(work, "grad-%s-%d.cpp.json" % (method, n))
+            torch_scores = os.path.join(work, "grad-%s-%d.torch.json" % (method, n))
+            (c,) = run([harness, "--model", model_paths[model], "--n", str(n), "--threads", str(threads),
+                        "--ids", ids_file, "--method", method, "--steps", str(args.steps),
+                        "--scores", ours_scores] + common, threads, "depass-cpp %s N=%d" % (method, n))
+            (t,) = run([sys.executable, os.path.abspath(__file__), "--worker", "torch-grad", "--method", method,
+                        "--steps", str(args.steps), "--weights", dump, "--ids", ids_file, "--n", str(n),
+                        "--threads", str(threads), "--target", str(c["target"]), "--scores", torch_scores] + common,
+                       threads, "pytorch %s N=%d" % (method, n))
+            agree = scores_agreement(ours_scores, torch_scores)
+            rows.append({"method": method, "n": n, "threads": threads, "ours": c, "pytorch": t,
+                         "scores_rel": agree["rel"]})
+            log("%s N=%d: ours %.2fs, PyTorch %.2fs, scores rel. diff %.1e" %
+                (method, n, c["time_s"]["min"], t["time_s"]["min"], agree["rel"]))
+    return rows
+
+
+def render_gradients(res, out):
+    rows = res.get("gradients") or []
+    if not rows:
+        return
+    out.append("#### Gradient methods vs PyTorch autograd (llama-random, float32, %d threads)" % rows[0]["threads"])
+    out.append("")
+    out.append("| method | N | ours s | PyTorch s | speed-up | ours peak MiB | PyTorch peak MiB | mem ratio "
+               "| ours DePass s | DePass / method | scores rel. diff |")
+    out.append("|" + "---|" * 11)
+    for r in rows:
+        c, p = r["ours"], r["pytorch"]
+        cs, ps, ds = c["time_s"]["min"], p["time_s"]["min"], c["depass_s"]["min"]
+        name = "IG (%d steps)" % c["steps"] if r["method"] == "ig" else r["method"]
+        out.append("| %s | %d | %s | %s | %.2fx | %s | %s | %.2f | %s | %.2f | %.1e |" % (
+            name, r["n"], fmt_s(cs), fmt_s(ps), ps / cs, fmt_mib(c["rss_kib"]["peak"]),
+            fmt_mib(p["rss_kib"]["peak"]), c["rss_kib"]["peak"] / p["rss_kib"]["peak"], fmt_s(ds), ds / cs,
+            r["scores_rel"]))
+    out.append("")
+    out.append("Both batch 16 IG path points per backward (midpoint rule, zero baseline); the objective is "
+               "the top-1 logit at the last position. Ours: `TokenAttributor` (Model::record + Model::backward); "
+               "PyTorch: a batched float32 forward with autograd (`torch_forward_batch`). Peak RSS of the whole "
+               "process (ours: before the DePass run used for the last two columns).")
+    out.append("")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", choices=["torch", "torch-gemm"])
+    ap.add_argument("--worker", choices=["torch", "torch-gemm", "torch-grad"])
+    ap.add_argument("--method", default="ig", help="torch-grad worker: ig | input-x-grad")
+    ap.add_argument("--steps", type=int, default=100, help="integrated-gradients steps")
+    ap.add_argument("--gradients", default="ig,input-x-grad",
+                    help="gradient methods timed on llama-random against PyTorch autograd ('' for none)")
+    ap.add_argument("--gradient-sizes", default="128,256", help="N of the gradient-method rows")
     ap.add_argument("--weights")
     ap.add_argument("--ids")
     ap.add_argument("--n", type=int)
@@ -637,6 +774,8 @@ def main():
         return torch_worker(args)
     if args.worker == "torch-gemm":
         return torch_gemm_worker(args)
+    if args.worker == "torch-grad":
+        return torch_grad_worker(args)
 
     t_start = time.time()
 
@@ -693,7 +832,7 @@ def main():
             results["gemm"] += run([sys.executable, os.path.abspath(__file__), "--worker",
                                     "torch-gemm", "--threads", str(t)], t, "torch gemm t=%d" % t)
 
-    for model in args.models.split(","):
+    for model in [m for m in args.models.split(",") if m]:
         path = model_paths[model]
         dump = os.path.join(work, model + ".f32")
         run([harness, "--model", path, "--dump-weights", dump], 1, "dump %s" % model)
@@ -737,6 +876,9 @@ def main():
                     log("scores %s N=%d t=%d: max |cpp - torch| / max |cpp| = %.2e" %
                         (model, n, t, agree["rel"]))
 
+    results["gradients"] = gradient_runs(args, run, harness, work, model_paths, max(threads_list), log) \
+        if args.gradients else []
+
     if args.cli:
         cli = build_cli(os.path.join(args.build_dir, "make-cli"), log)
         results["cli"] = cli_measurements(args, cli, work, model_paths, log)
@@ -755,7 +897,7 @@ def main():
 
     # Correctness gate: at the smallest N of each model the two implementations agree.
     failures = []
-    for model in args.models.split(","):
+    for model in [m for m in args.models.split(",") if m]:
         checks = [c for c in results["checks"] if c["model"] == model]
         if not checks:
             continue
@@ -1055,6 +1197,7 @@ def render(res):
                    "check, final norm of the components and copy-out.")
         out.append("")
     render_cli(res, runs, out)
+    render_gradients(res, out)
     out.append("Columns: times are the minimum over the timed samples of one `Decomposer::run` (ours) or "
                "`depass_tokens` (PyTorch), token-level, default options (softmax split, T = 0.1, bos_sink). "
                "Peak = `ru_maxrss` of the configuration's own process; incr. = peak minus `ru_maxrss` after "

@@ -7,6 +7,13 @@
 //                      [--budget SECONDS] [--ids FILE] [--scores FILE] [--profile]
 //   bench_depass_bench --gemm [--rows R --inner K --cols C] [--threads T] [--repeats R]
 //   bench_depass_bench --model llama-random|PATH --dump-weights FILE
+//   bench_depass_bench --model llama-random|PATH --n N --method ig|input-x-grad [--steps S]
+//                      [--threads T] [--repeats R] [--ids FILE] [--scores FILE]
+//
+// --method times a gradient method instead of DePass (methods/TokenAttributor.hpp; IG:
+// midpoint rule from the zero baseline, --steps, default 100), the objective being the
+// logit of the top-1 prediction at the last position; DePass is timed on the same ids in
+// the same process for the ratio.
 //
 // --model llama-random builds a Llama-shaped model in memory (D=512, 8 layers, 8 heads,
 // 4 kv heads, head_dim 64, MLP 1376, vocab 4096, context 2048, RoPE halves), weights
@@ -16,6 +23,7 @@
 #include <depass/Model.hpp>
 #include <depass/Threads.hpp>
 #include <depass/io/Load.hpp>
+#include <depass/methods/TokenAttributor.hpp>
 #include <nlohmann/json.hpp>
 
 #include <sys/resource.h>
@@ -78,6 +86,8 @@ struct Args {
   long gemm_rows = 65536, gemm_inner = 512, gemm_cols = 1376;
   unsigned seed = 20251;
   long work_rows = depass::DecomposeOptions{}.work_rows;  // engine work-item size (tuning)
+  std::string method;  // ig | input-x-grad: time a gradient method (run_method)
+  int steps = 100;     // IG steps
 };
 
 Args parse(int argc, char** argv) {
@@ -106,6 +116,8 @@ Args parse(int argc, char** argv) {
     else if (s == "--cols") a.gemm_cols = std::stol(need(i));
     else if (s == "--work-rows") a.work_rows = std::stol(need(i));
     else if (s == "--seed") a.seed = static_cast<unsigned>(std::stoul(need(i)));
+    else if (s == "--method") a.method = need(i);
+    else if (s == "--steps") a.steps = std::stoi(need(i));
     else if (s == "--help" || s == "-h") {
       std::cout << "see the comment at the top of benchmarks/depass_bench.cpp\n";
       std::exit(0);
@@ -424,6 +436,47 @@ json profile_run(const Args& a, const depass::Decomposer<float>& dec, const std:
   return out;
 }
 
+/// --method: one gradient method (and DePass, for the ratio) on the same ids; peak RSS is
+/// measured after the gradient method, before DePass runs.
+int run_method(const Args& a, const depass::Model<float>& model, const std::vector<int>& ids) {
+  const long rss_baseline_peak = peak_rss_kib();
+  const Eigen::Index p = static_cast<Eigen::Index>(ids.size()) - 1;
+  Eigen::Index target = 0;
+  model.forward(ids).row(p).maxCoeff(&target);
+  const depass::Objective objective = depass::Objective::logit(p, static_cast<int>(target));
+  const depass::TokenAttributor<float> methods(model);
+  depass::IgOptions<float> ig;
+  ig.steps = a.steps;
+  const depass::Method method = depass::parse_method(a.method);
+  depass::Attribution<float> result;
+  const Timing t = time_it(a, [&] { result = methods.run(method, ids, objective, ig); });
+  json out;
+  out["kind"] = "gradient";
+  out["impl"] = "depass-cpp";
+  out["method"] = a.method;
+  out["steps"] = method == depass::Method::IntegratedGradients ? a.steps : 0;
+  out["model"] = a.model == "llama-random" ? "llama-random" : a.model;
+  out["n"] = a.n;
+  out["threads"] = a.threads;
+  out["target"] = target;
+  out["time_s"] = t.to_json();
+  out["completeness_gap"] = result.completeness_gap;
+  out["rss_kib"] = {{"baseline_peak", rss_baseline_peak}, {"peak", peak_rss_kib()},
+                    {"increment", peak_rss_kib() - rss_baseline_peak}};
+  if (!a.scores_file.empty()) {
+    json s;
+    s["target"] = target;
+    s["scores"] = std::vector<float>(result.scores.data(), result.scores.data() + result.scores.size());
+    std::ofstream(a.scores_file) << s.dump() << "\n";
+  }
+  depass::Decomposer<float> dec(model);
+  const Timing d = time_it(a, [&] { dec.run(ids, depass::Initialisation<float>::tokens()); });
+  out["depass_s"] = d.to_json();
+  out["env"] = environment_json(a);
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
 int run_model(const Args& a) {
   set_threads(a.threads);
   const auto setup0 = Clock::now();
@@ -436,6 +489,7 @@ int run_model(const Args& a) {
   }
   const depass::Config& cfg = model.config();
   const std::vector<int> ids = make_ids(a, cfg.vocab_size);
+  if (!a.method.empty()) return run_method(a, model, ids);
   const double setup_s = seconds_since(setup0);
   const long rss_baseline_peak = peak_rss_kib();
   const long rss_baseline_current = current_rss_kib();

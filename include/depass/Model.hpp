@@ -9,14 +9,19 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ComponentState.hpp"
 #include "ComponentTensor.hpp"
 #include "Config.hpp"
+#include "Gradients.hpp"
 #include "Hook.hpp"
+#include "Objective.hpp"
+#include "Tape.hpp"
 #include "Threads.hpp"
 #include "Weights.hpp"
 #include "engine/BlockedAttention.hpp"
@@ -144,6 +149,75 @@ class Model {
     return logits;
   }
 
+  /// The forward pass from given embeddings x0 (S*N x D: S sequences of sequence_length = N
+  /// positions stacked, 0 meaning one sequence), keeping what backward() needs. The layers
+  /// run their real forward, as in forward(); `ablation` zeroes heads or neurons on the way.
+  Tape<Scalar> record(const Eigen::Ref<const MatrixType>& x0, Eigen::Index sequence_length = 0,
+                      const Ablation& ablation = {}) const {
+    const Eigen::Index N = sequence_length > 0 ? sequence_length : x0.rows();
+    check_batch(x0, N, ablation);
+    Tape<Scalar> tape;
+    tape.sequence_length = N;
+    tape.layers.resize(static_cast<std::size_t>(config().n_layers));
+    MatrixType x = x0;
+    for (int l = 0; l < config().n_layers; ++l) {
+      LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
+      t.attention_input = x;
+      t.attention = attention(l).forward(attention_norm(l).forward(x, &t.attention_scale), {}, N);
+      if (ablation.layer == l && ablation.site == Site::Attention) {
+        zero_columns(t.attention.heads, ablation, N);
+        attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
+      }
+      x += t.attention.out;
+      t.mlp_input = x;
+      t.mlp = mlp(l).forward(mlp_norm(l).forward(x, &t.mlp_scale), {});
+      if (ablation.layer == l && ablation.site == Site::Mlp) {
+        zero_columns(t.mlp.act, ablation, N);
+        mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
+      }
+      x += t.mlp.out;
+    }
+    tape.final_normed = final_norm(x, &tape.final_scale);
+    tape.final_input = std::move(x);
+    return tape;
+  }
+
+  /// The objective of every sequence of a tape (S values).
+  VectorType objective_values(const Tape<Scalar>& tape, const Objective& objective) const {
+    objective.validate(tape.sequence_length, config().vocab_size);
+    const MatrixType logits = objective_logits(tape, objective);
+    VectorType values(logits.rows());
+    for (Eigen::Index s = 0; s < logits.rows(); ++s) values(s) = objective.value<Scalar>(logits.row(s).transpose());
+    return values;
+  }
+
+  /// Reverse mode over a recorded tape: the gradient of `objective` (read at its position in
+  /// every sequence) wrt the embeddings, and wrt the residual boundaries, heads and neurons
+  /// `request` names. Each block x += layer(norm(x)) passes dx += norm'(layer'(dx)).
+  Gradients<Scalar> backward(const Tape<Scalar>& tape, const Objective& objective,
+                             const GradientRequest& request = {}) const {
+    check_request(request);
+    objective.validate(tape.sequence_length, config().vocab_size);
+    Gradients<Scalar> g;
+    MatrixType dx = objective_gradient(tape, objective, g.values);
+    const int L = config().n_layers;
+    keep(request.boundaries, 2 * L, dx, g.residual);
+    for (int l = L - 1; l >= 0; --l) {
+      const LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
+      const MatrixType d_act = mlp(l).backward_output(dx);
+      dx += mlp_norm(l).backward(t.mlp_input, t.mlp_scale, mlp(l).backward(t.mlp, d_act));
+      keep(request.neuron_layers, l, d_act, g.neurons);
+      keep(request.boundaries, 2 * l + 1, dx, g.residual);
+      const MatrixType dz = attention(l).backward_output(dx);
+      dx += attention_norm(l).backward(t.attention_input, t.attention_scale,
+                                       attention(l).backward(t.attention, dz, tape.sequence_length));
+      keep(request.head_layers, l, dz, g.heads);
+      keep(request.boundaries, 2 * l, dx, g.residual);
+    }
+    g.embeddings = std::move(dx);
+    return g;
+  }
+
   /// Greedy continuation of prompt: up to max_new tokens, stopping after stop_token
   /// (if >= 0) or when the context is full. Returns only the new tokens.
   std::vector<int> generate(const std::vector<int>& prompt, int max_new, int stop_token = -1) const {
@@ -182,6 +256,72 @@ class Model {
                                   std::to_string(x.rows()) + " x " + std::to_string(x.cols()));
     if (config().has_biases() && (components->bias_component < 0 || components->bias_component >= C.components()))
       throw std::invalid_argument("model has biases: the component state needs a bias component");
+  }
+
+  void check_batch(const Eigen::Ref<const MatrixType>& x0, Eigen::Index N, const Ablation& ablation) const {
+    if (x0.cols() != config().dim)
+      throw std::invalid_argument("embeddings have width " + std::to_string(x0.cols()) + ", expected dim = " +
+                                  std::to_string(config().dim));
+    if (N < 1 || N > config().max_seq_len)
+      throw std::invalid_argument("sequence_length " + std::to_string(N) + " is out of range [1, " +
+                                  std::to_string(config().max_seq_len) + "]");
+    if (x0.rows() == 0 || x0.rows() % N != 0)
+      throw std::invalid_argument("embeddings have " + std::to_string(x0.rows()) +
+                                  " rows, not a positive multiple of sequence_length " + std::to_string(N));
+    if (ablation.empty()) return;
+    check_layer(ablation.layer);
+    if (static_cast<Eigen::Index>(ablation.columns.size()) != x0.rows() / N)
+      throw std::invalid_argument("ablation has " + std::to_string(ablation.columns.size()) +
+                                  " column ranges, expected one per sequence (" + std::to_string(x0.rows() / N) + ")");
+    const Eigen::Index width = ablation.site == Site::Attention ? config().q_width() : config().hidden_dim;
+    for (const std::pair<Eigen::Index, Eigen::Index>& c : ablation.columns)
+      if (c.first < 0 || c.second < 0 || c.first + c.second > width)
+        throw std::invalid_argument("ablation columns [" + std::to_string(c.first) + ", " +
+                                    std::to_string(c.first + c.second) + ") are out of range [0, " +
+                                    std::to_string(width) + ")");
+  }
+
+  static void zero_columns(MatrixType& values, const Ablation& ablation, Eigen::Index N) {
+    for (std::size_t s = 0; s < ablation.columns.size(); ++s)
+      values.block(static_cast<Eigen::Index>(s) * N, ablation.columns[s].first, N, ablation.columns[s].second).setZero();
+  }
+
+  void check_request(const GradientRequest& request) const {
+    const int L = config().n_layers;
+    for (int b : request.boundaries)
+      if (b < 0 || b > 2 * L)
+        throw std::invalid_argument("boundary " + std::to_string(b) + " is out of range [0, " + std::to_string(2 * L) +
+                                    "]");
+    for (int l : request.head_layers) check_layer(l);
+    for (int l : request.neuron_layers) check_layer(l);
+  }
+
+  /// Logits at the objective's position of every sequence, S x V.
+  MatrixType objective_logits(const Tape<Scalar>& tape, const Objective& objective) const {
+    const Eigen::Index N = tape.sequence_length, S = tape.sequences();
+    MatrixType rows(S, config().dim);
+    for (Eigen::Index s = 0; s < S; ++s) rows.row(s) = tape.final_normed.row(s * N + objective.position);
+    return unembedding().logits(rows);
+  }
+
+  /// df/d(final state), S*N x D (non-zero only at the objective's rows); the values go to *values.
+  MatrixType objective_gradient(const Tape<Scalar>& tape, const Objective& objective, VectorType& values) const {
+    const Eigen::Index N = tape.sequence_length, S = tape.sequences();
+    const MatrixType logits = objective_logits(tape, objective);
+    MatrixType d_logits(S, logits.cols());
+    values.resize(S);
+    for (Eigen::Index s = 0; s < S; ++s) {
+      values(s) = objective.value<Scalar>(logits.row(s).transpose());
+      d_logits.row(s) = objective.gradient<Scalar>(logits.row(s).transpose()).transpose();
+    }
+    const MatrixType d_rows = unembedding().backward(d_logits);
+    MatrixType d_normed = MatrixType::Zero(S * N, config().dim);
+    for (Eigen::Index s = 0; s < S; ++s) d_normed.row(s * N + objective.position) = d_rows.row(s);
+    return unembedding().norm().backward(tape.final_input, tape.final_scale, d_normed);
+  }
+
+  static void keep(const std::vector<int>& wanted, int index, const MatrixType& value, std::map<int, MatrixType>& out) {
+    if (std::find(wanted.begin(), wanted.end(), index) != wanted.end()) out[index] = value;
   }
 
   /// x += block(norm(x)), the real computation; then the components, if any, through the

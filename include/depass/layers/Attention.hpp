@@ -29,38 +29,56 @@ class Attention {
       : w_(w), rotary_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
         group_(cfg.heads_per_kv()) {}
 
-  /// What the real computation gives: the output, and the coefficients it froze.
+  /// What the real computation gives: the output, and the coefficients it froze. For a
+  /// batch of S sequences of N positions stacked as S*N rows, sequence s owns rows
+  /// [s*N, (s+1)*N) of every matrix and rows [(s*H + h)*N, + N) of probs for head h.
   struct Forward {
     MatrixType out;    // N x D: heads Wo^T + bo
     MatrixType probs;  // (H*N) x N: head h's probabilities in rows [h*N, (h+1)*N)
     MatrixType heads;  // N x (H*d): each head's mixed values, before Wo
+    MatrixType q, k, v;  // N x (H*d), N x (G*d), N x (G*d): after biases and RoPE (the backward pass reads them)
   };
 
-  /// The real attention of the normed state xn (N x D).
-  Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap) const {
-    const Eigen::Index N = xn.rows(), d = head_dim_;
-    MatrixType q = xn * w_.wq.transpose(), k = xn * w_.wk.transpose(), v = xn * w_.wv.transpose();
-    route_bias(q, w_.bq, true);
-    route_bias(k, w_.bk, true);
-    route_bias(v, w_.bv, true);
-    rotary_.apply(q, heads_);
-    rotary_.apply(k, kv_heads_);
+  /// The real attention of the normed state xn (N x D), or of S sequences of
+  /// `sequence_length` positions stacked (0: one sequence).
+  Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap, Eigen::Index sequence_length = 0) const {
+    const Eigen::Index N = sequence_length > 0 ? sequence_length : xn.rows(), S = xn.rows() / N;
     Forward f;
-    f.probs.resize(heads_ * N, N);
-    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
-    for (int h = 0; h < heads_; ++h) {
-      Eigen::Block<MatrixType> A = f.probs.middleRows(h * N, N);
-      A.noalias() = (q.middleCols(h * d, d) * k.middleCols(kv_head(h) * d, d).transpose()) * inv_sqrt_d;
-      causal_softmax_rows(A);
-    }
+    f.q = xn * w_.wq.transpose();
+    f.k = xn * w_.wk.transpose();
+    f.v = xn * w_.wv.transpose();
+    route_bias(f.q, w_.bq, true);
+    route_bias(f.k, w_.bk, true);
+    route_bias(f.v, w_.bv, true);
+    f.probs.resize(S * heads_ * N, N);
+    f.heads.resize(S * N, q_width());
+    for (Eigen::Index s = 0; s < S; ++s) attend(f, s, N);
     tap("attn_probs", f.probs);
-    f.heads.resize(N, q_width());
-    mix(f.probs, 0, 1, v.data(), f.heads.data(), 1);
     tap("attn_heads", f.heads);
-    f.out.resize(N, w_.wo.rows());
-    project(f.heads, f.out, 0, N);
+    f.out.resize(S * N, w_.wo.rows());
+    project(f.heads, f.out, 0, S * N);
     tap("attn_out", f.out);
     return f;
+  }
+
+  /// Reverse mode, output projection: the gradient wrt the heads' mixed values (before Wo),
+  /// dz = d_out Wo, from the gradient wrt the block's output (rows x D).
+  MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const { return d_out * w_.wo; }
+
+  /// Reverse mode from dz (the gradient wrt `real.heads`) to the normed input: through the
+  /// mixing, the softmax, RoPE and the Q/K/V projections (biases have no input gradient).
+  MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& dz, Eigen::Index sequence_length) const {
+    const Eigen::Index N = sequence_length, S = dz.rows() / N;
+    MatrixType dq(S * N, q_width()), dk = MatrixType::Zero(S * N, kv_width()), dv = MatrixType::Zero(S * N, kv_width());
+    for (Eigen::Index s = 0; s < S; ++s) {
+      for (int h = 0; h < heads_; ++h) backward_head(real, dz, s, N, h, dq, dk, dv);
+      rotary_.rotate<Scalar>(dq.middleRows(s * N, N), heads_, -1);
+      rotary_.rotate<Scalar>(dk.middleRows(s * N, N), kv_heads_, -1);
+    }
+    MatrixType dxn = dq * w_.wq;
+    dxn.noalias() += dk * w_.wk;
+    dxn.noalias() += dv * w_.wv;
+    return dxn;
   }
 
   /// GQA: query head h reads key/value head h / (H / G).
@@ -127,6 +145,43 @@ class Attention {
   }
 
  private:
+  /// Sequence s of f (rows [s*N, (s+1)*N)): RoPE on its queries and keys, causal softmax
+  /// per head, then mixing of its values.
+  void attend(Forward& f, Eigen::Index s, Eigen::Index N) const {
+    const Eigen::Index d = head_dim_;
+    rotary_.rotate<Scalar>(f.q.middleRows(s * N, N), heads_, 1);
+    rotary_.rotate<Scalar>(f.k.middleRows(s * N, N), kv_heads_, 1);
+    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
+    for (int h = 0; h < heads_; ++h) {
+      Eigen::Block<MatrixType> A = f.probs.middleRows((s * heads_ + h) * N, N);
+      A.noalias() = (f.q.block(s * N, h * d, N, d) * f.k.block(s * N, kv_head(h) * d, N, d).transpose()) * inv_sqrt_d;
+      causal_softmax_rows(A);
+    }
+    if (f.v.rows() == N) return mix(f.probs, 0, 1, f.v.data(), f.heads.data(), 1);  // one sequence: no copies
+    const MatrixType probs = f.probs.middleRows(s * heads_ * N, heads_ * N);
+    const MatrixType values = f.v.middleRows(s * N, N);
+    MatrixType mixed(N, q_width());
+    mix(probs, 0, 1, values.data(), mixed.data(), 1);
+    f.heads.middleRows(s * N, N) = mixed;
+  }
+
+  /// Head h of sequence s, reverse mode: z = A V, A = softmax(Q K^T / sqrt(d)) gives
+  /// dA = dz V^T, dV += A^T dz, dS = A o (dA - rowsum(A o dA)) (zero where masked),
+  /// dQ = dS K / sqrt(d), dK += dS^T Q / sqrt(d).
+  void backward_head(const Forward& real, const Eigen::Ref<const MatrixType>& dz, Eigen::Index s, Eigen::Index N, int h,
+                     MatrixType& dq, MatrixType& dk, MatrixType& dv) const {
+    const Eigen::Index d = head_dim_, r = s * N, g = kv_head(h) * d;
+    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
+    const MatrixType A = real.probs.middleRows((s * heads_ + h) * N, N);
+    const MatrixType dz_h = dz.block(r, h * d, N, d);
+    MatrixType dS = dz_h * real.v.block(r, g, N, d).transpose();
+    dv.block(r, g, N, d).noalias() += A.transpose() * dz_h;
+    const VectorType weighted = A.cwiseProduct(dS).rowwise().sum();
+    dS = (A.array() * (dS.colwise() - weighted).array()).matrix();
+    dq.block(r, h * d, N, d).noalias() = dS * real.k.block(r, g, N, d) * inv_sqrt_d;
+    dk.block(r, g, N, d).noalias() += dS.transpose() * real.q.block(r, h * d, N, d) * inv_sqrt_d;
+  }
+
   /// Row-wise softmax over columns j <= i (causal mask); masked entries become exactly 0.
   /// Works column by column (contiguous in memory): the running row maxima and sums are
   /// vectors over the query rows, so every step is a vectorised array operation.

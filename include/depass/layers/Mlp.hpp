@@ -28,28 +28,49 @@ class Mlp {
 
   /// What the real computation gives: the output and the frozen neuron values.
   struct Forward {
-    MatrixType out;  // N x D: act W2^T + b2
-    MatrixType act;  // N x I: neuron values a
+    MatrixType out;   // N x D: act W2^T + b2
+    MatrixType act;   // N x I: neuron values a
+    MatrixType gate;  // N x I: x W1^T + b1 (the backward pass reads it)
+    MatrixType up;    // N x I: x W3^T + b3 for gated MLPs, else empty
   };
 
+  /// The real MLP of normed rows xn (any number of rows: positions of one or more sequences).
   Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap) const {
-    MatrixType gate = xn * w_.w1.transpose();
-    route_bias(gate, w_.b1, true);
-    tap("ffn_gate", gate);
     Forward f;
+    f.gate = xn * w_.w1.transpose();
+    route_bias(f.gate, w_.b1, true);
+    tap("ffn_gate", f.gate);
     if (gated_) {
-      MatrixType up = xn * w_.w3.transpose();
-      route_bias(up, w_.b3, true);
-      tap("ffn_up", up);
-      f.act = silu(gate).cwiseProduct(up);
+      f.up = xn * w_.w3.transpose();
+      route_bias(f.up, w_.b3, true);
+      tap("ffn_up", f.up);
+      f.act = silu(f.gate).cwiseProduct(f.up);
     } else {
-      f.act = gelu_tanh(gate);
+      f.act = gelu_tanh(f.gate);
     }
     tap("ffn_act", f.act);
     f.out.resize(xn.rows(), w_.w2.rows());
     down(f.act, f.out, 0, xn.rows());
     tap("ffn_out", f.out);
     return f;
+  }
+
+  /// Reverse mode, down projection: the gradient wrt the neuron values, d_act = d_out W2.
+  MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const { return d_out * w_.w2; }
+
+  /// Reverse mode from d_act (the gradient wrt `real.act`) to the normed input.
+  ///   gated: a = silu(g) u,  dg = d_act u silu'(g), du = d_act silu(g), dxn = dg W1 + du W3
+  ///   GELU:  a = gelu(g),    dg = d_act gelu'(g),                      dxn = dg W1
+  MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
+    if (!gated_) return (d_act.array() * gelu_tanh_derivative(real.gate).array()).matrix() * w_.w1;
+    using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+    const ArrayType g = real.gate.array();
+    const ArrayType s = (Scalar(1) + (-g).exp()).inverse();  // sigmoid
+    const MatrixType dg = (d_act.array() * real.up.array() * s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
+    const MatrixType du = (d_act.array() * g * s).matrix();
+    MatrixType dxn = dg * w_.w1;
+    dxn.noalias() += du * w_.w3;
+    return dxn;
   }
 
   Eigen::Index neurons() const { return w_.w1.rows(); }
@@ -116,6 +137,16 @@ class Mlp {
   static MatrixType gelu_tanh(const MatrixType& g) {
     const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
     return (Scalar(0.5) * g.array() * (Scalar(1) + (k * (g.array() + Scalar(0.044715) * g.array().cube())).tanh()))
+        .matrix();
+  }
+
+  /// d gelu_tanh / dg = 0.5 (1 + t) + 0.5 g (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 g^2),
+  /// t = tanh(sqrt(2/pi) (g + 0.044715 g^3)).
+  static MatrixType gelu_tanh_derivative(const MatrixType& g) {
+    const Scalar k = static_cast<Scalar>(0.7978845608028654), c = static_cast<Scalar>(0.044715);
+    const Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic> t = (k * (g.array() + c * g.array().cube())).tanh();
+    return (Scalar(0.5) * (Scalar(1) + t) +
+            Scalar(0.5) * g.array() * (Scalar(1) - t.square()) * k * (Scalar(1) + Scalar(3) * c * g.array().square()))
         .matrix();
   }
 

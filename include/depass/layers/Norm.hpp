@@ -59,6 +59,24 @@ class Norm {
 
   bool has_offset() const { return offset_ != nullptr; }
 
+  /// Reverse mode through the real normalisation (the scale is not frozen here): dy (n x D),
+  /// the gradient wrt the output at rows x (n x D) whose scales are `scale`, gives the
+  /// gradient wrt x. With u = dy * gain and x_hat = (centred) x * r:
+  ///   RMSNorm    dx = r (u - x_hat mean(u x_hat))
+  ///   LayerNorm  dx = r (u - mean(u) - x_hat mean(u x_hat))
+  MatrixType backward(const Eigen::Ref<const MatrixType>& x, const Eigen::Ref<const VectorType>& scale,
+                      const Eigen::Ref<const MatrixType>& dy) const {
+    const MatrixType u = (dy.array().rowwise() * gain_->transpose().array()).matrix();
+    MatrixType x_hat = x;
+    if (centred_) x_hat.colwise() -= x.rowwise().mean();
+    x_hat.array().colwise() *= scale.array();
+    const VectorType projection = u.cwiseProduct(x_hat).rowwise().sum() / Scalar(x.cols());
+    MatrixType dx = u - (x_hat.array().colwise() * projection.array()).matrix();
+    if (centred_) dx.colwise() -= u.rowwise().mean();
+    dx.array().colwise() *= scale.array();
+    return dx;
+  }
+
  private:
   bool centred_;               // LayerNorm: rows are centred before scaling
   const VectorType* gain_;     // D

@@ -31,9 +31,16 @@ class Rotary {
     return base;
   }
 
-  /// Rotates each head's pairs of t (N x heads*d), row i by the angles of position i.
+  /// Rotates each head's pairs of t (n x heads*d), row i by the angles of position i.
   template <typename Scalar>
   void apply(Matrix<Scalar>& t, int heads) const {
+    rotate<Scalar>(t, heads, 1);
+  }
+
+  /// Rotates by +angle (direction 1, the forward rotation) or -angle (direction -1, its
+  /// transpose: the backward pass). t holds one sequence: row i is position i.
+  template <typename Scalar>
+  void rotate(Eigen::Ref<Matrix<Scalar>> t, int heads, int direction) const {
     if (!active_) return;
     const Eigen::Index half = head_dim_ / 2;
     for (Eigen::Index j = 0; j < half; ++j) {
@@ -42,7 +49,7 @@ class Rotary {
       const Eigen::Index a0 = adjacent_ ? 2 * j : j, b0 = adjacent_ ? 2 * j + 1 : j + half;
       for (Eigen::Index pos = 0; pos < t.rows(); ++pos) {
         const double angle = static_cast<double>(pos) * freq;
-        const Scalar c = static_cast<Scalar>(std::cos(angle)), s = static_cast<Scalar>(std::sin(angle));
+        const Scalar c = static_cast<Scalar>(std::cos(angle)), s = static_cast<Scalar>(direction * std::sin(angle));
         for (int h = 0; h < heads; ++h) {
           const Eigen::Index a = h * head_dim_ + a0, b = h * head_dim_ + b0;
           const Scalar x0 = t(pos, a), x1 = t(pos, b);

@@ -27,6 +27,8 @@ class Unembedding {
   MatrixType logits(const Rows& normed) const {
     return normed * matrix_.transpose();
   }
+  /// Reverse mode: the gradient wrt the normed rows from the gradient wrt their logits (n x V).
+  Matrix<Scalar> backward(const Eigen::Ref<const Matrix<Scalar>>& d_logits) const { return d_logits * matrix_; }
 
  private:
   Norm<Scalar> norm_;

@@ -1,0 +1,60 @@
+#pragma once
+// What a recorded forward pass keeps for the backward pass (Model::record, Model::backward):
+// every block's input, the norms' scales and normed rows, and what the layers' real
+// forward returned (probabilities, mixed values, Q/K/V, gate and up values, neuron values).
+// Several sequences of the same length can be recorded at once, stacked as S*N rows
+// (sequence s owns rows [s*N, (s+1)*N)): the products run once for all of them.
+
+#include <Eigen/Core>
+#include <utility>
+#include <vector>
+
+#include "Boundary.hpp"
+#include "Weights.hpp"
+#include "layers/Attention.hpp"
+#include "layers/Mlp.hpp"
+
+namespace depass {
+
+/// Zero-ablation applied while recording: in layer `layer`, at `site`, columns
+/// [begin, begin + count) of the heads' mixed values z (Site::Attention, head h = columns
+/// h*d..) or of the neuron values a (Site::Mlp) are set to zero, per sequence: entry s of
+/// `columns` applies to sequence s (count 0: nothing). An empty `columns` ablates nothing.
+struct Ablation {
+  int layer = -1;
+  Site site = Site::Attention;
+  std::vector<std::pair<Eigen::Index, Eigen::Index>> columns;  // per sequence: (begin, count)
+
+  bool empty() const { return columns.empty(); }
+};
+
+template <typename Scalar>
+struct LayerTape {
+  Matrix<Scalar> attention_input;  // S*N x D: the residual state at boundary 2l
+  Vector<Scalar> attention_scale;  // S*N: its norm's row scales
+  typename Attention<Scalar>::Forward attention;
+  Matrix<Scalar> mlp_input;  // S*N x D: boundary 2l+1
+  Vector<Scalar> mlp_scale;
+  typename Mlp<Scalar>::Forward mlp;
+};
+
+template <typename Scalar>
+struct Tape {
+  Eigen::Index sequence_length = 0;  // N
+  std::vector<LayerTape<Scalar>> layers;
+  Matrix<Scalar> final_input;   // S*N x D: boundary 2L
+  Vector<Scalar> final_scale;   // S*N
+  Matrix<Scalar> final_normed;  // S*N x D: what the unembedding reads
+
+  Eigen::Index sequences() const { return sequence_length > 0 ? final_input.rows() / sequence_length : 0; }
+  /// The embeddings (boundary 0) the tape was recorded from.
+  const Matrix<Scalar>& embeddings() const { return layers.front().attention_input; }
+  /// The residual state at boundary b (0..2L), all sequences.
+  const Matrix<Scalar>& residual(int b) const {
+    const int L = static_cast<int>(layers.size());
+    if (b == 2 * L) return final_input;
+    return b % 2 ? layers[static_cast<std::size_t>(b / 2)].mlp_input : layers[static_cast<std::size_t>(b / 2)].attention_input;
+  }
+};
+
+}  // namespace depass

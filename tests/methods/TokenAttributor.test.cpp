@@ -1,0 +1,157 @@
+// Token-level baseline methods against the float64 reference implementations in
+// tools/reference/gradients.py (goldens tests/golden/gradients_<model>.json): attention
+// (last layer, mean over layers), rollout, gradient norm, input x gradient, integrated
+// gradients (both rules, 4/16/100 steps, zero and token baselines, with their completeness
+// gaps and baseline values), occlusion; IG's completeness gap shrinking with the steps.
+
+#include <catch2/catch.hpp>
+#include <depass/methods/TokenAttributor.hpp>
+
+#include <string>
+#include <vector>
+
+#include "support/GradientGoldens.hpp"
+#include "support/TestSupport.hpp"
+
+using namespace depass;
+
+namespace {
+
+/// Relative tolerance for a method's scores: 1e-9 in double, 1e-4 in float (the largest
+/// float error seen is 6e-5, IG from the zero baseline; occlusion and ablation, which
+/// subtract two objective values, 2e-5).
+template <typename Scalar>
+double tolerance(const std::string&) {
+  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
+}
+
+template <typename Scalar>
+void check_ig(const TokenAttributor<Scalar>& methods, const Model<Scalar>& model, const std::vector<int>& ids,
+              const Objective& objective, const nlohmann::json& entry) {
+  IgOptions<Scalar> options;
+  options.steps = entry["steps"];
+  options.rule = entry["rule"] == "riemann" ? Quadrature::Midpoint : Quadrature::GaussLegendre;
+  if (entry["baseline"] == "ids") options.baseline = model.embed(entry["baseline_ids"].get<std::vector<int>>());
+  const Attribution<Scalar> a = methods.integrated_gradients(ids, objective, options);
+  INFO("IG " << entry["rule"] << " " << options.steps << " steps, baseline " << entry["baseline"]);
+  CHECK(test::relative_error(a.scores, entry["scores"]) <= tolerance<Scalar>("ig"));
+  const double f_base = entry["baseline_value"], gap = entry["completeness_gap"];
+  const double scale = std::max(1.0, std::abs(a.value - f_base));
+  CHECK(std::abs(a.baseline_value - f_base) <= tolerance<Scalar>("ig") * std::max(1.0, std::abs(f_base)));
+  CHECK(std::abs(a.completeness_gap - gap) <= 10 * tolerance<Scalar>("ig") * scale);
+  CHECK(a.method == Method::IntegratedGradients);
+}
+
+template <typename Scalar>
+void check_token_methods(const std::string& name) {
+  const nlohmann::json golden = test::read_gradient_golden(name);
+  const Model<Scalar> model(io::load_checkpoint<Scalar>(test::gradient_model_path(golden)));
+  const TokenAttributor<Scalar> methods(model);
+  const std::vector<int> ids = golden["ids"];
+  for (const nlohmann::json& c : golden["cases"]) {
+    const Objective objective = test::golden_objective(c);
+    const nlohmann::json& want = c["tokens"];
+    INFO(name << ", objective " << to_string(objective.kind) << " at " << objective.position);
+    const std::vector<std::pair<std::string, Method>> simple = {
+        {"attention_last", Method::AttentionLast}, {"attention_mean", Method::AttentionMean},
+        {"rollout", Method::Rollout},             {"grad_norm", Method::GradNorm},
+        {"input_x_grad", Method::InputXGrad},     {"occlusion", Method::Occlusion}};
+    for (const auto& m : simple) {
+      const Attribution<Scalar> a = methods.run(m.second, ids, objective);
+      INFO("method " << m.first);
+      CHECK(a.method == m.second);
+      CHECK(a.level == Level::Tokens);
+      CHECK(a.objective.target == objective.target);
+      CHECK(a.scores.size() == static_cast<Eigen::Index>(ids.size()));
+      CHECK(test::relative_error(a.scores, want[m.first]) <= tolerance<Scalar>(m.first));
+    }
+    for (const nlohmann::json& entry : want["ig"]) check_ig(methods, model, ids, objective, entry);
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("Token-level methods match the reference on every family", "[methods][golden]", float, double) {
+  for (const std::string& name : test::gradient_families()) check_token_methods<TestType>(name);
+}
+
+TEMPLATE_TEST_CASE("Token-level methods match the reference on stories260K and TinyStories-656K",
+                   "[methods][golden][model]", float, double) {
+  DEPASS_REQUIRE_MODEL(stories, "stories260K/stories260K.bin");
+  DEPASS_REQUIRE_MODEL(tiny, "tinystories-656k/model.safetensors");
+  check_token_methods<TestType>("stories260K");
+  check_token_methods<TestType>("tinystories656k");
+}
+
+TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the steps", "[methods]", float, double) {
+  // A token baseline keeps the path away from the zero state, where RMSNorm is singular:
+  // there the integrand is smooth and Gauss-Legendre converges fast.
+  const nlohmann::json golden = test::read_gradient_golden("llama");
+  const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
+  const TokenAttributor<TestType> methods(model);
+  const std::vector<int> ids = golden["ids"];
+  const Objective objective = test::golden_objective(golden["cases"][0]);
+  for (const Quadrature rule : {Quadrature::Midpoint, Quadrature::GaussLegendre}) {
+    std::vector<double> gaps;
+    for (int steps : {2, 8, 32, 128}) {
+      IgOptions<TestType> options;
+      options.steps = steps;
+      options.rule = rule;
+      options.baseline = model.embed(std::vector<int>(ids.size(), ids[0]));
+      gaps.push_back(std::abs(methods.integrated_gradients(ids, objective, options).completeness_gap));
+    }
+    INFO(to_string(rule) << ": gaps " << gaps[0] << " " << gaps[1] << " " << gaps[2] << " " << gaps[3]);
+    CHECK(gaps[0] > gaps[1]);
+    CHECK(gaps[1] > gaps[2]);
+    CHECK(gaps[3] < 1e-3 * gaps[0]);
+  }
+}
+
+TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors]", float, double) {
+  const nlohmann::json golden = test::read_gradient_golden("llama");
+  const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
+  const TokenAttributor<TestType> methods(model);
+  const std::vector<int> ids = golden["ids"];
+  const Eigen::Index N = static_cast<Eigen::Index>(ids.size());
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(parse_method("saliency"), Contains("method 'saliency' is unknown (allowed: depass, attention-last"));
+  CHECK(parse_method("input-x-grad") == Method::InputXGrad);
+  CHECK_THROWS_WITH(methods.run(Method::Atp, ids, Objective::logit(N - 1, 3)),
+                    Contains("method 'atp' does not apply to tokens (allowed there: depass, attention-last"));
+  CHECK_THROWS_WITH(methods.run(parse_method("ablation"), ids, Objective::logit(N - 1, 3)), Contains("does not apply to tokens"));
+  IgOptions<TestType> options;
+  options.steps = 0;
+  CHECK_THROWS_WITH(methods.integrated_gradients(ids, Objective::logit(N - 1, 3), options),
+                    Contains("steps = 0 is out of range [1"));
+  options.steps = 4;
+  options.baseline = Matrix<TestType>::Zero(N - 1, model.config().dim);
+  CHECK_THROWS_WITH(methods.integrated_gradients(ids, Objective::logit(N - 1, 3), options), Contains("IG baseline is"));
+  CHECK_THROWS_WITH(methods.grad_norm(ids, Objective::contrast(N - 1, 3, 3)), Contains("equals the target"));
+  CHECK_THROWS_WITH(methods.occlusion(ids, Objective::logit(N, 3)), Contains("position " + std::to_string(N)));
+  CHECK_THROWS_WITH(methods.rollout({}, Objective::logit(0, 3)), Contains("empty"));
+}
+
+TEMPLATE_TEST_CASE("Token-level DePass shares sum to the logit and to the logit difference", "[methods]", float, double) {
+  for (const std::string name : {"llama", "gpt2"}) {
+    const nlohmann::json golden = test::read_gradient_golden(name);
+    const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
+    const TokenAttributor<TestType> methods(model);
+    const std::vector<int> ids = golden["ids"];
+    for (const nlohmann::json& c : golden["cases"]) {
+      const Objective objective = test::golden_objective(c);
+      INFO(name << ", objective " << to_string(objective.kind));
+      if (objective.kind == ObjectiveKind::LogProb) {
+        CHECK_THROWS_WITH(methods.run(Method::DePass, ids, objective), Catch::Matchers::Contains("not decomposed"));
+        continue;
+      }
+      const Attribution<TestType> a = methods.run(Method::DePass, ids, objective);
+      double total = static_cast<double>(a.scores.sum());
+      for (double e : a.extra_scores) total += e;
+      const double value = c["value"];  // the reference's f(x)
+      CHECK(a.extra_labels.back() == "bias");
+      CHECK(std::abs(total - value) <= (std::is_same<TestType, float>::value ? 1e-4 : 1e-9) * std::max(1.0, std::abs(value)));
+      // DePass reads the whole sequence; a later token has no share (causal mask).
+      if (objective.position + 1 < static_cast<Eigen::Index>(ids.size())) CHECK(a.scores(objective.position + 1) == 0);
+    }
+  }
+}
