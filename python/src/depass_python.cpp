@@ -122,12 +122,21 @@ Initialisation<Scalar> to_initialisation(const InitSpec& s) {
 // Python signal handlers run, and a KeyboardInterrupt they raise unwinds the run.
 // ---------------------------------------------------------------------------------------
 
+// An optional Python callable `progress(name, layer, boundary)` is called there too (with
+// the GIL); an exception it raises stops the run the same way.
+// `progress` is borrowed (the caller's argument outlives the run), so copying the hook
+// without the GIL touches no reference count.
 template <typename Scalar>
-Hook<Scalar> interrupt_hook() {
-  return [](const HookEvent<Scalar>& e) {
+Hook<Scalar> interrupt_hook(py::handle progress = py::none()) {
+  PyObject* callable = progress.is_none() ? nullptr : progress.ptr();
+  return [callable](const HookEvent<Scalar>& e) {
     if (e.boundary < 0) return;
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (callable) {
+      const py::handle progress_fn(callable);
+      progress_fn(e.name, e.layer, e.boundary);
+    }
   };
 }
 
@@ -339,12 +348,14 @@ void bind_model(py::module_& m, const char* name) {
           "decompose",
           [](const PM& p, const py::object& prompt, const InitSpec& init, const std::string& split, double temperature,
              bool bos_sink, const Boundary& end, long chunk_size, std::size_t memory_budget_bytes,
-             const std::vector<long>& keep_positions, bool straightforward, long work_rows) {
+             const std::vector<long>& keep_positions, bool straightforward, long work_rows, py::object progress) {
             const std::vector<int> ids = p.ids(prompt);
             const DecomposeOptions options = make_options(split, temperature, bos_sink, end, chunk_size,
                                                           memory_budget_bytes, keep_positions, straightforward, work_rows);
             const Initialisation<Scalar> start = to_initialisation<Scalar>(init);
-            const Hook<Scalar> hook = interrupt_hook<Scalar>();
+            if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
+              throw std::invalid_argument("progress must be a callable progress(name, layer, boundary) or None");
+            const Hook<Scalar> hook = interrupt_hook<Scalar>(progress);
             PyDecomposition<Scalar> out{p.loaded, {}};
             {
               py::gil_scoped_release release;
@@ -356,7 +367,10 @@ void bind_model(py::module_& m, const char* name) {
           py::arg("bos_sink") = true, py::arg("end") = Boundary::output(), py::arg("chunk_size") = 0,
           py::arg("memory_budget_bytes") = 0, py::arg("keep_positions") = std::vector<long>{},
           py::arg("straightforward") = false, py::arg("work_rows") = DecomposeOptions{}.work_rows,
-          "DePass (Decomposer::run): a text prompt or token ids, split as init says, propagated to `end`.")
+          py::arg("progress") = py::none(),
+          "DePass (Decomposer::run): a text prompt or token ids, split as init says, propagated to `end`. "
+          "progress(name, layer, boundary), if given, is called at each residual-stream event (start, "
+          "attn_resid, layer_out; boundary as Boundary::index counts); an exception it raises stops the run.")
       .def("__repr__", [name](const PM& p) {
         const Config& c = p.model().config();
         return std::string("<depass.") + name + ": " + c.architecture + ", " + std::to_string(c.n_layers) +
