@@ -52,14 +52,16 @@ def main():
     for position in np.argsort(-scores[:n])[: args.top]:
         print(f"  {position:3d} {model.decode([ids[position]])!r:14} {scores[position]:+.4f}")
 
-    labels = [model.piece(i).decode("utf-8", "replace") for i in ids]
+    def label(token):  # the token's text, newlines and other controls escaped
+        return repr(model.piece(token).decode("utf-8", "replace"))[1:-1]
+
+    labels = [label(i) for i in ids]
     size = max(6.0, 0.35 * n)
     fig, ax = plt.subplots(figsize=(size, size))
     limit = np.nanmax(np.abs(shares))
     image = ax.imshow(shares, cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), [f"{labels[p]} -> {model.piece(t).decode('utf-8', 'replace')}"
-                             for p, t in enumerate(predicted)], fontsize=8)
+    ax.set_yticks(range(n), [f"{labels[p]} -> {label(t)}" for p, t in enumerate(predicted)], fontsize=8)
     ax.set_xlabel("input token (component)")
     ax.set_ylabel("position -> predicted token")
     ax.set_title("DePass: each input token's share of the predicted logit")

@@ -45,6 +45,14 @@ inline Boundary parse_boundary(const std::string& text) {
                               "' is not understood (allowed: 'output', 'before_attention L', 'before_mlp L')");
 }
 
+/// A depass.Boundary, or its text (parse_boundary): a bad text is a ValueError naming it.
+inline Boundary to_boundary(const py::handle& value, const char* what) {
+  if (py::isinstance<Boundary>(value)) return value.cast<Boundary>();
+  if (py::isinstance<py::str>(value)) return parse_boundary(value.cast<std::string>());
+  throw py::type_error(std::string(what) + " must be a depass.Boundary or a str such as 'before_mlp 1', got " +
+                       std::string(py::str(value.get_type().attr("__name__"))));
+}
+
 inline Site parse_site(const std::string& name) {
   if (name == "attention") return Site::Attention;
   if (name == "mlp") return Site::Mlp;
@@ -175,15 +183,40 @@ struct PyModel {
   /// Token ids of a prompt: text (encoded with BOS) or a sequence of ids.
   std::vector<int> ids(const py::object& prompt) const {
     if (py::isinstance<py::str>(prompt)) return tokenizer("a text prompt").encode(prompt.cast<std::string>(), true);
-    return prompt.cast<std::vector<int>>();
+    try {
+      return prompt.cast<std::vector<int>>();
+    } catch (const py::cast_error&) {
+      throw py::type_error("prompt must be a str or a sequence of token ids, got " +
+                           std::string(py::str(prompt.get_type().attr("__name__"))));
+    }
   }
+};
+
+/// LogitTrace's record of a run (decompose(..., trace=(position, target[, foil]))).
+template <typename Scalar>
+struct TraceRecord {
+  std::vector<std::string> boundaries;
+  Matrix<Scalar> scores;  // B x M
+  Vector<Scalar> lens;    // B
 };
 
 template <typename Scalar>
 struct PyDecomposition {
   std::shared_ptr<const io::LoadedModel<Scalar>> loaded;  // the Decomposition points into it
   Decomposition<Scalar> result;
+  std::optional<TraceRecord<Scalar>> trace;
 };
+
+/// A LogitTrace from decompose's `trace` argument: None, or (position, target[, foil]).
+template <typename Scalar>
+std::optional<LogitTrace<Scalar>> make_trace(const Model<Scalar>& model, const py::object& spec) {
+  if (spec.is_none()) return std::nullopt;
+  const std::vector<long> t = spec.cast<std::vector<long>>();
+  if (t.size() != 2 && t.size() != 3)
+    throw std::invalid_argument("trace must be (position, target) or (position, target, foil), got " +
+                                std::to_string(t.size()) + " values");
+  return LogitTrace<Scalar>(model, t[0], static_cast<int>(t[1]), t.size() == 3 ? static_cast<int>(t[2]) : -1);
+}
 
 inline DecomposeOptions make_options(const std::string& split, double temperature, bool bos_sink, const Boundary& end,
                                      long chunk_size, std::size_t memory_budget_bytes,
@@ -252,6 +285,18 @@ void bind_decomposition(py::module_& m, const char* name) {
           "Per boundary of every pass: {boundary, final_normed, residual_max_abs, state_max_abs}, where "
           "residual_max_abs = max |sum of components - state|.")
       .def("max_relative_residual", [](const PD& d) { return d.result.max_relative_residual(); })
+      .def_property_readonly(
+          "trace",
+          [](const PD& d) -> py::object {
+            if (!d.trace) return py::none();
+            py::dict t;
+            t["boundaries"] = d.trace->boundaries;
+            t["scores"] = d.trace->scores;
+            t["lens"] = d.trace->lens;
+            return t;
+          },
+          "With decompose(..., trace=(position, target[, foil])): LogitTrace's {boundaries: names, scores: "
+          "B x M lens logits per component, lens: B real-state lens logits}; else None.")
       .def("logit", [](const PD& d, Eigen::Index position, int target) { return d.result.logit(position, target); },
            py::arg("position"), py::arg("target"))
       .def("logits", [](const PD& d, Eigen::Index position) { return d.result.logits(position); }, py::arg("position"))
@@ -347,30 +392,39 @@ void bind_model(py::module_& m, const char* name) {
       .def(
           "decompose",
           [](const PM& p, const py::object& prompt, const InitSpec& init, const std::string& split, double temperature,
-             bool bos_sink, const Boundary& end, long chunk_size, std::size_t memory_budget_bytes,
-             const std::vector<long>& keep_positions, bool straightforward, long work_rows, py::object progress) {
+             bool bos_sink, const py::object& end, long chunk_size, std::size_t memory_budget_bytes,
+             const std::vector<long>& keep_positions, bool straightforward, long work_rows, py::object progress,
+             const py::object& trace_spec) {
             const std::vector<int> ids = p.ids(prompt);
-            const DecomposeOptions options = make_options(split, temperature, bos_sink, end, chunk_size,
+            const DecomposeOptions options = make_options(split, temperature, bos_sink, to_boundary(end, "end"), chunk_size,
                                                           memory_budget_bytes, keep_positions, straightforward, work_rows);
             const Initialisation<Scalar> start = to_initialisation<Scalar>(init);
             if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
               throw std::invalid_argument("progress must be a callable progress(name, layer, boundary) or None");
-            const Hook<Scalar> hook = interrupt_hook<Scalar>(progress);
-            PyDecomposition<Scalar> out{p.loaded, {}};
+            const Hook<Scalar> interrupt = interrupt_hook<Scalar>(progress);
+            std::optional<LogitTrace<Scalar>> trace = make_trace(p.model(), trace_spec);
+            const Hook<Scalar> hook = !trace ? interrupt : Hook<Scalar>([&](const HookEvent<Scalar>& e) {
+              interrupt(e);
+              trace->record(e);
+            });
+            PyDecomposition<Scalar> out{p.loaded, {}, std::nullopt};
             {
               py::gil_scoped_release release;
               out.result = Decomposer<Scalar>(p.model()).run(ids, start, options, hook);
             }
+            if (trace) out.trace = TraceRecord<Scalar>{trace->boundary_names(), trace->scores(), trace->lens()};
             return out;
           },
           py::arg("prompt"), py::arg("init") = InitSpec{}, py::arg("split") = "softmax", py::arg("temperature") = 0.1,
           py::arg("bos_sink") = true, py::arg("end") = Boundary::output(), py::arg("chunk_size") = 0,
           py::arg("memory_budget_bytes") = 0, py::arg("keep_positions") = std::vector<long>{},
           py::arg("straightforward") = false, py::arg("work_rows") = DecomposeOptions{}.work_rows,
-          py::arg("progress") = py::none(),
+          py::arg("progress") = py::none(), py::arg("trace") = py::none(),
           "DePass (Decomposer::run): a text prompt or token ids, split as init says, propagated to `end`. "
           "progress(name, layer, boundary), if given, is called at each residual-stream event (start, "
-          "attn_resid, layer_out; boundary as Boundary::index counts); an exception it raises stops the run.")
+          "attn_resid, layer_out; boundary as Boundary::index counts); an exception it raises stops the run. "
+          "trace=(position, target[, foil]) records LogitTrace: every component's logit lens at each boundary "
+          "(result.trace).")
       .def("__repr__", [name](const PM& p) {
         const Config& c = p.model().config();
         return std::string("<depass.") + name + ": " + c.architecture + ", " + std::to_string(c.n_layers) +
@@ -430,12 +484,11 @@ PYBIND11_MODULE(_depass, m) {
       .def_readonly("is_output", &Boundary::is_output)
       .def("__str__", &Boundary::to_string)
       .def("__repr__", [](const Boundary& b) { return "Boundary('" + b.to_string() + "')"; });
-  py::implicitly_convertible<std::string, Boundary>();
 
   py::class_<InitSpec>(m, "Initialisation", "What the components are; made by Tokens(), Heads(), Neurons(), ...")
       .def("__repr__", &init_repr);
   m.def(
-      "Tokens", [](const Boundary& start) { InitSpec s; s.start = start; return s; },
+      "Tokens", [](const py::object& start) { InitSpec s; s.start = to_boundary(start, "start"); return s; },
       py::arg("start") = Boundary::before_attention(0), "One component per input token, from `start` on.");
   m.def(
       "Heads", [](int layer) { InitSpec s; s.kind = InitKind::Head; s.layer = layer; return s; }, py::arg("layer"),
@@ -464,10 +517,10 @@ PYBIND11_MODULE(_depass, m) {
       py::arg("layer"), py::arg("site") = "attention", "{state before the block, the block's output}.");
   m.def(
       "Subspaces",
-      [](const Boundary& at, std::vector<py::array> bases, bool projections) {
+      [](const py::object& at, std::vector<py::array> bases, bool projections) {
         InitSpec s;
         s.kind = InitKind::Subspace;
-        s.start = at;
+        s.start = to_boundary(at, "boundary");
         s.bases = std::move(bases);
         s.projections = projections;
         return s;
@@ -477,10 +530,10 @@ PYBIND11_MODULE(_depass, m) {
       "plus the remainder.");
   m.def(
       "Custom",
-      [](const Boundary& at, py::array components, std::optional<std::vector<std::string>> labels) {
+      [](const py::object& at, py::array components, std::optional<std::vector<std::string>> labels) {
         InitSpec s;
         s.kind = InitKind::Custom;
-        s.start = at;
+        s.start = to_boundary(at, "boundary");
         s.custom = std::move(components);
         s.labels = labels.value_or(std::vector<std::string>{});
         return s;

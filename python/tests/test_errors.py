@@ -10,7 +10,7 @@ import pytest
 import depass
 from conftest import DATA_DIR
 
-LLAMA = DATA_DIR / "families" / "llama"  # dim 64, 2 layers, vocab 512, hidden 96
+LLAMA = DATA_DIR / "families" / "llama"  # dim 64, 2 layers, vocab 412, hidden 96
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_bad_decompose_arguments(model):
 def test_bad_readout_arguments(result):
     with raises(ValueError, "position 11 is out of range [0, 11)"):
         result.component_logits(11, 5)
-    with raises(ValueError, "target token id 512 is out of range [0, 512)"):
-        result.component_logits(10, 512)
+    with raises(ValueError, "target token id 412 is out of range [0, 412)"):
+        result.component_logits(10, 412)
     with raises(ValueError, "position 5 was not kept: this decomposition keeps positions {3, 10} "
                             "(DecomposeOptions::keep_positions)"):
         result.component_logits(5, 1)
@@ -98,6 +98,20 @@ def test_bad_readout_arguments(result):
 
 def test_wrong_types_are_type_errors(model):
     with pytest.raises(TypeError):
-        model.decompose(3.5)
-    with pytest.raises(TypeError):
         model.decompose([1, 2], init="tokens")
+
+
+def test_bad_boundaries_and_prompts_name_the_problem(model):
+    with raises(ValueError, "boundary 'before_mlp x' is not understood (allowed: 'output', 'before_attention L', "
+                            "'before_mlp L')"):
+        depass.Tokens("before_mlp x")
+    with raises(ValueError, "start boundary layer 5 is out of range [0, 2)"):
+        model.decompose([1, 2, 3], init=depass.Tokens(depass.Boundary.before_mlp(5)))
+    with raises(TypeError, "prompt must be a str or a sequence of token ids, got float"):
+        model.decompose(3.5)
+    with raises(TypeError, "end must be a depass.Boundary or a str such as 'before_mlp 1', got int"):
+        model.decompose([1, 2, 3], end=3)
+    with raises(ValueError, "trace must be (position, target) or (position, target, foil), got 1 values"):
+        model.decompose([1, 2, 3], trace=(2,))
+    with raises(ValueError, "token id 412 at position 1 is out of range [0, 412)"):
+        model.decompose([1, 412])
