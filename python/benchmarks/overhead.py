@@ -7,9 +7,11 @@ scores of the predicted token). A measurement, not a test (docs: README "Python"
         /usr/bin/python3 python/benchmarks/overhead.py build/bin/depass models/stories260K/stories260K.bin
 
 Prints medians over --repeats runs of
-  cli process      `depass tokens ... --format npy` as a whole process
-  python process   `python3 -c "import depass; ..."` doing the same, as a whole process
-  python decompose model.decompose + component_logits inside one process (no start-up)
+  cli process        `depass tokens ... --format npy` as a whole process
+  python process     `python3 -c "import depass; ..."` doing the same, as a whole process
+  cli per item       one more attribution in a `depass tokens --batch` run (the model loaded
+                     once): (time of --items lines - time of 1 line) / (items - 1)
+  python per item    model.decompose + logits + component_logits inside one process
 """
 
 import argparse
@@ -46,12 +48,23 @@ def main():
     parser.add_argument("cli")
     parser.add_argument("model")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--items", type=int, default=100, help="lines of the --batch run")
     args = parser.parse_args()
     out = "/tmp/depass_overhead_scores.npy"
     cli = median_seconds([args.cli, "tokens", "--model", args.model, "--prompt", PROMPT, "--threads", "1",
                           "--format", "npy", "--output", out, "--quiet"], args.repeats)
     py = median_seconds([sys.executable, "-c", SCRIPT, args.model], args.repeats)
     empty = median_seconds([sys.executable, "-c", "import numpy, depass"], args.repeats)
+
+    items = args.items
+    batch1, batchN = "/tmp/depass_overhead_1.jsonl", "/tmp/depass_overhead_n.jsonl"
+    line = '{"prompt": "%s"}\n' % PROMPT
+    open(batch1, "w").write(line)
+    open(batchN, "w").write(line * items)
+    batch = [args.cli, "tokens", "--model", args.model, "--threads", "1", "--quiet", "--batch"]
+    one = median_seconds(batch + [batch1], args.repeats)
+    many = median_seconds(batch + [batchN], max(3, args.repeats // 5))
+    cli_item = (many - one) / (items - 1)
 
     import depass
     depass.set_threads(1)
@@ -69,7 +82,8 @@ def main():
     print(f"python process    {py * 1e3:8.2f} ms  ({(py / cli - 1) * 100:+.0f}% vs cli; "
           f"interpreter + import numpy, depass alone: {empty * 1e3:.2f} ms)")
     print(f"python, less start-up {(py - empty) * 1e3:8.2f} ms  ({((py - empty) / cli - 1) * 100:+.0f}% vs cli)")
-    print(f"python decompose  {inproc * 1e3:8.2f} ms  (in-process: decompose + component_logits)")
+    print(f"cli per item      {cli_item * 1e3:8.2f} ms  (--batch of {items} lines: {many * 1e3:.1f} ms, of 1: {one * 1e3:.1f} ms)")
+    print(f"python per item   {inproc * 1e3:8.2f} ms  ({(inproc / cli_item - 1) * 100:+.0f}% vs cli per item)")
 
 
 if __name__ == "__main__":

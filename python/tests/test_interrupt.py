@@ -27,15 +27,20 @@ def send_sigint_after(seconds):
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
 def test_sigint_interrupts_a_decomposition_between_blocks(stories64):
     L = stories64.config["n_layers"]
-    seen = []
-    timer = send_sigint_after(0.3)
+    seen, timers = [], []
+
+    def progress(name, layer, boundary):
+        seen.append(boundary)
+        if boundary == 0:  # the propagation has started: Ctrl-C while the engine runs block 0
+            timers.append(send_sigint_after(0.05))
+
     try:
         with pytest.raises(KeyboardInterrupt):
-            stories64.decompose(long_prompt(stories64), keep_positions=[-1],
-                                progress=lambda name, layer, boundary: seen.append(boundary))
+            stories64.decompose(long_prompt(stories64), keep_positions=[-1], progress=progress)
     finally:
-        timer.cancel()
-    assert seen and seen[0] == 0           # it had started ...
+        for timer in timers:
+            timer.join()
+    assert seen[0] == 0                    # it had started ...
     assert max(seen) < 2 * L               # ... and stopped before the output
     # The model is still usable afterwards, with the same numbers as before.
     ids = stories64.tokenize(DEMO_PROMPT)
