@@ -323,6 +323,77 @@ void bind_decomposition(py::module_& m, const char* name) {
       });
 }
 
+inline py::dict config_dict(const Config& c) {
+  py::dict d;
+  d["architecture"] = c.architecture;
+  d["dim"] = c.dim;
+  d["n_layers"] = c.n_layers;
+  d["n_heads"] = c.n_heads;
+  d["n_kv_heads"] = c.n_kv_heads;
+  d["head_dim"] = c.head_dim;
+  d["hidden_dim"] = c.hidden_dim;
+  d["vocab_size"] = c.vocab_size;
+  d["max_seq_len"] = c.max_seq_len;
+  return d;
+}
+
+/// Model.generate: Model::generate one token at a time (the same greedy loop), so that
+/// Ctrl-C works between tokens.
+template <typename Scalar>
+std::vector<int> generate(const PyModel<Scalar>& p, const py::object& prompt, int max_new,
+                          std::optional<int> stop_token) {
+  if (max_new < 0) throw std::invalid_argument("max_new = " + std::to_string(max_new) + " must be >= 0");
+  std::vector<int> sequence = p.ids(prompt);
+  p.model().check_tokens(sequence);
+  const int stop = stop_token ? *stop_token : -1;
+  std::vector<int> generated;
+  while (static_cast<int>(generated.size()) < max_new) {
+    std::vector<int> next;
+    {
+      py::gil_scoped_release release;
+      next = p.model().generate(sequence, 1, stop);
+    }
+    check_signals();
+    if (next.empty()) break;  // the context is full
+    sequence.push_back(next.front());
+    generated.push_back(next.front());
+    if (next.front() == stop) break;
+  }
+  return generated;
+}
+
+/// Model.decompose: Decomposer::run with the GIL released, the interrupt hook, and the
+/// LogitTrace when asked for.
+template <typename Scalar>
+PyDecomposition<Scalar> decompose(const PyModel<Scalar>& p, const py::object& prompt, const InitSpec& init,
+                                  const DecomposeOptions& options, const py::object& progress,
+                                  const py::object& trace_spec) {
+  const std::vector<int> ids = p.ids(prompt);
+  const Initialisation<Scalar> start = to_initialisation<Scalar>(init);
+  if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
+    throw std::invalid_argument("progress must be a callable progress(name, layer, boundary) or None");
+  const Hook<Scalar> interrupt = interrupt_hook<Scalar>(progress);
+  std::optional<LogitTrace<Scalar>> trace = make_trace(p.model(), trace_spec);
+  const Hook<Scalar> hook = !trace ? interrupt : Hook<Scalar>([&](const HookEvent<Scalar>& e) {
+    interrupt(e);
+    trace->record(e);
+  });
+  PyDecomposition<Scalar> out{p.loaded, {}, std::nullopt};
+  {
+    py::gil_scoped_release release;
+    out.result = Decomposer<Scalar>(p.model()).run(ids, start, options, hook);
+  }
+  if (trace) out.trace = TraceRecord<Scalar>{trace->boundary_names(), trace->scores(), trace->lens()};
+  return out;
+}
+
+constexpr const char* kDecomposeDoc =
+    "DePass (Decomposer::run): a text prompt or token ids, split as init says, propagated to `end`; the other "
+    "arguments are DecomposeOptions'. progress(name, layer, boundary), if given, is called at each "
+    "residual-stream event (start, attn_resid, layer_out; boundary as Boundary::index counts); an exception it "
+    "raises stops the run. trace=(position, target[, foil]) records LogitTrace: every component's logit lens "
+    "at each boundary (result.trace).";
+
 template <typename Scalar>
 void bind_model(py::module_& m, const char* name) {
   using PM = PyModel<Scalar>;
@@ -330,20 +401,7 @@ void bind_model(py::module_& m, const char* name) {
       .def_property_readonly("precision", [](const PM&) {
         return std::string(std::is_same<Scalar, float>::value ? "float32" : "float64");
       })
-      .def_property_readonly("config", [](const PM& p) {
-        const Config& c = p.model().config();
-        py::dict d;
-        d["architecture"] = c.architecture;
-        d["dim"] = c.dim;
-        d["n_layers"] = c.n_layers;
-        d["n_heads"] = c.n_heads;
-        d["n_kv_heads"] = c.n_kv_heads;
-        d["head_dim"] = c.head_dim;
-        d["hidden_dim"] = c.hidden_dim;
-        d["vocab_size"] = c.vocab_size;
-        d["max_seq_len"] = c.max_seq_len;
-        return d;
-      })
+      .def_property_readonly("config", [](const PM& p) { return config_dict(p.model().config()); })
       .def_property_readonly("has_tokenizer", [](const PM& p) { return p.loaded->tokenizer.has_value(); })
       .def_property_readonly("tokenizer_path", [](const PM& p) { return p.loaded->tokenizer_path; })
       .def_property_readonly("bos_id", [](const PM& p) { return p.tokenizer("bos_id").bos_id(); })
@@ -363,68 +421,24 @@ void bind_model(py::module_& m, const char* name) {
             return Matrix<Scalar>(p.model().forward(ids, hook));
           },
           py::arg("prompt"), "The plain forward pass: N x V logits of a text prompt or token ids.")
-      .def(
-          "generate",
-          [](const PM& p, const py::object& prompt, int max_new, std::optional<int> stop_token) {
-            if (max_new < 0) throw std::invalid_argument("max_new = " + std::to_string(max_new) + " must be >= 0");
-            std::vector<int> sequence = p.ids(prompt);
-            p.model().check_tokens(sequence);
-            const int stop = stop_token ? *stop_token : -1;
-            std::vector<int> generated;
-            // One Model::generate step per token (the same greedy loop), so Ctrl-C works between tokens.
-            while (static_cast<int>(generated.size()) < max_new) {
-              std::vector<int> next;
-              {
-                py::gil_scoped_release release;
-                next = p.model().generate(sequence, 1, stop);
-              }
-              check_signals();
-              if (next.empty()) break;
-              sequence.push_back(next.front());
-              generated.push_back(next.front());
-              if (next.front() == stop) break;
-            }
-            return generated;
-          },
-          py::arg("prompt"), py::arg("max_new"), py::arg("stop_token") = py::none(),
-          "Greedy continuation (Model::generate): up to max_new new token ids, stopping after stop_token or "
-          "when the context is full.")
+      .def("generate", &generate<Scalar>, py::arg("prompt"), py::arg("max_new"), py::arg("stop_token") = py::none(),
+           "Greedy continuation (Model::generate): up to max_new new token ids, stopping after stop_token or "
+           "when the context is full.")
       .def(
           "decompose",
           [](const PM& p, const py::object& prompt, const InitSpec& init, const std::string& split, double temperature,
              bool bos_sink, const py::object& end, long chunk_size, std::size_t memory_budget_bytes,
-             const std::vector<long>& keep_positions, bool straightforward, long work_rows, py::object progress,
-             const py::object& trace_spec) {
-            const std::vector<int> ids = p.ids(prompt);
+             const std::vector<long>& keep_positions, bool straightforward, long work_rows, const py::object& progress,
+             const py::object& trace) {
             const DecomposeOptions options = make_options(split, temperature, bos_sink, to_boundary(end, "end"), chunk_size,
                                                           memory_budget_bytes, keep_positions, straightforward, work_rows);
-            const Initialisation<Scalar> start = to_initialisation<Scalar>(init);
-            if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
-              throw std::invalid_argument("progress must be a callable progress(name, layer, boundary) or None");
-            const Hook<Scalar> interrupt = interrupt_hook<Scalar>(progress);
-            std::optional<LogitTrace<Scalar>> trace = make_trace(p.model(), trace_spec);
-            const Hook<Scalar> hook = !trace ? interrupt : Hook<Scalar>([&](const HookEvent<Scalar>& e) {
-              interrupt(e);
-              trace->record(e);
-            });
-            PyDecomposition<Scalar> out{p.loaded, {}, std::nullopt};
-            {
-              py::gil_scoped_release release;
-              out.result = Decomposer<Scalar>(p.model()).run(ids, start, options, hook);
-            }
-            if (trace) out.trace = TraceRecord<Scalar>{trace->boundary_names(), trace->scores(), trace->lens()};
-            return out;
+            return decompose(p, prompt, init, options, progress, trace);
           },
           py::arg("prompt"), py::arg("init") = InitSpec{}, py::arg("split") = "softmax", py::arg("temperature") = 0.1,
           py::arg("bos_sink") = true, py::arg("end") = Boundary::output(), py::arg("chunk_size") = 0,
           py::arg("memory_budget_bytes") = 0, py::arg("keep_positions") = std::vector<long>{},
           py::arg("straightforward") = false, py::arg("work_rows") = DecomposeOptions{}.work_rows,
-          py::arg("progress") = py::none(), py::arg("trace") = py::none(),
-          "DePass (Decomposer::run): a text prompt or token ids, split as init says, propagated to `end`. "
-          "progress(name, layer, boundary), if given, is called at each residual-stream event (start, "
-          "attn_resid, layer_out; boundary as Boundary::index counts); an exception it raises stops the run. "
-          "trace=(position, target[, foil]) records LogitTrace: every component's logit lens at each boundary "
-          "(result.trace).")
+          py::arg("progress") = py::none(), py::arg("trace") = py::none(), kDecomposeDoc)
       .def("__repr__", [name](const PM& p) {
         const Config& c = p.model().config();
         return std::string("<depass.") + name + ": " + c.architecture + ", " + std::to_string(c.n_layers) +
@@ -464,16 +478,7 @@ inline void register_exceptions(py::module_& m) {
   });
 }
 
-}  // namespace python
-}  // namespace depass
-
-PYBIND11_MODULE(_depass, m) {
-  using namespace depass;
-  using namespace depass::python;
-  m.doc() = "depass: DePass (decomposed forward pass) attributions for transformer language models";
-  m.attr("__version__") = DEPASS_VERSION_STRING;
-  register_exceptions(m);
-
+inline void bind_boundary(py::module_& m) {
   py::class_<Boundary>(m, "Boundary", "A point of the residual stream (before_attention(l), before_mlp(l), output()).")
       .def(py::init(&parse_boundary), py::arg("text"))
       .def_static("before_attention", &Boundary::before_attention, py::arg("layer"))
@@ -484,7 +489,10 @@ PYBIND11_MODULE(_depass, m) {
       .def_readonly("is_output", &Boundary::is_output)
       .def("__str__", &Boundary::to_string)
       .def("__repr__", [](const Boundary& b) { return "Boundary('" + b.to_string() + "')"; });
+}
 
+/// depass.Tokens(), Heads(), ...: the Initialisation factories, as plain data (InitSpec).
+inline void bind_initialisations(py::module_& m) {
   py::class_<InitSpec>(m, "Initialisation", "What the components are; made by Tokens(), Heads(), Neurons(), ...")
       .def("__repr__", &init_repr);
   m.def(
@@ -540,6 +548,20 @@ PYBIND11_MODULE(_depass, m) {
       },
       py::arg("boundary"), py::arg("components"), py::arg("labels") = py::none(),
       "Any M x N x D split of the state at boundary (verified to sum to it).");
+}
+
+}  // namespace python
+}  // namespace depass
+
+PYBIND11_MODULE(_depass, m) {
+  using namespace depass;
+  using namespace depass::python;
+  m.doc() = "depass: DePass (decomposed forward pass) attributions for transformer language models";
+  m.attr("__version__") = DEPASS_VERSION_STRING;
+  register_exceptions(m);
+
+  bind_boundary(m);
+  bind_initialisations(m);
 
   bind_decomposition<double>(m, "DecompositionFloat64");
   bind_decomposition<float>(m, "DecompositionFloat32");
