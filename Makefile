@@ -16,7 +16,10 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE      ?= cmake
 CTEST      ?= ctest
 CMAKE_ARGS ?=
-DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make
+# The Python module (python/, DEPASS_BUILD_PYTHON) and its pytest suite; CMake uses
+# Debian's /usr/bin/python3, where these install.
+PYTHON_DEB_PACKAGES := pybind11-dev python3-dev python3-numpy python3-pytest python3-matplotlib
+DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make $(PYTHON_DEB_PACKAGES)
 
 .PHONY: all deps models build cli test demo clean sanitize fuzz fuzz-deps fuzz-build fuzz-corpus
 
@@ -24,7 +27,7 @@ all: build
 
 deps:
 	@if ! command -v dpkg >/dev/null 2>&1; then \
-	  echo "deps: dpkg not found; make sure Eigen >= 3.4, Catch2 v2, nlohmann_json, CMake >= 3.21 and a C++17 compiler are installed"; \
+	  echo "deps: dpkg not found; make sure Eigen >= 3.4, Catch2 v2, nlohmann_json, CMake >= 3.21 and a C++17 compiler are installed (and pybind11, NumPy, pytest, matplotlib for the Python module)"; \
 	  exit 0; \
 	fi; \
 	missing=""; \
@@ -83,7 +86,7 @@ UBSAN_OPTIONS_DEFAULT := print_stacktrace=1:halt_on_error=1
 # Benchmarks are left out: they are timing programs, not tests.
 sanitize: deps models
 	$(CMAKE) -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" \
-	  -DDEPASS_SANITIZE=ON -DDEPASS_BUILD_BENCHMARKS=OFF $(CMAKE_ARGS)
+	  -DDEPASS_SANITIZE=ON -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_BUILD_PYTHON=OFF $(CMAKE_ARGS)
 	$(CMAKE) --build $(ASAN_DIR) -j$(JOBS)
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-$(ASAN_OPTIONS_DEFAULT)}" \
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-$(UBSAN_OPTIONS_DEFAULT)}" OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive \
@@ -118,7 +121,7 @@ fuzz-deps:
 fuzz-build: deps fuzz-deps
 	$(CMAKE) -S . -B $(FUZZ_DIR) -DCMAKE_CXX_COMPILER=$(FUZZ_CXX) -DCMAKE_BUILD_TYPE=Debug \
 	  "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" -DDEPASS_BUILD_FUZZERS=ON -DDEPASS_BUILD_TESTS=OFF \
-	  -DDEPASS_BUILD_EXAMPLES=OFF -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_INSTALL=OFF
+	  -DDEPASS_BUILD_EXAMPLES=OFF -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_BUILD_PYTHON=OFF -DDEPASS_INSTALL=OFF
 	$(CMAKE) --build $(FUZZ_DIR) -j$(JOBS)
 
 # Seed corpora: the committed synthetic seeds (tests/fuzz/seeds/) plus the real model files
