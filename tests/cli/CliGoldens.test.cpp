@@ -56,7 +56,7 @@ std::string ids_arg(const json& ids) {
 }
 
 json run_json(const std::string& args) {
-  // One thread unless the test asks for another count (the last --threads given wins).
+  // One thread unless the test asks for another count (an option given twice is refused).
   const bool threads = args.find("--threads") != std::string::npos;
   const depass::test::RunResult r = depass::test::run_cli(args + " --format json" + (threads ? "" : " --threads 1"));
   INFO("depass " << args << "\nstderr: " << r.err);
@@ -361,7 +361,8 @@ TEST_CASE("CLI: plain generate continues stories260K with the model's known gree
           " --prompt-file " + depass::test::sh(prompt_file),
       "--model " + depass::test::sh(gguf) + " --prompt 'Once upon a time'"};
   for (const std::string& run : runs) {
-    const depass::test::RunResult r = depass::test::run_cli("generate " + run + " --max-new 60 --threads 1");
+    const bool threads = run.find("--threads") != std::string::npos;
+    const depass::test::RunResult r = depass::test::run_cli("generate " + run + " --max-new 60" + (threads ? "" : " --threads 1"));
     INFO("depass generate " << run << "\nstderr: " << r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out.substr(0, known.size()) == known);
