@@ -82,6 +82,14 @@ int main(int argc, char** argv) {
       std::printf("ig: %d midpoint steps from the zero baseline, completeness gap %.3g (f(x) = %.4f, f(0) = %.4f)\n",
                   ig.steps, a.completeness_gap, a.value, a.baseline_value);
   }
+  // IG again from a token baseline: the first token (BOS) at every position.
+  IgOptions<double> from_bos = ig;
+  from_bos.baseline = model.embed(std::vector<int>(ids.size(), ids[0]));
+  Attribution<double> a;
+  const double t = seconds_of([&] { a = methods.integrated_gradients(ids, objective, from_bos); });
+  rows.push_back({"ig (bos)", a.scores, t});
+  std::printf("ig (bos): %d midpoint steps from BOS at every position, completeness gap %.3g (f(baseline) = %.4f)\n",
+              ig.steps, a.completeness_gap, a.baseline_value);
   std::printf("target %lld %s at position %lld (logit)\n\n%-16s", static_cast<long long>(target),
               shown(loaded.tokenizer->piece(static_cast<int>(target))).c_str(), static_cast<long long>(p), "token");
   for (const Row& r : rows) std::printf(" %14s", r.name.c_str());

@@ -1,5 +1,6 @@
 #pragma once
-// Everything in one include: models, loaders, tokenizers and the DePass engine.
+// Everything in one include: models, loaders, tokenizers, the DePass engine, gradients and
+// the baseline attribution methods.
 
 #include "Boundary.hpp"
 #include "ComponentState.hpp"
@@ -7,12 +8,19 @@
 #include "Config.hpp"
 #include "Decomposer.hpp"
 #include "Error.hpp"
+#include "Gradients.hpp"
 #include "Hook.hpp"
 #include "Initialisation.hpp"
 #include "LogitTrace.hpp"
 #include "Model.hpp"
+#include "Objective.hpp"
+#include "Tape.hpp"
 #include "Threads.hpp"
 #include "Tokenizer.hpp"
 #include "Weights.hpp"
 #include "io/Load.hpp"
 #include "io/LoadModel.hpp"
+#include "methods/Attribution.hpp"
+#include "methods/ComponentAttributor.hpp"
+#include "methods/Method.hpp"
+#include "methods/TokenAttributor.hpp"
