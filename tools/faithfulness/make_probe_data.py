@@ -29,7 +29,8 @@ How (deterministic: fixed seeds, torch single-threaded):
     pronoun of that gender and P(she tokens) vs P(he tokens) agrees; the text re-encodes to
     exactly the ids;
  4. the twin: every occurrence of the name replaced by a name of the other gender (fixed
-    pairing), checked the same way with the other label; a pair is written only if both pass.
+    pairing), checked the same way with the other label; a pair is written only if both pass
+    and neither prompt is already in the file.
 """
 import argparse
 import os
@@ -175,12 +176,13 @@ def build(lm, args):
                 continue
             other = partner[name]
             ids2 = swap(lm, text, name, other)
-            if lm.encode(lm.decode(ids2)) != ids2 or not clean_prefix(lm, ids2, other):
+            if tuple(ids2) in seen or lm.encode(lm.decode(ids2)) != ids2 or \
+                    not clean_prefix(lm, ids2, other):
                 continue
             ok2, ps2, ph2 = verify(lm, pr, ids2, 1 - label)
             if not ok2:
                 continue
-            seen.add(tuple(ids))
+            seen.update([tuple(ids), tuple(ids2)])  # no prompt twice, twins included
             records.append(record(lm, ids, label, name, pair, ps, ph))
             records.append(record(lm, ids2, 1 - label, other, pair, ps2, ph2))
             pair += 1
