@@ -6,7 +6,8 @@ on its test.jsonl
   * that every prompt's text re-encodes to its ids;
   * how misleading raw attention is: top-1 evidence accuracy (metrics.py rule) when a
     position's score is the attention the last position pays it, averaged over the heads
-    of one layer, for each layer, and for the mean over all layers.
+    of one layer, for each layer, and for the mean over all layers; for twohop also with
+    evidence = hop 2 only (the key statement holding the value: the two smallest positions).
 
     /usr/bin/python3 tools/faithfulness/inspect_ground_truth.py [--task kv|twohop|all] [--json]
 """
@@ -62,6 +63,10 @@ def inspect(task):
             [(a[li].tolist(), r["evidence"]) for a, r in zip(att, recs)])
     out["attention_mean_top1_evidence"] = top1_evidence_accuracy(
         [(a.mean(0).tolist(), r["evidence"]) for a, r in zip(att, recs)])
+    if task == "twohop":  # hop 2 alone: the key statement holding the value (two smallest)
+        for li in range(n_layers):
+            out["attention_layer%d_top1_hop2" % li] = top1_evidence_accuracy(
+                [(a[li].tolist(), sorted(r["evidence"])[:2]) for a, r in zip(att, recs)])
     return out
 
 
