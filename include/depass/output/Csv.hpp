@@ -58,104 +58,130 @@ inline std::string integer(const nlohmann::json& v) { return std::to_string(v.ge
 
 }  // namespace detail_csv
 
+namespace detail_csv {
+
+/// Positions after the explained one cannot affect it (causal mask): reachable 0, no score.
+inline void tokens_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"component", "position", "token_id", "token_text", "score", "reachable"});
+  const auto& tokens = doc["tokens"];
+  const std::size_t reach = doc.value("reachable_positions", tokens.size());
+  for (std::size_t m = 0; m < tokens.size(); ++m)
+    csv.row({csv_field("token " + std::to_string(m)), std::to_string(m), integer(tokens[m]["id"]),
+             text(tokens[m]["text"]), m < reach ? num(doc["scores"][m]) : "", m < reach ? "1" : "0"});
+  if (doc.contains("position_score")) csv.row({"positions", "", "", "", num(doc["position_score"]), ""});
+  csv.row({"bias", "", "", "", num(doc["bias_score"]), ""});
+  if (doc.contains("chunk_residual_score")) csv.row({"chunk residual", "", "", "", num(doc["chunk_residual_score"]), ""});
+}
+
+/// chunk_residual_score: empty unless the runs were chunked.
+inline void modules_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"layer", "site", "score", "residual_score", "bias_score", "chunk_residual_score"});
+  for (const auto& m : doc["modules"])
+    csv.row({integer(m["layer"]), text(m["site"]), num(m["score"]), num(m["residual_score"]), num(m["bias_score"]),
+             m.contains("chunk_residual_score") ? num(m["chunk_residual_score"]) : ""});
+}
+
+inline void heads_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"layer", "component", "head", "score"});
+  for (const auto& l : doc["layers"]) {
+    const std::string layer = integer(l["layer"]);
+    csv.row({layer, "residual", "", num(l["residual_score"])});
+    for (std::size_t h = 0; h < l["heads"].size(); ++h) csv.row({layer, "head", std::to_string(h), num(l["heads"][h])});
+    csv.row({layer, "bias", "", num(l["bias_score"])});
+    if (l.contains("chunk_residual_score")) csv.row({layer, "chunk residual", "", num(l["chunk_residual_score"])});
+  }
+}
+
+inline void neurons_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"layer", "rank", "neuron", "score"});
+  const std::string layer = integer(doc["layer"]);
+  for (const auto& t : doc["top"]) csv.row({layer, integer(t["rank"]), integer(t["neuron"]), num(t["score"])});
+  if (doc.contains("chunk_residual_score")) csv.row({layer, "", "chunk residual", num(doc["chunk_residual_score"])});
+}
+
+/// One row per (component, top token); a component without top tokens gets one row.
+inline void components_rows(CsvWriter& csv, const nlohmann::json& doc, bool subspace) {
+  csv.row({"component", "label", "score", "rank", "token_id", "token_text", "logit"});
+  const auto& comps = doc["components"];
+  for (std::size_t m = 0; m < comps.size(); ++m) {
+    const auto& c = comps[m];
+    const std::string index = std::to_string(m), label = text(c["label"]), score = num(c["score"]);
+    if (!c.contains("top_tokens") || c["top_tokens"].empty()) {
+      csv.row({index, label, score, "", "", "", ""});
+      continue;
+    }
+    for (std::size_t r = 0; r < c["top_tokens"].size(); ++r) {
+      const auto& t = c["top_tokens"][r];
+      csv.row({index, label, score, std::to_string(r + 1), integer(t["id"]), text(t["text"]), num(t["logit"])});
+    }
+  }
+  if (!subspace) return;
+  csv.row({"", "bias", num(doc["bias_score"]), "", "", "", ""});
+  if (doc.contains("chunk_residual_score")) csv.row({"", "chunk residual", num(doc["chunk_residual_score"]), "", "", "", ""});
+}
+
+/// One row per (step, component), each led by the step's target.
+inline void generate_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"step", "target_position", "target_id", "target_text", "target_logit", "component", "token_id",
+           "token_text", "score"});
+  const auto& tokens = doc["tokens"];
+  for (const auto& s : doc["steps"]) {
+    const std::vector<std::string> lead = {integer(s["step"]), integer(s["position"]), integer(s["token"]["id"]),
+                                           text(s["token"]["text"]), num(s["token"]["logit"])};
+    for (std::size_t m = 0; m < s["scores"].size(); ++m) {
+      std::vector<std::string> r = lead;
+      r.insert(r.end(), {std::to_string(m), integer(tokens[m]["id"]), text(tokens[m]["text"]), num(s["scores"][m])});
+      csv.row(r);
+    }
+    for (const auto& [key, label] : {std::make_pair("position_score", "positions"), std::make_pair("bias_score", "bias"),
+                                     std::make_pair("chunk_residual_score", "chunk residual")}) {
+      if (!s.contains(key)) continue;
+      std::vector<std::string> r = lead;
+      r.insert(r.end(), {label, "", "", num(s[key])});
+      csv.row(r);
+    }
+  }
+}
+
+inline void tokenize_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"position", "token_id", "token_text"});
+  const auto& tokens = doc["tokens"];
+  for (std::size_t i = 0; i < tokens.size(); ++i) csv.row({std::to_string(i), integer(tokens[i]["id"]), text(tokens[i]["text"])});
+}
+
+inline std::string value_text(const nlohmann::json& v) {
+  return csv_field(v.is_string() ? v.get<std::string>() : v.dump());
+}
+
+/// key,value rows; one level of nesting flattened to "outer.inner".
+inline void info_rows(CsvWriter& csv, const nlohmann::json& doc) {
+  csv.row({"key", "value"});
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    if (it.value().is_object()) {
+      for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
+        csv.row({csv_field(it.key() + "." + jt.key()), value_text(jt.value())});
+    } else {
+      csv.row({csv_field(it.key()), value_text(it.value())});
+    }
+  }
+}
+
+}  // namespace detail_csv
+
 /// Writes `doc` (any depass document) as CSV.
 inline void write_csv(std::ostream& out, const nlohmann::json& doc) {
-  using detail_csv::integer;
-  using detail_csv::num;
-  using detail_csv::text;
+  using namespace detail_csv;
   CsvWriter csv(out);
   const std::string kind = document_kind(doc);
-  if (kind == "tokens") {
-    // Positions after the explained one cannot affect it (causal mask): reachable 0, no score.
-    csv.row({"component", "position", "token_id", "token_text", "score", "reachable"});
-    const auto& tokens = doc["tokens"];
-    const std::size_t reach = doc.value("reachable_positions", tokens.size());
-    for (std::size_t m = 0; m < tokens.size(); ++m)
-      csv.row({csv_field("token " + std::to_string(m)), std::to_string(m), integer(tokens[m]["id"]),
-               text(tokens[m]["text"]), m < reach ? num(doc["scores"][m]) : "", m < reach ? "1" : "0"});
-    if (doc.contains("position_score")) csv.row({"positions", "", "", "", num(doc["position_score"]), ""});
-    csv.row({"bias", "", "", "", num(doc["bias_score"]), ""});
-    if (doc.contains("chunk_residual_score")) csv.row({"chunk residual", "", "", "", num(doc["chunk_residual_score"]), ""});
-  } else if (kind == "modules") {
-    // chunk_residual_score: empty unless the runs were chunked.
-    csv.row({"layer", "site", "score", "residual_score", "bias_score", "chunk_residual_score"});
-    for (const auto& m : doc["modules"])
-      csv.row({integer(m["layer"]), text(m["site"]), num(m["score"]), num(m["residual_score"]), num(m["bias_score"]),
-               m.contains("chunk_residual_score") ? num(m["chunk_residual_score"]) : ""});
-  } else if (kind == "heads") {
-    csv.row({"layer", "component", "head", "score"});
-    for (const auto& l : doc["layers"]) {
-      const std::string layer = integer(l["layer"]);
-      csv.row({layer, "residual", "", num(l["residual_score"])});
-      for (std::size_t h = 0; h < l["heads"].size(); ++h)
-        csv.row({layer, "head", std::to_string(h), num(l["heads"][h])});
-      csv.row({layer, "bias", "", num(l["bias_score"])});
-      if (l.contains("chunk_residual_score")) csv.row({layer, "chunk residual", "", num(l["chunk_residual_score"])});
-    }
-  } else if (kind == "neurons") {
-    csv.row({"layer", "rank", "neuron", "score"});
-    const std::string layer = integer(doc["layer"]);
-    for (const auto& t : doc["top"])
-      csv.row({layer, integer(t["rank"]), integer(t["neuron"]), num(t["score"])});
-    if (doc.contains("chunk_residual_score")) csv.row({layer, "", "chunk residual", num(doc["chunk_residual_score"])});
-  } else if (kind == "subspace" || kind == "decode") {
-    csv.row({"component", "label", "score", "rank", "token_id", "token_text", "logit"});
-    const auto& comps = doc["components"];
-    for (std::size_t m = 0; m < comps.size(); ++m) {
-      const auto& c = comps[m];
-      const std::string index = std::to_string(m), label = text(c["label"]), score = num(c["score"]);
-      if (!c.contains("top_tokens") || c["top_tokens"].empty()) {
-        csv.row({index, label, score, "", "", "", ""});
-        continue;
-      }
-      for (std::size_t r = 0; r < c["top_tokens"].size(); ++r) {
-        const auto& t = c["top_tokens"][r];
-        csv.row({index, label, score, std::to_string(r + 1), integer(t["id"]), text(t["text"]), num(t["logit"])});
-      }
-    }
-    if (kind == "subspace") {
-      csv.row({"", "bias", num(doc["bias_score"]), "", "", "", ""});
-      if (doc.contains("chunk_residual_score")) csv.row({"", "chunk residual", num(doc["chunk_residual_score"]), "", "", "", ""});
-    }
-  } else if (kind == "generate") {
-    csv.row({"step", "target_position", "target_id", "target_text", "target_logit", "component", "token_id",
-             "token_text", "score"});
-    const auto& tokens = doc["tokens"];
-    for (const auto& s : doc["steps"]) {
-      const std::vector<std::string> lead = {integer(s["step"]), integer(s["position"]), integer(s["token"]["id"]),
-                                             text(s["token"]["text"]), num(s["token"]["logit"])};
-      for (std::size_t m = 0; m < s["scores"].size(); ++m) {
-        std::vector<std::string> r = lead;
-        r.insert(r.end(), {std::to_string(m), integer(tokens[m]["id"]), text(tokens[m]["text"]), num(s["scores"][m])});
-        csv.row(r);
-      }
-      for (const auto& [key, label] : {std::make_pair("position_score", "positions"), std::make_pair("bias_score", "bias"),
-                                       std::make_pair("chunk_residual_score", "chunk residual")}) {
-        if (!s.contains(key)) continue;
-        std::vector<std::string> r = lead;
-        r.insert(r.end(), {label, "", "", num(s[key])});
-        csv.row(r);
-      }
-    }
-  } else if (kind == "tokenize") {
-    csv.row({"position", "token_id", "token_text"});
-    const auto& tokens = doc["tokens"];
-    for (std::size_t i = 0; i < tokens.size(); ++i) csv.row({std::to_string(i), integer(tokens[i]["id"]), text(tokens[i]["text"])});
-  } else if (kind == "info") {
-    csv.row({"key", "value"});
-    for (auto it = doc.begin(); it != doc.end(); ++it) {
-      if (it.value().is_object()) {
-        for (auto jt = it.value().begin(); jt != it.value().end(); ++jt)
-          csv.row({csv_field(it.key() + "." + jt.key()),
-                   csv_field(jt.value().is_string() ? jt.value().get<std::string>() : jt.value().dump())});
-      } else {
-        csv.row({csv_field(it.key()),
-                 csv_field(it.value().is_string() ? it.value().get<std::string>() : it.value().dump())});
-      }
-    }
-  } else {
-    throw std::invalid_argument("CSV: unknown document kind '" + kind + "'");
-  }
+  if (kind == "tokens") return tokens_rows(csv, doc);
+  if (kind == "modules") return modules_rows(csv, doc);
+  if (kind == "heads") return heads_rows(csv, doc);
+  if (kind == "neurons") return neurons_rows(csv, doc);
+  if (kind == "subspace" || kind == "decode") return components_rows(csv, doc, kind == "subspace");
+  if (kind == "generate") return generate_rows(csv, doc);
+  if (kind == "tokenize") return tokenize_rows(csv, doc);
+  if (kind == "info") return info_rows(csv, doc);
+  throw std::invalid_argument("CSV: unknown document kind '" + kind + "'");
 }
 
 inline std::string to_csv_text(const nlohmann::json& doc) {
