@@ -7,6 +7,10 @@ include_guard(GLOBAL)
 #   DEPASS_NATIVE is off, OpenMP if found) and enable the usual warnings.
 function(depass_program_defaults target)
   target_link_libraries(${target} PRIVATE depass::depass)
+  if(DEPASS_UNITY_BUILD)
+    # Batch size 0: all sources of the target in one unit (see DEPASS_UNITY_BUILD).
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 0)
+  endif()
   if(DEPASS_NATIVE)
     depass_optimize(${target})
   else()

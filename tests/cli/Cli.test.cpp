@@ -16,6 +16,7 @@
 
 #include "CliSupport.hpp"
 #include "support/Models.hpp"
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
@@ -23,21 +24,18 @@ using nlohmann::json;
 
 namespace {
 
-const char* kStories = "stories260K/stories260K.bin";
+using test::kStories;
 const char* kTiny = "tinystories-656k/config.json";
-const std::vector<int> kStoriesIds = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
-const std::vector<int> kTinyIds = {1, 1063, 279, 1012, 281, 349, 1409, 65, 294};
-const char* kPrompt = "Once upon a time there was a little girl named Lily. She loved to play with her";
+using test::kStoriesIds;
+using test::kTinyIds;
+using test::kPrompt;
 
-std::string ids_arg(const std::vector<int>& ids) {
-  std::string s;
-  for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
-  return s;
-}
+using test::ids_arg;
 
 std::string dir_of(const std::string& config_path) { return config_path.substr(0, config_path.rfind('/')); }
 
-json run_json(const std::string& args) {
+/// test::run_json, and nothing may be written to stderr.
+json run_json_silent(const std::string& args) {
   const test::RunResult r = test::run_cli(args + " --format json");
   INFO("depass " << args << "\nstderr: " << r.err);
   REQUIRE(r.code == 0);
@@ -45,7 +43,7 @@ json run_json(const std::string& args) {
   return json::parse(r.out);
 }
 
-bool close(double a, double b, double rel = 1e-12) { return std::abs(a - b) <= rel * std::max(1.0, std::abs(b)); }
+using test::close;
 
 /// Largest logit id at position (ties: lowest id), as the CLI picks its default target.
 int argmax(const Vector<double>& v) {
@@ -73,7 +71,7 @@ TEST_CASE("depass tokens: JSON equals the in-process Decomposer on both models",
     INFO(path);
     const Model<double>& model = test::cached_model<double>(path);
     for (long position : {-1L, 4L}) {
-      const json doc = run_json("tokens --model " + test::sh(path) + " --ids " + ids_arg(ids) + " --position " +
+      const json doc = run_json_silent("tokens --model " + test::sh(path) + " --ids " + ids_arg(ids) + " --position " +
                                 std::to_string(position) + " --alternatives 3");
       check_common(doc, "depass.tokens/1");
       const long pos = position < 0 ? static_cast<long>(ids.size()) + position : position;
@@ -145,7 +143,7 @@ TEST_CASE("depass tokens on stories260K.gguf (tokenizer read from the file) equa
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
   DEPASS_REQUIRE_MODEL(gguf, "stories260K/stories260K.gguf");
-  const json bin = run_json("tokens --model " + test::sh(stories) + " --prompt " + test::sh(kPrompt));
+  const json bin = run_json_silent("tokens --model " + test::sh(stories) + " --prompt " + test::sh(kPrompt));
   const test::RunResult r = test::run_cli("tokens --model " + test::sh(gguf) + " --prompt " + test::sh(kPrompt) + " --format json");
   if (r.code != 0) {
     WARN("skipping: the GGUF checkpoint does not load here: " << r.err);
@@ -165,7 +163,7 @@ TEST_CASE("depass modules: every layer's attention and MLP score equals module-l
   for (const auto& [path, ids] : {std::make_pair(stories, kStoriesIds), std::make_pair(dir_of(tiny_config), kTinyIds)}) {
     INFO(path);
     const Model<double>& model = test::cached_model<double>(path);
-    const json doc = run_json("modules --model " + test::sh(path) + " --ids " + ids_arg(ids));
+    const json doc = run_json_silent("modules --model " + test::sh(path) + " --ids " + ids_arg(ids));
     check_common(doc, "depass.modules/1");
     const Eigen::Index last = static_cast<Eigen::Index>(ids.size()) - 1;
     const int target = argmax(model.forward(ids).row(last).transpose());
@@ -193,7 +191,7 @@ TEST_CASE("depass heads: the L x H table equals head-level DePass, and --layer s
     INFO(path);
     const Model<double>& model = test::cached_model<double>(path);
     const int L = model.config().n_layers, H = model.config().n_heads;
-    const json doc = run_json("heads --model " + test::sh(path) + " --ids " + ids_arg(ids) + " --position 5");
+    const json doc = run_json_silent("heads --model " + test::sh(path) + " --ids " + ids_arg(ids) + " --position 5");
     check_common(doc, "depass.heads/1");
     CHECK(doc["n_heads"] == H);
     REQUIRE(doc["layers"].size() == static_cast<std::size_t>(L));
@@ -212,7 +210,7 @@ TEST_CASE("depass heads: the L x H table equals head-level DePass, and --layer s
       }
       CHECK(std::abs(total - doc["target"]["logit"].get<double>()) < 1e-9);
     }
-    const json one = run_json("heads --model " + test::sh(path) + " --ids " + ids_arg(ids) + " --position 5 --layer -1");
+    const json one = run_json_silent("heads --model " + test::sh(path) + " --ids " + ids_arg(ids) + " --position 5 --layer -1");
     REQUIRE(one["layers"].size() == 1);
     CHECK(one["layers"][0]["layer"] == L - 1);
     CHECK(one["layers"][0]["heads"] == doc["layers"][static_cast<std::size_t>(L - 1)]["heads"]);
@@ -224,7 +222,7 @@ TEST_CASE("depass neurons: top neurons and all scores equal neuron-level DePass"
   DEPASS_REQUIRE_MODEL(stories, kStories);
   const Model<double>& model = test::cached_model<double>(stories);
   const int I = model.config().hidden_dim;
-  const json doc = run_json("neurons --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --layer 3 --top 7");
+  const json doc = run_json_silent("neurons --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --layer 3 --top 7");
   check_common(doc, "depass.neurons/1");
   const Eigen::Index last = static_cast<Eigen::Index>(kStoriesIds.size()) - 1;
   const int target = doc["target"]["id"].get<int>();
@@ -247,7 +245,7 @@ TEST_CASE("depass neurons: top neurons and all scores equal neuron-level DePass"
   CHECK(std::abs(neuron_scores.sum() + doc["residual_score"].get<double>() + doc["other_score"].get<double>() +
                  doc["bias_score"].get<double>() - doc["target"]["logit"].get<double>()) < 1e-9);
   // Ascending order puts the most negative neuron first.
-  const json asc = run_json("neurons --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --layer 3 --top 1 --order asc");
+  const json asc = run_json_silent("neurons --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) + " --layer 3 --top 1 --order asc");
   CHECK(close(asc["top"][0]["score"].get<double>(), neuron_scores.minCoeff()));
 }
 
@@ -267,7 +265,7 @@ TEST_CASE("depass subspace: bases from .npy files (float32 and float64) equal su
   const std::string f1 = dir.path("b1.npy"), f2 = dir.path("b2.npy");
   output::save_npy(f1, output::NpyArray::from_matrix(b1, output::NpyType::Float32));
   output::save_npy(f2, output::NpyArray::from_matrix(b2));
-  const json doc = run_json("subspace --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) +
+  const json doc = run_json_silent("subspace --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) +
                             " --layer 2 --site mlp --basis " + test::sh(f1) + " --basis " + test::sh(f2));
   check_common(doc, "depass.subspace/1");
   CHECK(doc["layer"] == 2);
@@ -299,7 +297,7 @@ TEST_CASE("depass decode: top tokens of every component equal Decomposition::top
   const Model<double>& model = test::cached_model<double>(stories);
   test::TempDir dir;
   const std::string logits_file = dir.path("logits.npy");
-  const json doc = run_json("decode --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) +
+  const json doc = run_json_silent("decode --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds) +
                             " --init heads --layer 4 --k 4 --logits " + test::sh(logits_file));
   check_common(doc, "depass.decode/1");
   CHECK(doc["init"]["kind"] == "heads");
@@ -327,7 +325,7 @@ TEST_CASE("depass generate --explain: every step's scores + bias sum to that ste
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
   const Model<double>& model = test::cached_model<double>(stories);
-  const json doc = run_json("generate --model " + test::sh(stories) + " --prompt 'Once upon a time' --max-new 8 --explain");
+  const json doc = run_json_silent("generate --model " + test::sh(stories) + " --prompt 'Once upon a time' --max-new 8 --explain");
   CHECK(doc["schema"] == "depass.generate/1");
   const std::size_t P = doc["prompt_length"].get<std::size_t>();
   REQUIRE(doc["steps"].size() == 8);
@@ -359,7 +357,7 @@ TEST_CASE("depass generate --explain: every step's scores + bias sum to that ste
 TEST_CASE("depass generate --explain on TinyStories-656K", "[cli]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(tiny_config, kTiny);
-  const json doc = run_json("generate --model " + test::sh(dir_of(tiny_config)) + " --prompt 'Once upon a time,' --max-new 5 --explain");
+  const json doc = run_json_silent("generate --model " + test::sh(dir_of(tiny_config)) + " --prompt 'Once upon a time,' --max-new 5 --explain");
   REQUIRE(!doc["steps"].empty());
   for (const json& step : doc["steps"]) {
     double total = step["bias_score"].get<double>();
@@ -375,7 +373,7 @@ TEST_CASE("depass neurons, subspace and decode on TinyStories-656K: scores + bia
   const std::string m = "--model " + test::sh(tiny) + " --prompt 'Once upon a time, there was a'";
   auto near = [](double a, double b) { return std::abs(a - b) < 1e-9 * std::max(1.0, std::abs(b)); };
 
-  const json neurons = run_json("neurons " + m + " --layer 1 --top 3");
+  const json neurons = run_json_silent("neurons " + m + " --layer 1 --top 3");
   CHECK(neurons["n_neurons"] == 384);
   double total = neurons["residual_score"].get<double>() + neurons["other_score"].get<double>() + neurons["bias_score"].get<double>();
   for (const json& s : neurons["scores"]) total += s.get<double>();
@@ -385,13 +383,13 @@ TEST_CASE("depass neurons, subspace and decode on TinyStories-656K: scores + bia
   Eigen::MatrixXd basis = Eigen::MatrixXd::Zero(128, 4);
   for (int i = 0; i < 4; ++i) basis(3 * i + 1, i) = 1.0;
   output::save_npy(dir.path("b.npy"), output::NpyArray::from_matrix(basis));
-  const json sub = run_json("subspace " + m + " --layer 1 --site attention --basis " + test::sh(dir.path("b.npy")));
+  const json sub = run_json_silent("subspace " + m + " --layer 1 --site attention --basis " + test::sh(dir.path("b.npy")));
   total = sub["bias_score"].get<double>();
   for (const json& c : sub["components"]) total += c["score"].get<double>();
   CHECK(near(total, sub["target"]["logit"].get<double>()));
 
   for (const std::string init : {"tokens", "modules --layer 0 --site mlp", "neurons --layer 0 --neurons 1,2,3"}) {
-    const json dec = run_json("decode " + m + " --init " + init + " --k 3");
+    const json dec = run_json_silent("decode " + m + " --init " + init + " --k 3");
     INFO(init);
     total = 0;
     for (const json& c : dec["components"]) total += c["score"].get<double>();
@@ -405,7 +403,7 @@ TEST_CASE("depass info: the model summary matches the loaded Config", "[cli]") {
   DEPASS_REQUIRE_MODEL(tiny_config, kTiny);
   for (const std::string& path : {stories, dir_of(tiny_config)}) {
     const Config& c = test::cached_model<double>(path).config();
-    const json doc = run_json("info --model " + test::sh(path));
+    const json doc = run_json_silent("info --model " + test::sh(path));
     CHECK(doc["schema"] == "depass.info/1");
     CHECK(doc["dim"] == c.dim);
     CHECK(doc["n_layers"] == c.n_layers);
@@ -417,8 +415,8 @@ TEST_CASE("depass info: the model summary matches the loaded Config", "[cli]") {
     CHECK(doc["tied_embeddings"] == c.tied_embeddings);
     CHECK(doc["tokenizer"]["vocab_size"] == c.vocab_size);
   }
-  CHECK(run_json("info --model " + test::sh(stories))["parameters"] == 260032);
-  CHECK(run_json("info --model " + test::sh(dir_of(tiny_config)))["format"] == "Hugging Face");
+  CHECK(run_json_silent("info --model " + test::sh(stories))["parameters"] == 260032);
+  CHECK(run_json_silent("info --model " + test::sh(dir_of(tiny_config)))["format"] == "Hugging Face");
 }
 
 TEST_CASE("depass outputs: CSV, NPY, HTML and text carry the JSON's numbers", "[cli]") {
@@ -426,7 +424,7 @@ TEST_CASE("depass outputs: CSV, NPY, HTML and text carry the JSON's numbers", "[
   DEPASS_REQUIRE_MODEL(stories, kStories);
   test::TempDir dir;
   const std::string base = "tokens --model " + test::sh(stories) + " --ids " + ids_arg(kStoriesIds);
-  const json doc = run_json(base);
+  const json doc = run_json_silent(base);
   const std::size_t N = kStoriesIds.size();
 
   // NPY by extension: (N,) float64 scores, bit-identical to the JSON numbers.
@@ -597,7 +595,7 @@ TEST_CASE("depass --help: every command has a help page with an example", "[cli]
 TEST_CASE("depass tokens on GPT-2: scores + position_score + bias_score == logit", "[cli]") {
   const std::string model = test::source_dir() + "/tests/data/families/gpt2";
   const std::vector<int> ids = {406, 40, 83, 120, 7, 260, 33, 91};
-  const json doc = run_json("tokens --model " + test::sh(model) + " --ids " + ids_arg(ids));
+  const json doc = run_json_silent("tokens --model " + test::sh(model) + " --ids " + ids_arg(ids));
   REQUIRE(doc.contains("position_score"));
   double total = doc["bias_score"].get<double>() + doc["position_score"].get<double>();
   for (const json& s : doc["scores"]) total += s.get<double>();

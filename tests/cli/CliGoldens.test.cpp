@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "CliSupport.hpp"
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using nlohmann::json;
@@ -32,11 +33,7 @@ using nlohmann::json;
 
 namespace {
 
-json read_golden(const std::string& name) {
-  std::ifstream in(depass::test::golden_path("options_" + name + ".json"));
-  REQUIRE(in.good());
-  return json::parse(in);
-}
+json read_option_golden(const std::string& name) { return depass::test::read_golden("options_" + name + ".json"); }
 
 const json& golden_case(const json& golden, const std::string& name) {
   for (const json& c : golden.at("cases"))
@@ -49,13 +46,13 @@ std::string family_dir(const json& golden) {
   return depass::test::source_dir() + "/tests/data/" + golden.at("model").get<std::string>();
 }
 
-std::string ids_arg(const json& ids) {
+std::string golden_ids_arg(const json& ids) {
   std::string s;
   for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
   return s;
 }
 
-json run_json(const std::string& args) {
+json run_golden_json(const std::string& args) {
   // One thread unless the test asks for another count (an option given twice is refused).
   const bool threads = args.find("--threads") != std::string::npos;
   const depass::test::RunResult r = depass::test::run_cli(args + " --format json" + (threads ? "" : " --threads 1"));
@@ -94,7 +91,7 @@ void check_tokens_command(const std::string& model, const json& golden, const js
   const json& r = c.at("readouts").at(readout);
   const json& ids = golden.at("prompts").at(0);
   INFO("tokens: " << c.at("name").get<std::string>() << ", readout " << readout << extra);
-  const json doc = run_json("tokens --model " + depass::test::sh(model) + " --ids " + ids_arg(ids) + " --position " +
+  const json doc = run_golden_json("tokens --model " + depass::test::sh(model) + " --ids " + golden_ids_arg(ids) + " --position " +
                             std::to_string(r.at("position").get<int>()) + " --target " +
                             std::to_string(r.at("target").get<int>()) + split_flags(c) + extra);
   const double scale = scale_of(r);
@@ -134,7 +131,7 @@ Eigen::MatrixXd matrix(const json& rows) {
 
 TEST_CASE("CLI goldens: depass tokens (temperature, splits, sink, position, target, chunks, precision)", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json gpt2 = read_golden("gpt2"), qwen2 = read_golden("qwen2"), llama = read_golden("llama");
+  const json gpt2 = read_option_golden("gpt2"), qwen2 = read_option_golden("qwen2"), llama = read_option_golden("llama");
   check_tokens_command(family_dir(gpt2), gpt2, golden_case(gpt2, "tokens softmax T=0.05"), 1);
   check_tokens_command(family_dir(gpt2), gpt2, golden_case(gpt2, "tokens argmax no sink"), 0);
   check_tokens_command(family_dir(gpt2), gpt2, golden_case(gpt2, "tokens chunk 3"), 2);
@@ -144,7 +141,7 @@ TEST_CASE("CLI goldens: depass tokens (temperature, splits, sink, position, targ
 
 TEST_CASE("CLI goldens: depass tokens on stories260K", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("stories260K");
+  const json golden = read_option_golden("stories260K");
   DEPASS_REQUIRE_MODEL(path, golden.at("model").get<std::string>());
   check_tokens_command(path, golden, golden_case(golden, "tokens softmax T=0.1"), 3);
   check_tokens_command(path, golden, golden_case(golden, "tokens chunk 7"), 0);
@@ -152,9 +149,9 @@ TEST_CASE("CLI goldens: depass tokens on stories260K", "[cli][golden]") {
 
 TEST_CASE("CLI goldens: depass modules", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("gpt2");
-  const json doc = run_json("modules --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                            ids_arg(golden.at("prompts").at(0)));
+  const json golden = read_option_golden("gpt2");
+  const json doc = run_golden_json("modules --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            golden_ids_arg(golden.at("prompts").at(0)));
   REQUIRE(doc.at("modules").size() == 4);
   for (const json& entry : doc.at("modules")) {
     const std::string name = "module(" + std::to_string(entry.at("layer").get<int>()) + ", " +
@@ -171,9 +168,9 @@ TEST_CASE("CLI goldens: depass modules", "[cli][golden]") {
 
 TEST_CASE("CLI goldens: depass heads", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("gpt2");
-  const json doc = run_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                            ids_arg(golden.at("prompts").at(0)));
+  const json golden = read_option_golden("gpt2");
+  const json doc = run_golden_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            golden_ids_arg(golden.at("prompts").at(0)));
   REQUIRE(doc.at("layers").size() == 2);
   for (const json& layer : doc.at("layers")) {
     const json& r = golden_case(golden, "heads(" + std::to_string(layer.at("layer").get<int>()) + ")").at("readouts").at(0);
@@ -189,10 +186,10 @@ TEST_CASE("CLI goldens: depass heads", "[cli][golden]") {
 
 TEST_CASE("CLI goldens: depass neurons", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("gpt2");
+  const json golden = read_option_golden("gpt2");
   const json& r = golden_case(golden, "neurons(1, all)").at("readouts").at(0);
-  const json doc = run_json("neurons --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                            ids_arg(golden.at("prompts").at(0)) + " --layer 1 --order abs --top 3");
+  const json doc = run_golden_json("neurons --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            golden_ids_arg(golden.at("prompts").at(0)) + " --layer 1 --order abs --top 3");
   const std::vector<double> expected = r.at("scores");  // residual, neurons 0..I-1, others
   const std::size_t I = expected.size() - 2;
   REQUIRE(doc.at("scores").size() == I);
@@ -212,7 +209,7 @@ TEST_CASE("CLI goldens: depass neurons", "[cli][golden]") {
 
 TEST_CASE("CLI goldens: depass subspace (bases and projections)", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("gpt2");
+  const json golden = read_option_golden("gpt2");
   depass::test::TempDir dir;
   const json& bases = golden_case(golden, "subspace bases before_mlp(1)");
   const json& projections = golden_case(golden, "subspace projections before_attention(1)");
@@ -232,8 +229,8 @@ TEST_CASE("CLI goldens: depass subspace (bases and projections)", "[cli][golden]
   for (const auto& [c, run_flags] : runs) {
     INFO(c->at("name").get<std::string>());
     const json& r = c->at("readouts").at(0);
-    const json doc = run_json("subspace --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                              ids_arg(golden.at("prompts").at(0)) + run_flags);
+    const json doc = run_golden_json("subspace --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                              golden_ids_arg(golden.at("prompts").at(0)) + run_flags);
     const std::vector<double> expected = r.at("scores");  // subspaces..., remainder
     REQUIRE(doc.at("components").size() == expected.size());
     const double scale = scale_of(r);
@@ -245,12 +242,12 @@ TEST_CASE("CLI goldens: depass subspace (bases and projections)", "[cli][golden]
 
 TEST_CASE("CLI goldens: depass decode", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("gpt2");
+  const json golden = read_option_golden("gpt2");
   const json& c = golden_case(golden, "heads(1)");
   const json& r = c.at("readouts").at(0);
   const json& top = c.at("top_tokens");
-  const json doc = run_json("decode --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                            ids_arg(golden.at("prompts").at(0)) + " --init heads --layer 1 --k " +
+  const json doc = run_golden_json("decode --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            golden_ids_arg(golden.at("prompts").at(0)) + " --init heads --layer 1 --k " +
                             std::to_string(top.at("k").get<int>()));
   const std::vector<double> expected = r.at("scores");
   REQUIRE(doc.at("components").size() == expected.size() + 1);  // + bias
@@ -270,7 +267,7 @@ namespace {
 
 void check_generate(const std::string& model, const json& golden) {
   const json& g = golden.at("generate");
-  const json doc = run_json("generate --explain --model " + depass::test::sh(model) + " --prompt " +
+  const json doc = run_golden_json("generate --explain --model " + depass::test::sh(model) + " --prompt " +
                             depass::test::sh(g.at("prompt").get<std::string>()) + " --max-new " + std::to_string(g.at("max_new").get<int>()));
   const std::vector<int> prompt = g.at("ids");
   REQUIRE(doc.at("tokens").size() >= prompt.size());
@@ -296,25 +293,25 @@ void check_generate(const std::string& model, const json& golden) {
 
 TEST_CASE("CLI goldens: depass generate --explain", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json llama = read_golden("llama");
+  const json llama = read_option_golden("llama");
   check_generate(family_dir(llama), llama);
 }
 
 TEST_CASE("CLI goldens: depass generate --explain on stories260K", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("stories260K");
+  const json golden = read_option_golden("stories260K");
   DEPASS_REQUIRE_MODEL(path, golden.at("model").get<std::string>());
   check_generate(path, golden);
 }
 
 TEST_CASE("CLI goldens: --threads 2 and --precision float give the reference's numbers", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json gpt2 = read_golden("gpt2"), llama = read_golden("llama");
+  const json gpt2 = read_option_golden("gpt2"), llama = read_option_golden("llama");
   check_tokens_command(family_dir(gpt2), gpt2, golden_case(gpt2, "tokens softmax T=0.05"), 1, " --threads 2");
   check_tokens_command(family_dir(llama), llama, golden_case(llama, "tokens argmax"), 0, " --threads 2");
-  const json golden = read_golden("gpt2");
-  const json doc = run_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                            ids_arg(golden.at("prompts").at(0)) + " --precision float --threads 2");
+  const json golden = read_option_golden("gpt2");
+  const json doc = run_golden_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            golden_ids_arg(golden.at("prompts").at(0)) + " --precision float --threads 2");
   CHECK(doc.at("precision") == "float");
   REQUIRE(doc.at("layers").size() == 2);
   for (const json& layer : doc.at("layers")) {
@@ -328,11 +325,11 @@ TEST_CASE("CLI goldens: --threads 2 and --precision float give the reference's n
 
 TEST_CASE("CLI goldens: depass heads --chunk-size (chunk residual per layer)", "[cli][golden]") {
   REQUIRE_BUILT_CLI();
-  const json golden = read_golden("gpt2");
+  const json golden = read_option_golden("gpt2");
   const json& c = golden_case(golden, "heads(0) chunk 3");
   const json& r = c.at("readouts").at(0);  // the CLI's defaults: last position, top-1
-  const json doc = run_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
-                            ids_arg(golden.at("prompts").at(0)) + split_flags(c));
+  const json doc = run_golden_json("heads --model " + depass::test::sh(family_dir(golden)) + " --ids " +
+                            golden_ids_arg(golden.at("prompts").at(0)) + split_flags(c));
   const json& layer = doc.at("layers").at(0);
   REQUIRE(layer.at("layer") == 0);
   CHECK(doc.at("target").at("id") == r.at("target"));

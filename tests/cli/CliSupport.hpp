@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -20,6 +22,23 @@
 #endif
 
 namespace depass::test {
+
+/// The model, prompt and string search sentinel most CLI tests use.
+inline const char* const kStories = "stories260K/stories260K.bin";
+inline const char* const kPrompt = "Once upon a time there was a little girl named Lily. She loved to play with her";
+inline constexpr std::size_t npos = std::string::npos;
+
+/// "1,403,407": token ids as --ids takes them.
+inline std::string ids_arg(const std::vector<int>& ids) {
+  std::string s;
+  for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+  return s;
+}
+
+/// |a - b| <= rel * max(1, |b|).
+inline bool close(double a, double b, double rel = 1e-12) {
+  return std::abs(a - b) <= rel * std::max(1.0, std::abs(b));
+}
 
 /// In-process Eigen products single-threaded too (see run_program).
 inline const bool kSingleThreaded = (Eigen::setNbThreads(1), true);
@@ -60,6 +79,14 @@ inline RunResult run_program(const std::string& program, const std::string& args
 
 inline RunResult run_cli(const std::string& args, const std::string& env = "") {
   return run_program(cli_path(), args, env);
+}
+
+/// `depass ARGS --format json`, which must succeed; its standard output parsed.
+inline nlohmann::json run_json(const std::string& args) {
+  const RunResult r = run_cli(args + " --format json");
+  INFO("depass " << args << "\nstderr: " << r.err);
+  REQUIRE(r.code == 0);
+  return nlohmann::json::parse(r.out);
 }
 
 /// RFC 4180 records: quoted fields may hold commas, quotes ("") and line breaks.

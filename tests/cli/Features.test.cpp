@@ -20,6 +20,7 @@
 #include "../../examples/depass/Inputs.hpp"  // the token rule, tested in-process below
 #include "CliSupport.hpp"
 #include "support/Models.hpp"
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
@@ -27,34 +28,25 @@ using nlohmann::json;
 
 namespace {
 
-const char* kStories = "stories260K/stories260K.bin";
-const char* kPrompt = "Once upon a time there was a little girl named Lily. She loved to play with her";
-const std::vector<int> kStoriesIds = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
-const std::vector<int> kTinyIds = {1, 1063, 279, 1012, 281, 349, 1409, 65, 294};
-const std::size_t npos = std::string::npos;
+using test::kStories;
+using test::kPrompt;
+using test::kStoriesIds;
+using test::kTinyIds;
+using test::npos;
 
-std::string ids_arg(const std::vector<int>& ids) {
-  std::string s;
-  for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
-  return s;
-}
+using test::ids_arg;
 
 std::string tiny_dir() { return test::model_dir() + "/tinystories-656k"; }
 std::string gpt2_dir() { return test::source_dir() + "/tests/data/families/gpt2"; }
 
-json run_json(const std::string& args) {
-  const test::RunResult r = test::run_cli(args + " --format json");
-  INFO("depass " << args << "\nstderr: " << r.err);
-  REQUIRE(r.code == 0);
-  return json::parse(r.out);
-}
+using test::run_json;
 
 /// Runs `depass ARGS < stdin_file` (a shell does the redirection).
 test::RunResult run_with_stdin(const std::string& args, const std::string& stdin_file) {
   return test::run_program("/bin/sh", "-c " + test::sh(test::sh(test::cli_path()) + " " + args + " < " + test::sh(stdin_file)));
 }
 
-bool close(double a, double b, double rel = 1e-12) { return std::abs(a - b) <= rel * std::max(1.0, std::abs(b)); }
+using test::close;
 
 std::vector<double> numbers(const json& list) {
   std::vector<double> v;

@@ -20,9 +20,9 @@ using nlohmann::json;
 
 namespace {
 
-const char* kStories = "stories260K/stories260K.bin";
+using test::kStories;
 const char* kIds = "1,403,407,261,378,432,383,286,261,376,298,315";
-const std::size_t npos = std::string::npos;
+using test::npos;
 
 /// `text` without ANSI escape sequences.
 std::string strip_ansi(const std::string& text) {

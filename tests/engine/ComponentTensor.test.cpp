@@ -4,10 +4,12 @@
 #include <catch2/catch.hpp>
 #include <depass/ComponentTensor.hpp>
 
+#include "support/TestSupport.hpp"
+
 using namespace depass;
 
 TEMPLATE_TEST_CASE("ComponentTensor sums its components, optionally from each one's first position",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   // 3 components over 4 positions x 2 features; component m holds (m+1) * (10 p + j + 1).
   ComponentTensor<TestType> C(3, 4, 2);
   for (Eigen::Index m = 0; m < 3; ++m)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/Models.hpp"
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
@@ -25,8 +26,8 @@ double lossless_tolerance() {
   return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
-const std::vector<int> kStoriesIds = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
-const std::vector<int> kTinyIds = {1, 1063, 279, 1012, 281, 349, 1409, 65, 294};
+using test::kStoriesIds;
+using test::kTinyIds;
 
 template <typename Scalar>
 std::vector<Initialisation<Scalar>> every_initialisation(const Config& cfg) {
@@ -88,22 +89,18 @@ void check_lossless(const Model<Scalar>& model, const std::vector<int>& ids) {
   }
 }
 
-nlohmann::json read_golden(const std::string& name) {
-  std::ifstream in(test::golden_path(name));
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
-}
+using test::read_golden;
 
 }  // namespace
 
 TEMPLATE_TEST_CASE("DePass is lossless on stories260K for every initialisation and split", "[engine]",
-                   float, double) {
+                   DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   check_lossless(test::cached_model<TestType>(path), kStoriesIds);
 }
 
 TEMPLATE_TEST_CASE("DePass is lossless on TinyStories-656K for every initialisation and split",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "tinystories-656k/model.safetensors");
   check_lossless(test::cached_model<TestType>(test::model_dir() + "/tinystories-656k"), kTinyIds);
 }
@@ -157,7 +154,7 @@ TEST_CASE("Token-level scores match the PyTorch reference (double)", "[engine][g
   }
 }
 
-TEMPLATE_TEST_CASE("Token components respect causality", "[engine]", float, double) {
+TEMPLATE_TEST_CASE("Token components respect causality", "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   const Decomposition<TestType> result = Decomposer<TestType>(model).run(kStoriesIds, Initialisation<TestType>::tokens());
@@ -176,7 +173,7 @@ TEMPLATE_TEST_CASE("Token components respect causality", "[engine]", float, doub
         16 * eps * result.state().row(0).cwiseAbs().maxCoeff());
 }
 
-TEMPLATE_TEST_CASE("Head components equal what ablating each head removes", "[engine]", float, double) {
+TEMPLATE_TEST_CASE("Head components equal what ablating each head removes", "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   const int layer = 2;
@@ -211,7 +208,7 @@ TEMPLATE_TEST_CASE("Head components equal what ablating each head removes", "[en
   }
 }
 
-TEMPLATE_TEST_CASE("Neuron components equal what ablating each neuron removes", "[engine]", float, double) {
+TEMPLATE_TEST_CASE("Neuron components equal what ablating each neuron removes", "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   const int layer = 1;
@@ -245,7 +242,7 @@ TEMPLATE_TEST_CASE("Neuron components equal what ablating each neuron removes", 
 }
 
 TEMPLATE_TEST_CASE("Module split: residual and block output at the boundary after the block", "[engine]",
-                   float, double) {
+                   DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   Matrix<TestType> out;
@@ -270,7 +267,7 @@ TEMPLATE_TEST_CASE("Module split: residual and block output at the boundary afte
   CHECK(result.components().component(2).cwiseAbs().maxCoeff() == 0);
 }
 
-TEMPLATE_TEST_CASE("Subspace components are projections of the state", "[engine]", float, double) {
+TEMPLATE_TEST_CASE("Subspace components are projections of the state", "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   const Config& cfg = model.config();
@@ -296,7 +293,7 @@ TEMPLATE_TEST_CASE("Subspace components are projections of the state", "[engine]
   CHECK(result.labels() == std::vector<std::string>{"subspace 0", "remainder", "bias"});
 }
 
-TEMPLATE_TEST_CASE("Two equal halves stay equal halves to the logits", "[engine]", float, double) {
+TEMPLATE_TEST_CASE("Two equal halves stay equal halves to the logits", "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   Matrix<TestType> x = model.embed(kStoriesIds);
@@ -317,7 +314,7 @@ TEMPLATE_TEST_CASE("Two equal halves stay equal halves to the logits", "[engine]
 }
 
 TEMPLATE_TEST_CASE("Chunked runs: a chunk holding everything agrees, a small budget stays lossless",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   Decomposer<TestType> decomposer(model);
@@ -478,14 +475,14 @@ void check_fast_equals_straightforward(const Model<Scalar>& model, const std::ve
   Eigen::setNbThreads(0);
 }
 
-TEMPLATE_TEST_CASE("The fast engine equals the straightforward dense one", "[engine]", float, double) {
+TEMPLATE_TEST_CASE("The fast engine equals the straightforward dense one", "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const std::vector<int> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338};
   check_fast_equals_straightforward(test::cached_model<TestType>(path), ids);
 }
 
 TEMPLATE_TEST_CASE("The fast engine equals the straightforward one with biases, LayerNorm and GQA",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   // Random-weight checkpoints of tests/data/families: Qwen2 (biases), GPT-2 (LayerNorm,
   // learned positions, GELU), Mistral (GQA, head_dim).
   for (const char* family : {"qwen2", "gpt2", "mistral"}) {

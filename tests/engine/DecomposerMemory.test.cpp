@@ -28,7 +28,7 @@ void check_same_scores(const Decomposition<Scalar>& a, const Decomposition<Scala
 }  // namespace
 
 TEMPLATE_TEST_CASE("keep_positions: the kept positions read as in a full run, the others are refused",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Decomposer<TestType> decomposer(test::cached_model<TestType>(path));
   const Eigen::Index N = static_cast<Eigen::Index>(kIds.size());
@@ -61,7 +61,7 @@ TEMPLATE_TEST_CASE("keep_positions: the kept positions read as in a full run, th
 }
 
 TEMPLATE_TEST_CASE("A chunked run that keeps one position scores it as the run that keeps all",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Decomposer<TestType> decomposer(test::cached_model<TestType>(path));
   const Eigen::Index last = static_cast<Eigen::Index>(kIds.size()) - 1;
@@ -81,7 +81,7 @@ TEMPLATE_TEST_CASE("A chunked run that keeps one position scores it as the run t
 }
 
 TEMPLATE_TEST_CASE("A memory budget picks the largest chunk that fits, and refuses one that cannot fit",
-                   "[engine]", float, double) {
+                   "[engine]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Decomposer<TestType> decomposer(test::cached_model<TestType>(path));
   const Eigen::Index N = static_cast<Eigen::Index>(kIds.size()), K = N;  // one component per token

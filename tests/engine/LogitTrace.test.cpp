@@ -15,14 +15,15 @@
 #include <vector>
 
 #include "support/Models.hpp"
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
 
 namespace {
 
-const std::vector<int> kStoriesIds = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
-const std::vector<int> kTinyIds = {1, 1063, 279, 1012, 281, 349, 1409, 65, 294};
+using test::kStoriesIds;
+using test::kTinyIds;
 const std::vector<int> kGpt2Ids = {406, 40, 83, 120, 7, 260, 33, 91};
 
 template <typename Scalar>
@@ -108,7 +109,7 @@ void check_trace(const Model<Scalar>& model, const std::vector<int>& ids, const 
 }  // namespace
 
 TEMPLATE_TEST_CASE("LogitTrace: token-level traces sum to the real logit lens at every boundary (stories260K, TinyStories)",
-                   "[engine][trace]", float, double) {
+                   "[engine][trace]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(stories, "stories260K/stories260K.bin");
   DEPASS_REQUIRE_MODEL(tiny, "tinystories-656k/model.safetensors");
   const Model<TestType>& s = test::cached_model<TestType>(stories);
@@ -119,14 +120,14 @@ TEMPLATE_TEST_CASE("LogitTrace: token-level traces sum to the real logit lens at
   check_trace(t, kTinyIds, Initialisation<TestType>::tokens(), 0, 8, 313);
 }
 
-TEMPLATE_TEST_CASE("LogitTrace: head and module runs start at their layer's boundary", "[engine][trace]", float, double) {
+TEMPLATE_TEST_CASE("LogitTrace: head and module runs start at their layer's boundary", "[engine][trace]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(stories, "stories260K/stories260K.bin");
   const Model<TestType>& s = test::cached_model<TestType>(stories);
   check_trace(s, kStoriesIds, Initialisation<TestType>::heads(2), 5, 11, -1);
   check_trace(s, kStoriesIds, Initialisation<TestType>::module_output(3, Site::Mlp), 8, 9, 267);
 }
 
-TEMPLATE_TEST_CASE("LogitTrace: LayerNorm with offsets and learned positions (GPT-2 family)", "[engine][trace]", float, double) {
+TEMPLATE_TEST_CASE("LogitTrace: LayerNorm with offsets and learned positions (GPT-2 family)", "[engine][trace]", DEPASS_TEST_SCALARS) {
   const Model<TestType> model(io::load_checkpoint<TestType>(test::source_dir() + "/tests/data/families/gpt2"));
   REQUIRE(model.config().norm == NormKind::LayerNorm);
   REQUIRE(model.weights().final_norm_bias.size() > 0);

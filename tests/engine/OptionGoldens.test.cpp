@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
@@ -25,11 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-json read_golden(const std::string& name) {
-  std::ifstream in(test::golden_path(name));
-  REQUIRE(in.good());
-  return json::parse(in);
-}
+using test::read_golden;
 
 /// "output", "before_attention L" or "before_mlp L", as the golden files write them.
 Boundary parse_boundary(const std::string& text) {
@@ -239,36 +236,36 @@ void check_golden_file(const std::string& name) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Option goldens: Llama (every initialisation, chunks, boundaries)", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: Llama (every initialisation, chunks, boundaries)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("llama");
 }
-TEMPLATE_TEST_CASE("Option goldens: Llama 3 RoPE scaling", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: Llama 3 RoPE scaling", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("llama3");
 }
-TEMPLATE_TEST_CASE("Option goldens: linear RoPE scaling", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: linear RoPE scaling", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("llama_linear");
 }
-TEMPLATE_TEST_CASE("Option goldens: Llama F16 weights", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: Llama F16 weights", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("llama_f16");
 }
-TEMPLATE_TEST_CASE("Option goldens: Mistral (every initialisation)", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: Mistral (every initialisation)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("mistral");
 }
-TEMPLATE_TEST_CASE("Option goldens: Qwen2 biases (every initialisation, chunks)", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: Qwen2 biases (every initialisation, chunks)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("qwen2");
 }
-TEMPLATE_TEST_CASE("Option goldens: Qwen2 untied", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: Qwen2 untied", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("qwen2_untied");
 }
-TEMPLATE_TEST_CASE("Option goldens: GPT-2 (every initialisation, chunks)", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: GPT-2 (every initialisation, chunks)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("gpt2");
 }
-TEMPLATE_TEST_CASE("Option goldens: GPT-2 without prefix", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: GPT-2 without prefix", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("gpt2_noprefix");
 }
-TEMPLATE_TEST_CASE("Option goldens: stories260K (every initialisation, chunks)", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: stories260K (every initialisation, chunks)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("stories260K");
 }
-TEMPLATE_TEST_CASE("Option goldens: TinyStories-656K (every initialisation)", "[engine][golden]", float, double) {
+TEMPLATE_TEST_CASE("Option goldens: TinyStories-656K (every initialisation)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("tinystories656k");
 }

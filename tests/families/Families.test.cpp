@@ -84,12 +84,12 @@ void check_family_lossless(const std::string& name) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Every family's logits match the PyTorch reference", "[families][golden]", float, double) {
+TEMPLATE_TEST_CASE("Every family's logits match the PyTorch reference", "[families][golden]", DEPASS_TEST_SCALARS) {
   for (const std::string& name : kFamilies) check_family_logits<TestType>(name);
 }
 
 TEMPLATE_TEST_CASE("Token-level DePass is lossless on every family, bias component included", "[families]",
-                   float, double) {
+                   DEPASS_TEST_SCALARS) {
   for (const std::string& name : kFamilies) check_family_lossless<TestType>(name);
 }
 

@@ -65,11 +65,11 @@ void check_model_golden(const std::string& name) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Gradients match PyTorch autograd on every family", "[gradients][golden]", float, double) {
+TEMPLATE_TEST_CASE("Gradients match PyTorch autograd on every family", "[gradients][golden]", DEPASS_TEST_SCALARS) {
   for (const std::string& name : test::gradient_families()) check_model_golden<TestType>(name);
 }
 
-TEMPLATE_TEST_CASE("Gradients match PyTorch autograd on stories260K", "[gradients][golden][model]", float, double) {
+TEMPLATE_TEST_CASE("Gradients match PyTorch autograd on stories260K", "[gradients][golden][model]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   check_model_golden<TestType>("stories260K");
 }
@@ -113,7 +113,7 @@ TEST_CASE("Gradients agree with central finite differences (double)", "[gradient
   }
 }
 
-TEMPLATE_TEST_CASE("A batch of sequences gives each sequence's own gradients", "[gradients]", float, double) {
+TEMPLATE_TEST_CASE("A batch of sequences gives each sequence's own gradients", "[gradients]", DEPASS_TEST_SCALARS) {
   const nlohmann::json golden = test::read_gradient_golden("llama3");
   const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
   const std::vector<int> a = golden["ids"];

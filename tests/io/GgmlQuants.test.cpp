@@ -24,7 +24,7 @@ namespace g = depass::test::gguf;
 
 namespace {
 
-const json& golden() {
+const json& quants_golden() {
   static const json j = [] {
     std::ifstream in(golden_path("ggml_quants.json"));
     REQUIRE(in.good());
@@ -33,12 +33,6 @@ const json& golden() {
   return j;
 }
 
-std::string from_hex(const std::string& hex) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
 
 std::vector<float> floats(const json& values) {
   std::vector<float> out;
@@ -71,8 +65,8 @@ long first_difference(const std::vector<float>& a, const std::vector<float>& b) 
 
 TEST_CASE("ggml quants: every decoder matches the Python reference bit for bit",
           "[io][gguf][quant]") {
-  REQUIRE(golden()["types"].size() == 13);
-  for (const auto& item : golden()["types"].items()) {
+  REQUIRE(quants_golden()["types"].size() == 13);
+  for (const auto& item : quants_golden()["types"].items()) {
     const json& t = item.value();
     const std::uint32_t type = t["type"];
     const std::size_t block = t["block_elements"], bytes = t["block_bytes"];
@@ -93,7 +87,7 @@ TEST_CASE("ggml quants: every decoder matches the Python reference bit for bit",
 }
 
 TEST_CASE("ggml quants: GgufFile reads every type as float and double", "[io][gguf][quant]") {
-  for (const auto& item : golden()["types"].items()) {
+  for (const auto& item : quants_golden()["types"].items()) {
     const json& t = item.value();
     const std::size_t block = t["block_elements"];
     INFO(item.key());
@@ -125,7 +119,7 @@ TEST_CASE("ggml quants: GgufFile reads every type as float and double", "[io][gg
 
 TEST_CASE("ggml quants: a NaN or infinite scale is refused naming the tensor, block and scale",
           "[io][gguf][quant][hostile]") {
-  for (const auto& item : golden()["types"].items()) {
+  for (const auto& item : quants_golden()["types"].items()) {
     const json& t = item.value();
     const std::size_t block = t["block_elements"], bytes = t["block_bytes"];
     const std::string blocks = from_hex(t["source_hex"]);  // 512 values
@@ -188,12 +182,12 @@ g::File tiled_llama(const std::string& type_name) {
       tensor.data = g::f32_data(v);
     }
   }
-  const json& tiles = golden()["source"];
+  const json& tiles = quants_golden()["source"];
   const std::vector<float> a = floats(tiles[0]), b = floats(tiles[1]);
   std::string quant_a, quant_b;
   std::uint32_t type = g::T_F32;
   if (!type_name.empty()) {
-    const json& t = golden()["types"][type_name];
+    const json& t = quants_golden()["types"][type_name];
     type = t["type"];
     const std::string q = from_hex(t["source_hex"]);
     quant_a = q.substr(0, q.size() / 2);
@@ -222,13 +216,13 @@ TEST_CASE("ggml quants: a model quantised to every type loads, equals the refere
   const Model<double> f32_model{Checkpoint<double>(reference)};
   const std::vector<int> ids = {1, 5, 9, 3, 14, 2, 7, 11};
   const Matrix<double> f32_logits = f32_model.forward(ids);
-  for (const auto& item : golden()["types"].items()) {
+  for (const auto& item : quants_golden()["types"].items()) {
     INFO(item.key());
     const Checkpoint<double> ck =
         io::load_gguf<double>(dir.write(item.key() + ".gguf", tiled_llama(item.key()).build()));
     // Weight for weight: the reference dequantisation of the tile each row came from.
     const std::vector<float> values = floats(item.value()["source_values"]);
-    const float tile_a_first = floats(golden()["source"][0])[0];
+    const float tile_a_first = floats(quants_golden()["source"][0])[0];
     auto matches = [&](const RowMatrix<double>& w, const RowMatrix<double>& w_f32) {
       bool equal = true;
       for (Eigen::Index chunk = 0; chunk < w.size() / 256; ++chunk) {

@@ -137,7 +137,7 @@ TEST_CASE("gguf: stories260K.gguf has the configuration of stories260K.bin", "[i
 }
 
 TEMPLATE_TEST_CASE("gguf: every weight of stories260K.gguf equals stories260K.bin's bit for bit",
-                   "[io][gguf]", float, double) {
+                   "[io][gguf]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(gguf, "stories260K/stories260K.gguf");
   DEPASS_REQUIRE_MODEL(bin, "stories260K/stories260K.bin");
   const Checkpoint<TestType> a = io::load_gguf<TestType>(gguf);
@@ -172,7 +172,7 @@ TEMPLATE_TEST_CASE("gguf: every weight of stories260K.gguf equals stories260K.bi
 }
 
 TEMPLATE_TEST_CASE("gguf: stories260K logits are bit-for-bit those of stories260K.bin",
-                   "[io][gguf]", float, double) {
+                   "[io][gguf]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(gguf, "stories260K/stories260K.gguf");
   DEPASS_REQUIRE_MODEL(bin, "stories260K/stories260K.bin");
   DEPASS_REQUIRE_MODEL(tok, "stories260K/tok512.bin");

@@ -58,12 +58,6 @@ Agreement compare(const Model<Scalar>& model, const Model<Scalar>& f32, int step
   return a;
 }
 
-std::string from_hex(const std::string& hex) {
-  std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
 
 }  // namespace
 

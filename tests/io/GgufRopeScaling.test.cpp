@@ -21,7 +21,7 @@ namespace g = depass::test::gguf;
 
 namespace {
 
-const json& golden() {
+const json& rope_golden() {
   static const json j = [] {
     std::ifstream in(golden_path("gguf_rope_scaling.json"));
     REQUIRE(in.good());
@@ -32,7 +32,7 @@ const json& golden() {
 
 const Checkpoint<float>& llama3_checkpoint() {
   static const Checkpoint<float> ck =
-      io::load_huggingface<float>(source_dir() + "/tests/data/" + golden()["model"].get<std::string>());
+      io::load_huggingface<float>(source_dir() + "/tests/data/" + rope_golden()["model"].get<std::string>());
   return ck;
 }
 
@@ -46,10 +46,10 @@ g::File with_rope(double theta, const std::vector<float>& rope_freqs) {
 }
 
 double max_error(const Model<double>& model, const json& expected) {
-  const std::vector<int> ids = golden()["ids"];
+  const std::vector<int> ids = rope_golden()["ids"];
   const Matrix<double> logits = model.forward(ids);
   double worst = 0;
-  const std::vector<int> positions = golden()["positions"];
+  const std::vector<int> positions = rope_golden()["positions"];
   for (std::size_t p = 0; p < positions.size(); ++p)
     for (std::size_t t = 0; t < expected[p].size(); ++t)
       worst = std::max(worst, std::abs(logits(positions[p], static_cast<Eigen::Index>(t)) -
@@ -61,7 +61,7 @@ double max_error(const Model<double>& model, const json& expected) {
 
 TEST_CASE("gguf: rope_freqs.weight becomes llama3 scaling matching the reference logits",
           "[io][gguf][rope]") {
-  for (const json& c : golden()["cases"]) {
+  for (const json& c : rope_golden()["cases"]) {
     if (!c.contains("rope_freqs")) continue;
     INFO(c["name"].get<std::string>());
     TempDir dir;
@@ -90,7 +90,7 @@ TEST_CASE("gguf: rope_freqs.weight becomes llama3 scaling matching the reference
 
 TEST_CASE("gguf: linear RoPE scaling from llama.rope.scaling.* and llama.rope.scale_linear",
           "[io][gguf][rope]") {
-  const json& c = golden()["cases"][2];
+  const json& c = rope_golden()["cases"][2];
   REQUIRE(c["name"] == "linear");
   TempDir dir;
   g::File f = with_rope(c["rope_theta"], {});
@@ -112,7 +112,7 @@ TEST_CASE("gguf: linear RoPE scaling from llama.rope.scaling.* and llama.rope.sc
 }
 
 TEST_CASE("gguf: RoPE scaling that depass cannot represent is refused", "[io][gguf][rope][hostile]") {
-  const json& c = golden()["cases"][1];
+  const json& c = rope_golden()["cases"][1];
   const std::vector<float> good = c["rope_freqs"];
   auto error = [&](const g::File& f) {
     TempDir dir;

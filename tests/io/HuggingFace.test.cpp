@@ -197,7 +197,7 @@ void check_all_weights(const Checkpoint<T>& ck, const HfTensors& t) {
 // --- the real model ------------------------------------------------------------------------------
 
 TEMPLATE_TEST_CASE("huggingface: TinyStories-656K loads with its published config", "[io][hf]",
-                   float, double) {
+                   DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(weights, "tinystories-656k/model.safetensors");
   const std::string dir = model_path("tinystories-656k");
   const Checkpoint<TestType> ck = io::load_huggingface<TestType>(dir);

@@ -19,6 +19,14 @@ namespace test {
 
 using nlohmann::json;
 
+/// Bytes from hex text as the golden files write them ("0aff" -> "\x0a\xff").
+inline std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
 // --- error assertions --------------------------------------------------------------------
 
 /// The message of the depass::FormatError that f throws; fails the test otherwise.

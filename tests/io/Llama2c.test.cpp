@@ -107,7 +107,7 @@ TEST_CASE("llama2.c: float and double loads agree exactly", "[io][llama2c]") {
 }
 
 TEMPLATE_TEST_CASE("llama2.c: synthetic file maps every array to the right weight", "[io][llama2c]",
-                   float, double) {
+                   DEPASS_TEST_SCALARS) {
   TempDir dir;
   Llama2cShape s;      // dim 8, hidden 12, 2 layers, 2 heads, 1 kv head, vocab 10, seq 4
   s.vocab_size = -10;  // negative: a separate classifier follows

@@ -46,7 +46,7 @@ const std::vector<int> kIds = {1, 5, 9, 3, 14, 2, 7, 11, 0, 4};
 }  // namespace
 
 TEMPLATE_TEST_CASE("llama2.c v1: loads exactly the weights and logits of the legacy export",
-                   "[io][llama2c]", float, double) {
+                   "[io][llama2c]", DEPASS_TEST_SCALARS) {
   for (const std::string name : {"shared", "unshared"}) {
     INFO(name);
     const Checkpoint<TestType> v0 = io::load_llama2c<TestType>(data(name + "_v0.bin"));
@@ -66,7 +66,7 @@ TEMPLATE_TEST_CASE("llama2.c v1: loads exactly the weights and logits of the leg
 }
 
 TEMPLATE_TEST_CASE("llama2.c v2: int8 weights are within half a quantisation step of the legacy export",
-                   "[io][llama2c]", float, double) {
+                   "[io][llama2c]", DEPASS_TEST_SCALARS) {
   for (const std::string name : {"shared", "unshared"}) {
     INFO(name);
     const Checkpoint<TestType> v0 = io::load_llama2c<TestType>(data(name + "_v0.bin"));

@@ -100,7 +100,7 @@ TEST_CASE("safetensors: bf16_to_float is the top half of a float", "[io][safeten
 }
 
 TEMPLATE_TEST_CASE("safetensors: F16, BF16, F32 and F64 tensors convert exactly",
-                   "[io][safetensors]", float, double) {
+                   "[io][safetensors]", DEPASS_TEST_SCALARS) {
   using T = TestType;
   const double inf = std::numeric_limits<double>::infinity();
   const double nan = std::numeric_limits<double>::quiet_NaN();

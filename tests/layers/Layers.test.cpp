@@ -8,6 +8,8 @@
 
 #include <cmath>
 
+#include "support/TestSupport.hpp"
+
 using namespace depass;
 
 TEMPLATE_TEST_CASE("Frozen norm: the normed parts sum to the normed state (RMSNorm, LayerNorm)", "[layers]", float,
@@ -32,7 +34,7 @@ TEMPLATE_TEST_CASE("Frozen norm: the normed parts sum to the normed state (RMSNo
   }
 }
 
-TEMPLATE_TEST_CASE("Attention mixing equals per-head products with the GQA mapping", "[layers]", float, double) {
+TEMPLATE_TEST_CASE("Attention mixing equals per-head products with the GQA mapping", "[layers]", DEPASS_TEST_SCALARS) {
   using S = TestType;
   Config cfg;
   cfg.dim = 8;

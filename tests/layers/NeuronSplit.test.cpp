@@ -9,9 +9,11 @@
 #include <random>
 #include <vector>
 
+#include "support/TestSupport.hpp"
+
 using namespace depass;
 
-TEMPLATE_TEST_CASE("split_neuron: each rule on a hand-computed case", "[layers]", float, double) {
+TEMPLATE_TEST_CASE("split_neuron: each rule on a hand-computed case", "[layers]", DEPASS_TEST_SCALARS) {
   using S = TestType;
   const S g[4] = {S(0.2), S(0), S(-0.1), S(0.2)};  // member 1 is absent (exactly zero)
   S share[4];
@@ -61,7 +63,7 @@ TEST_CASE("exclude_sink keeps the sink's own position only", "[layers]") {
   CHECK(later.cwiseAbs().sum() == 0);
 }
 
-TEMPLATE_TEST_CASE("The vectorised split kernel equals split_neuron", "[layers][engine]", float, double) {
+TEMPLATE_TEST_CASE("The vectorised split kernel equals split_neuron", "[layers][engine]", DEPASS_TEST_SCALARS) {
   using S = TestType;
   using Kernel = detail::SplitKernel<S>;
   std::mt19937 rng(7);

@@ -13,16 +13,10 @@
 #include "support/TestSupport.hpp"
 
 using namespace depass;
+using test::method_tolerance;
 
 namespace {
 
-/// Relative tolerance for a method's scores: 1e-9 in double, 1e-4 in float (the largest
-/// float error seen is 6e-5, IG from the zero baseline; occlusion and ablation, which
-/// subtract two objective values, 2e-5).
-template <typename Scalar>
-double tolerance(const std::string&) {
-  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
-}
 
 const std::vector<std::pair<std::string, Method>>& kinds() {
   static const std::vector<std::pair<std::string, Method>> k = {
@@ -53,8 +47,8 @@ void check_component_methods(const std::string& name) {
       CHECK(neurons.level == Level::Neurons);
       CHECK(neurons.layer == layer);
       CHECK(heads.labels.size() == static_cast<std::size_t>(heads.scores.size()));
-      CHECK(test::relative_error(by_layer, c["heads"][kind.first]) <= tolerance<Scalar>(kind.first));
-      CHECK(test::relative_error(neurons.scores, c["neurons"][kind.first]) <= tolerance<Scalar>(kind.first));
+      CHECK(test::relative_error(by_layer, c["heads"][kind.first]) <= method_tolerance<Scalar>());
+      CHECK(test::relative_error(neurons.scores, c["neurons"][kind.first]) <= method_tolerance<Scalar>());
     }
   }
 }
@@ -82,12 +76,12 @@ Model<double> linear_downstream_model(bool zero_last_mlp) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Head and neuron methods match the reference on every family", "[methods][golden]", float, double) {
+TEMPLATE_TEST_CASE("Head and neuron methods match the reference on every family", "[methods][golden]", DEPASS_TEST_SCALARS) {
   for (const std::string& name : test::gradient_families()) check_component_methods<TestType>(name);
 }
 
 TEMPLATE_TEST_CASE("Head and neuron methods match the reference on stories260K and TinyStories-656K",
-                   "[methods][golden][model]", float, double) {
+                   "[methods][golden][model]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(stories, "stories260K/stories260K.bin");
   DEPASS_REQUIRE_MODEL(tiny, "tinystories-656k/model.safetensors");
   check_component_methods<TestType>("stories260K");
@@ -123,7 +117,7 @@ TEST_CASE("AtP and DePass equal the exact ablation effect where the rest of the 
   }
 }
 
-TEMPLATE_TEST_CASE("Head and neuron methods refuse bad arguments", "[methods][errors]", float, double) {
+TEMPLATE_TEST_CASE("Head and neuron methods refuse bad arguments", "[methods][errors]", DEPASS_TEST_SCALARS) {
   const nlohmann::json golden = test::read_gradient_golden("llama");
   const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
   const ComponentAttributor<TestType> methods(model);

@@ -14,16 +14,10 @@
 #include "support/TestSupport.hpp"
 
 using namespace depass;
+using test::method_tolerance;
 
 namespace {
 
-/// Relative tolerance for a method's scores: 1e-9 in double, 1e-4 in float (the largest
-/// float error seen is 6e-5, IG from the zero baseline; occlusion and ablation, which
-/// subtract two objective values, 2e-5).
-template <typename Scalar>
-double tolerance(const std::string&) {
-  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
-}
 
 template <typename Scalar>
 void check_ig(const TokenAttributor<Scalar>& methods, const Model<Scalar>& model, const std::vector<int>& ids,
@@ -34,11 +28,11 @@ void check_ig(const TokenAttributor<Scalar>& methods, const Model<Scalar>& model
   if (entry["baseline"] == "ids") options.baseline = model.embed(entry["baseline_ids"].get<std::vector<int>>());
   const Attribution<Scalar> a = methods.integrated_gradients(ids, objective, options);
   INFO("IG " << entry["rule"] << " " << options.steps << " steps, baseline " << entry["baseline"]);
-  CHECK(test::relative_error(a.scores, entry["scores"]) <= tolerance<Scalar>("ig"));
+  CHECK(test::relative_error(a.scores, entry["scores"]) <= method_tolerance<Scalar>());
   const double f_base = entry["baseline_value"], gap = entry["completeness_gap"];
   const double scale = std::max(1.0, std::abs(a.value - f_base));
-  CHECK(std::abs(a.baseline_value - f_base) <= tolerance<Scalar>("ig") * std::max(1.0, std::abs(f_base)));
-  CHECK(std::abs(a.completeness_gap - gap) <= 10 * tolerance<Scalar>("ig") * scale);
+  CHECK(std::abs(a.baseline_value - f_base) <= method_tolerance<Scalar>() * std::max(1.0, std::abs(f_base)));
+  CHECK(std::abs(a.completeness_gap - gap) <= 10 * method_tolerance<Scalar>() * scale);
   CHECK(a.method == Method::IntegratedGradients);
 }
 
@@ -63,7 +57,7 @@ void check_token_methods(const std::string& name) {
       CHECK(a.level == Level::Tokens);
       CHECK(a.objective.target == objective.target);
       CHECK(a.scores.size() == static_cast<Eigen::Index>(ids.size()));
-      CHECK(test::relative_error(a.scores, want[m.first]) <= tolerance<Scalar>(m.first));
+      CHECK(test::relative_error(a.scores, want[m.first]) <= method_tolerance<Scalar>());
     }
     for (const nlohmann::json& entry : want["ig"]) check_ig(methods, model, ids, objective, entry);
   }
@@ -71,19 +65,19 @@ void check_token_methods(const std::string& name) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Token-level methods match the reference on every family", "[methods][golden]", float, double) {
+TEMPLATE_TEST_CASE("Token-level methods match the reference on every family", "[methods][golden]", DEPASS_TEST_SCALARS) {
   for (const std::string& name : test::gradient_families()) check_token_methods<TestType>(name);
 }
 
 TEMPLATE_TEST_CASE("Token-level methods match the reference on stories260K and TinyStories-656K",
-                   "[methods][golden][model]", float, double) {
+                   "[methods][golden][model]", DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(stories, "stories260K/stories260K.bin");
   DEPASS_REQUIRE_MODEL(tiny, "tinystories-656k/model.safetensors");
   check_token_methods<TestType>("stories260K");
   check_token_methods<TestType>("tinystories656k");
 }
 
-TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the steps", "[methods]", float, double) {
+TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the steps", "[methods]", DEPASS_TEST_SCALARS) {
   // A token baseline keeps the path away from the zero state, where RMSNorm is singular:
   // there the integrand is smooth and Gauss-Legendre converges fast.
   const nlohmann::json golden = test::read_gradient_golden("llama");
@@ -107,7 +101,7 @@ TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the step
   }
 }
 
-TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors]", float, double) {
+TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors]", DEPASS_TEST_SCALARS) {
   const nlohmann::json golden = test::read_gradient_golden("llama");
   const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
   const TokenAttributor<TestType> methods(model);
@@ -131,7 +125,7 @@ TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors
   CHECK_THROWS_WITH(methods.rollout({}, Objective::logit(0, 3)), Contains("empty"));
 }
 
-TEMPLATE_TEST_CASE("Token-level DePass shares sum to the logit and to the logit difference", "[methods]", float, double) {
+TEMPLATE_TEST_CASE("Token-level DePass shares sum to the logit and to the logit difference", "[methods]", DEPASS_TEST_SCALARS) {
   for (const std::string name : {"llama", "gpt2"}) {
     const nlohmann::json golden = test::read_gradient_golden(name);
     const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));

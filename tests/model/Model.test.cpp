@@ -58,11 +58,11 @@ void check_logits(const std::string& golden_file) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("stories260K logits match the PyTorch reference", "[model][golden]", float, double) {
+TEMPLATE_TEST_CASE("stories260K logits match the PyTorch reference", "[model][golden]", DEPASS_TEST_SCALARS) {
   check_logits<TestType>("stories260K_logits.json");
 }
 
-TEMPLATE_TEST_CASE("TinyStories-656K logits match the PyTorch reference", "[model][golden]", float, double) {
+TEMPLATE_TEST_CASE("TinyStories-656K logits match the PyTorch reference", "[model][golden]", DEPASS_TEST_SCALARS) {
   check_logits<TestType>("tinystories656k_logits.json");
 }
 
@@ -83,7 +83,7 @@ TEST_CASE("stories260K greedy story from tok512 equals the reference token for t
   CHECK(text.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0) == 0);
 }
 
-TEMPLATE_TEST_CASE("TinyStories-656K greedy continuation equals the reference", "[model][golden]", float, double) {
+TEMPLATE_TEST_CASE("TinyStories-656K greedy continuation equals the reference", "[model][golden]", DEPASS_TEST_SCALARS) {
   const nlohmann::json golden = read_golden("tinystories656k_generate.json");
   DEPASS_REQUIRE_MODEL(config, "tinystories-656k/config.json");
   const std::string dir = test::model_path("tinystories-656k");

@@ -16,13 +16,6 @@ using namespace depass::test::regression;
 namespace {
 
 /// Message of the FormatError that loading tokenizer.json `text` throws; it names the file.
-std::string tokenizer_error(const std::string& text) {
-  TempDir dir;
-  const std::string path = dir.write("tokenizer.json", text);
-  const std::string message = format_error([&] { Tokenizer::from_huggingface(path); });
-  CHECK_THAT(message, Contains(path));
-  return message;
-}
 
 /// A normalizer (or decoder, pre-tokenizer) nested `depth` Sequences deep around `leaf`.
 json nest_sequences(const char* list_key, const json& leaf, int depth) {

@@ -45,13 +45,6 @@ std::string hf_error(const std::string& dtype, const std::string& tensor, std::i
   return message;
 }
 
-std::string tokenizer_error(const std::string& text) {
-  TempDir dir;
-  const std::string path = dir.write("tokenizer.json", text);
-  const std::string message = format_error([&] { Tokenizer::from_huggingface(path); });
-  CHECK_THAT(message, Contains(path));
-  return message;
-}
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <depass/Error.hpp>
+#include <depass/Tokenizer.hpp>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,6 +20,15 @@ namespace test {
 namespace regression {
 
 using nlohmann::json;
+
+/// The FormatError message of loading `text` as a tokenizer.json; it must name the file.
+inline std::string tokenizer_error(const std::string& text) {
+  TempDir dir;
+  const std::string path = dir.write("tokenizer.json", text);
+  const std::string message = format_error([&] { Tokenizer::from_huggingface(path); });
+  CHECK_THAT(message, Catch::Matchers::Contains(path));
+  return message;
+}
 
 /// std::string of n copies of open followed by n copies of close: "[[[...]]]".
 inline std::string nested(std::size_t n, const std::string& open, const std::string& close,

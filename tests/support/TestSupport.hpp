@@ -28,6 +28,16 @@
 
 #include "TestSkip.hpp"
 
+// The Scalar types of every TEMPLATE_TEST_CASE. The sanitizer build defines
+// DEPASS_TEST_DOUBLE_ONLY: float runs the same templates (only Eigen's packet width
+// differs), and compiling each engine test once instead of twice is what keeps
+// `make sanitize` within CI's time (docs/robustness.md). The Release suite tests both.
+#ifdef DEPASS_TEST_DOUBLE_ONLY
+#define DEPASS_TEST_SCALARS double
+#else
+#define DEPASS_TEST_SCALARS float, double
+#endif
+
 // Normally set by tests/CMakeLists.txt; the fallbacks keep the header usable elsewhere.
 #ifndef DEPASS_SOURCE_DIR
 #define DEPASS_SOURCE_DIR "."

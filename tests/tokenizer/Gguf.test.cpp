@@ -61,7 +61,7 @@ void require_error(const g::File& f, const std::string& fragment) {
   REQUIRE_THROWS_WITH(Tokenizer::from_gguf(path), Catch::Contains(path));
 }
 
-std::string random_text(std::mt19937& rng, std::size_t atoms) {
+std::string random_text_with_raw_bytes(std::mt19937& rng, std::size_t atoms) {
   static const std::vector<std::string> pool = {"a",
                                                 "e",
                                                 "t",
@@ -129,7 +129,7 @@ TEST_CASE("gguf tokenizer: stories260K.gguf and tok512.bin agree on random text 
     // U+2581, which SentencePiece reads as a space: tok512, exported with " ", sees it as
     // an unknown character instead, so there the GGUF tokenizer is compared with tok512
     // on the text with spaces (where grouping with stray continuation bytes cannot differ).
-    const std::string text = random_text(rng, 1 + static_cast<std::size_t>(trial % 50));
+    const std::string text = random_text_with_raw_bytes(rng, 1 + static_cast<std::size_t>(trial % 50));
     INFO("text: " << Json(text).dump(-1, ' ', false, Json::error_handler_t::replace));
     if (text.find(kSpace) == std::string::npos) {
       CHECK(a.encode(text) == b.encode(text));
