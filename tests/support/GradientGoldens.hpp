@@ -18,7 +18,6 @@
 
 namespace depass::test {
 
-/// The eight synthetic families (tests/data/families) with gradient goldens.
 /// Relative tolerance for a method's scores against the gradient goldens: 1e-9 in double,
 /// 1e-4 in float (the largest float error seen is 6e-5, IG from the zero baseline;
 /// occlusion and ablation, which subtract two objective values, 2e-5).
@@ -27,6 +26,7 @@ double method_tolerance() {
   return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
+/// The eight synthetic families (tests/data/families) with gradient goldens.
 inline const std::vector<std::string>& gradient_families() {
   static const std::vector<std::string> names = {"llama", "llama3", "llama_f16", "mistral",
                                                  "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix"};
