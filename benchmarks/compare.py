@@ -777,6 +777,12 @@ def main():
     if args.worker == "torch-grad":
         return torch_grad_worker(args)
 
+    if args.write and not [m for m in args.models.split(",") if m]:
+        # The generated section of the file is replaced as a whole: with no model it would
+        # lose every speed and memory row.
+        raise SystemExit("--write %s needs at least one model in --models (got '%s')"
+                         % (args.write, args.models))
+
     t_start = time.time()
 
     def log(msg):
