@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "CliSupport.hpp"
-#include "support/Models.hpp"
 #include "support/Goldens.hpp"
+#include "support/Models.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;

@@ -19,8 +19,8 @@
 
 #include "../../examples/depass/Inputs.hpp"  // the token rule, tested in-process below
 #include "CliSupport.hpp"
-#include "support/Models.hpp"
 #include "support/Goldens.hpp"
+#include "support/Models.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "support/Models.hpp"
 #include "support/Goldens.hpp"
+#include "support/Models.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
