@@ -46,19 +46,12 @@ std::string family_dir(const json& golden) {
   return depass::test::source_dir() + "/tests/data/" + golden.at("model").get<std::string>();
 }
 
-std::string golden_ids_arg(const json& ids) {
-  std::string s;
-  for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
-  return s;
-}
+std::string golden_ids_arg(const json& ids) { return depass::test::ids_arg(ids.get<std::vector<int>>()); }
 
 json run_golden_json(const std::string& args) {
   // One thread unless the test asks for another count (an option given twice is refused).
   const bool threads = args.find("--threads") != std::string::npos;
-  const depass::test::RunResult r = depass::test::run_cli(args + " --format json" + (threads ? "" : " --threads 1"));
-  INFO("depass " << args << "\nstderr: " << r.err);
-  REQUIRE(r.code == 0);
-  return json::parse(r.out);
+  return depass::test::run_json(args + (threads ? "" : " --threads 1"));
 }
 
 /// |actual - expected| within tol relative to scale (the readout's largest magnitude).
