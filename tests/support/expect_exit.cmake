@@ -17,7 +17,11 @@ if(NOT "${_code}" STREQUAL "${EXPECT_CODE}")
   message(FATAL_ERROR "expected exit code ${EXPECT_CODE}, got '${_code}' from ${EXE} \"${TEST_NAME}\" "
                       "(DEPASS_MODEL_DIR=${MODEL_DIR} DEPASS_REQUIRE_MODELS=${REQUIRE_MODELS}); output:\n${_all}")
 endif()
-string(FIND "${_all}" "${EXPECT_TEXT}" _at)
+# Catch wraps its messages at 80 columns, so a long path can be split over lines: compare
+# with all whitespace removed.
+string(REGEX REPLACE "[ \t\r\n]" "" _all_flat "${_all}")
+string(REGEX REPLACE "[ \t\r\n]" "" _text_flat "${EXPECT_TEXT}")
+string(FIND "${_all_flat}" "${_text_flat}" _at)
 if(_at EQUAL -1)
   message(FATAL_ERROR "exit code ${_code} as expected, but the output does not name '${EXPECT_TEXT}':\n${_all}")
 endif()
