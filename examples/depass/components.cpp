@@ -5,6 +5,7 @@
 
 #include "Batch.hpp"
 #include "Commands.hpp"
+#include "Methods.hpp"
 #include "Trace.hpp"
 
 namespace cli {
@@ -30,6 +31,7 @@ const char* kModulesHelp =
 const char* kHeadsHelp =
     "usage: depass heads --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST | --batch FILE.jsonl)\n"
     "                    [--layer L] [--position -1] [--target T] [--contrast T] [--trace]\n"
+    "                    [--method depass|atp|norm|ablation] [--objective logit|logprob] [--mean-ablation]\n"
     "                    [--components FILE.npy] [split options] [output options]\n"
     "\n"
     "Head-level DePass: at each layer (or only --layer L) the attention output is split into\n"
@@ -38,6 +40,9 @@ const char* kHeadsHelp =
     "\n"
     DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
     "  --layer L            only this layer (negative counts from the end)\n"
+    DEPASS_CLI_METHOD_HELP("depass, atp (gradient x activation), norm\n"
+                           "                       (output norm), ablation (exact effect of zeroing the head)")
+    "  --mean-ablation      atp: estimate mean ablation instead of zero ablation\n"
     "  --components FILE    with --layer: write the component tensor (M x N x D) as .npy\n"
     "  --trace              trace each layer's heads over the later boundaries (JSON \"trace\" of\n"
     "                       each layer entry; a chart per layer in HTML; not with chunking)\n"
@@ -52,6 +57,7 @@ const char* kHeadsHelp =
 const char* kNeuronsHelp =
     "usage: depass neurons --model PATH (--prompt TEXT | --prompt-file FILE | --ids LIST | --batch FILE.jsonl)\n"
     "                      [--layer -1] [--top 10] [--order desc|asc|abs] [--position -1] [--target T] [--contrast T]\n"
+    "                      [--method depass|atp|norm|ablation] [--objective logit|logprob] [--mean-ablation]\n"
     "                      [--components FILE.npy] [split options] [output options]\n"
     "\n"
     "Neuron-level DePass: every neuron of the layer's MLP writes a[:,k] * W2[:,k]; each is a\n"
@@ -59,6 +65,9 @@ const char* kNeuronsHelp =
     "\n"
     DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
     "  --layer L            the MLP's layer (default -1, the last)\n"
+    DEPASS_CLI_METHOD_HELP("depass, atp (gradient x activation), norm\n"
+                           "                       (output norm), ablation (exact effect of zeroing the neuron)")
+    "  --mean-ablation      atp: estimate mean ablation instead of zero ablation\n"
     "  --order O            desc: most positive first (default); asc: most negative first;\n"
     "                       abs: largest magnitude first\n"
     "  --components FILE    write the component tensor (M x N x D) as .npy\n"
@@ -145,6 +154,8 @@ json start_document(const char* schema, const Args& args, const depass::Decompos
   doc["tokens"] = tokens_json(l, p.q.ids);
   doc["position"] = p.q.position;
   add_explained(doc, l, p.q, p.logits);
+  doc["method"] = "depass";
+  doc["objective"] = p.q.foil >= 0 ? "contrast" : "logit";
   return doc;
 }
 
@@ -271,9 +282,36 @@ json heads_document(const Args& args, const Loaded<Scalar>& l, const depass::Dec
   return doc;
 }
 
+/// A heads document by a baseline method: the same table, without DePass's residual and
+/// bias components.
+template <typename Scalar>
+json baseline_heads_document(const Args& args, const Loaded<Scalar>& l, const MethodChoice& c, const std::vector<int>& layers,
+                             const Request& r) {
+  const depass::Config& cfg = l.model->config();
+  const Prediction<Scalar> p = predict(r, l);
+  depass::ComponentOptions options;
+  options.mean_ablation = c.mean_ablation;
+  const depass::Attribution<Scalar> a =
+      depass::ComponentAttributor<Scalar>(*l.model).heads(c.first(), p.q.ids, objective_of(p.q, c), options);
+  json doc = method_document<Scalar>(depass::output::schema::kHeads, args);
+  doc["tokens"] = tokens_json(l, p.q.ids);
+  doc["position"] = p.q.position;
+  add_explained(doc, l, p.q, p.logits);
+  add_method_fields(doc, a, c);
+  doc["n_heads"] = cfg.n_heads;
+  doc["layers"] = json::array();
+  for (int layer : layers) {
+    json heads = json::array();
+    for (int h = 0; h < cfg.n_heads; ++h) heads.push_back(static_cast<double>(a.head(layer, h, cfg.n_heads)));
+    doc["layers"].push_back({{"layer", layer}, {"heads", heads}});
+  }
+  return doc;
+}
+
 template <typename Scalar>
 int run_heads(const Args& args) {
   check_output_options(args);
+  const MethodChoice c = method_choice(args, depass::Level::Heads);
   const depass::DecomposeOptions options = decompose_options(args);
   check_trace_options(args, options, args.has("--layer"));
   if (args.has("--components") && !args.has("--layer")) throw UsageError("--components needs a single decomposition: add --layer L");
@@ -286,8 +324,47 @@ int run_heads(const Args& args) {
     for (int i = 0; i < cfg.n_layers; ++i) layers.push_back(i);
   return run_inputs<Scalar>(args, "heads", in, static_cast<long>(layers.size()) * cfg.n_layers,
                             [&](const Request& r, const depass::Hook<Scalar>& hook) {
+                              if (!c.only_depass()) return baseline_heads_document(args, l, c, layers, r);
                               return heads_document(args, l, options, layers, r, hook);
                             });
+}
+
+/// "layer", "n_neurons", "order", the ranked "top" rows and every neuron's "scores".
+inline void add_ranked_neurons(const Args& args, json& doc, int layer, const std::string& order, const std::vector<double>& s) {
+  std::vector<int> rank(s.size());
+  std::iota(rank.begin(), rank.end(), 0);
+  std::stable_sort(rank.begin(), rank.end(), [&](int a, int b) {
+    const double x = s[static_cast<std::size_t>(a)], y = s[static_cast<std::size_t>(b)];
+    if (order == "asc") return x < y;
+    if (order == "abs") return std::abs(x) > std::abs(y);
+    return x > y;
+  });
+  doc["layer"] = layer;
+  doc["n_neurons"] = s.size();
+  doc["order"] = order;
+  doc["top"] = json::array();
+  const std::size_t top = std::min<std::size_t>(top_rows(args), rank.size());
+  for (std::size_t i = 0; i < top; ++i)
+    doc["top"].push_back({{"rank", i + 1}, {"neuron", rank[i]}, {"score", s[static_cast<std::size_t>(rank[i])]}});
+  doc["scores"] = s;
+}
+
+/// A neurons document by a baseline method: the ranking, without DePass's other components.
+template <typename Scalar>
+json baseline_neurons_document(const Args& args, const Loaded<Scalar>& l, const MethodChoice& c, int layer,
+                               const std::string& order, const Request& r) {
+  const Prediction<Scalar> p = predict(r, l);
+  depass::ComponentOptions options;
+  options.mean_ablation = c.mean_ablation;
+  const depass::Attribution<Scalar> a =
+      depass::ComponentAttributor<Scalar>(*l.model).neurons(c.first(), layer, p.q.ids, objective_of(p.q, c), options);
+  json doc = method_document<Scalar>(depass::output::schema::kNeurons, args);
+  doc["tokens"] = tokens_json(l, p.q.ids);
+  doc["position"] = p.q.position;
+  add_explained(doc, l, p.q, p.logits);
+  add_method_fields(doc, a, c);
+  add_ranked_neurons(args, doc, layer, order, std::vector<double>(a.scores.data(), a.scores.data() + a.scores.size()));
+  return doc;
 }
 
 template <typename Scalar>
@@ -300,23 +377,8 @@ json neurons_document(const Args& args, const Loaded<Scalar>& l, const depass::D
   const int I = l.model->config().hidden_dim;
   std::vector<double> s(static_cast<std::size_t>(I));
   for (int k = 0; k < I; ++k) s[static_cast<std::size_t>(k)] = static_cast<double>(scores(1 + k));
-  std::vector<int> rank(static_cast<std::size_t>(I));
-  std::iota(rank.begin(), rank.end(), 0);
-  std::stable_sort(rank.begin(), rank.end(), [&](int a, int b) {
-    const double x = s[static_cast<std::size_t>(a)], y = s[static_cast<std::size_t>(b)];
-    if (order == "asc") return x < y;
-    if (order == "abs") return std::abs(x) > std::abs(y);
-    return x > y;
-  });
   json doc = start_document(depass::output::schema::kNeurons, args, options, l, p);
-  doc["layer"] = layer;
-  doc["n_neurons"] = I;
-  doc["order"] = order;
-  doc["top"] = json::array();
-  const std::size_t top = std::min<std::size_t>(top_rows(args), rank.size());
-  for (std::size_t i = 0; i < top; ++i)
-    doc["top"].push_back({{"rank", i + 1}, {"neuron", rank[i]}, {"score", s[static_cast<std::size_t>(rank[i])]}});
-  doc["scores"] = s;
+  add_ranked_neurons(args, doc, layer, order, s);
   doc["residual_score"] = static_cast<double>(scores(0));
   doc["other_score"] = static_cast<double>(scores(1 + I));
   add_bias(doc, d, scores);
@@ -331,12 +393,14 @@ int run_neurons(const Args& args) {
   const std::string order = args.get("--order", "desc");
   if (order != "desc" && order != "asc" && order != "abs")
     throw UsageError("--order '" + order + "' is unknown (allowed: desc, asc, abs)");
+  const MethodChoice c = method_choice(args, depass::Level::Neurons);
   const depass::DecomposeOptions options = decompose_options(args);
   check_trace_options(args, options, true);
   const Inputs in = read_inputs(args);
   Loaded<Scalar> l = load<Scalar>(args);
   const int layer = resolve_layer(args, "--layer", l.model->config().n_layers, -1);
   return run_inputs<Scalar>(args, "neurons", in, l.model->config().n_layers, [&](const Request& r, const depass::Hook<Scalar>& hook) {
+    if (!c.only_depass()) return baseline_neurons_document(args, l, c, layer, order, r);
     return neurons_document(args, l, options, layer, order, r, hook);
   });
 }
@@ -518,12 +582,12 @@ int command_modules(const Args& args) {
 }
 
 int command_heads(const Args& args) {
-  args.allow_only(join({kCommon, {"--layer", "--components", "--batch", "--trace", "--trace-npy"}}));
+  args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--components", "--batch", "--trace", "--trace-npy"}}));
   return with_precision(args, "double", [&](auto s) { return run_heads<decltype(s)>(args); });
 }
 
 int command_neurons(const Args& args) {
-  args.allow_only(join({kCommon, {"--layer", "--order", "--components", "--batch"}}));
+  args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--order", "--components", "--batch"}}));
   return with_precision(args, "double", [&](auto s) { return run_neurons<decltype(s)>(args); });
 }
 

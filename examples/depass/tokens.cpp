@@ -6,6 +6,7 @@
 
 #include "Batch.hpp"
 #include "Commands.hpp"
+#include "Methods.hpp"
 #include "Trace.hpp"
 
 namespace cli {
@@ -13,15 +14,21 @@ namespace cli {
 const char* kTokensHelp =
     "usage: depass tokens --model PATH [--tokenizer PATH] (--prompt TEXT | --prompt-file FILE | --ids 1,2,3\n"
     "                     | --batch FILE.jsonl) [--position -1] [--target T] [--contrast T]\n"
-    "                     [--alternatives 5] [--trace] [--components FILE.npy] [split options] [output options]\n"
+    "                     [--method depass|M,M,...] [--objective logit|logprob] [--alternatives 5]\n"
+    "                     [--trace] [--components FILE.npy] [split options] [ig options] [output options]\n"
     "\n"
     "Token-level DePass: how much each input token contributes to the logit of the target\n"
     "token at one position (or to logit(target) - logit(contrast)). The scores plus the bias\n"
-    "score sum to the real logit (difference).\n"
+    "score sum to the real logit (difference). --method gives the same table by a baseline\n"
+    "method instead; several methods, comma-separated, are compared side by side (the first\n"
+    "fills the main table; JSON field \"methods\" has every one's scores).\n"
     "\n"
     DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
-    "  --alternatives K     also attribute the K most likely tokens at the position (default 5;\n"
-    "                       the HTML report has a selector for them)\n"
+    DEPASS_CLI_METHOD_HELP("depass, attention-last, attention-mean,\n"
+                           "                       rollout, grad-norm, input-x-grad, ig, occlusion")
+    DEPASS_CLI_IG_HELP
+    "  --alternatives K     also attribute the K most likely tokens at the position (default 5\n"
+    "                       with depass, 0 with a baseline; the HTML report has a selector)\n"
     "  --components FILE    write the full component tensor (M x N x D, float64) at the output\n"
     "                       boundary (final-normed) as .npy; labels go to the JSON (not with\n"
     "                       chunking)\n"
@@ -32,6 +39,8 @@ const char* kTokensHelp =
     "      --prompt \"Once upon a time there was a little girl named Lily. She loved to play with her\"\n"
     "  depass tokens --model models/stories260K/stories260K.bin --prompt \"Once upon a time there was a\" \\\n"
     "      --target \" little\" --contrast \" big\" --trace\n"
+    "  depass tokens --model models/stories260K/stories260K.bin --prompt \"Once upon a time there was a\" \\\n"
+    "      --method depass,ig,input-x-grad,rollout --output compare.html\n"
     "  depass tokens --model models/tinystories-656k --prompt \"Once upon a time,\" --output report.html\n";
 
 const char* kGenerateHelp =
@@ -76,10 +85,83 @@ void add_extra_scores(json& entry, const depass::Decomposition<Scalar>& d, const
     entry["chunk_residual_score"] = static_cast<double>(scores(d.chunk_residual_component()));
 }
 
+/// One method's scores for question q as a tokens entry: the target, one score per input
+/// position and what the method measured. DePass's entry holds its non-token scores too.
+template <typename Scalar>
+json method_entry(const Loaded<Scalar>& l, const MethodChoice& c, depass::Method method, const depass::DecomposeOptions& options,
+                  const Question& q, const depass::Vector<Scalar>& logits) {
+  const depass::TokenAttributor<Scalar> attributor(*l.model);
+  const depass::Objective objective = objective_of(q, c);
+  const depass::Attribution<Scalar> a = method == depass::Method::DePass
+                                            ? attributor.depass(q.ids, objective, options)
+                                            : attributor.run(method, q.ids, objective, ig_options(c, l, q.ids));
+  json e;
+  add_explained(e, l, q, logits);
+  e["scores"] = json::array();
+  for (Eigen::Index m = 0; m < a.scores.size(); ++m) e["scores"].push_back(static_cast<double>(a.scores(m)));
+  for (std::size_t x = 0; x < a.extra_labels.size(); ++x) {
+    const std::string& label = a.extra_labels[x];
+    const std::string key = label == "positions" ? "position_score" : label == "chunk residual" ? "chunk_residual_score" : label + "_score";
+    e[key] = a.extra_scores[x];
+  }
+  add_method_fields(e, a, c);
+  return e;
+}
+
+/// The `alternatives` most likely tokens at the position, best first, without the contrast.
+template <typename Scalar>
+std::vector<int> likely_tokens(const depass::Vector<Scalar>& logits, long alternatives, int foil) {
+  std::vector<int> order(static_cast<std::size_t>(logits.size()));
+  std::iota(order.begin(), order.end(), 0);
+  const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(alternatives), order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                    [&](int a, int b) { return logits(a) > logits(b) || (logits(a) == logits(b) && a < b); });
+  order.resize(k);
+  order.erase(std::remove(order.begin(), order.end(), foil), order.end());
+  return order;
+}
+
+/// With several methods: "methods", every method's entry for the main target (DePass's
+/// reused from the main document when it ran first).
+template <typename Scalar>
+void add_comparison(json& doc, const Loaded<Scalar>& l, const MethodChoice& c, const depass::DecomposeOptions& options,
+                    const Question& q, const depass::Vector<Scalar>& logits, const json& main) {
+  if (c.methods.size() < 2) return;
+  doc["methods"] = json::array();
+  for (depass::Method m : c.methods) {
+    json e = m == c.first() ? main : method_entry(l, c, m, options, q, logits);
+    for (const char* shown : {"target", "contrast", "logit_difference"}) e.erase(shown);  // the main document has them
+    doc["methods"].push_back(e);
+  }
+}
+
+/// A tokens document by a baseline method (the first of --method).
+template <typename Scalar>
+json baseline_tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::DecomposeOptions& options,
+                              long alternatives, const MethodChoice& c, Question q) {
+  const depass::Vector<Scalar> logits = top_logits(*l.model, q.ids, q.position);
+  choose_target(q, logits);
+  json doc = method_document<Scalar>(depass::output::schema::kTokens, args);
+  doc["tokens"] = tokens_json(l, q.ids);
+  doc["position"] = q.position;
+  doc["reachable_positions"] = q.position + 1;
+  const json main = method_entry(l, c, c.first(), options, q, logits);
+  for (auto it = main.begin(); it != main.end(); ++it) doc[it.key()] = it.value();
+  doc["alternatives"] = json::array();
+  for (int t : likely_tokens(logits, alternatives, q.foil)) {
+    Question alt = q;
+    alt.target = t;
+    doc["alternatives"].push_back(method_entry(l, c, c.first(), options, alt, logits));
+  }
+  add_comparison(doc, l, c, options, q, logits, main);
+  return doc;
+}
+
 template <typename Scalar>
 json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::DecomposeOptions& base, long alternatives,
-                     const Request& request, const depass::Hook<Scalar>& progress) {
+                     const MethodChoice& c, const Request& request, const depass::Hook<Scalar>& progress) {
   Question q = resolve(request, l);
+  if (c.first() != depass::Method::DePass) return baseline_tokens_document(args, l, base, alternatives, c, q);
   const long n = static_cast<long>(q.ids.size());
   depass::DecomposeOptions options = base;
   if (!args.has("--components")) keep_only(options, {q.position});
@@ -105,21 +187,17 @@ json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::De
     a["scores"] = json::array();
     for (long m = 0; m < n; ++m) a["scores"].push_back(static_cast<double>(scores(m)));
     add_extra_scores(a, result, scores, n);
+    a["method"] = "depass";
+    a["objective"] = alt.foil >= 0 ? "contrast" : "logit";
     return a;
   };
   const json main = attribution(q.target);
   for (auto it = main.begin(); it != main.end(); ++it) doc[it.key()] = it.value();
   doc["residual_max_abs"] = max_residual(result);
   doc["chunks"] = result.chunk_count();
-
-  std::vector<int> order(static_cast<std::size_t>(logits.size()));
-  std::iota(order.begin(), order.end(), 0);
-  const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(alternatives), order.size());
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
-                    [&](int a, int b) { return logits(a) > logits(b) || (logits(a) == logits(b) && a < b); });
   doc["alternatives"] = json::array();
-  for (std::size_t i = 0; i < k; ++i)
-    if (order[i] != q.foil) doc["alternatives"].push_back(attribution(order[i]));
+  for (int t : likely_tokens(logits, alternatives, q.foil)) doc["alternatives"].push_back(attribution(t));
+  add_comparison(doc, l, c, base, q, logits, main);
 
   if (trace) add_trace(args, doc, *trace, result.labels());
   if (args.has("--components")) {
@@ -135,14 +213,15 @@ json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::De
 template <typename Scalar>
 int run_tokens(const Args& args) {
   check_output_options(args);
-  const long alternatives = args.integer("--alternatives", 5);
+  const MethodChoice c = method_choice(args, depass::Level::Tokens);
+  const long alternatives = args.integer("--alternatives", c.first() == depass::Method::DePass ? 5 : 0);
   if (alternatives < 0) throw UsageError("--alternatives must be >= 0, got " + std::to_string(alternatives));
   const depass::DecomposeOptions options = decompose_options(args);
   check_trace_options(args, options, true);
   const Inputs in = read_inputs(args);
   Loaded<Scalar> l = load<Scalar>(args);
   return run_inputs<Scalar>(args, "tokens", in, l.model->config().n_layers, [&](const Request& r, const depass::Hook<Scalar>& hook) {
-    return tokens_document(args, l, options, alternatives, r, hook);
+    return tokens_document(args, l, options, alternatives, c, r, hook);
   });
 }
 
@@ -295,7 +374,7 @@ int run_explained_generate(const Args& args) {
 }  // namespace
 
 int command_tokens(const Args& args) {
-  args.allow_only(join({kModelOptions, kInputOptions, kSplitOptions, kOutputOptions,
+  args.allow_only(join({kModelOptions, kInputOptions, kSplitOptions, kOutputOptions, kMethodOptions,
                         {"--alternatives", "--components", "--trace", "--trace-npy", "--batch", "--help"}}));
   return with_precision(args, "double", [&](auto s) { return run_tokens<decltype(s)>(args); });
 }

@@ -61,16 +61,29 @@ inline std::string integer(const nlohmann::json& v) { return std::to_string(v.ge
 namespace detail_csv {
 
 /// Positions after the explained one cannot affect it (causal mask): reachable 0, no score.
+/// With several methods ("methods"), one more column per method, "score_<method>".
 inline void tokens_rows(CsvWriter& csv, const nlohmann::json& doc) {
-  csv.row({"component", "position", "token_id", "token_text", "score", "reachable"});
+  const nlohmann::json methods = doc.value("methods", nlohmann::json::array());
+  std::vector<std::string> header = {"component", "position", "token_id", "token_text", "score", "reachable"};
+  for (const auto& m : methods) header.push_back(csv_field("score_" + m["method"].get<std::string>()));
+  csv.row(header);
   const auto& tokens = doc["tokens"];
   const std::size_t reach = doc.value("reachable_positions", tokens.size());
-  for (std::size_t m = 0; m < tokens.size(); ++m)
-    csv.row({csv_field("token " + std::to_string(m)), std::to_string(m), integer(tokens[m]["id"]),
-             text(tokens[m]["text"]), m < reach ? num(doc["scores"][m]) : "", m < reach ? "1" : "0"});
-  if (doc.contains("position_score")) csv.row({"positions", "", "", "", num(doc["position_score"]), ""});
-  csv.row({"bias", "", "", "", num(doc["bias_score"]), ""});
-  if (doc.contains("chunk_residual_score")) csv.row({"chunk residual", "", "", "", num(doc["chunk_residual_score"]), ""});
+  auto extra_row = [&](const char* label, const char* key) {
+    if (!doc.contains(key)) return;
+    std::vector<std::string> r = {label, "", "", "", num(doc[key]), ""};
+    for (const auto& m : methods) r.push_back(m.contains(key) ? num(m[key]) : "");
+    csv.row(r);
+  };
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    std::vector<std::string> r = {csv_field("token " + std::to_string(i)), std::to_string(i), integer(tokens[i]["id"]),
+                                  text(tokens[i]["text"]), i < reach ? num(doc["scores"][i]) : "", i < reach ? "1" : "0"};
+    for (const auto& m : methods) r.push_back(i < reach ? num(m["scores"][i]) : "");
+    csv.row(r);
+  }
+  extra_row("positions", "position_score");
+  extra_row("bias", "bias_score");
+  extra_row("chunk residual", "chunk_residual_score");
 }
 
 /// chunk_residual_score: empty unless the runs were chunked.
@@ -85,9 +98,9 @@ inline void heads_rows(CsvWriter& csv, const nlohmann::json& doc) {
   csv.row({"layer", "component", "head", "score"});
   for (const auto& l : doc["layers"]) {
     const std::string layer = integer(l["layer"]);
-    csv.row({layer, "residual", "", num(l["residual_score"])});
+    if (l.contains("residual_score")) csv.row({layer, "residual", "", num(l["residual_score"])});
     for (std::size_t h = 0; h < l["heads"].size(); ++h) csv.row({layer, "head", std::to_string(h), num(l["heads"][h])});
-    csv.row({layer, "bias", "", num(l["bias_score"])});
+    if (l.contains("bias_score")) csv.row({layer, "bias", "", num(l["bias_score"])});
     if (l.contains("chunk_residual_score")) csv.row({layer, "chunk residual", "", num(l["chunk_residual_score"])});
   }
 }

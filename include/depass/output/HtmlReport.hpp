@@ -324,6 +324,8 @@ inline std::string meta(const nlohmann::json& doc) {
   };
   add("model", "model");
   add("precision", "precision");
+  add("method", "method");
+  add("objective", "objective");
   add("mlp_split", "MLP split");
   add("temperature", "temperature");
   add("bos_sink", "BOS sink");
@@ -351,7 +353,13 @@ inline std::string summary(const nlohmann::json& holder, const nlohmann::json& t
     s += " at position " + std::to_string(position) + ": logit <b>" + fixed(logit, 4) + "</b>, probability " +
          significant(target.at("prob").get<double>());
   }
-  if (entry != nullptr && std::isfinite(total_scores)) {
+  if (entry != nullptr && std::isfinite(total_scores) && !entry->contains("bias_score")) {
+    s += "; sum of scores " + fixed(total_scores, 4);
+    if (entry->contains("value")) s += ", f(x) " + fixed(entry->at("value").get<double>(), 4);
+    if (entry->contains("completeness_gap"))
+      s += ", f(baseline) " + fixed(entry->at("baseline_value").get<double>(), 4) + ", completeness gap " +
+           fixed(entry->at("completeness_gap").get<double>(), 4);
+  } else if (entry != nullptr && std::isfinite(total_scores)) {
     s += "; sum of scores " + fixed(total_scores, 4) + " + bias " + fixed(entry->at("bias_score").get<double>(), 4);
     if (entry->contains("position_score")) s += " + positions " + fixed(entry->at("position_score").get<double>(), 4);
   }
@@ -398,6 +406,18 @@ inline std::string selected_views(const std::vector<std::string>& names, const s
   return body;
 }
 
+/// Several methods on the same prompt: one strip per method, each on its own scale.
+inline std::string methods_strips(const nlohmann::json& doc, std::size_t reach) {
+  std::string out = "<h2>Methods side by side</h2><p>Each row is one method's scores for the same target, coloured on "
+                    "that method's own scale (the methods measure different quantities).</p>";
+  const std::string target = target_text(doc.at("target"));
+  for (const auto& m : doc.at("methods")) {
+    const auto scores = numbers(m.at("scores"));
+    out += "<h3>" + html_escape(m.at("method").get<std::string>()) + "</h3>" + token_strip(doc.at("tokens"), scores, target, reach);
+  }
+  return out;
+}
+
 /// One view for the explained target, then one per alternative candidate.
 inline std::string tokens_body(const nlohmann::json& doc, const HtmlOptions& options) {
   std::vector<std::string> names, views;
@@ -409,7 +429,9 @@ inline std::string tokens_body(const nlohmann::json& doc, const HtmlOptions& opt
                     token_strip(doc.at("tokens"), scores, target_text(target), reach) + "<h2>Strongest contributions</h2>" +
                     ranking(doc.at("tokens"), scores, options.top, reach) + extra);
   };
-  add_view(doc, doc.at("target"), doc.contains("trace") ? trace_chart(doc.at("trace"), doc.at("tokens")) : "");
+  add_view(doc, doc.at("target"),
+           (doc.contains("methods") ? methods_strips(doc, reach) : "") +
+               (doc.contains("trace") ? trace_chart(doc.at("trace"), doc.at("tokens")) : ""));
   for (const auto& alt : doc.value("alternatives", nlohmann::json::array()))
     if (alt.at("target").at("id") != doc.at("target").at("id")) add_view(alt, alt.at("target"), "");
   return selected_views(names, views, "Target token:");
@@ -449,7 +471,7 @@ inline Grid heads_grid(const nlohmann::json& doc) {
   for (const auto& l : doc.at("layers")) {
     g.rows.push_back("layer " + std::to_string(l.at("layer").get<long>()));
     g.values.push_back(numbers(l.at("heads")));
-    g.residual.push_back({l.at("residual_score").get<double>(), l.at("bias_score").get<double>()});
+    if (l.contains("residual_score")) g.residual.push_back({l.at("residual_score").get<double>(), l.at("bias_score").get<double>()});
     if (l.contains("chunk_residual_score"))
       g.chunk_note += " " + g.rows.back() + " " + fixed(l.at("chunk_residual_score").get<double>(), 4) + ";";
     if (l.contains("trace")) g.traces += "<h3>" + html_escape(g.rows.back()) + "</h3>" + trace_chart(l.at("trace"), doc.at("tokens"));
@@ -476,14 +498,26 @@ inline Grid modules_grid(const nlohmann::json& doc) {
   return g;
 }
 
+/// "Each head's output ..." for DePass; a baseline method's name and what it measures.
+inline std::string grid_note(const nlohmann::json& doc, bool heads, bool decomposed) {
+  if (!decomposed)
+    return "<p class=\"note\">Scores by method " + html_escape(doc.at("method").get<std::string>()) +
+           (doc.contains("ablation") ? " (" + html_escape(doc.at("ablation").get<std::string>()) + " ablation)" : "") +
+           " for objective " + html_escape(doc.value("objective", std::string("logit"))) +
+           (doc.contains("value") ? ", f(x) = " + fixed(doc.at("value").get<double>(), 4) : "") + " (docs/methods.md).</p>";
+  return "<p class=\"note\">Each " + std::string(heads ? "head's" : "module's") +
+         " output at its layer, propagated to the logits with frozen attention, norms and neuron splits." +
+         (heads ? " Per layer: residual + heads + bias = the target logit." : "") + "</p>";
+}
+
 inline std::string grid_body(const nlohmann::json& doc, const std::string& kind) {
-  const bool heads = kind == "heads";
-  const Grid g = heads ? heads_grid(doc) : modules_grid(doc);
+  const Grid g = kind == "heads" ? heads_grid(doc) : modules_grid(doc);
+  const bool heads = kind == "heads" && !g.residual.empty();  // a baseline has no residual and bias columns
   const long position = doc.at("position").get<long>();
   std::string body = summary(doc, doc.at("target"), position) + prompt_strip(doc.at("tokens"), position);
   double scale = 0;
   for (const auto& r : g.values) scale = std::max(scale, max_abs(r));
-  body += "<h2>" + std::string(heads ? "Head" : "Module") + " contributions to the target logit</h2>" + legend(scale) +
+  body += "<h2>" + std::string(kind == "heads" ? "Head" : "Module") + (kind != "heads" || heads ? " contributions to the target logit" : " scores") + "</h2>" + legend(scale) +
           "<table class=\"heatmap\"><tr><th></th>";
   for (const auto& c : g.cols) body += "<th>" + html_escape(c) + "</th>";
   if (heads) body += "<th>residual</th><th>bias</th>";
@@ -495,9 +529,7 @@ inline std::string grid_body(const nlohmann::json& doc, const std::string& kind)
     if (heads) body += "<td>" + signed_fixed(g.residual[r][0], 3) + "</td><td>" + signed_fixed(g.residual[r][1], 3) + "</td>";
     body += "</tr>";
   }
-  body += "</table><p class=\"note\">Each " + std::string(heads ? "head's" : "module's") +
-          " output at its layer, propagated to the logits with frozen attention, norms and neuron splits." +
-          (heads ? " Per layer: residual + heads + bias = the target logit." : "") + "</p>";
+  body += "</table>" + grid_note(doc, kind == "heads", kind != "heads" || heads);
   if (!g.chunk_note.empty()) body += "<p class=\"note chunk\">chunk residual (part of each run's sum):" + html_escape(g.chunk_note) + "</p>";
   return body + g.traces;
 }
@@ -516,6 +548,7 @@ inline std::string neurons_body(const nlohmann::json& doc) {
     body += "<tr><td>" + std::to_string(t.at("rank").get<long>()) + "</td><td>" + neuron + "</td>" +
             cell(s, scale, "neuron " + neuron + ": score " + exact_number(s)) + "</tr>";
   }
+  if (!doc.contains("residual_score")) return body + "</table>" + grid_note(doc, false, false);
   return body + "</table><p class=\"note\">residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) +
          ", other neurons " + signed_fixed(doc.at("other_score").get<double>(), 4) + "</p>";
 }

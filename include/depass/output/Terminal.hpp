@@ -226,8 +226,28 @@ inline std::string ranking(const std::vector<std::string>& labels, const std::ve
   return table(header, rows, right);
 }
 
-/// "  bias score +0.000000[, position score ...][, chunk residual ... (K chunks)], completeness residual R".
+/// A baseline method's line: "  method ig (riemann, 100 steps, baseline zero), objective
+/// logit: f(x) 16.695449, f(baseline) 0.000000, completeness gap -2.838511".
+inline std::string method_footer(const nlohmann::json& entry) {
+  std::string s = "  method " + entry.at("method").get<std::string>();
+  if (entry.contains("ig")) {
+    const nlohmann::json& ig = entry.at("ig");
+    s += " (" + ig.at("rule").get<std::string>() + ", " + std::to_string(ig.at("steps").get<long>()) + " steps, baseline " +
+         ig.at("baseline").get<std::string>() + ")";
+  }
+  if (entry.contains("ablation")) s += " (" + entry.at("ablation").get<std::string>() + " ablation)";
+  s += ", objective " + entry.value("objective", std::string("logit"));
+  if (entry.contains("value")) s += ": f(x) " + signed_fixed(entry.at("value").get<double>(), 6);
+  if (entry.contains("baseline_value"))
+    s += ", f(baseline) " + signed_fixed(entry.at("baseline_value").get<double>(), 6) + ", completeness gap " +
+         signed_fixed(entry.at("completeness_gap").get<double>(), 6);
+  return s + "\n";
+}
+
+/// "  bias score +0.000000[, position score ...][, chunk residual ... (K chunks)], completeness residual R";
+/// a baseline method's entry (no bias component) gets method_footer.
 inline std::string footer(const nlohmann::json& doc, const nlohmann::json& entry) {
+  if (!entry.contains("bias_score")) return entry.contains("method") ? method_footer(entry) : "";
   std::string s = "  bias score " + signed_fixed(entry.at("bias_score").get<double>(), 6);
   if (entry.contains("position_score")) s += ", position score " + signed_fixed(entry.at("position_score").get<double>(), 6);
   if (entry.contains("chunk_residual_score")) {
@@ -284,6 +304,36 @@ inline std::string trace_table(const nlohmann::json& trace, const nlohmann::json
   return "  layer trace (logit lens of each component at each boundary):\n" + table(header, rows, right);
 }
 
+/// Several methods side by side: one row per reachable position, one column per method,
+/// each cell coloured on its method's own scale.
+inline std::string methods_table(const nlohmann::json& doc, std::size_t reach, const TerminalOptions& options) {
+  const auto texts = token_texts(doc.at("tokens"));
+  std::vector<std::string> header = {"pos", "token"};
+  std::vector<std::vector<double>> columns;
+  std::vector<double> scales;
+  for (const auto& m : doc.at("methods")) {
+    header.push_back(m.at("method").get<std::string>());
+    columns.push_back(numbers(m.at("scores")));
+    double scale = 0;
+    for (std::size_t i = 0; i < std::min(reach, columns.back().size()); ++i) scale = std::max(scale, std::abs(columns.back()[i]));
+    scales.push_back(scale);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (std::size_t i = 0; i < reach; ++i) {
+    std::vector<std::string> row = {std::to_string(i), "'" + printable(texts[i]) + "'"};
+    for (std::size_t c = 0; c < columns.size(); ++c) {
+      const double v = i < columns[c].size() ? columns[c][i] : 0.0;
+      row.push_back(colourise(signed_fixed(v, 4), diverging_colour(v, scales[c]), options.color));
+    }
+    rows.push_back(row);
+  }
+  std::vector<bool> right(header.size(), true);
+  right[1] = false;
+  std::string out = "  methods side by side (each column on its own scale):\n" + table(header, rows, right);
+  for (const auto& m : doc.at("methods")) out += footer(doc, m);
+  return out;
+}
+
 inline std::string render_tokens(const nlohmann::json& doc, const TerminalOptions& options) {
   const ColorMode mode = options.color;
   const auto texts = token_texts(doc.at("tokens"));
@@ -308,6 +358,7 @@ inline std::string render_tokens(const nlohmann::json& doc, const TerminalOption
     extra.push_back({"'" + printable(texts[i]) + "'"});
   }
   out += ranking(labels, reached, options.top, "pos", {"token"}, extra) + footer(doc, doc);
+  if (doc.contains("methods")) out += methods_table(doc, reach, options);
   if (doc.contains("trace")) out += trace_table(doc.at("trace"), doc.at("tokens"));
   return out;
 }
@@ -354,6 +405,7 @@ inline std::string render_heads(const nlohmann::json& doc, const TerminalOptions
   }
   std::string out = target_line(doc) + heat_grid(rows, cols, values, options.color) + ranking(labels, flat, options.top, "head");
   if (!chunk.empty()) out += "  chunk residual per layer:" + chunk + "\n";
+  if (doc.contains("method") && doc.at("method") != "depass") out += method_footer(doc);
   return out + traces;
 }
 
@@ -370,8 +422,9 @@ inline std::string render_neurons(const nlohmann::json& doc, const TerminalOptio
                     colourise(signed_fixed(s, 4), diverging_colour(s, scale), options.color)});
   }
   out += table({"rank", "neuron", "score"}, rows, {true, true, true});
-  out += "  residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) + ", other neurons " +
-         signed_fixed(doc.at("other_score").get<double>(), 4) + "\n";
+  if (doc.contains("residual_score"))
+    out += "  residual " + signed_fixed(doc.at("residual_score").get<double>(), 4) + ", other neurons " +
+           signed_fixed(doc.at("other_score").get<double>(), 4) + "\n";
   return out + footer(doc, doc);
 }
 
