@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "Json.hpp"
+#include "LineChart.hpp"
 #include "Text.hpp"
 
 namespace depass {
@@ -253,53 +254,22 @@ inline std::vector<TraceSeries> trace_series(const nlohmann::json& trace, const 
 inline std::string trace_chart(const nlohmann::json& trace, const nlohmann::json& tokens, std::size_t top = 6) {
   const std::size_t B = trace.at("scores").size();
   if (B == 0) return "";
-  const std::vector<TraceSeries> series = trace_series(trace, tokens, top);
-  double lo = 0, hi = 0;
-  for (const TraceSeries& sr : series)
-    for (double v : sr.values)
-      if (std::isfinite(v)) {
-        lo = std::min(lo, v);
-        hi = std::max(hi, v);
-      }
-  if (hi - lo < 1e-12) hi = lo + 1;
-  const double W = 760, H = 340, left = 56, right = 210, top_margin = 16, bottom = 64;
-  const double pw = W - left - right, ph = H - top_margin - bottom;
-  auto x = [&](std::size_t b) { return left + (B > 1 ? pw * static_cast<double>(b) / static_cast<double>(B - 1) : pw / 2); };
-  auto y = [&](double v) { return top_margin + ph * (hi - v) / (hi - lo); };
-  auto num = [](double v) { return fixed(v, 1); };
-  auto line = [&](double x1, double y1, double x2, double y2, const std::string& style) {
-    return "<line x1=\"" + num(x1) + "\" y1=\"" + num(y1) + "\" x2=\"" + num(x2) + "\" y2=\"" + num(y2) + "\" " + style + "/>";
-  };
-  std::string svg = "<svg class=\"trace\" width=\"" + num(W) + "\" height=\"" + num(H) + "\" viewBox=\"0 0 " + num(W) + " " +
-                    num(H) + "\" role=\"img\" aria-label=\"layer trace\">";
-  for (int t = 0; t <= 4; ++t) {  // y grid and ticks
-    const double v = lo + (hi - lo) * t / 4.0;
-    svg += line(left, y(v), left + pw, y(v), "stroke=\"#eeeeee\"") + "<text x=\"" + num(left - 6) + "\" y=\"" + num(y(v) + 4) +
-           "\" text-anchor=\"end\">" + fixed(v, 2) + "</text>";
-  }
-  svg += line(left, y(0), left + pw, y(0), "class=\"zero\" stroke=\"#888888\"");
+  LineChart chart;
+  chart.css_class = "trace";
+  chart.aria_label = "layer trace";
+  chart.rotate_x_labels = true;
   const auto& names = trace.at("boundary_names");
-  for (std::size_t b = 0; b < B; ++b)
-    svg += "<text x=\"" + num(x(b)) + "\" y=\"" + num(top_margin + ph + 14) + "\" text-anchor=\"end\" transform=\"rotate(-40 " +
-           num(x(b)) + " " + num(top_margin + ph + 14) + ")\">" + html_escape(boundary_short(names[b].get<std::string>())) + "</text>";
-  for (std::size_t k = 0; k < series.size(); ++k) {
-    const TraceSeries& sr = series[k];
-    const std::string stroke = "stroke=\"" + sr.colour + "\" stroke-width=\"2\"" + (sr.dashed ? " stroke-dasharray=\"6 4\"" : "");
-    std::string points;
-    for (std::size_t b = 0; b < B; ++b) points += (b ? " " : "") + num(x(b)) + "," + num(y(sr.values[b]));
-    svg += "<polyline class=\"series\" data-name=\"" + html_escape(sr.name) + "\" fill=\"none\" " + stroke + " points=\"" + points +
-           "\"/>";
-    for (std::size_t b = 0; b < B; ++b)
-      svg += "<circle cx=\"" + num(x(b)) + "\" cy=\"" + num(y(sr.values[b])) + "\" r=\"2.5\" fill=\"" + sr.colour + "\"><title>" +
-             html_escape(sr.name + " at " + names[b].get<std::string>() + ": " + exact_number(sr.values[b])) + "</title></circle>";
-    const double ly = top_margin + 14.0 * static_cast<double>(k) + 6;
-    svg += line(W - right + 12, ly, W - right + 34, ly, stroke) + "<text x=\"" + num(W - right + 40) + "\" y=\"" + num(ly + 4) +
-           "\">" + html_escape(sr.name) + "</text>";
+  for (std::size_t b = 0; b < B; ++b) {
+    chart.xs.push_back(static_cast<double>(b));
+    chart.x_labels.push_back(boundary_short(names[b].get<std::string>()));
+    chart.x_names.push_back(names[b].get<std::string>());
   }
+  for (const TraceSeries& sr : trace_series(trace, tokens, top)) chart.series.push_back({sr.name, sr.values, sr.colour, sr.dashed});
+  const std::string svg = svg_line_chart(chart);
   return "<h2>Layer trace</h2><p class=\"note\">Each component's logit-lens value for the target at every layer boundary "
          "(\"attn l\" / \"mlp l\": before the attention / MLP of layer l; the final norm's scale frozen from the real state "
          "there). The components sum to the lens logit of the real state, and at the output to the final scores.</p>" +
-         svg + "</svg>";
+         svg;
 }
 
 inline std::string selector(const std::vector<std::string>& options, const std::string& label) {
