@@ -24,6 +24,7 @@ int command_subspace(const Args& args);
 int command_decode(const Args& args);
 int command_tokenize(const Args& args);
 int command_info(const Args& args);
+int command_evaluate(const Args& args);
 
 extern const char* kTokensHelp;
 extern const char* kGenerateHelp;
@@ -34,6 +35,7 @@ extern const char* kSubspaceHelp;
 extern const char* kDecodeHelp;
 extern const char* kTokenizeHelp;
 extern const char* kInfoHelp;
+extern const char* kEvaluateHelp;
 
 /// Runs a templated command body in the precision of --precision (default `fallback`).
 template <typename Function>

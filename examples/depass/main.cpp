@@ -92,6 +92,7 @@ const std::vector<Command>& commands() {
       {"decode", "top tokens of every component", kDecodeHelp, command_decode},
       {"generate", "greedy generation; --explain attributes every new token", kGenerateHelp, command_generate},
       {"tokenize", "token ids and pieces of a text", kTokenizeHelp, command_tokenize},
+      {"evaluate", "faithfulness of attribution methods over a data file", kEvaluateHelp, command_evaluate},
       {"info", "model summary", kInfoHelp, command_info},
   };
   return list;

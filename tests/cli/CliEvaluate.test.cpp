@@ -1,0 +1,232 @@
+// depass evaluate: the protocols over data files, checked by invariants the evaluation code
+// does not share: the sample score recomputed from the probabilities a sample reports (the
+// rule of tools/faithfulness/metrics.py), mean curves recomputed from the samples, the
+// 100% deletion equal to a prediction from BOS alone (a separate `depass tokens` run),
+// masking nothing = the clean probability and masking every head from either end the same
+// run; resuming (also after a torn last line), bad data lines, bad options.
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cli/CliSupport.hpp"
+#include "support/TestSupport.hpp"
+
+using namespace depass::test;
+
+namespace {
+
+std::string evaluate_base(const std::string& data) {
+  return "evaluate --model " + sh(model_path(kStories)) + " --data " + sh(data) + " --no-progress";
+}
+
+std::string stories_data() { return source_dir() + "/data/faithfulness/stories260K.jsonl"; }
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+nlohmann::json read_json_file(const std::string& path) { return nlohmann::json::parse(read_file(path)); }
+
+/// min(100, |p_clean - p| / p_clean * 100): tools/faithfulness/metrics.py's sample score.
+double sample_score(double p_clean, double p) { return std::min(100.0, std::abs(p_clean - p) / p_clean * 100.0); }
+
+}  // namespace
+
+TEST_CASE("depass evaluate --protocol disrupt: samples, curves and areas follow the metric's rules", "[cli][evaluate]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("run");
+  const RunResult r = run_cli(evaluate_base(stories_data()) + " --protocol disrupt --methods depass,occlusion,attention-mean --limit 3 --out " + sh(out));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("disrupt area") != npos);
+  const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(samples.size() == 9);
+  const nlohmann::json results = read_json_file(out + "/results.json");
+  CHECK(results["records"] == 3);
+  CHECK(results["xs"] == nlohmann::json({10, 20, 30, 40, 50, 60, 70, 80, 90, 100}));
+  for (const nlohmann::json& s : samples) {
+    INFO(s.dump());
+    REQUIRE_FALSE(s.contains("error"));
+    const double p_clean = s["p_clean"];
+    for (std::size_t i = 0; i < 10; ++i) {
+      CHECK(close(s["disrupt"][i].get<double>(), sample_score(p_clean, s["disrupt_probability"][i].get<double>()), 1e-12));
+      CHECK(close(s["recover"][i].get<double>(), sample_score(p_clean, s["recover_probability"][i].get<double>()), 1e-12));
+    }
+    // Deleting every candidate leaves BOS alone, and keeping every candidate changes nothing.
+    const nlohmann::json bos = run_json("tokens --model " + sh(model_path(kStories)) + " --ids 1 --target " +
+                                        std::to_string(s["target"].get<int>()) + " --no-progress");
+    CHECK(close(s["disrupt_probability"][9].get<double>(), bos["target"]["prob"].get<double>(), 1e-9));
+    CHECK(close(s["recover_probability"][9].get<double>(), p_clean, 1e-9));
+    CHECK(s.contains("evidence_hit"));  // every record of this file has evidence
+  }
+  // Each method's mean curve and evidence accuracy from its samples; the area by the trapezoid rule.
+  for (const nlohmann::json& m : results["results"]) {
+    INFO(m["method"]);
+    std::vector<double> mean(10, 0.0);
+    long hits = 0;
+    for (const nlohmann::json& s : samples)
+      if (s["method"] == m["method"]) {
+        for (std::size_t i = 0; i < 10; ++i) mean[i] += s["disrupt"][i].get<double>() / 3;
+        hits += s["evidence_hit"].get<bool>() ? 1 : 0;
+      }
+    double area = 0;
+    for (std::size_t i = 0; i + 1 < 10; ++i) area += 10 * (mean[i] + mean[i + 1]) / 2;
+    for (std::size_t i = 0; i < 10; ++i) CHECK(close(m["curves"]["disrupt"]["mean"][i].get<double>(), mean[i], 1e-12));
+    CHECK(close(m["curves"]["disrupt"]["area"].get<double>(), area / 90, 1e-12));
+    CHECK(m["evidence_top1"]["hits"] == hits);
+    CHECK(m["evidence_top1"]["counted"] == 3);
+  }
+  for (const char* file : {"results.csv", "report.html", "disrupt.svg", "recover.svg", "run.json"})
+    CHECK(file_exists(out + "/" + file));
+  CHECK(read_file(out + "/report.html").find("<polyline class=\"series\" data-name=\"occlusion\"") != npos);
+  CHECK(read_file(out + "/disrupt.svg").find("xmlns=\"http://www.w3.org/2000/svg\"") != npos);
+}
+
+TEST_CASE("depass evaluate --resume: saved samples are kept, a torn last line is dropped, settings must match",
+          "[cli][evaluate]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("run");
+  const std::string args = evaluate_base(stories_data()) + " --protocol recover --methods depass,grad-norm --out " + sh(out);
+  REQUIRE(run_cli(args + " --limit 2").code == 0);
+  const std::vector<nlohmann::json> first = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(first.size() == 4);
+  // Without --resume the directory is refused.
+  const RunResult again = run_cli(args + " --limit 2");
+  CHECK(again.code == 2);
+  CHECK(again.err.find("holds a run already") != npos);
+  // An interrupted write, then a resumed, longer run.
+  {
+    std::ofstream torn(out + "/samples.jsonl", std::ios::app);
+    torn << "{\"line\": 99, \"meth";
+  }
+  const RunResult resumed = run_cli(args + " --limit 3 --resume");
+  INFO(resumed.err);
+  REQUIRE(resumed.code == 0);
+  const std::vector<nlohmann::json> all = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(all.size() == 6);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(all[i] == first[i]);  // not recomputed
+  CHECK(read_json_file(out + "/results.json")["results"][0]["samples"] == 3);
+  // Other settings are refused.
+  const RunResult other = run_cli(evaluate_base(stories_data()) + " --protocol recover --methods depass --resume --out " + sh(out));
+  CHECK(other.code == 2);
+  CHECK(other.err.find("--resume: the run in --out was made with methods = [\"depass\",\"grad-norm\"]") != npos);
+}
+
+TEST_CASE("depass evaluate --protocol mask-heads: nothing masked is the clean run, every head masked from either end the same",
+          "[cli][evaluate]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("heads");
+  const RunResult r = run_cli(evaluate_base(stories_data()) + " --protocol mask-heads --methods depass,atp --ks 0,1,4,40 --limit 2 --out " +
+                              sh(out));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(samples.size() == 4);
+  for (const nlohmann::json& s : samples) {
+    CHECK(close(s["top_probability"][0].get<double>(), s["p_clean"].get<double>(), 1e-12));
+    CHECK(close(s["bottom_probability"][0].get<double>(), s["p_clean"].get<double>(), 1e-12));
+    CHECK(close(s["top_probability"][3].get<double>(), s["bottom_probability"][3].get<double>(), 1e-12));  // all 40 heads
+    CHECK(s["top_accuracy"][0] == (s["top1_clean"].get<bool>() ? 1.0 : 0.0));
+  }
+  const nlohmann::json results = read_json_file(out + "/results.json");
+  CHECK(results["xs"] == nlohmann::json({0, 1, 4, 40}));
+  CHECK(results["results"][1]["curves"].contains("bottom_accuracy"));
+}
+
+TEST_CASE("depass evaluate --protocol subspace: a probe trained on half the pronoun records ranks the tokens of the rest",
+          "[cli][evaluate]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("probe");
+  const RunResult r = run_cli("evaluate --model " + sh(model_path(kStories)) + " --data " +
+                              sh(source_dir() + "/data/faithfulness/stories260K_pronoun.jsonl") +
+                              " --no-progress --protocol subspace --methods depass,grad-norm --limit 40 --probe-layer 3 --out " + sh(out));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const nlohmann::json results = read_json_file(out + "/results.json");
+  CHECK(results["probe"]["train_records"] == 20);
+  CHECK(results["probe"]["boundary"] == "before attention 3");
+  CHECK(results["probe"]["train_accuracy"].get<double>() >= 0.9);
+  const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+  CHECK(samples.size() == 40);  // 20 evaluated records x 2 methods
+  for (const nlohmann::json& s : samples) {
+    CHECK(s["line"].get<long>() > 20);  // never a training record
+    CHECK(s.contains("label"));
+  }
+}
+
+TEST_CASE("depass evaluate: bad data lines are reported with their numbers and the run goes on", "[cli][evaluate][errors]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string data = dir.path("data.jsonl");
+  std::ifstream good(stories_data());
+  std::string first;
+  std::getline(good, first);
+  std::ofstream(data) << (first + "\n" +                                   // 1: good
+                            "{\"ids\": [1, 5, 7], \"target\": 3, \"colour\": 1}\n"  // 2: unknown field
+                            "{\"ids\": [1, 99999], \"target\": 3}\n"                // 3: id out of range
+                            "{\"ids\": [1, 5], \"target\": 512}\n"                  // 4: target outside the vocabulary
+                            "{\"prompt\": \"\"}\n"                                  // 5: empty prompt
+                            "not json\n"                                            // 6
+                            "{\"prompt\": \"Once upon a time\", \"target\": 261}\n");  // 7: good, encoded
+
+  const std::string out = dir.path("run");
+  const RunResult r = run_cli(evaluate_base(data) + " --protocol disrupt --methods depass --out " + sh(out));
+  INFO(r.err);
+  CHECK(r.code == 1);
+  for (const char* message : {"line 2: unknown field 'colour'", "line 3: field 'ids' entry 1 = 99999 is out of range",
+                              "line 4: field 'target' = 512 is out of range", "line 5: field 'prompt' is empty", "line 6: not valid JSON"})
+    CHECK(r.err.find(message) != npos);
+  const nlohmann::json results = read_json_file(out + "/results.json");
+  CHECK(results["records"] == 2);
+  CHECK(results["data_errors"].size() == 5);
+  const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(samples.size() == 2);
+  CHECK(samples[1]["line"] == 7);
+}
+
+TEST_CASE("depass evaluate: bad options are refused naming the problem", "[cli][evaluate][errors]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string base = evaluate_base(stories_data()) + " --out " + sh(dir.path("x"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {" --methods depass", "missing required option --protocol"},
+      {" --protocol mask", "--protocol 'mask' is unknown (allowed: disrupt, recover, mask-heads, mask-neurons, subspace)"},
+      {" --protocol disrupt --methods atp", "method 'atp' does not apply to tokens"},
+      {" --protocol mask-heads --methods rollout", "method 'rollout' does not apply to heads"},
+      {" --protocol subspace --methods rollout", "method 'rollout' does not apply to the subspace protocol"},
+      {" --protocol disrupt --ks 1,2", "--ks applies to mask-heads and mask-neurons only"},
+      {" --protocol mask-heads --percents 10", "--percents applies to disrupt, recover and subspace only"},
+      {" --protocol disrupt --percents 0,50", "--percents: 0 is out of range [1, 100]"},
+      {" --protocol disrupt --percents 50,20", "--percents must be strictly increasing"},
+      {" --protocol disrupt --methods depass --steps 5", "--steps applies to --methods with ig only"},
+      {" --protocol mask-neurons --layers 9", "--layers: layer 9 is out of range [0, 5)"},
+      {" --protocol subspace --train-fraction 1", "--train-fraction must be in (0, 1)"},
+      {" --protocol disrupt --limit 0", "--limit must be >= 1"}};
+  for (const auto& bad : cases) {
+    const RunResult r = run_cli(base + bad.first);
+    INFO(bad.first << "\nstderr: " << r.err);
+    CHECK(r.code == 2);
+    CHECK(r.err.find(bad.second) != npos);
+  }
+  const RunResult no_out = run_cli(evaluate_base(stories_data()) + " --protocol disrupt");
+  CHECK(no_out.code == 2);
+  CHECK(no_out.err.find("missing required option --out DIR") != npos);
+}
