@@ -1,6 +1,6 @@
 #pragma once
 // Everything in one include: models, loaders, tokenizers, the DePass engine, gradients and
-// the baseline attribution methods.
+// the baseline attribution methods, the faithfulness protocols.
 
 #include "Boundary.hpp"
 #include "ComponentState.hpp"
@@ -22,5 +22,9 @@
 #include "io/LoadModel.hpp"
 #include "methods/Attribution.hpp"
 #include "methods/ComponentAttributor.hpp"
+#include "methods/ComponentMasking.hpp"
+#include "methods/CurveSummary.hpp"
+#include "methods/FaithfulnessMetrics.hpp"
 #include "methods/Method.hpp"
 #include "methods/TokenAttributor.hpp"
+#include "methods/TokenFaithfulness.hpp"
