@@ -25,6 +25,8 @@
 #include "methods/ComponentMasking.hpp"
 #include "methods/CurveSummary.hpp"
 #include "methods/FaithfulnessMetrics.hpp"
+#include "methods/LinearProbe.hpp"
 #include "methods/Method.hpp"
+#include "methods/SubspaceFaithfulness.hpp"
 #include "methods/TokenAttributor.hpp"
 #include "methods/TokenFaithfulness.hpp"

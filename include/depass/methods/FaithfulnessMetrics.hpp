@@ -36,6 +36,23 @@ inline void check_percent(int p) {
   if (p < 1 || p > 100) throw std::invalid_argument("percent " + std::to_string(p) + " is out of range [1, 100]");
 }
 
+/// Throws std::invalid_argument unless percents is non-empty, strictly increasing, in [1, 100].
+inline void check_percents(const std::vector<int>& percents) {
+  if (percents.empty()) throw std::invalid_argument("percents is empty: a curve needs at least one percent");
+  for (std::size_t i = 0; i < percents.size(); ++i) {
+    check_percent(percents[i]);
+    if (i > 0 && percents[i] <= percents[i - 1])
+      throw std::invalid_argument("percents must be strictly increasing (entry " + std::to_string(i) + ")");
+  }
+}
+
+/// Throws std::invalid_argument unless replacement is -1 (delete) or an id in [0, vocab).
+inline void check_replacement(int replacement, int vocab) {
+  if (replacement < -1 || replacement >= vocab)
+    throw std::invalid_argument("replacement id " + std::to_string(replacement) + " is out of range [0, " +
+                                std::to_string(vocab) + ") (-1: delete)");
+}
+
 /// Tokens selected at p percent of M candidates: ceil(p * M / 100), in integers.
 inline long k_for(int p, long candidates) {
   check_percent(p);

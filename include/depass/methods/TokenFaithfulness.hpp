@@ -47,6 +47,50 @@ struct TokenCurveSample {
   bool ok() const { return error.empty(); }
 };
 
+namespace detail {
+
+/// Probabilities of edited id sequences, each computed once.
+using ProbabilityCache = std::map<std::vector<int>, double>;
+
+template <typename Probability>
+double cached(const std::vector<int>& ids, ProbabilityCache& cache, const Probability& probability) {
+  const ProbabilityCache::const_iterator hit = cache.find(ids);
+  if (hit != cache.end()) return hit->second;
+  const double p = probability(ids);
+  cache.emplace(ids, p);
+  return p;
+}
+
+/// Ranking and both curves of one sample: `probability` maps edited ids to the probability
+/// that the sample score compares with p_clean (the target's, or a probe's concept).
+template <typename Scalar, typename Probability>
+TokenCurveSample edit_curves(const std::vector<int>& ids, const Eigen::Ref<const Vector<Scalar>>& scores,
+                             const std::vector<int>& percents, int replacement, double p_clean, ProbabilityCache& cache,
+                             const Probability& probability) {
+  if (scores.size() != static_cast<Eigen::Index>(ids.size()))
+    throw std::invalid_argument("scores have " + std::to_string(scores.size()) + " entries, expected one per id (" +
+                                std::to_string(ids.size()) + ")");
+  TokenCurveSample s;
+  s.scores.assign(scores.data(), scores.data() + scores.size());
+  s.ranking = faithfulness::ranking(scores);
+  s.p_clean = p_clean;
+  if (!(p_clean > 0) || !std::isfinite(p_clean)) {
+    s.error = "the probability on the full ids is " + std::to_string(p_clean) + ", not > 0";
+    return s;
+  }
+  for (int p : percents) {
+    const double d = cached(faithfulness::disrupt_ids(ids, s.ranking, p, replacement), cache, probability);
+    const double r = cached(faithfulness::recover_ids(ids, s.ranking, p, replacement), cache, probability);
+    s.disrupt_probability.push_back(d);
+    s.recover_probability.push_back(r);
+    s.disrupt.push_back(faithfulness::sample_score(p_clean, d));
+    s.recover.push_back(faithfulness::sample_score(p_clean, r));
+  }
+  return s;
+}
+
+}  // namespace detail
+
 template <typename Scalar>
 class TokenFaithfulness {
  public:
@@ -55,16 +99,8 @@ class TokenFaithfulness {
   /// The model must outlive this object.
   explicit TokenFaithfulness(const Model<Scalar>& model, TokenFaithfulnessOptions<Scalar> options = {})
       : model_(model), options_(std::move(options)) {
-    if (options_.percents.empty()) throw std::invalid_argument("percents is empty: a curve needs at least one percent");
-    for (std::size_t i = 0; i < options_.percents.size(); ++i) {
-      faithfulness::check_percent(options_.percents[i]);
-      if (i > 0 && options_.percents[i] <= options_.percents[i - 1])
-        throw std::invalid_argument("percents must be strictly increasing (entry " + std::to_string(i) + ")");
-    }
-    const int V = model_.config().vocab_size;
-    if (options_.replacement < -1 || options_.replacement >= V)
-      throw std::invalid_argument("replacement id " + std::to_string(options_.replacement) +
-                                  " is out of range [0, " + std::to_string(V) + ") (-1: delete)");
+    faithfulness::check_percents(options_.percents);
+    faithfulness::check_replacement(options_.replacement, model_.config().vocab_size);
   }
 
   const TokenFaithfulnessOptions<Scalar>& options() const { return options_; }
@@ -108,38 +144,16 @@ class TokenFaithfulness {
   }
 
  private:
-  using Cache = std::map<std::vector<int>, double>;
+  using Cache = detail::ProbabilityCache;
 
   TokenCurveSample curves(const std::vector<int>& ids, int target, const Eigen::Ref<const VectorType>& scores,
                           double p_clean, Cache& cache) const {
-    if (scores.size() != static_cast<Eigen::Index>(ids.size()))
-      throw std::invalid_argument("scores have " + std::to_string(scores.size()) + " entries, expected one per id (" +
-                                  std::to_string(ids.size()) + ")");
-    TokenCurveSample s;
-    s.scores.assign(scores.data(), scores.data() + scores.size());
-    s.ranking = faithfulness::ranking(scores);
-    s.p_clean = p_clean;
-    if (!(p_clean > 0) || !std::isfinite(p_clean)) {
-      s.error = "the target's probability on the full ids is " + std::to_string(p_clean) + ", not > 0";
-      return s;
-    }
-    for (int p : options_.percents) {
-      const double d = cached_probability(faithfulness::disrupt_ids(ids, s.ranking, p, options_.replacement), target, cache);
-      const double r = cached_probability(faithfulness::recover_ids(ids, s.ranking, p, options_.replacement), target, cache);
-      s.disrupt_probability.push_back(d);
-      s.recover_probability.push_back(r);
-      s.disrupt.push_back(faithfulness::sample_score(p_clean, d));
-      s.recover.push_back(faithfulness::sample_score(p_clean, r));
-    }
-    return s;
+    return detail::edit_curves<Scalar>(ids, scores, options_.percents, options_.replacement, p_clean, cache,
+                                       [&](const std::vector<int>& edited) { return probability(edited, target); });
   }
 
   double cached_probability(const std::vector<int>& ids, int target, Cache& cache) const {
-    const typename Cache::const_iterator hit = cache.find(ids);
-    if (hit != cache.end()) return hit->second;
-    const double p = probability(ids, target);
-    cache.emplace(ids, p);
-    return p;
+    return detail::cached(ids, cache, [&](const std::vector<int>& edited) { return probability(edited, target); });
   }
 
   void check_target(int target) const {
