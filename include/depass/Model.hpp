@@ -164,15 +164,15 @@ class Model {
       LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
       t.attention_input = x;
       t.attention = attention(l).forward(attention_norm(l).forward(x, &t.attention_scale), {}, N);
-      if (ablation.layer == l && ablation.site == Site::Attention) {
-        zero_columns(t.attention.heads, ablation, N);
+      if (ablation.touches(l, Site::Attention)) {
+        zero_columns(t.attention.heads, ablation, l, Site::Attention, N);
         attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
       }
       x += t.attention.out;
       t.mlp_input = x;
       t.mlp = mlp(l).forward(mlp_norm(l).forward(x, &t.mlp_scale), {});
-      if (ablation.layer == l && ablation.site == Site::Mlp) {
-        zero_columns(t.mlp.act, ablation, N);
+      if (ablation.touches(l, Site::Mlp)) {
+        zero_columns(t.mlp.act, ablation, l, Site::Mlp, N);
         mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
       }
       x += t.mlp.out;
@@ -268,22 +268,37 @@ class Model {
     if (x0.rows() == 0 || x0.rows() % N != 0)
       throw std::invalid_argument("embeddings have " + std::to_string(x0.rows()) +
                                   " rows, not a positive multiple of sequence_length " + std::to_string(N));
-    if (ablation.empty()) return;
-    check_layer(ablation.layer);
-    if (static_cast<Eigen::Index>(ablation.columns.size()) != x0.rows() / N)
-      throw std::invalid_argument("ablation has " + std::to_string(ablation.columns.size()) +
-                                  " column ranges, expected one per sequence (" + std::to_string(x0.rows() / N) + ")");
-    const Eigen::Index width = ablation.site == Site::Attention ? config().q_width() : config().hidden_dim;
-    for (const std::pair<Eigen::Index, Eigen::Index>& c : ablation.columns)
-      if (c.first < 0 || c.second < 0 || c.first + c.second > width)
-        throw std::invalid_argument("ablation columns [" + std::to_string(c.first) + ", " +
-                                    std::to_string(c.first + c.second) + ") are out of range [0, " +
-                                    std::to_string(width) + ")");
+    const Eigen::Index S = x0.rows() / N;
+    if (!ablation.columns.empty()) {
+      check_layer(ablation.layer);
+      if (static_cast<Eigen::Index>(ablation.columns.size()) != S)
+        throw std::invalid_argument("ablation has " + std::to_string(ablation.columns.size()) +
+                                    " column ranges, expected one per sequence (" + std::to_string(S) + ")");
+      for (const std::pair<Eigen::Index, Eigen::Index>& c : ablation.columns) check_ablated(ablation.site, c.first, c.second);
+    }
+    for (const AblationCut& c : ablation.cuts) {
+      check_layer(c.layer);
+      if (c.sequence < 0 || c.sequence >= S)
+        throw std::invalid_argument("ablation cut sequence " + std::to_string(c.sequence) + " is out of range [0, " +
+                                    std::to_string(S) + ")");
+      check_ablated(c.site, c.begin, c.count);
+    }
   }
 
-  static void zero_columns(MatrixType& values, const Ablation& ablation, Eigen::Index N) {
-    for (std::size_t s = 0; s < ablation.columns.size(); ++s)
-      values.block(static_cast<Eigen::Index>(s) * N, ablation.columns[s].first, N, ablation.columns[s].second).setZero();
+  void check_ablated(Site site, Eigen::Index begin, Eigen::Index count) const {
+    const Eigen::Index width = site == Site::Attention ? config().q_width() : config().hidden_dim;
+    if (begin < 0 || count < 0 || begin + count > width)
+      throw std::invalid_argument("ablation columns [" + std::to_string(begin) + ", " + std::to_string(begin + count) +
+                                  ") are out of range [0, " + std::to_string(width) + ")");
+  }
+
+  /// Zeroes what `ablation` names at `site` of layer l in values (S*N rows).
+  static void zero_columns(MatrixType& values, const Ablation& ablation, int l, Site site, Eigen::Index N) {
+    if (ablation.layer == l && ablation.site == site)
+      for (std::size_t s = 0; s < ablation.columns.size(); ++s)
+        values.block(static_cast<Eigen::Index>(s) * N, ablation.columns[s].first, N, ablation.columns[s].second).setZero();
+    for (const AblationCut& c : ablation.cuts)
+      if (c.layer == l && c.site == site) values.block(c.sequence * N, c.begin, N, c.count).setZero();
   }
 
   void check_request(const GradientRequest& request) const {

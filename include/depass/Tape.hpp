@@ -16,16 +16,36 @@
 
 namespace depass {
 
+/// One more zeroed column range of an Ablation, in any layer and sequence: columns
+/// [begin, begin + count) of z (Site::Attention) or a (Site::Mlp) of layer `layer`, sequence
+/// `sequence`. Masking many heads or neurons of several layers at once is a list of these.
+struct AblationCut {
+  Eigen::Index sequence = 0;
+  int layer = 0;
+  Site site = Site::Attention;
+  Eigen::Index begin = 0;
+  Eigen::Index count = 0;
+};
+
 /// Zero-ablation applied while recording: in layer `layer`, at `site`, columns
 /// [begin, begin + count) of the heads' mixed values z (Site::Attention, head h = columns
 /// h*d..) or of the neuron values a (Site::Mlp) are set to zero, per sequence: entry s of
-/// `columns` applies to sequence s (count 0: nothing). An empty `columns` ablates nothing.
+/// `columns` applies to sequence s (count 0: nothing). An empty `columns` ablates nothing
+/// there. `cuts` zero further ranges anywhere (each names its sequence, layer and site).
 struct Ablation {
   int layer = -1;
   Site site = Site::Attention;
   std::vector<std::pair<Eigen::Index, Eigen::Index>> columns;  // per sequence: (begin, count)
+  std::vector<AblationCut> cuts;
 
-  bool empty() const { return columns.empty(); }
+  bool empty() const { return columns.empty() && cuts.empty(); }
+  /// Whether anything is zeroed at `site` of layer `l`.
+  bool touches(int l, Site at) const {
+    if (!columns.empty() && layer == l && site == at) return true;
+    for (const AblationCut& c : cuts)
+      if (c.layer == l && c.site == at && c.count > 0) return true;
+    return false;
+  }
 };
 
 template <typename Scalar>

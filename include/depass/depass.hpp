@@ -1,6 +1,6 @@
 #pragma once
 // Everything in one include: models, loaders, tokenizers, the DePass engine, gradients and
-// the baseline attribution methods.
+// the baseline attribution methods, the faithfulness protocols.
 
 #include "Boundary.hpp"
 #include "ComponentState.hpp"
@@ -22,5 +22,12 @@
 #include "io/LoadModel.hpp"
 #include "methods/Attribution.hpp"
 #include "methods/ComponentAttributor.hpp"
+#include "methods/ComponentMasking.hpp"
+#include "methods/CurveSummary.hpp"
+#include "methods/FaithfulnessData.hpp"
+#include "methods/FaithfulnessMetrics.hpp"
+#include "methods/LinearProbe.hpp"
 #include "methods/Method.hpp"
+#include "methods/SubspaceFaithfulness.hpp"
 #include "methods/TokenAttributor.hpp"
+#include "methods/TokenFaithfulness.hpp"

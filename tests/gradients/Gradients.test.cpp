@@ -168,7 +168,7 @@ TEMPLATE_TEST_CASE("Gradient requests and objectives with bad arguments are refu
   const Matrix<TestType> x0 = model.embed(ids);
   CHECK_THROWS_WITH(model.record(x0, N - 1), Contains("not a positive multiple of sequence_length"));
   CHECK_THROWS_WITH(model.record(x0.leftCols(3)), Contains("width 3"));
-  Ablation ablation{0, Site::Mlp, {{model.config().hidden_dim - 1, 2}}};
+  Ablation ablation{0, Site::Mlp, {{model.config().hidden_dim - 1, 2}}, {}};
   CHECK_THROWS_WITH(model.record(x0, 0, ablation), Contains("ablation columns"));
   ablation.columns.push_back({0, 1});
   CHECK_THROWS_WITH(model.record(x0, 0, ablation), Contains("one per sequence"));

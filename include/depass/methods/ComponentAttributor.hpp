@@ -177,7 +177,7 @@ class ComponentAttributor {
     VectorType effects(units);
     for (Eigen::Index first = 0; first < units; first += batch) {
       const Eigen::Index count = std::min(batch, units - first);
-      Ablation ablation{l, site, {}};
+      Ablation ablation{l, site, {}, {}};
       for (Eigen::Index k = 0; k < count; ++k) ablation.columns.push_back({(first + k) * width, width});
       const VectorType f = model_.objective_values(model_.record(x0.replicate(count, 1), N, ablation), objective);
       effects.segment(first, count) = VectorType::Constant(count, clean) - f;
