@@ -1,6 +1,7 @@
 // The shell examples of README.md and docs/cli.md run verbatim: every ```sh block of a file
 // becomes one bash script (set -e, so the first failing command fails the test), run in
-// a scratch directory holding a `models` link to the test models, with `depass` and
+// a scratch directory holding a `models` link to the test models and a `data` link to the
+// repository's data/, with `depass` and
 // `build/bin/depass` resolved to the built CLI (through a wrapper that logs each call, so
 // the test also knows every depass example ran).
 //
@@ -93,6 +94,7 @@ TEST_CASE("README.md and docs/cli.md: every shell example runs verbatim", "[cli]
     depass::test::TempDir dir;
     namespace fs = std::filesystem;
     fs::create_directory_symlink(fs::absolute(depass::test::model_dir()), dir.path("models"));
+    fs::create_directory_symlink(depass::test::source_dir() + "/data", dir.path("data"));  // the faithfulness data
     fs::create_directories(dir.path("bin"));
     fs::create_directories(dir.path("build/bin"));
     const std::string log = dir.path("calls.log");

@@ -25,8 +25,8 @@ run() {
 S=$MODELS/stories260K/stories260K.bin
 T=$MODELS/tinystories-656k
 for protocol in disrupt; do
-  run stories260K-$protocol --model "$S" --data data/faithfulness/stories260K.jsonl --protocol $protocol
-  run tinystories656k-$protocol --model "$T" --data data/faithfulness/tinystories656k.jsonl --protocol $protocol
+  run stories260K-$protocol --model "$S" --data data/faithfulness/stories260K.jsonl --protocol $protocol --limit 200
+  run tinystories656k-$protocol --model "$T" --data data/faithfulness/tinystories656k.jsonl --protocol $protocol --limit 200
   for task in kv twohop; do
     run $task-$protocol --model data/ground_truth/$task/model.bin --tokenizer data/ground_truth/$task/tokenizer.bin \
       --data data/ground_truth/$task/test.jsonl --protocol $protocol --limit 200
