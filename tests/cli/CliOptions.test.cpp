@@ -8,7 +8,6 @@
 // tensors unembed to their scores).
 
 #include <catch2/catch.hpp>
-#include <depass/Version.hpp>
 #include <depass/output/Npy.hpp>
 #include <depass/output/Text.hpp>
 #include <nlohmann/json.hpp>
@@ -17,7 +16,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <regex>
 #include <set>
@@ -714,7 +712,9 @@ TEST_CASE("depass heads --trace-npy: the (boundaries, components) array is the J
   expect_near(trace.at("lens").back(), doc.at("target").at("logit"), 20, "lens at the output", 1e-10);
 }
 
-TEST_CASE("depass decode --init subspace / modules / neurons with --basis, --site, --neurons: the reference's components",
+// --basis, --site and --neurons as decode takes them. (Catch indents a wrapped name to just after its
+// first ": ", which must stay within the 80 columns of its console.)
+TEST_CASE("depass decode --init subspace / modules / neurons: the reference's labels and scores",
           "[cli][options]") {
   CLI_OPTIONS_SETUP();
   dt::TempDir dir;
