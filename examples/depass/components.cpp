@@ -147,10 +147,20 @@ Prediction<Scalar> predict(const Request& r, const Loaded<Scalar>& l) {
   return p;
 }
 
+/// The BOS sink is a rule of the token-level split (docs/method.md, "Attention sink"): for
+/// other components --no-bos-sink would change nothing, so it is refused, and their
+/// documents carry no bos_sink field.
+inline void refuse_sink_option(const Args& args, bool token_level) {
+  if (!token_level && args.has("--no-bos-sink"))
+    throw UsageError("--no-bos-sink applies to token components only (tokens, generate --explain, decode --init tokens): "
+                     "the BOS sink is a rule of the token-level split");
+}
+
 template <typename Scalar>
 json start_document(const char* schema, const Args& args, const depass::DecomposeOptions& options, const Loaded<Scalar>& l,
-                    const Prediction<Scalar>& p) {
+                    const Prediction<Scalar>& p, bool token_level = false) {
   json doc = document<Scalar>(schema, args, options);
+  if (!token_level) doc.erase("bos_sink");
   doc["tokens"] = tokens_json(l, p.q.ids);
   doc["position"] = p.q.position;
   add_explained(doc, l, p.q, p.logits);
@@ -245,6 +255,7 @@ json modules_document(const Args& args, const Loaded<Scalar>& l, const depass::D
 template <typename Scalar>
 int run_modules(const Args& args) {
   check_output_options(args);
+  refuse_sink_option(args, false);
   const depass::DecomposeOptions options = decompose_options(args);
   check_trace_options(args, options, false);
   const Inputs in = read_inputs(args);
@@ -311,6 +322,7 @@ json baseline_heads_document(const Args& args, const Loaded<Scalar>& l, const Me
 template <typename Scalar>
 int run_heads(const Args& args) {
   check_output_options(args);
+  refuse_sink_option(args, false);
   const MethodChoice c = method_choice(args, depass::Level::Heads);
   const depass::DecomposeOptions options = decompose_options(args);
   check_trace_options(args, options, args.has("--layer"));
@@ -390,6 +402,7 @@ json neurons_document(const Args& args, const Loaded<Scalar>& l, const depass::D
 template <typename Scalar>
 int run_neurons(const Args& args) {
   check_output_options(args);
+  refuse_sink_option(args, false);
   const std::string order = args.get("--order", "desc");
   if (order != "desc" && order != "asc" && order != "abs")
     throw UsageError("--order '" + order + "' is unknown (allowed: desc, asc, abs)");
@@ -436,6 +449,7 @@ std::vector<depass::Matrix<Scalar>> load_bases(const Args& args, int D, bool pro
 template <typename Scalar>
 int run_subspace(const Args& args) {
   check_output_options(args);
+  refuse_sink_option(args, false);
   const long k = args.integer("--top-tokens", 5);
   if (k < 0) throw UsageError("--top-tokens must be >= 0, got " + std::to_string(k));
   const depass::DecomposeOptions base = decompose_options(args);
@@ -548,12 +562,13 @@ int run_decode(const Args& args) {
   const depass::Config& cfg = l.model->config();
   json init_json;
   const Initialisation<Scalar> init = decode_initialisation<Scalar>(args, cfg, init_json);
+  refuse_sink_option(args, init.kind == depass::InitKind::Token);
   return run_inputs<Scalar>(args, "decode", in, cfg.n_layers, [&](const Request& r, const depass::Hook<Scalar>& hook) {
     const Prediction<Scalar> p = predict(r, l);
     const depass::DecomposeOptions options = request_options(args, base, p.q.position);
     const Decomposition<Scalar> d = decompose(args, l, p, init, options, hook);
     const depass::Vector<Scalar> scores = explained_scores(d, p.q);
-    json doc = start_document(depass::output::schema::kDecode, args, options, l, p);
+    json doc = start_document(depass::output::schema::kDecode, args, options, l, p, init.kind == depass::InitKind::Token);
     doc["init"] = init_json;
     doc["k"] = k;
     doc["components"] = json::array();

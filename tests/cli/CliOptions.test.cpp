@@ -579,7 +579,7 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
   }
   // Every flag on every command: the document records it and the scores still sum to the
   // logit; the split rule moves the scores; the BOS sink is a token-level rule (docs/method.md,
-  // "Attention sink"), so --no-bos-sink leaves component-level scores as they are.
+  // "Attention sink"), so --no-bos-sink is refused here and the documents have no bos_sink.
   const std::vector<std::string> commands = {"modules", "heads --layer 1", "neurons --layer 1",
                                              "subspace --layer 1 --site mlp" + golden_basis_flags(dir),
                                              "decode --init modules --layer 1 --site attention"};
@@ -593,11 +593,17 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
     json chunk_of_one;
     for (const std::string& flag : flags) {
       INFO(base << flag);
+      if (flag == " --no-bos-sink") {
+        const dt::RunResult refused = dt::run_cli(base + flag);
+        CHECK(refused.code == 2);
+        CHECK(refused.err.find("--no-bos-sink applies to token components only") != kNpos);
+        continue;
+      }
       const json doc = doc_of(base + flag);
       if (flag == " --chunk-size 1") chunk_of_one = doc;
       CHECK(doc.at("temperature") == (flag == " --temperature 1" ? 1.0 : 0.1));
       CHECK(doc.at("mlp_split") == (flag.find("--mlp-split") != kNpos ? flag.substr(13) : "softmax"));
-      CHECK(doc.at("bos_sink") == (flag != " --no-bos-sink"));
+      CHECK_FALSE(doc.contains("bos_sink"));
       CHECK(sum_gap(doc) < 1e-9);
       const std::string text = doc.dump();
       const bool has_chunk_residual = text.find("chunk_residual_score") != kNpos || text.find("\"chunk residual\"") != kNpos;
@@ -611,8 +617,6 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
         CHECK(doc.at("memory_budget_bytes") == std::stoull(budget));
         if (command.find("modules") == kNpos) CHECK(has_chunk_residual);
         CHECK(score_gap(doc, has_chunk_residual ? chunk_of_one : plain) == 0);
-      } else if (flag == " --no-bos-sink") {
-        CHECK(score_gap(doc, plain) == 0);
       } else {
         CHECK(score_gap(doc, plain) > 1e-6);
       }
