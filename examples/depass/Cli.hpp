@@ -353,6 +353,7 @@ inline void check_output_options(const Args& args) {
 inline depass::output::TerminalOptions terminal_options(const Args& args) {
   depass::output::TerminalOptions term;
   term.top = top_rows(args);
+  if (args.has("--top")) term.step_top = term.top;  // generate --explain lists 3 per step unless asked
   return term;
 }
 

@@ -980,7 +980,7 @@ std::size_t html_ranking_rows(const std::string& html, std::size_t from = 0) {
 
 }  // namespace cli_options
 
-TEST_CASE("depass --top K: K ranked rows in text (tokens, heads, neurons) and HTML (tokens, generate --explain)",
+TEST_CASE("depass --top K: K ranked rows in text (tokens, heads, neurons, generate --explain) and HTML (tokens, generate --explain)",
           "[cli][options]") {
   CLI_OPTIONS_SETUP();
   const std::string ids = " --ids " + dt::ids_arg(golden_prompt());
@@ -996,8 +996,15 @@ TEST_CASE("depass --top K: K ranked rows in text (tokens, heads, neurons) and HT
     const std::size_t second = html.find("<table class=\"ranking\">") + 1;
     CHECK(html_ranking_rows(html) == std::min<std::size_t>(k, 5));
     CHECK(html_ranking_rows(html, second) == std::min<std::size_t>(k, 6));
+    // Its text view lists the strongest k positions per step ("top: 'a'@3 +0.123 ...").
+    const std::string text = ok_run("generate --explain --max-new 1 --prompt 'Once upon a time' --color never" + model + top).out;
+    const std::size_t line = text.find("  top:");
+    REQUIRE(line != kNpos);
+    CHECK(count_of(text.substr(line, text.find('\n', line) - line), "'@") == std::min<std::size_t>(k, 5));
   }
   CHECK(ranked_rows(ok_run("tokens" + model + ids).out) == 10);  // the default
+  const std::string steps = ok_run("generate --explain --max-new 1 --prompt 'Once upon a time' --color never" + model).out;
+  CHECK(count_of(steps.substr(steps.find("  top:"), steps.find('\n', steps.find("  top:")) - steps.find("  top:")), "'@") == 3);
 }
 
 TEST_CASE("depass --color always / never and --no-progress on every command", "[cli][options]") {

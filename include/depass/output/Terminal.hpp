@@ -163,6 +163,7 @@ inline std::string heat_grid(const std::vector<std::string>& row_labels, const s
 struct TerminalOptions {
   ColorMode color = ColorMode::None;
   std::size_t top = 10;     // rows in ranked tables
+  std::size_t step_top = 3;  // generate: strongest tokens listed per step
   std::size_t width = 80;   // heatmap line width
 };
 
@@ -470,7 +471,7 @@ inline std::string render_generate(const nlohmann::json& doc, const TerminalOpti
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
     out << "  top:";
-    for (std::size_t r = 0; r < std::min<std::size_t>(3, order.size()); ++r)
+    for (std::size_t r = 0; r < std::min<std::size_t>(options.step_top, order.size()); ++r)
       out << " '" << printable(shown[order[r]]) << "'@" << order[r] << " " << signed_fixed(scores[order[r]], 3);
     out << "\n";
   }
