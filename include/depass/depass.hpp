@@ -24,6 +24,7 @@
 #include "methods/ComponentAttributor.hpp"
 #include "methods/ComponentMasking.hpp"
 #include "methods/CurveSummary.hpp"
+#include "methods/EvidenceAccuracy.hpp"
 #include "methods/FaithfulnessData.hpp"
 #include "methods/FaithfulnessMetrics.hpp"
 #include "methods/LinearProbe.hpp"

@@ -3,7 +3,8 @@
 //     zero there; every neuron of a layer, a copy whose W2 is zero (forward, not record);
 //   - Ablation cuts zero what the per-sequence column ranges zero;
 //   - curves on shipped records: the clean run is the float64 reference's `top1_prob`, k=0
-//     changes nothing, k = every head equals the model without attention;
+//     changes nothing, k = every head equals the model without attention, DePass's top 4
+//     heads matter far more than its bottom 4;
 //   - the refusals.
 
 #include <catch2/catch.hpp>
@@ -148,10 +149,15 @@ TEMPLATE_TEST_CASE("head and neuron masking curves on stories260K records", "[ma
   const std::vector<int> ks = masking.k_grid(Level::Heads);
   CHECK(ks == (std::vector<int>{0, 1, 2, 4, 8, 16, 32, L * H}));
   const std::vector<test::FaithfulnessRecord> records = test::faithfulness_records("stories260K.jsonl", 2, 24);
+  double depass_top4 = 0, depass_bottom4 = 0;  // summed over the records
   for (const test::FaithfulnessRecord& r : records) {
     for (Method method : {Method::DePass, Method::OutputNorm}) {
       INFO("record with " << r.ids.size() << " ids, method " << to_string(method));
       const MaskingSample s = masking.evaluate(method, Level::Heads, r.ids, r.target);
+      if (method == Method::DePass) {
+        depass_top4 += s.top_probability[3];  // ks[3] = 4
+        depass_bottom4 += s.bottom_probability[3];
+      }
       CHECK(s.method == method);
       CHECK(s.ks == ks);
       CHECK(s.scores.size() == static_cast<std::size_t>(L * H));
@@ -173,6 +179,9 @@ TEMPLATE_TEST_CASE("head and neuron masking curves on stories260K records", "[ma
     CHECK(n.top_probability.size() == 3);
     CHECK(n.top_probability.front() == Approx(n.p_clean).epsilon(masking_epsilon<TestType>()));
   }
+  // The heads DePass ranks first carry the prediction, those it ranks last hardly: masking
+  // 4 of 40 either way (a ranking read backwards would swap the two).
+  CHECK(depass_top4 < 0.5 * depass_bottom4);
 }
 
 TEMPLATE_TEST_CASE("component masking refuses bad arguments, naming them", "[masking]", DEPASS_TEST_SCALARS) {

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <depass/methods/CurveSummary.hpp>
+#include <depass/methods/EvidenceAccuracy.hpp>
 #include <depass/methods/FaithfulnessMetrics.hpp>
 
 #include <cmath>
@@ -68,7 +69,7 @@ TEMPLATE_TEST_CASE("faithfulness ranking, disrupt and recover ids match the refe
 
 TEMPLATE_TEST_CASE("faithfulness top-1 evidence accuracy matches the reference", "[faithfulness]", DEPASS_TEST_SCALARS) {
   const nlohmann::json g = test::read_golden("faithfulness_metrics.json");
-  faithfulness::EvidenceAccuracy accuracy;
+  EvidenceAccuracy accuracy;
   CHECK(std::isnan(accuracy.accuracy()));  // no sample with evidence yet
   for (const nlohmann::json& c : g["evidence_samples"])
     accuracy.add(metric_scores<TestType>(c[0]), c[1].get<std::vector<long>>());

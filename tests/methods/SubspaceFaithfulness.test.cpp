@@ -107,6 +107,27 @@ TEMPLATE_TEST_CASE("the he/she probe and the subspace protocol on stories260K", 
   }
 }
 
+TEMPLATE_TEST_CASE("the probe converges where the loss's decrease falls below its rounding", "[probe]",
+                   DEPASS_TEST_SCALARS) {
+  // Before layer 1's MLP the he/she classes overlap (train accuracy ~0.7): the last Newton
+  // steps change the loss by less than its rounding, which the line search once took for
+  // an increase, stalling at 100 iterations without converging (float).
+  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
+  const Model<TestType>& model = test::cached_model<TestType>(path);
+  const std::vector<test::FaithfulnessRecord> records = test::faithfulness_records("stories260K_pronoun.jsonl", 160, 1000);
+  std::vector<std::vector<int>> ids;
+  std::vector<int> labels;
+  for (const test::FaithfulnessRecord& r : records) {
+    ids.push_back(r.ids);
+    labels.push_back(r.label);
+  }
+  const LinearProbe<TestType> probe = LinearProbe<TestType>::train(
+      SubspaceFaithfulness<TestType>::features(model, ids, Boundary::before_mlp(1)), labels);
+  CHECK(probe.converged);
+  CHECK(probe.iterations < 20);
+  CHECK(probe.gradient_max_abs <= 1e-10);
+}
+
 TEMPLATE_TEST_CASE("the subspace protocol refuses bad arguments, naming them", "[subspace]", DEPASS_TEST_SCALARS) {
   using Catch::Matchers::Contains;
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");

@@ -11,12 +11,11 @@
 //   curve, AUC  the mean score per percent; trapezoids over p, divided by the p range
 //               (for p = 10..100: over p/100 in [0.1, 1], divided by 0.9);
 //   evidence    top-1 evidence accuracy: the share of samples with evidence whose
-//               first-ranked candidate is an evidence position.
+//               first-ranked candidate is an evidence position (EvidenceAccuracy.hpp).
 
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -155,31 +154,6 @@ bool top1_hit(const Eigen::MatrixBase<Derived>& scores, const std::vector<long>&
   if (ranked.empty()) throw std::invalid_argument("scores have " + std::to_string(scores.size()) + " entries: no candidate besides BOS");
   return std::find(evidence.begin(), evidence.end(), ranked.front()) != evidence.end();
 }
-
-/// Top-1 evidence accuracy, accumulated sample by sample (samples without evidence are
-/// not counted).
-class EvidenceAccuracy {
- public:
-  template <typename Derived>
-  void add(const Eigen::MatrixBase<Derived>& scores, const std::vector<long>& evidence) {
-    if (evidence.empty()) return;
-    add_hit(top1_hit(scores, evidence));
-  }
-  /// A sample with evidence whose hit was decided elsewhere (resuming from saved results).
-  void add_hit(bool hit) {
-    ++counted_;
-    hits_ += hit ? 1 : 0;
-  }
-  long counted() const { return counted_; }
-  long hits() const { return hits_; }
-  /// hits / counted; NaN when no sample had evidence.
-  double accuracy() const {
-    return counted_ ? static_cast<double>(hits_) / static_cast<double>(counted_) : std::numeric_limits<double>::quiet_NaN();
-  }
-
- private:
-  long counted_ = 0, hits_ = 0;
-};
 
 }  // namespace faithfulness
 }  // namespace depass

@@ -9,6 +9,7 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -115,9 +116,12 @@ LinearProbe<Scalar> LinearProbe<Scalar>::train(const Eigen::Ref<const Matrix<Sca
     hessian.diagonal().head(D).array() += options.l2;
     hessian.diagonal().array() += 1e-12;  // keeps a saturated or rank-deficient Hessian solvable
     const Eigen::VectorXd step = hessian.ldlt().solve(g);
-    double t = 1;  // backtracking (Armijo): Newton steps can overshoot far from the minimum
+    // Backtracking (Armijo): Newton steps can overshoot far from the minimum. Near it the
+    // decrease is below the loss's rounding, which must not count as an increase.
+    const double rounding = 1e-13 * std::max(1.0, loss);
+    double t = 1;
     double next = detail::probe_loss(X, y, theta - t * step, options.l2, nullptr, nullptr);
-    while (next > loss - 1e-4 * t * g.dot(step) && t > 1e-10) {
+    while (next > loss - 1e-4 * t * g.dot(step) + rounding && t > 1e-10) {
       t /= 2;
       next = detail::probe_loss(X, y, theta - t * step, options.l2, nullptr, nullptr);
     }

@@ -7,7 +7,7 @@
 // and the target's probability after the edited ids gives the sample score at each p.
 // A run evaluates its samples one by one and hands each result back, so a caller can
 // write them as they come and resume; CurveSummary averages them into curves and areas,
-// faithfulness::EvidenceAccuracy counts top-1 evidence hits.
+// EvidenceAccuracy counts top-1 evidence hits.
 
 #include <Eigen/Core>
 #include <cmath>
