@@ -76,6 +76,11 @@ TEMPLATE_TEST_CASE("faithfulness top-1 evidence accuracy matches the reference",
   CHECK(accuracy.counted() == 3);
   CHECK(accuracy.hits() == 2);
   CHECK(accuracy.accuracy() == Approx(g["evidence_accuracy"].get<double>()).epsilon(1e-12));
+  EvidenceAccuracy from_results;  // scores as TokenCurveSample holds them
+  for (const nlohmann::json& c : g["evidence_samples"])
+    from_results.add(c[0].get<std::vector<double>>(), c[1].get<std::vector<long>>());
+  CHECK(from_results.hits() == 2);
+  CHECK(from_results.counted() == 3);
 }
 
 TEST_CASE("faithfulness curves average the samples and their area matches the reference", "[faithfulness]") {

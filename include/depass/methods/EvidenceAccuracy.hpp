@@ -22,6 +22,10 @@ class EvidenceAccuracy {
     if (evidence.empty()) return;
     add_hit(faithfulness::top1_hit(scores, evidence));
   }
+  /// The same for scores as a protocol's per-sample result holds them (TokenCurveSample::scores).
+  void add(const std::vector<double>& scores, const std::vector<long>& evidence) {
+    add(Eigen::Map<const Eigen::VectorXd>(scores.data(), static_cast<Eigen::Index>(scores.size())), evidence);
+  }
   /// A sample with evidence whose hit was decided elsewhere (resuming from saved results).
   void add_hit(bool hit) {
     ++counted_;
