@@ -276,8 +276,6 @@ class SampleLog {
 
 // --- the samples ----------------------------------------------------------------------------
 
-json numbers_json(const std::vector<double>& v) { return json(v); }
-
 /// A token-curve sample (disrupt / recover, subspace) as a samples.jsonl line.
 json token_sample_json(const depass::FaithfulnessRecord& r, int target, const depass::TokenCurveSample& s) {
   json j = {{"line", r.line}, {"method", depass::to_string(s.method)}, {"target", target}};
@@ -289,10 +287,10 @@ json token_sample_json(const depass::FaithfulnessRecord& r, int target, const de
   j["top_ranked"] = std::vector<long>(s.ranking.begin(), s.ranking.begin() + std::min<std::ptrdiff_t>(10, s.ranking.size()));
   if (!r.evidence.empty())
     j["evidence_hit"] = !s.ranking.empty() && std::find(r.evidence.begin(), r.evidence.end(), s.ranking.front()) != r.evidence.end();
-  j["disrupt"] = numbers_json(s.disrupt);
-  j["recover"] = numbers_json(s.recover);
-  j["disrupt_probability"] = numbers_json(s.disrupt_probability);
-  j["recover_probability"] = numbers_json(s.recover_probability);
+  j["disrupt"] = s.disrupt;
+  j["recover"] = s.recover;
+  j["disrupt_probability"] = s.disrupt_probability;
+  j["recover_probability"] = s.recover_probability;
   return j;
 }
 
@@ -607,14 +605,15 @@ int run_evaluate(const Args& args) {
   check_against_model(l, s);
   depass::FaithfulnessData data = read_data(args, l, s);
   const json run = describe(args, s, std::is_same<Scalar, float>::value ? "float" : "double");
-  json extra = {{"records", data.records.size()}, {"data_errors", json::array()}};
+  json extra = {{"data_errors", json::array()}};
   for (const depass::DataError& e : data.errors) extra["data_errors"].push_back({{"line", e.line}, {"error", e.message}});
   Evaluator evaluate = s.masking() ? masking_evaluator(l, s) : s.tokens() ? token_evaluator(l, s) : Evaluator{};
   if (s.protocol == Protocol::Subspace) {
     json probe;
-    evaluate = subspace_evaluator(l, s, data.records, probe);
+    evaluate = subspace_evaluator(l, s, data.records, probe);  // the training records leave data.records
     extra["probe"] = probe;
   }
+  extra["records"] = data.records.size();  // the evaluated ones
   SampleLog log(args.get("--out"), run, args.has("--resume"));
   const std::vector<double> xs = curve_xs(s, s.masking() ? unit_count(l, s) : 0);
   Totals totals(s, xs);

@@ -161,6 +161,7 @@ TEST_CASE("depass evaluate --protocol subspace: a probe trained on half the pron
   REQUIRE(r.code == 0);
   const nlohmann::json results = read_json_file(out + "/results.json");
   CHECK(results["probe"]["train_records"] == 20);
+  CHECK(results["records"] == 20);  // the evaluated ones
   CHECK(results["probe"]["boundary"] == "before mlp 4");
   // Before the last MLP the pronoun is decided: the probe separates its training records
   // (1.0 measured; 0.8 before attention 3). A sanity check of the training the library tests.
