@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <depass/methods/ComponentAttributor.hpp>
 #include <depass/methods/TokenAttributor.hpp>
 #include <sstream>
@@ -49,11 +50,14 @@ struct MethodChoice {
   bool has(depass::Method m) const { return std::find(methods.begin(), methods.end(), m) != methods.end(); }
 };
 
-namespace detail_methods {
-
-inline std::vector<depass::Method> parse_methods(const Args& args, depass::Level level) {
+/// A comma-separated list of methods that apply at `level`, each named once, as `option`
+/// gives it; `check(method, name)` may refuse more (it throws), in list order. Empty lists are
+/// refused naming `allowed`.
+inline std::vector<depass::Method> parse_method_list(const std::string& text, depass::Level level, const std::string& option,
+                                                     const std::string& allowed,
+                                                     const std::function<void(depass::Method, const std::string&)>& check = {}) {
   std::vector<depass::Method> methods;
-  std::stringstream in(args.get("--method", "depass"));
+  std::stringstream in(text);
   std::string name;
   while (std::getline(in, name, ',')) {
     depass::Method m;
@@ -61,13 +65,32 @@ inline std::vector<depass::Method> parse_methods(const Args& args, depass::Level
       m = depass::parse_method(name);
       depass::check_applies(m, level);
     } catch (const std::invalid_argument& e) {
-      throw UsageError("--method: " + std::string(e.what()));
+      throw UsageError(option + ": " + std::string(e.what()));
     }
-    if (std::find(methods.begin(), methods.end(), m) != methods.end())
-      throw UsageError("--method names '" + name + "' twice");
+    if (check) check(m, name);
+    if (std::find(methods.begin(), methods.end(), m) != methods.end()) throw UsageError(option + " names '" + name + "' twice");
     methods.push_back(m);
   }
-  if (methods.empty()) throw UsageError("--method is empty (allowed: " + depass::method_list(level) + ")");
+  if (methods.empty()) throw UsageError(option + " is empty (allowed: " + allowed + ")");
+  return methods;
+}
+
+/// --steps and --rule of integrated gradients (defaults 100, riemann).
+inline void parse_ig_quadrature(const Args& args, int& steps, depass::Quadrature& rule) {
+  const long given = args.integer("--steps", 100);
+  if (given < 1 || given > 100000) throw UsageError("--steps must be in [1, 100000], got " + std::to_string(given));
+  steps = static_cast<int>(given);
+  const std::string name = args.get("--rule", "riemann");
+  if (name == "gauss-legendre") rule = depass::Quadrature::GaussLegendre;
+  else if (name == "riemann") rule = depass::Quadrature::Midpoint;
+  else throw UsageError("--rule '" + name + "' is unknown (allowed: riemann, gauss-legendre)");
+}
+
+namespace detail_methods {
+
+inline std::vector<depass::Method> parse_methods(const Args& args, depass::Level level) {
+  const std::vector<depass::Method> methods =
+      parse_method_list(args.get("--method", "depass"), level, "--method", depass::method_list(level));
   if (methods.size() > 1 && level != depass::Level::Tokens)
     throw UsageError("--method takes one method for " + std::string(depass::to_string(level)) +
                      " (several, comma-separated, only for tokens)");
@@ -99,12 +122,7 @@ inline MethodChoice method_choice(const Args& args, depass::Level level) {
   if (c.objective == depass::ObjectiveKind::LogProb && c.has(depass::Method::DePass))
     throw UsageError("--objective logprob does not apply to --method depass: DePass splits a logit (or a logit difference) "
                      "into exact shares, and a log-probability is not a sum of shares");
-  const long steps = args.integer("--steps", 100);
-  if (steps < 1 || steps > 100000) throw UsageError("--steps must be in [1, 100000], got " + std::to_string(steps));
-  c.steps = static_cast<int>(steps);
-  const std::string rule = args.get("--rule", "riemann");
-  if (rule == "gauss-legendre") c.rule = depass::Quadrature::GaussLegendre;
-  else if (rule != "riemann") throw UsageError("--rule '" + rule + "' is unknown (allowed: riemann, gauss-legendre)");
+  parse_ig_quadrature(args, c.steps, c.rule);
   c.baseline = args.get("--baseline", "zero");
   c.mean_ablation = args.has("--mean-ablation");
   detail_methods::refuse_unused(args, c);

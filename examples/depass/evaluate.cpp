@@ -20,6 +20,7 @@
 
 #include "Commands.hpp"
 #include "Inputs.hpp"
+#include "Methods.hpp"
 
 namespace cli {
 
@@ -117,28 +118,14 @@ bool subspace_method(Method m) {
 }
 
 std::vector<Method> parse_methods(const Args& args, const EvalSettings& s) {
-  std::vector<Method> methods;
   std::string list;
   for (const auto& entry : depass::method_names())
     if (depass::applies(entry.first, s.level()) && (s.protocol != Protocol::Subspace || subspace_method(entry.first)))
       list += (list.empty() ? "" : ",") + std::string(entry.second);
-  std::stringstream in(args.get("--methods", list));
-  std::string name;
-  while (std::getline(in, name, ',')) {
-    Method m;
-    try {
-      m = depass::parse_method(name);
-      depass::check_applies(m, s.level());
-    } catch (const std::invalid_argument& e) {
-      throw UsageError("--methods: " + std::string(e.what()));
-    }
+  return parse_method_list(args.get("--methods", list), s.level(), "--methods", list, [&](Method m, const std::string& name) {
     if (s.protocol == Protocol::Subspace && !subspace_method(m))
       throw UsageError("--methods: method '" + name + "' does not apply to the subspace protocol (allowed: " + list + ")");
-    if (std::find(methods.begin(), methods.end(), m) != methods.end()) throw UsageError("--methods names '" + name + "' twice");
-    methods.push_back(m);
-  }
-  if (methods.empty()) throw UsageError("--methods is empty (allowed: " + list + ")");
-  return methods;
+  });
 }
 
 /// Options that only some protocols read must not be given to the others.
@@ -183,12 +170,7 @@ EvalSettings eval_settings(const Args& args) {
   s.train_fraction = args.number("--train-fraction", 0.5);
   if (!(s.train_fraction > 0 && s.train_fraction < 1))
     throw UsageError("--train-fraction must be in (0, 1), got " + args.get("--train-fraction"));
-  const long steps = args.integer("--steps", 100);
-  if (steps < 1 || steps > 100000) throw UsageError("--steps must be in [1, 100000], got " + std::to_string(steps));
-  s.steps = static_cast<int>(steps);
-  const std::string rule = args.get("--rule", "riemann");
-  if (rule == "gauss-legendre") s.rule = depass::Quadrature::GaussLegendre;
-  else if (rule != "riemann") throw UsageError("--rule '" + rule + "' is unknown (allowed: riemann, gauss-legendre)");
+  parse_ig_quadrature(args, s.steps, s.rule);
   s.limit = args.integer("--limit", -1);
   if (args.has("--limit") && s.limit < 1) throw UsageError("--limit must be >= 1, got " + std::to_string(s.limit));
   if (!args.has("--out")) throw UsageError("missing required option --out DIR (where the results go)");
