@@ -246,7 +246,7 @@ class Decomposer {
   /// when `members` components (plus the remainder and bias components) run in one pass and
   /// the result keeps `total` components at `stored` positions.
   std::size_t working_bytes(Eigen::Index N, Eigen::Index members, Eigen::Index total, Eigen::Index stored,
-                            long work_rows = DecomposeOptions{}.work_rows) const {
+                            long work_rows = DecomposeOptions{}.work_rows, MlpSplit split = MlpSplit::Softmax) const {
     const Config& c = model_.config();
     const double s = sizeof(Scalar), n = static_cast<double>(N), D = c.dim, I = c.hidden_dim;
     const double Q = c.q_width(), KV = c.kv_width(), H = c.n_heads;
@@ -262,7 +262,7 @@ class Decomposer {
     const double mlp_rows = std::min(n * live, std::max(rows, live));
     const double attention_rows = std::min(n * live, std::max(rows, n));
     const double scratch =
-        threads * std::max(mlp_rows * (D + I + 64), attention_rows * (std::max(D, Q) + std::max(KV, D)));
+        threads * std::max(mlp_rows * (D + (SplitRule{split}.needs_up() && c.gated_mlp() ? 2 : 1) * I + 64), attention_rows * (std::max(D, Q) + std::max(KV, D)));
     const double tensor = live * n * D;
     const double result = static_cast<double>(total) * static_cast<double>(stored) * D;
     return static_cast<std::size_t>(s * (forward + sums + scratch + tensor + result));
@@ -297,18 +297,18 @@ class Decomposer {
   Eigen::Index plan_chunk(const DecomposeOptions& o, Eigen::Index K, Eigen::Index N, Eigen::Index stored) const {
     if (o.chunk_size > 0) return std::min<Eigen::Index>(K, o.chunk_size);
     const std::size_t budget = o.memory_budget_bytes;
-    if (budget == 0 || working_bytes(N, K - 1, K + 1, stored, o.work_rows) <= budget) return K;
+    if (budget == 0 || working_bytes(N, K - 1, K + 1, stored, o.work_rows, o.split) <= budget) return K;
     // Largest chunk that fits; the result then holds K + 2 components (chunk residual, bias).
     Eigen::Index lo = 0, hi = K - 1;
     while (lo < hi) {
       const Eigen::Index mid = (lo + hi + 1) / 2;
-      if (working_bytes(N, mid, K + 2, stored, o.work_rows) <= budget) lo = mid;
+      if (working_bytes(N, mid, K + 2, stored, o.work_rows, o.split) <= budget) lo = mid;
       else hi = mid - 1;
     }
     if (lo == 0)
       throw std::invalid_argument("memory_budget_bytes = " + std::to_string(budget) +
                                   " is too small for this run: one component per chunk needs " +
-                                  std::to_string(working_bytes(N, 1, K + 2, stored, o.work_rows)) + " bytes" +
+                                  std::to_string(working_bytes(N, 1, K + 2, stored, o.work_rows, o.split)) + " bytes" +
                                   (stored == N ? std::string(" (the result keeps every position; set keep_positions)")
                                                : std::string()));
     return lo;

@@ -67,7 +67,7 @@ void check_lossless(const Model<Scalar>& model, const std::vector<int>& ids) {
   const double tol = lossless_tolerance<Scalar>();
   std::vector<Initialisation<Scalar>> inits = every_initialisation<Scalar>(model.config());
   inits.push_back(random_custom_split(model, ids));
-  for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
+  for (const MlpSplit split : kMlpSplits) {
     for (const auto& init : inits) {
       DecomposeOptions options;
       options.split = split;
@@ -451,7 +451,7 @@ void check_fast_equals_straightforward(const Model<Scalar>& model, const std::ve
   for (const int threads : thread_counts) {
     Eigen::setNbThreads(threads);
     for (const long work_rows : work_sizes) {
-      for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
+      for (const MlpSplit split : kMlpSplits) {
         for (std::size_t i = 0; i < inits.size(); ++i) {
           for (const bool sink : {true, false}) {
             DecomposeOptions fast, dense;

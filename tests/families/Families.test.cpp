@@ -63,7 +63,7 @@ void check_family_lossless(const std::string& name) {
   const Model<Scalar> model(io::load_checkpoint<Scalar>(data_path(golden["model"])));
   const double tol = std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
   const std::vector<int> ids = golden["cases"][0]["ids"];
-  for (const MlpSplit split : {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional}) {
+  for (const MlpSplit split : kMlpSplits) {
     DecomposeOptions options;
     options.split = split;
     const Decomposition<Scalar> result = Decomposer<Scalar>(model).run(ids, Initialisation<Scalar>::tokens(), options);

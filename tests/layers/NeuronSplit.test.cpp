@@ -6,6 +6,8 @@
 #include <depass/layers/NeuronSplit.hpp>
 
 #include <cmath>
+#include <limits>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -109,4 +111,137 @@ TEST_CASE("The split kernel reports a neuron nobody drives when there is no bias
   r0[3] = r1[3] = 0;  // neuron 3: driven by nobody
   std::vector<double*> rows = {r0.data(), r1.data()};
   CHECK(Kernel::split_position(SplitRule{}, rows, -1, a.data(), I, padded));
+}
+
+// --- the path rule --------------------------------------------------------------------------
+// Goldens: integrated gradients of the neuron, integral_0^1 (da/dg(aG, aU) g_m + da/du(aG, aU)
+// u_m) da, evaluated by mpmath quadrature at 30 digits from that definition (not from the
+// closed form the library uses).
+
+TEMPLATE_TEST_CASE("split_neuron_path: integrated gradients of the neuron on hand-made cases", "[layers]",
+                   DEPASS_TEST_SCALARS) {
+  using S = TestType;
+  const double tol = std::is_same<S, float>::value ? 2e-6 : 1e-14;
+  S share[3];
+  // Gated a = silu(g) u: G = 1, U = 0.5.
+  const S g[3] = {S(1.0), S(0.5), S(-0.5)}, u[3] = {S(0.2), S(0.3), S(0)};
+  split_neuron_path(g, u, 3, share);
+  CHECK(share[0] == Approx(0.2666964941657339).epsilon(tol));
+  CHECK(share[1] == Approx(0.19923677718237931).epsilon(tol));
+  CHECK(share[2] == Approx(-0.10040398203311077).epsilon(tol));
+  CHECK(double(share[0] + share[1] + share[2]) == Approx(0.36552928931500244).epsilon(tol));
+  // Far on the negative side (G = -25): large opposite shares, a total near zero.
+  const S gn[2] = {S(-30), S(5)}, un[2] = {S(1), S(-2)};
+  split_neuron_path(gn, un, 2, share);
+  CHECK(share[0] == Approx(-0.072377098492908032).epsilon(std::is_same<S, float>::value ? 1e-5 : 1e-12));
+  CHECK(share[1] == Approx(0.072377098840106628).epsilon(std::is_same<S, float>::value ? 1e-5 : 1e-12));
+  // GELU a = gelu_tanh(g): no up input.
+  const S ge[3] = {S(1.5), S(-0.25), S(0.75)};
+  split_neuron_path<S>(ge, nullptr, 3, share);
+  CHECK(share[0] == Approx(1.4659482705658313).epsilon(tol));
+  CHECK(share[1] == Approx(-0.24432471176097188).epsilon(tol));
+  CHECK(share[2] == Approx(0.73297413528291563).epsilon(tol));
+}
+
+TEST_CASE("The path rule's weight q(G) = integral_0^1 t sigmoid(t G) dt", "[layers]") {
+  // mpmath at 40 digits, around both branches (Gauss-Legendre up to |G| = 2, series beyond).
+  const std::vector<std::pair<double, double>> golden = {
+      {-60.0, 0.00022846306484003144}, {-20.0, 0.002056167475349718}, {-2.5, 0.0871653485510839},
+      {-2.0, 0.10939963165593611},     {-1.0, 0.1705573495024382},    {-1e-3, 0.24991666667083334},
+      {0.0, 0.25},                     {1e-3, 0.25008333332916666},   {0.5, 0.2911549546432855},
+      {1.999, 0.3905505590724511},     {2.0, 0.39060036834406386},    {2.001, 0.3906501554152141},
+      {3.0, 0.43027508240399304},      {10.0, 0.4917803235498254},    {40.0, 0.49948595810410995},
+      {700.0, 0.49999832149585016}};
+  for (const auto& [G, q] : golden) {
+    INFO("G = " << G);
+    CHECK(std::abs(detail::silu_path_weight(G) - q) <= 2e-16);
+  }
+  CHECK(detail::silu_path_weight(1e200) == 0.5);  // G^2 overflows: still the limit
+  CHECK(detail::silu_path_weight(-1e200) == 0.0);
+}
+
+TEMPLATE_TEST_CASE("The path rule is exact however the contributions cancel", "[layers]", DEPASS_TEST_SCALARS) {
+  using S = TestType;
+  std::mt19937 rng(11);
+  std::normal_distribution<double> normal(0, 1);
+  const double eps = std::numeric_limits<S>::epsilon();
+  for (const double scale : {1e-6, 1.0, 30.0, 1e4}) {
+    std::vector<S> g(9), u(9), share(9);
+    for (std::size_t m = 0; m < g.size(); ++m) {
+      g[m] = static_cast<S>(scale * normal(rng));
+      u[m] = static_cast<S>(scale * normal(rng));
+    }
+    g[8] = -std::accumulate(g.begin(), g.end() - 1, S(0));  // G ~ 0: contributions cancel
+    for (const bool gated : {true, false}) {
+      split_neuron_path(g.data(), gated ? u.data() : nullptr, 9, share.data());
+      double G = 0, U = 0, total = 0, magnitude = 0;
+      for (std::size_t m = 0; m < g.size(); ++m) {
+        G += g[m];
+        U += u[m];
+        total += share[m];
+        magnitude += std::abs(double(share[m]));
+      }
+      const double k = 0.7978845608028654, a = gated ? G / (1 + std::exp(-G)) * U : 0.5 * G * (1 + std::tanh(k * (G + 0.044715 * G * G * G)));
+      INFO("scale " << scale << ", gated " << gated);
+      CHECK(std::isfinite(magnitude));
+      CHECK(std::abs(total - a) <= 64 * eps * (magnitude + std::abs(a)));
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("The split kernel's path rule equals split_neuron_path", "[layers][engine]", DEPASS_TEST_SCALARS) {
+  using S = TestType;
+  using Kernel = detail::SplitKernel<S>;
+  using Rows = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::mt19937 rng(5);
+  std::normal_distribution<double> normal(0, 3);
+  const Eigen::Index I = 29, padded = Kernel::padded(I), count = 5;
+  for (const bool gated : {true, false}) {
+    Rows g = Rows::Zero(count, padded), u = Rows::Zero(count, padded);
+    for (Eigen::Index k = 0; k < I; ++k)
+      for (Eigen::Index i = 0; i < count; ++i) {
+        g(i, k) = (k + i) % 4 == 0 ? S(0) : static_cast<S>(normal(rng));
+        u(i, k) = static_cast<S>(normal(rng));
+      }
+    Rows expected(count, I);
+    std::vector<S> gc(static_cast<std::size_t>(count)), uc(gc.size()), share(gc.size());
+    for (Eigen::Index k = 0; k < I; ++k) {
+      for (Eigen::Index i = 0; i < count; ++i) {
+        gc[static_cast<std::size_t>(i)] = g(i, k);
+        uc[static_cast<std::size_t>(i)] = u(i, k);
+      }
+      split_neuron_path(gc.data(), gated ? uc.data() : nullptr, count, share.data());
+      for (Eigen::Index i = 0; i < count; ++i) expected(i, k) = share[static_cast<std::size_t>(i)];
+    }
+    std::vector<S*> g_rows, u_rows;
+    for (Eigen::Index i = 0; i < count; ++i) {
+      g_rows.push_back(g.row(i).data());
+      if (gated) u_rows.push_back(u.row(i).data());
+    }
+    Kernel::split_position_path(g_rows, u_rows, padded);
+    const double tol = std::is_same<S, float>::value ? 1e-5 : 1e-13;
+    INFO("gated " << gated);
+    CHECK((g.leftCols(I) - expected).cwiseAbs().maxCoeff() <= tol);
+    CHECK(g.rightCols(padded - I).cwiseAbs().maxCoeff() == 0);
+  }
+}
+
+TEST_CASE("merge_sink_into_bias moves the sink's rows past position 0 to the bias", "[layers]") {
+  Eigen::MatrixXd sink = Eigen::MatrixXd::Constant(4, 3, 2.0), bias = Eigen::MatrixXd::Ones(4, 3);
+  merge_sink_into_bias(sink, bias, 0);
+  CHECK(sink.row(0).sum() == 6);
+  CHECK(sink.bottomRows(3).cwiseAbs().sum() == 0);
+  CHECK(bias.row(0).sum() == 3);
+  CHECK(bias.bottomRows(3).sum() == 27);
+  Eigen::MatrixXd later = Eigen::MatrixXd::Constant(2, 3, 2.0), later_bias = Eigen::MatrixXd::Zero(2, 3);
+  merge_sink_into_bias(later, later_bias, 5);
+  CHECK(later.cwiseAbs().sum() == 0);
+  CHECK(later_bias.sum() == 12);
+}
+
+TEST_CASE("split_neuron refuses the path rule, which needs up contributions", "[layers]") {
+  const double g[2] = {1, 2};
+  double share[2];
+  CHECK_THROWS_WITH(split_neuron(SplitRule{MlpSplit::Path, 0.1}, g, 2, 1.0, share),
+                    Catch::Contains("split_neuron_path"));
 }

@@ -940,6 +940,48 @@ def split_weights(gm, split, temperature, sink, bias):
 CANCEL_RATIO = 1e-3
 
 
+# The path rule: integrated gradients of each neuron a(g, u) (a = silu(g) u, or gelu(g)
+# with no up input) along the straight path from 0 to the real (g, u), the components'
+# parts g_m, u_m as the inputs: share_m = int_0^1 (da/dg(t g, t u) g_m + da/du(t g, t u) u_m) dt.
+# Here by composite Gauss-Legendre (PATH_PANELS panels of PATH_NODES nodes) with autograd
+# derivatives; the loop implementation below uses a closed form instead. With the sink,
+# its contributions past position 0 join the bias component's first (so its shares there
+# go to the bias and the sum stays exact).
+PATH_PANELS, PATH_NODES = 64, 16
+
+
+def path_coefficients_quadrature(G, U):
+    """G, U [N, I] (U None: GELU) -> (A, B) with share_m = A g_m + B u_m."""
+    import numpy as np
+    x, w = np.polynomial.legendre.leggauss(PATH_NODES)
+    A, B = torch.zeros_like(G), torch.zeros_like(G)
+    for j in range(PATH_PANELS):
+        lo = j / PATH_PANELS
+        for xi, wi in zip(x, w):
+            t = lo + (xi + 1) / (2 * PATH_PANELS)
+            wt = wi / (2 * PATH_PANELS)
+            g = (t * G).clone().requires_grad_(True)
+            if U is None:
+                a = gelu_tanh(g)
+                (dg,) = torch.autograd.grad(a.sum(), g)
+                A += wt * dg
+            else:
+                u = (t * U).clone().requires_grad_(True)
+                a = silu(g) * u
+                dg, du = torch.autograd.grad(a.sum(), (g, u))
+                A += wt * dg
+                B += wt * du
+    return A, B
+
+
+def merge_sink(t, sink, bias):
+    """The sink's rows past position 0 added to the bias component's, then zeroed."""
+    t = t.clone()
+    t[bias, 1:] = t[bias, 1:] + t[sink, 1:]
+    t[sink, 1:] = 0
+    return t
+
+
 def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
     """Block b's component rule with the real block's coefficients frozen -> new C."""
     V = layer_view(m, b // 2)
@@ -961,6 +1003,20 @@ def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
     gm = Cn @ V["W1"]
     if V["b1"] is not None:
         gm[bias] = gm[bias] + V["b1"]
+    if split == "path":
+        um = None
+        if V["W3"] is not None:
+            um = Cn @ V["W3"]
+        if sink is not None:
+            gm = merge_sink(gm, sink, bias)
+            um = merge_sink(um, sink, bias) if um is not None else None
+        with torch.enable_grad():
+            A, B = path_coefficients_quadrature(gm.sum(0), um.sum(0) if um is not None else None)
+        shares = A * gm + (B * um if um is not None else 0)
+        C = C + shares @ V["W2"]
+        if V["b2"] is not None:
+            C[bias] = C[bias] + V["b2"]
+        return C
     w = split_weights(gm, split, temperature, sink, bias)
     C = C + (w * real["act"]) @ V["W2"]
     if V["b2"] is not None:
@@ -997,15 +1053,20 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
             out.append(c + add)
         return out
     gms = []
+    ums = []
     for i, c in enumerate(comps):
         g = norm(c, i == bias) @ V["W1"]
         if i == bias and V["b1"] is not None:
             g = g + V["b1"]
         gms.append(g.tolist())
+        if V["W3"] is not None:
+            ums.append((norm(c, i == bias) @ V["W3"]).tolist())
     act = real["act"].tolist()
     N, I, M = len(act), len(act[0]), len(comps)
     coef = [[[0.0] * I for _ in range(N)] for _ in range(M)]
-    for p in range(N):
+    if split == "path":
+        path_naive(gms, ums, coef, bias, sink)
+    for p in range(N if split != "path" else 0):
         for k in range(I):
             vals = [gms[i][p][k] for i in range(M)]
             el = [i for i in range(M) if vals[i] != 0.0 and not (i == sink and p > 0)]
@@ -1030,6 +1091,44 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
             new = new + V["b2"]
         out.append(new)
     return out
+
+
+def silu_path_q(G):
+    """q(G) = int_0^1 t sigmoid(t G) dt by 400-point Gauss-Legendre (math, per neuron)."""
+    import numpy as np
+    if not hasattr(silu_path_q, "rule"):
+        silu_path_q.rule = np.polynomial.legendre.leggauss(400)
+    x, w = silu_path_q.rule
+    return sum(0.5 * wi * t / (1 + math.exp(-t * G)) if t * G > -700 else 0.0
+               for wi, t in zip(w, 0.5 * (x + 1)))
+
+
+def path_naive(gms, ums, coef, bias, sink):
+    """The path rule per (position, neuron) in closed form: gated a = silu(g) u gives
+    share_m = U (sigmoid(G) - q) g_m + G q u_m with q = int_0^1 t sigmoid(t G) dt (integrate
+    the two terms of IG by parts); GELU gives share_m = g_m gelu(G) / G."""
+    M, N, I = len(gms), len(gms[0]), len(gms[0][0])
+    c = math.sqrt(2.0 / math.pi)
+    for p in range(N):
+        for k in range(I):
+            g = [gms[i][p][k] for i in range(M)]
+            u = [ums[i][p][k] for i in range(M)] if ums else None
+            if sink is not None and p > 0:
+                g[bias] += g[sink]
+                g[sink] = 0.0
+                if u:
+                    u[bias] += u[sink]
+                    u[sink] = 0.0
+            G = sum(g)
+            if u is None:
+                ratio = 0.5 * (1 + math.tanh(c * (G + 0.044715 * G ** 3)))
+                for i in range(M):
+                    coef[i][p][k] = ratio * g[i]
+                continue
+            U, q = sum(u), silu_path_q(G)
+            sig = 1 / (1 + math.exp(-G)) if G > -700 else 0.0
+            for i in range(M):
+                coef[i][p][k] = U * (sig - q) * g[i] + G * q * u[i]
 
 
 def projection(basis, given):

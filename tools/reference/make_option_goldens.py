@@ -78,7 +78,9 @@ def token_specs():
             spec("tokens argmax", split="argmax"),
             spec("tokens proportional", split="proportional"),
             spec("tokens softmax no sink", bos_sink=False),
-            spec("tokens argmax no sink", split="argmax", bos_sink=False)]
+            spec("tokens argmax no sink", split="argmax", bos_sink=False),
+            spec("tokens path", split="path"),
+            spec("tokens path no sink", split="path", bos_sink=False)]
 
 
 def init_specs(L, I, rng, D, subspace_layer):
@@ -99,7 +101,8 @@ def init_specs(L, I, rng, D, subspace_layer):
            spec("neurons(0, selected)", {"kind": "neurons", "layer": 0, "neurons": sel}),
            spec("neurons(%d, all)" % last, {"kind": "neurons", "layer": last, "neurons": []}),
            spec("neurons(0, selected) proportional", {"kind": "neurons", "layer": 0, "neurons": sel},
-                split="proportional")]
+                split="proportional"),
+           spec("heads(%d) path" % last, {"kind": "heads", "layer": last}, split="path")]
     for l in sorted({0, last}):
         for site in ("attention", "mlp"):
             out.append(spec("module(%d, %s)" % (l, site), {"kind": "module", "layer": l, "site": site}))
@@ -119,7 +122,8 @@ def chunk_specs():
     return [spec("tokens chunk 3", chunk_size=3, readouts="long"),
             spec("tokens chunk 7", chunk_size=7),
             spec("tokens chunk 7 argmax no sink", chunk_size=7, split="argmax", bos_sink=False),
-            spec("heads(0) chunk 3", {"kind": "heads", "layer": 0}, chunk_size=3)]
+            spec("heads(0) chunk 3", {"kind": "heads", "layer": 0}, chunk_size=3),
+            spec("tokens chunk 3 path", chunk_size=3, split="path")]
 
 
 def specs_for(name, L, I, D):

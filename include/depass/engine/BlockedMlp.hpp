@@ -1,6 +1,6 @@
 #pragma once
 // The blocked engine's MLP propagation: the rule of layers/Mlp.hpp (frozen norm, gate
-// contributions, the split of layers/NeuronSplit.hpp via the vectorised SplitKernel, the
+// (and for the path rule up) contributions, the split of layers/NeuronSplit.hpp via the vectorised SplitKernel, the
 // down projection, biases to the bias component) over the rows the components can reach.
 // The split couples components, not positions: a work item is a tile of positions over
 // every component live in it, so the split over components is complete inside the tile:
@@ -49,15 +49,17 @@ struct MlpTile {
 
 /// The split of one tile, position by position over the members live there (gate rows in,
 /// shares out). Returns true if a neuron nobody drives found no bias component.
-template <typename Scalar, typename GateRows>
-bool split_tile(const ComponentState<Scalar>& cs, const MlpTile& tile, GateRows& gate_rows,
+/// up_rows: the members' up contributions, read by the path rule (null: not needed).
+template <typename Scalar, typename GateRows, typename UpRows>
+bool split_tile(const ComponentState<Scalar>& cs, const MlpTile& tile, GateRows& gate_rows, UpRows* up_rows,
                 const RowMatrix<Scalar>& act_rows, Eigen::Index I, int inner) {
   bool orphan = false;
+  const bool path = cs.split.split == MlpSplit::Path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) reduction(|| : orphan) num_threads(inner) if (inner > 1)
 #endif
   for (Eigen::Index p = tile.p0; p < tile.p1; ++p) {
-    std::vector<Scalar*> rows;
+    std::vector<Scalar*> rows, up;
     rows.reserve(static_cast<std::size_t>(tile.count()));
     Eigen::Index bias_slot = -1;
     for (Eigen::Index b = 0; b < tile.count(); ++b) {
@@ -65,11 +67,31 @@ bool split_tile(const ComponentState<Scalar>& cs, const MlpTile& tile, GateRows&
       if (f > p) continue;
       if (b == tile.bias_member) bias_slot = static_cast<Eigen::Index>(rows.size());
       rows.push_back(gate_rows.row(tile.at(b) + p - f).data());
+      if (up_rows) up.push_back(up_rows->row(tile.at(b) + p - f).data());
     }
-    if (SplitKernel<Scalar>::split_position(cs.split, rows, bias_slot, act_rows.row(p).data(), I, act_rows.cols()))
+    if (path) SplitKernel<Scalar>::split_position_path(rows, up, act_rows.cols());
+    else if (SplitKernel<Scalar>::split_position(cs.split, rows, bias_slot, act_rows.row(p).data(), I, act_rows.cols()))
       orphan = true;
   }
   return orphan;
+}
+
+/// Before the split: the sink's contributions past position 0 leave the split (softmax,
+/// argmax, proportional) or join the bias component's (path rule, which stays exact so).
+template <typename Scalar, typename Rows>
+void handle_sink(const ComponentState<Scalar>& cs, const MlpTile& tile, Rows& gate_rows, Rows* up_rows) {
+  if (tile.sink_member < 0) return;
+  const Eigen::Index s = tile.sink_member, from = tile.start[static_cast<std::size_t>(s)];
+  if (cs.split.split != MlpSplit::Path) {
+    exclude_sink(gate_rows.middleRows(tile.at(s), tile.length(s)), from);
+    return;
+  }
+  // The bias and the sink both start at position 0, so they share the tile's positions.
+  const Eigen::Index b = tile.bias_member;
+  if (b < 0 || tile.length(b) != tile.length(s)) throw std::logic_error("the path rule's sink handling needs a bias component");
+  merge_sink_into_bias(gate_rows.middleRows(tile.at(s), tile.length(s)), gate_rows.middleRows(tile.at(b), tile.length(b)), from);
+  if (up_rows)
+    merge_sink_into_bias(up_rows->middleRows(tile.at(s), tile.length(s)), up_rows->middleRows(tile.at(b), tile.length(b)), from);
 }
 
 /// C += mlp(frozen norm of C) for every component, over the rows they can reach.
@@ -80,6 +102,7 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
   using RowMap = Eigen::Map<RowMatrix<Scalar>>;
   const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), D = cs.tensor.width();
   const Eigen::Index I = mlp.neurons(), padded_i = SplitKernel<Scalar>::padded(I);
+  const bool use_up = cs.split.needs_up() && mlp.gated();
   Eigen::Index live_components = 0;
   double live_rows = 0;
   for (Eigen::Index m = 0; m < M; ++m) {
@@ -97,24 +120,28 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
   const Eigen::Index P = std::min(N, std::max<Eigen::Index>(1, cs.engine.work_rows / live_components));
   const Eigen::Index tiles = (N + P - 1) / P;
   std::atomic<bool> orphan{false};
-  const double work = live_rows * static_cast<double>(I) * (4.0 * static_cast<double>(D) + 20.0);
+  const double work = live_rows * static_cast<double>(I) * ((use_up ? 6.0 : 4.0) * static_cast<double>(D) + 20.0);
   run_items(cs.workspace, tiles, work, [&](Eigen::Index item, std::size_t thread, int inner) {
     const Eigen::Index p0 = (tiles - 1 - item) * P;
     const MlpTile tile(cs, p0, std::min(N, p0 + P));
     const Eigen::Index R = tile.rows, bias_rows = tile.bias_member >= 0 ? tile.length(tile.bias_member) : 0;
     const Eigen::Index bias_begin = tile.bias_member >= 0 ? tile.at(tile.bias_member) : 0;
-    Scalar* base = reserve(cs.workspace.scratch[thread], R * (D + padded_i));
+    Scalar* base = reserve(cs.workspace.scratch[thread], R * (D + (use_up ? 2 : 1) * padded_i));
     RowMap normed(base, R, D), gate_rows(base + R * D, R, padded_i);
-    Eigen::Map<RowMatrix<Scalar>, 0, Eigen::OuterStride<>> gate(gate_rows.data(), R, I, Eigen::OuterStride<>(padded_i));
+    RowMap up_rows(use_up ? base + R * (D + padded_i) : nullptr, use_up ? R : 0, padded_i);
+    using StridedMap = Eigen::Map<RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+    StridedMap gate(gate_rows.data(), R, I, Eigen::OuterStride<>(padded_i));
     for (Eigen::Index b = 0; b < tile.count(); ++b)
       gather_normed(cs, tile.members[static_cast<std::size_t>(b)], tile.start[static_cast<std::size_t>(b)], tile.p1,
                     norm, scale, normed.middleRows(tile.at(b), tile.length(b)));
     mlp.gate_contributions(normed, gate, bias_begin, bias_rows);
     gate_rows.rightCols(padded_i - I).setZero();
-    if (tile.sink_member >= 0)
-      exclude_sink(gate_rows.middleRows(tile.at(tile.sink_member), tile.length(tile.sink_member)),
-                   tile.start[static_cast<std::size_t>(tile.sink_member)]);
-    if (split_tile(cs, tile, gate_rows, act_rows, I, inner)) orphan = true;
+    if (use_up) {
+      mlp.up_contributions(normed, StridedMap(up_rows.data(), R, I, Eigen::OuterStride<>(padded_i)), bias_begin, bias_rows);
+      up_rows.rightCols(padded_i - I).setZero();
+    }
+    handle_sink(cs, tile, gate_rows, use_up ? &up_rows : nullptr);
+    if (split_tile(cs, tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
     RowMap update(base, R, D);
     mlp.down(gate, update, bias_begin, bias_rows);
     // Tiles own disjoint positions, so their rows of the sum are disjoint too.

@@ -34,6 +34,27 @@ struct SplitKernel {
     return orphan;
   }
 
+  /// The path rule (split_neuron_path) at one position: g_rows[i] (member i's gate
+  /// contributions, padded_i entries) is overwritten by its shares; u_rows[i] holds its up
+  /// contributions (empty list: a GELU MLP). Padding entries are zero and stay zero.
+  static void split_position_path(const std::vector<Scalar*>& g_rows, const std::vector<Scalar*>& u_rows,
+                                  Eigen::Index padded_i) {
+    using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    using Map = Eigen::Map<Array>;
+    const bool gated = !u_rows.empty();
+    Array G = Array::Zero(padded_i), U = Array::Zero(padded_i), cg(padded_i), cu(padded_i);
+    for (std::size_t i = 0; i < g_rows.size(); ++i) {
+      G += Map(g_rows[i], padded_i);
+      if (gated) U += Map(u_rows[i], padded_i);
+    }
+    for (Eigen::Index k = 0; k < padded_i; ++k) path_coefficients(gated, G[k], U[k], cg[k], cu[k]);
+    for (std::size_t i = 0; i < g_rows.size(); ++i) {
+      Map g(g_rows[i], padded_i);
+      if (gated) g = cg * g + cu * Map(u_rows[i], padded_i);
+      else g *= cg;
+    }
+  }
+
  private:
   /// One chunk's running statistics, per packet of neurons.
   struct Chunk {

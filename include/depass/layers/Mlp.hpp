@@ -2,8 +2,8 @@
 // The MLP block (docs/method.md, "MLP block"): gated SiLU (SwiGLU: a = silu(x W1^T) * x W3^T)
 // or GELU (a = gelu_tanh(x W1^T + b1)), then a W2^T. The real pass freezes the neuron
 // values a; each neuron's output a[i,k] W2[:,k] is shared among the components by how much
-// each drives the neuron's gate, g_m = norm(C_m) W1^T (layers/NeuronSplit.hpp). Biases go
-// to the bias component.
+// each drives the neuron's gate, g_m = norm(C_m) W1^T, and for the path rule its up input,
+// u_m = norm(C_m) W3^T (layers/NeuronSplit.hpp). Biases go to the bias component.
 
 #include <Eigen/Core>
 #include <stdexcept>
@@ -83,6 +83,15 @@ class Mlp {
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b1, true);
   }
 
+  /// dst = normed W3^T, each component's contribution to every up input (gated MLPs); rows
+  /// [bias_begin, + bias_count) receive the up bias.
+  template <typename Rows, typename Dst>
+  void up_contributions(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
+    dst.noalias() = normed * w_.w3.transpose();
+    if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b3, true);
+  }
+  bool gated() const { return gated_; }
+
   /// dst = shares W2^T, the output of each component's share of the neurons; rows
   /// [bias_begin, + bias_count) receive the down projection's bias.
   template <typename Shares, typename Dst>
@@ -111,15 +120,30 @@ class Mlp {
     const MatrixType& act = real.act;
     const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), I = neurons();
     const Eigen::Index bias_rows = cs.bias_component >= 0 ? N : 0, bias_begin = std::max<Eigen::Index>(0, cs.bias_component) * N;
-    MatrixType g(M * N, I);
+    MatrixType g(M * N, I), u;
     gate_contributions(normed, g, bias_begin, bias_rows);
-    if (cs.sink_component >= 0) exclude_sink(g.middleRows(cs.sink_component * N, N), 0);
+    const bool path = cs.split.split == MlpSplit::Path, use_up = path && gated_;
+    if (use_up) {
+      u.resize(M * N, I);
+      up_contributions(normed, u, bias_begin, bias_rows);
+    }
+    if (cs.sink_component >= 0 && path) {
+      if (cs.bias_component < 0) throw std::logic_error("the path rule's sink handling needs a bias component");
+      merge_sink_into_bias(g.middleRows(cs.sink_component * N, N), g.middleRows(cs.bias_component * N, N), 0);
+      if (use_up) merge_sink_into_bias(u.middleRows(cs.sink_component * N, N), u.middleRows(cs.bias_component * N, N), 0);
+    } else if (cs.sink_component >= 0) {
+      exclude_sink(g.middleRows(cs.sink_component * N, N), 0);
+    }
     MatrixType shares(M * N, I);
-    std::vector<Scalar> column(static_cast<std::size_t>(M)), share(static_cast<std::size_t>(M));
+    std::vector<Scalar> column(static_cast<std::size_t>(M)), up(static_cast<std::size_t>(M)),
+        share(static_cast<std::size_t>(M));
     for (Eigen::Index k = 0; k < I; ++k)
       for (Eigen::Index i = 0; i < N; ++i) {
         for (Eigen::Index m = 0; m < M; ++m) column[static_cast<std::size_t>(m)] = g(m * N + i, k);
-        if (!split_neuron(cs.split, column.data(), M, act(i, k), share.data())) {
+        if (path) {
+          for (Eigen::Index m = 0; use_up && m < M; ++m) up[static_cast<std::size_t>(m)] = u(m * N + i, k);
+          split_neuron_path(column.data(), use_up ? up.data() : nullptr, M, share.data());
+        } else if (!split_neuron(cs.split, column.data(), M, act(i, k), share.data())) {
           if (cs.bias_component < 0) throw std::logic_error("a neuron driven by no component needs a bias component");
           share[static_cast<std::size_t>(cs.bias_component)] = act(i, k);
         }

@@ -1,8 +1,9 @@
 #pragma once
 // The MLP split: how a neuron's output a[i,k] is shared among the components that drive
-// its gate at position i (docs/method.md, "MLP block"). This file states each rule once,
-// in plain scalar code; it is the specification. The engine's vectorised kernel
-// (engine/SplitKernel.hpp) computes the same shares and is tested against split_neuron.
+// it at position i (docs/method.md, "MLP block"). This file states each rule once, in
+// plain scalar code; it is the specification. The engine's vectorised kernel
+// (engine/SplitKernel.hpp) computes the same shares and is tested against split_neuron
+// and split_neuron_path.
 
 #include <Eigen/Core>
 #include <cmath>
@@ -16,8 +17,12 @@ namespace depass {
 enum class MlpSplit {
   Softmax,      ///< softmax over components of gate contribution / temperature (default)
   Argmax,       ///< whole neuron to the component with the largest gate contribution
-  Proportional  ///< signed share g_m / g; softmax where the g_m nearly cancel (see below)
+  Proportional, ///< signed share g_m / g; softmax where the g_m nearly cancel (see below)
+  Path          ///< path integral of the neuron over its gate and up inputs (split_neuron_path)
 };
+
+/// Every rule, in the order the CLI and the docs list them.
+constexpr MlpSplit kMlpSplits[] = {MlpSplit::Softmax, MlpSplit::Argmax, MlpSplit::Proportional, MlpSplit::Path};
 
 /// Proportional split: where |sum g_m| <= this * sum |g_m| the signed shares would exceed
 /// 1/this in magnitude and rounding would break losslessness, so softmax is used there.
@@ -28,6 +33,7 @@ inline const char* to_string(MlpSplit split) {
     case MlpSplit::Softmax: return "softmax";
     case MlpSplit::Argmax: return "argmax";
     case MlpSplit::Proportional: return "proportional";
+    case MlpSplit::Path: return "path";
   }
   return "?";
 }
@@ -36,13 +42,16 @@ inline MlpSplit parse_mlp_split(const std::string& name) {
   if (name == "softmax") return MlpSplit::Softmax;
   if (name == "argmax") return MlpSplit::Argmax;
   if (name == "proportional") return MlpSplit::Proportional;
-  throw std::invalid_argument("mlp split '" + name + "' is unknown (allowed: softmax, argmax, proportional)");
+  if (name == "path") return MlpSplit::Path;
+  throw std::invalid_argument("mlp split '" + name + "' is unknown (allowed: softmax, argmax, proportional, path)");
 }
 
 /// A split rule and its parameter.
 struct SplitRule {
   MlpSplit split = MlpSplit::Softmax;
   double temperature = 0.1;  // softmax (and the proportional rule's fallback), > 0
+  /// The path rule reads each component's up contributions too (gated MLPs).
+  bool needs_up() const { return split == MlpSplit::Path; }
 };
 
 /// Shares neuron output `a` among `count` members with gate contributions g[0..count),
@@ -53,6 +62,8 @@ struct SplitRule {
 /// a neuron to the bias component.
 template <typename Scalar>
 bool split_neuron(const SplitRule& rule, const Scalar* g, Eigen::Index count, Scalar a, Scalar* share) {
+  if (rule.split == MlpSplit::Path)
+    throw std::invalid_argument("split_neuron: the path rule reads up contributions too; call split_neuron_path");
   Scalar peak = -std::numeric_limits<Scalar>::infinity(), total = 0, magnitude = 0;
   Eigen::Index best = -1;
   for (Eigen::Index i = 0; i < count; ++i) {
@@ -84,6 +95,73 @@ bool split_neuron(const SplitRule& rule, const Scalar* g, Eigen::Index count, Sc
   return true;
 }
 
+namespace detail {
+
+/// q(G) = integral_0^1 t sigmoid(t G) dt, the path rule's weight (split_neuron_path).
+/// |G| <= 2: 16-point Gauss-Legendre on [0, 1] (the integrand's nearest poles, t = i pi / G,
+/// leave Bernstein-ellipse room for full double precision). |G| > 2: q = F(G) / G^2 with
+/// F(G) = integral_0^G silu = G^2/2 - H(G) (G > 0) or H(-G) (G < 0), and
+/// H(x) = integral_0^x s / (1 + e^s) ds = pi^2/12 - sum_k (-1)^(k+1) e^(-kx) (x/k + 1/k^2).
+inline double silu_path_weight(double G) {
+  static const double node[8] = {0.0950125098376374, 0.2816035507792589, 0.4580167776572274, 0.6178762444026438,
+                                 0.7554044083550030, 0.8656312023878318, 0.9445750230732326, 0.9894009349916499};
+  static const double weight[8] = {0.1894506104550685, 0.1826034150449236, 0.1691565193950025, 0.1495959888165767,
+                                   0.1246289712555339, 0.0951585116824928, 0.0622535239386479, 0.0271524594117541};
+  const double x = std::abs(G);
+  if (x <= 2.0) {
+    double q = 0;
+    for (int j = 0; j < 8; ++j)
+      for (const double t : {0.5 * (1 - node[j]), 0.5 * (1 + node[j])}) q += 0.5 * weight[j] * t / (1 + std::exp(-t * G));
+    return q;
+  }
+  double tail = 0;  // sum_k (-1)^(k+1) e^(-kx) (x/k + 1/k^2): alternating, decreasing terms
+  for (int k = 1; k <= 64; ++k) {
+    const double term = std::exp(-k * x) * (x / k + 1.0 / (double(k) * k));
+    tail += (k % 2 ? term : -term);
+    if (term < 1e-18 * x) break;
+  }
+  const double H = 0.8224670334241132 - tail;  // pi^2 / 12
+  const double over = H / (G * G);  // G * G may overflow to inf: over -> 0, still right
+  return G > 0 ? 0.5 - over : over;
+}
+
+}  // namespace detail
+
+/// The path rule's per-neuron coefficients: component m's share of the neuron is
+/// cg g_m + cu u_m, with G = sum g_m and U = sum u_m. It is integrated gradients of the
+/// neuron a(g, u) along the straight path from zero to (G, U), the components' parts of
+/// (g, u) as the inputs (docs/method.md, "MLP block"):
+///   gated a = silu(g) u:  cg = U (sigmoid(G) - q(G)), cu = G q(G), q = silu_path_weight;
+///   GELU  a = gelu(g):    cg = gelu(G) / G = (1 + tanh(k (G + 0.044715 G^3))) / 2, cu = 0.
+/// cg G + cu U = silu(G) U (gelu(G)) for every q, so the shares sum to the neuron exactly,
+/// whatever the rounding of q; no ratio is ever divided by G.
+template <typename Scalar>
+void path_coefficients(bool gated, Scalar G, Scalar U, Scalar& cg, Scalar& cu) {
+  if (!gated) {
+    const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
+    cg = Scalar(0.5) * (Scalar(1) + std::tanh(k * (G + Scalar(0.044715) * G * G * G)));
+    cu = 0;
+    return;
+  }
+  const Scalar q = static_cast<Scalar>(detail::silu_path_weight(static_cast<double>(G)));
+  cg = U * (Scalar(1) / (Scalar(1) + std::exp(-G)) - q);
+  cu = G * q;
+}
+
+/// The path rule for one neuron: g[m], u[m] are member m's contributions to its gate and
+/// up inputs (u null: a GELU MLP), share[m] = cg g[m] + cu u[m]. Linear in the
+/// contributions, so no member needs excluding: an absent one (zeros) gets nothing.
+template <typename Scalar>
+void split_neuron_path(const Scalar* g, const Scalar* u, Eigen::Index count, Scalar* share) {
+  Scalar G = 0, U = 0, cg, cu;
+  for (Eigen::Index i = 0; i < count; ++i) {
+    G += g[i];
+    if (u) U += u[i];
+  }
+  path_coefficients(u != nullptr, G, U, cg, cu);
+  for (Eigen::Index i = 0; i < count; ++i) share[i] = cg * g[i] + (u ? cu * u[i] : Scalar(0));
+}
+
 /// The attention sink (BOS, with DecomposeOptions::bos_sink) drives neurons only at its
 /// own position: its gate contributions at later positions are excluded from the split,
 /// i.e. set to zero (absent). rows: the sink's contributions at positions [from, ...).
@@ -91,6 +169,18 @@ template <typename Rows>
 void exclude_sink(Rows&& rows, Eigen::Index from) {
   const Eigen::Index keep = from == 0 ? 1 : 0;
   if (rows.rows() > keep) rows.bottomRows(rows.rows() - keep).setZero();
+}
+
+/// The path rule's form of the exclusion: the sink's contributions at positions past 0
+/// join the bias component's (bias_rows, same positions as rows), so the neurons' shares
+/// they earn go to the bias, and the split stays exact. Why: there the sink's content is
+/// what attention to BOS adds everywhere, a near-constant offset, not evidence.
+template <typename Rows, typename BiasRows>
+void merge_sink_into_bias(Rows&& rows, BiasRows&& bias_rows, Eigen::Index from) {
+  const Eigen::Index keep = from == 0 ? 1 : 0, n = rows.rows() - keep;
+  if (n <= 0) return;
+  bias_rows.bottomRows(n) += rows.bottomRows(n);
+  rows.bottomRows(n).setZero();
 }
 
 }  // namespace depass
