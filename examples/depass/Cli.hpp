@@ -114,9 +114,13 @@ inline std::size_t parse_bytes(const std::string& option, const std::string& tex
 inline depass::DecomposeOptions decompose_options(const Args& args) {
   depass::DecomposeOptions options;
   const std::string split = args.get("--mlp-split", "softmax");
-  if (split != "softmax" && split != "argmax" && split != "proportional")
-    throw UsageError("--mlp-split '" + split + "' is unknown (allowed: softmax, argmax, proportional)");
-  options.split = depass::parse_mlp_split(split);
+  try {
+    options.split = depass::parse_mlp_split(split);
+  } catch (const std::invalid_argument&) {
+    throw UsageError("--mlp-split '" + split + "' is unknown (allowed: softmax, argmax, proportional, path)");
+  }
+  if (args.has("--temperature") && (options.split == depass::MlpSplit::Argmax || options.split == depass::MlpSplit::Path))
+    throw UsageError("--temperature applies to the softmax and proportional splits, not to --mlp-split " + split);
   options.temperature = args.number("--temperature", 0.1);
   if (!(options.temperature > 0) || !std::isfinite(options.temperature))
     throw UsageError("--temperature must be a finite number > 0, got '" + args.get("--temperature") + "'");

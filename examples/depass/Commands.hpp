@@ -38,12 +38,24 @@ extern const char* kInfoHelp;
 extern const char* kEvaluateHelp;
 
 /// Runs a templated command body in the precision of --precision (default `fallback`).
-template <typename Function>
+/// Built with DEPASS_CLI_DOUBLE_ONLY (the sanitizer build, docs/robustness.md) the body
+/// exists for double only and float is refused, unless AlwaysBoth (cheap bodies).
+template <bool AlwaysBoth = false, typename Function>
 int with_precision(const Args& args, const std::string& fallback, Function run) {
   const std::string precision = args.get("--precision", fallback);
-  if (precision == "float") return run(float());
-  if (precision == "double") return run(double());
-  throw UsageError("--precision must be float or double, got '" + precision + "'");
+  if (precision != "float" && precision != "double")
+    throw UsageError("--precision must be float or double, got '" + precision + "'");
+#ifdef DEPASS_CLI_DOUBLE_ONLY
+  constexpr bool with_float = AlwaysBoth;
+#else
+  constexpr bool with_float = true;
+#endif
+  if constexpr (with_float) {
+    if (precision == "float") return run(float());
+  } else if (precision == "float") {
+    throw UsageError("--precision float: this build of depass has double only (DEPASS_CLI_DOUBLE_ONLY, the sanitizer build)");
+  }
+  return run(double());
 }
 
 // Option text shared by the help pages.
@@ -79,7 +91,8 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
   "                       line gives an error object there and exit status 1\n"
 
 #define DEPASS_CLI_SPLIT_HELP                                                                 \
-  "  --mlp-split RULE     softmax (default), argmax or proportional neuron split\n"           \
+  "  --mlp-split RULE     neuron split: softmax (default, the paper's), argmax, proportional\n" \
+  "                       or path (integrated over gate and up; docs/method.md)\n"            \
   "  --temperature T      softmax split temperature (default 0.1)\n"                          \
   "  --no-bos-sink        let the first token receive MLP output at later positions\n"        \
   "  --chunk-size C       propagate components in chunks of C >= 1 (less memory; results then\n" \

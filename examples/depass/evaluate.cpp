@@ -29,6 +29,7 @@ const char* kEvaluateHelp =
     "                       [--resume] [--limit N] [--percents 10,20,...] [--replace T] [--ks 0,1,2,4]\n"
     "                       [--layers L,...] [--probe-layer L] [--probe-site attention|mlp]\n"
     "                       [--train-fraction 0.5] [--steps 100] [--rule riemann|gauss-legendre]\n"
+    "                       [--keep-last] [--mlp-split RULE] [--temperature T] [--no-bos-sink]\n"
     "\n"
     "Faithfulness of attribution methods (docs/faithfulness.md): each method ranks the inputs\n"
     "(tokens, heads or neurons) of every record, the top-ranked ones are removed and the\n"
@@ -61,12 +62,17 @@ const char* kEvaluateHelp =
     "  --percents LIST      token protocols: the percents of the curves (default 10,20,...,100)\n"
     "  --replace T          token protocols: replace the removed tokens by T (id or text)\n"
     "                       instead of deleting them (positions kept)\n"
+    "  --keep-last          disrupt, recover: the paper's protocol, the last token (the\n"
+    "                       explained position) is never removed nor ranked, recover keeps it\n"
     "  --ks LIST            masking: the k grid (default 0, 1, 2, 4, ..., all)\n"
     "  --layers LIST        mask-neurons: the layers whose neurons are ranked (default all)\n"
     "  --probe-layer L      subspace: the probe's layer (default the middle one)\n"
     "  --probe-site S       subspace: attention (before the attention block, default) or mlp\n"
     "  --train-fraction F   subspace: share of the records that train the probe (default 0.5)\n"
     "  --steps K, --rule R  integrated gradients: nodes (default 100) and rule\n"
+    "  --mlp-split RULE, --temperature T, --no-bos-sink\n"
+    "                       depass: its split rule (softmax, argmax, proportional, path) and\n"
+    "                       options, as for `depass tokens` (default: softmax, T = 0.1, sink on)\n"
     "  --no-progress        no progress bar (it shows on a terminal only)\n"
     "\n"
     "example:\n"
@@ -86,12 +92,14 @@ struct EvalSettings {
   std::vector<Method> methods;
   std::vector<int> percents = depass::faithfulness::default_percents();
   std::string replace;  // empty: delete
+  bool keep_last = false;  // the paper's protocol: the last token is no candidate
   std::vector<int> ks, layers;
   long probe_layer = -1;  // -1: the middle layer
   depass::Site probe_site = depass::Site::Attention;
   double train_fraction = 0.5;
   int steps = 100;
   depass::Quadrature rule = depass::Quadrature::Midpoint;
+  depass::DecomposeOptions depass;  // Method::DePass: split rule, temperature, sink
   long limit = -1;
 
   bool tokens() const { return protocol == Protocol::Disrupt || protocol == Protocol::Recover; }
@@ -135,12 +143,15 @@ void refuse_unused(const Args& args, const EvalSettings& s) {
   };
   only("--percents", s.tokens() || s.protocol == Protocol::Subspace, "disrupt, recover and subspace");
   only("--replace", s.tokens() || s.protocol == Protocol::Subspace, "disrupt, recover and subspace");
+  only("--keep-last", s.tokens(), "disrupt and recover");
   only("--ks", s.masking(), "mask-heads and mask-neurons");
   only("--layers", s.protocol == Protocol::MaskNeurons, "mask-neurons");
   for (const char* option : {"--probe-layer", "--probe-site", "--train-fraction"}) only(option, s.protocol == Protocol::Subspace, "subspace");
   const bool ig = std::find(s.methods.begin(), s.methods.end(), Method::IntegratedGradients) != s.methods.end();
   only("--steps", ig, "--methods with ig");
   only("--rule", ig, "--methods with ig");
+  const bool depass = std::find(s.methods.begin(), s.methods.end(), Method::DePass) != s.methods.end();
+  for (const char* option : {"--mlp-split", "--temperature", "--no-bos-sink"}) only(option, depass, "--methods with depass");
 }
 
 std::vector<int> int_list(const Args& args, const char* option) {
@@ -163,6 +174,7 @@ EvalSettings eval_settings(const Args& args) {
   if (args.has("--ks")) s.ks = int_list(args, "--ks");
   if (args.has("--layers")) s.layers = int_list(args, "--layers");
   s.replace = args.get("--replace", "");
+  s.keep_last = args.has("--keep-last");
   s.probe_layer = args.integer("--probe-layer", -1);
   if (args.has("--probe-layer") && s.probe_layer < 0)
     throw UsageError("--probe-layer must be >= 0, got " + std::to_string(s.probe_layer));
@@ -171,6 +183,7 @@ EvalSettings eval_settings(const Args& args) {
   if (!(s.train_fraction > 0 && s.train_fraction < 1))
     throw UsageError("--train-fraction must be in (0, 1), got " + args.get("--train-fraction"));
   parse_ig_quadrature(args, s.steps, s.rule);
+  s.depass = decompose_options(args);
   s.limit = args.integer("--limit", -1);
   if (args.has("--limit") && s.limit < 1) throw UsageError("--limit must be >= 1, got " + std::to_string(s.limit));
   if (!args.has("--out")) throw UsageError("missing required option --out DIR (where the results go)");
@@ -182,12 +195,19 @@ EvalSettings eval_settings(const Args& args) {
 json describe(const Args& args, const EvalSettings& s, const std::string& precision) {
   json methods = json::array();
   for (Method m : s.methods) methods.push_back(depass::to_string(m));
-  return {{"schema", "depass.evaluate-run/1"}, {"model", args.get("--model")}, {"data", args.get("--data")},
+  json run = {{"schema", "depass.evaluate-run/1"}, {"model", args.get("--model")}, {"data", args.get("--data")},
           {"protocol", s.protocol_name},        {"methods", methods},             {"percents", s.percents},
           {"replace", s.replace},               {"ks", s.ks},                     {"layers", s.layers},
           {"probe_layer", s.probe_layer},       {"probe_site", site_name(s.probe_site)},
           {"train_fraction", s.train_fraction}, {"steps", s.steps},               {"rule", depass::to_string(s.rule)},
           {"limit", s.limit},                   {"precision", precision}};
+  // Recorded only when not the defaults: runs saved before these options existed resume.
+  const depass::DecomposeOptions plain;
+  if (s.depass.split != plain.split) run["mlp_split"] = depass::to_string(s.depass.split);
+  if (s.depass.temperature != plain.temperature) run["temperature"] = s.depass.temperature;
+  if (s.depass.bos_sink != plain.bos_sink) run["bos_sink"] = s.depass.bos_sink;
+  if (s.keep_last) run["keep_last"] = true;
+  return run;
 }
 
 // --- the output directory -------------------------------------------------------------------
@@ -225,10 +245,13 @@ class SampleLog {
 
  private:
   static void check_same(const json& run, const json& saved) {
-    for (auto it = run.begin(); it != run.end(); ++it)
-      if (it.key() != "limit" && (!saved.contains(it.key()) || saved[it.key()] != it.value()))  // a resumed run may go further
-        throw UsageError("--resume: the run in --out was made with " + it.key() + " = " +
-                         (saved.contains(it.key()) ? saved[it.key()].dump() : "nothing") + ", this one asks for " + it.value().dump());
+    std::set<std::string> keys;
+    for (auto it = run.begin(); it != run.end(); ++it) keys.insert(it.key());
+    for (auto it = saved.begin(); it != saved.end(); ++it) keys.insert(it.key());
+    for (const std::string& key : keys)
+      if (key != "limit" && (!saved.contains(key) || !run.contains(key) || saved[key] != run[key]))  // a resumed run may go further
+        throw UsageError("--resume: the run in --out was made with " + key + " = " + (saved.contains(key) ? saved[key].dump() : "the default") +
+                         ", this one asks for " + (run.contains(key) ? run[key].dump() : "the default"));
   }
 
   /// The complete lines of samples.jsonl; the file is rewritten without a torn last line.
@@ -365,6 +388,8 @@ Evaluator token_evaluator(const Loaded<Scalar>& l, const EvalSettings& s) {
   options.percents = s.percents;
   options.replacement = replacement_id(l, s);
   options.ig = eval_ig<Scalar>(s);
+  options.depass = s.depass;
+  options.keep_last = s.keep_last;
   auto faith = std::make_shared<depass::TokenFaithfulness<Scalar>>(*l.model, options);
   return [faith, &l](const depass::FaithfulnessRecord& r, const std::vector<Method>& methods) {
     const int target = target_of(l, r);
@@ -379,6 +404,7 @@ Evaluator masking_evaluator(const Loaded<Scalar>& l, const EvalSettings& s) {
   depass::MaskingOptions options;
   options.ks = s.ks;
   options.neuron_layers = s.layers;
+  options.component.depass = s.depass;
   auto masking = std::make_shared<depass::ComponentMasking<Scalar>>(*l.model, options);
   const depass::Level level = s.level();
   return [masking, level, &l](const depass::FaithfulnessRecord& r, const std::vector<Method>& methods) {
@@ -423,6 +449,7 @@ Evaluator subspace_evaluator(const Loaded<Scalar>& l, const EvalSettings& s, std
   options.percents = s.percents;
   options.replacement = replacement_id(l, s);
   options.ig = eval_ig<Scalar>(s);
+  options.depass = s.depass;
   auto faith = std::make_shared<depass::SubspaceFaithfulness<Scalar>>(*l.model, boundary, std::move(probe), options);
   return [faith](const depass::FaithfulnessRecord& r, const std::vector<Method>& methods) {
     std::vector<json> out;
@@ -626,7 +653,7 @@ int run_evaluate(const Args& args) {
 int command_evaluate(const Args& args) {
   args.allow_only({"--model", "--tokenizer", "--precision", "--threads", "--data", "--protocol", "--methods", "--out", "--resume",
                    "--limit", "--percents", "--replace", "--ks", "--layers", "--probe-layer", "--probe-site", "--train-fraction",
-                   "--steps", "--rule", "--no-progress", "--help"});
+                   "--steps", "--rule", "--mlp-split", "--temperature", "--no-bos-sink", "--keep-last", "--no-progress", "--help"});
   return with_precision(args, "double", [&](auto s) { return run_evaluate<decltype(s)>(args); });
 }
 

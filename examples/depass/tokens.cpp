@@ -384,7 +384,7 @@ int command_generate(const Args& args) {
     for (const auto& option : join({kSplitOptions, kOutputOptions, {"--contrast", "--target-position", "--per-step"}}))
       if (args.has(option)) throw UsageError(option + " only applies with --explain");
     args.allow_only({"--model", "--tokenizer", "--prompt", "--prompt-file", "--max-new", "--precision", "--threads", "--help"});
-    return with_precision(args, "float", [&](auto s) { return run_plain_generate<decltype(s)>(args); });
+    return with_precision<true>(args, "float", [&](auto s) { return run_plain_generate<decltype(s)>(args); });
   }
   args.allow_only(join({kModelOptions, kSplitOptions, kOutputOptions,
                         {"--prompt", "--prompt-file", "--max-new", "--explain", "--contrast", "--target-position", "--per-step",

@@ -60,7 +60,7 @@ def test_bad_decompose_arguments(model):
         model.decompose(ids, init=depass.Heads(7))
     with raises(ValueError, "temperature = 0.000000 must be a finite number > 0"):
         model.decompose(ids, temperature=0)
-    with raises(ValueError, "mlp split 'bogus' is unknown (allowed: softmax, argmax, proportional)"):
+    with raises(ValueError, "mlp split 'bogus' is unknown (allowed: softmax, argmax, proportional, path)"):
         model.decompose(ids, split="bogus")
     with raises(ValueError, "chunk_size = -1 must be >= 0"):
         model.decompose(ids, chunk_size=-1)

@@ -537,7 +537,7 @@ TEST_CASE("depass: bad options fail with a clear message and a non-zero exit", "
 
   // Exit status 2 for command-line mistakes, 1 for unreadable or malformed files.
   const std::vector<std::tuple<std::string, std::string, int>> cases = {
-      {"tokens " + m + " --mlp-split banana", "--mlp-split 'banana' is unknown (allowed: softmax, argmax, proportional)", 2},
+      {"tokens " + m + " --mlp-split banana", "--mlp-split 'banana' is unknown (allowed: softmax, argmax, proportional, path)", 2},
       {"heads " + m + " --layer 5", "--layer 5 is out of range: the model has 5 layers", 2},
       {"neurons " + m + " --layer -6", "--layer -6 is out of range", 2},
       {"tokens " + m + " --position 12", "--position 12 is out of range: the sequence has 12 tokens", 2},

@@ -205,6 +205,64 @@ TEST_CASE("depass evaluate: bad data lines are reported with their numbers and t
   CHECK(samples[1]["line"] == 7);
 }
 
+TEST_CASE("depass evaluate --mlp-split path: the sink option moves only BOS's share, which is never ranked",
+          "[cli][evaluate]") {
+  // The path rule is linear in the components (docs/method.md): with the sink on, BOS's
+  // share at later positions goes to the bias component, and every other token's score is
+  // unchanged. BOS is not a candidate, so both runs must rank and score identically, while
+  // the paper's softmax split (where excluding the sink redistributes neurons) need not.
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string base = evaluate_base(stories_data()) + " --protocol disrupt --methods depass --limit 4 --mlp-split path";
+  REQUIRE(run_cli(base + " --out " + sh(dir.path("sink"))).code == 0);
+  REQUIRE(run_cli(base + " --no-bos-sink --out " + sh(dir.path("nosink"))).code == 0);
+  const std::vector<nlohmann::json> a = read_jsonl(dir.path("sink") + "/samples.jsonl"), b = read_jsonl(dir.path("nosink") + "/samples.jsonl");
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i]["top_ranked"] == b[i]["top_ranked"]);
+    CHECK(a[i]["disrupt"] == b[i]["disrupt"]);
+  }
+  const nlohmann::json run = read_json_file(dir.path("sink") + "/run.json");
+  CHECK(run["mlp_split"] == "path");
+  CHECK_FALSE(run.contains("bos_sink"));  // the default is not recorded
+  CHECK(read_json_file(dir.path("nosink") + "/run.json")["bos_sink"] == false);
+  // Resuming with another rule (here: the default) is refused.
+  const RunResult other = run_cli(evaluate_base(stories_data()) + " --protocol disrupt --methods depass --limit 4 --resume --out " +
+                                  sh(dir.path("sink")));
+  CHECK(other.code == 2);
+  CHECK(other.err.find("made with mlp_split = \"path\", this one asks for the default") != npos);
+}
+
+TEST_CASE("depass evaluate --keep-last: the last token is never ranked nor removed (the paper's protocol)", "[cli][evaluate]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("run");
+  const RunResult r = run_cli(evaluate_base(stories_data()) + " --protocol recover --methods depass,grad-norm --limit 3 --keep-last --out " + sh(out));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  std::vector<std::vector<int>> ids;
+  std::ifstream data(stories_data());
+  for (std::string line; ids.size() < 3 && std::getline(data, line);) ids.push_back(nlohmann::json::parse(line)["ids"]);
+  const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(samples.size() == 6);
+  for (const nlohmann::json& s : samples) {
+    INFO(s.dump());
+    const std::vector<int>& seq = ids[static_cast<std::size_t>(s["line"].get<long>() - 1)];
+    for (const nlohmann::json& position : s["top_ranked"]) CHECK(position.get<long>() != static_cast<long>(seq.size()) - 1);
+    // Deleting every candidate leaves BOS and the last token: a separate two-token run.
+    const nlohmann::json two = run_json("tokens --model " + sh(model_path(kStories)) + " --ids 1," + std::to_string(seq.back()) +
+                                        " --target " + std::to_string(s["target"].get<int>()) + " --no-progress");
+    CHECK(close(s["disrupt_probability"][9].get<double>(), two["target"]["prob"].get<double>(), 1e-9));
+  }
+  CHECK(read_json_file(out + "/run.json")["keep_last"] == true);
+  const RunResult refused = run_cli(evaluate_base(stories_data()) + " --protocol mask-heads --keep-last --out " + sh(dir.path("x")));
+  CHECK(refused.code == 2);
+  CHECK(refused.err.find("--keep-last applies to disrupt and recover only") != npos);
+}
+
 TEST_CASE("depass evaluate: bad options are refused naming the problem", "[cli][evaluate][errors]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(model, kStories);
@@ -223,7 +281,10 @@ TEST_CASE("depass evaluate: bad options are refused naming the problem", "[cli][
       {" --protocol disrupt --methods depass --steps 5", "--steps applies to --methods with ig only"},
       {" --protocol mask-neurons --layers 9", "--layers: layer 9 is out of range [0, 5)"},
       {" --protocol subspace --train-fraction 1", "--train-fraction must be in (0, 1)"},
-      {" --protocol disrupt --limit 0", "--limit must be >= 1"}};
+      {" --protocol disrupt --limit 0", "--limit must be >= 1"},
+      {" --protocol disrupt --methods occlusion --mlp-split path", "--mlp-split applies to --methods with depass only"},
+      {" --protocol disrupt --mlp-split path --temperature 0.5", "--temperature applies to the softmax and proportional splits"},
+      {" --protocol disrupt --mlp-split shapley", "--mlp-split 'shapley' is unknown (allowed: softmax, argmax, proportional, path)"}};
   for (const auto& bad : cases) {
     const RunResult r = run_cli(base + bad.first);
     INFO(bad.first << "\nstderr: " << r.err);

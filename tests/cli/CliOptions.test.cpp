@@ -290,6 +290,16 @@ TEST_CASE("depass --precision float on every command: the document says float, n
                                              "subspace --layer 4 --site mlp" + golden_basis_flags(dir) + ids,
                                              "decode --init neurons --layer 1" + ids,
                                              "generate --explain --max-new 3 --prompt 'Once upon a time'"};
+#ifdef DEPASS_TEST_SANITIZED
+  // The sanitizer build's CLI has its DePass commands for double only (docs/robustness.md).
+  for (const std::string& command : commands) {
+    const dt::RunResult refused = dt::run_cli(command + model + " --precision float");
+    INFO(command << "\n" << refused.err);
+    CHECK(refused.code == 2);
+    CHECK(refused.err.find("this build of depass has double only") != kNpos);
+  }
+  return;
+#endif
   for (const std::string& command : commands) {
     INFO(command);
     const json dbl = doc_of(command + model + " --precision double");
@@ -564,7 +574,8 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
   for (const auto& [flags, name] : std::vector<std::pair<std::string, std::string>>{
            {" --temperature 0.05", "tokens softmax T=0.05"}, {" --mlp-split argmax", "tokens argmax"},
            {" --mlp-split proportional", "tokens proportional"}, {" --no-bos-sink", "tokens softmax no sink"},
-           {" --chunk-size 7", "tokens chunk 7"}}) {
+           {" --chunk-size 7", "tokens chunk 7"}, {" --mlp-split path", "tokens path"},
+           {" --mlp-split path --no-bos-sink", "tokens path no sink"}, {" --mlp-split path --chunk-size 3", "tokens chunk 3 path"}}) {
     INFO("decode" << flags);
     const json doc = doc_of("decode" + model + ids + flags);
     const json& r = readout_at(option_case(name), 15);
@@ -588,7 +599,7 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
     const json plain = doc_of(base);
     const std::size_t per_component = bytes_per_component(base);
     const std::string budget = std::to_string(per_component);  // chunks of one component
-    const std::vector<std::string> flags = {" --temperature 1", " --mlp-split argmax", " --mlp-split proportional",
+    const std::vector<std::string> flags = {" --temperature 1", " --mlp-split argmax", " --mlp-split proportional", " --mlp-split path",
                                             " --no-bos-sink", " --chunk-size 1", " --memory-budget " + budget};
     json chunk_of_one;
     for (const std::string& flag : flags) {

@@ -10,6 +10,11 @@ if(DEPASS_BUILD_EXAMPLES AND EXISTS "${PROJECT_SOURCE_DIR}/examples/depass")
     DEPASS_CLI_PATH="${_depass_cli_bin}/depass"
     DEPASS_BIN_DIR="${_depass_cli_bin}")
   add_dependencies(depass_test_cli depass_cli)
+  if(DEPASS_SANITIZE)
+    # The code under test runs in the sanitized `depass` child processes; the test driver
+    # (6 min of CPU under ASan, the library in-process for comparisons) need not be.
+    depass_unsanitized(depass_test_cli)
+  endif()
   file(GLOB _depass_cli_examples CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/examples/*.cpp")
   if(NOT DEPASS_BUILD_EXAMPLE_PROGRAMS)
     set(_depass_cli_examples "")
@@ -29,6 +34,9 @@ if(DEPASS_BUILD_EXAMPLES AND EXISTS "${PROJECT_SOURCE_DIR}/examples/depass")
     DEPASS_CLI_PATH="${_depass_cli_bin}/depass"
     DEPASS_BIN_DIR="${_depass_cli_bin}")
   add_dependencies(depass_test_cli_browser depass_cli)
+  if(DEPASS_SANITIZE)
+    depass_unsanitized(depass_test_cli_browser)
+  endif()
   set_target_properties(depass_test_cli_browser PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/tests")
   catch_discover_tests(depass_test_cli_browser
     TEST_PREFIX "cli:"

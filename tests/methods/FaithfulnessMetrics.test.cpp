@@ -67,6 +67,34 @@ TEMPLATE_TEST_CASE("faithfulness ranking, disrupt and recover ids match the refe
   }
 }
 
+TEMPLATE_TEST_CASE("faithfulness with keep_last (the paper's protocol) matches the reference", "[faithfulness]",
+                   DEPASS_TEST_SCALARS) {
+  const nlohmann::json g = test::read_golden("faithfulness_metrics.json");
+  const std::vector<int> ids = g["ids"];
+  const std::vector<long> ranked = faithfulness::ranking(metric_scores<TestType>(g["scores"]), true);
+  CHECK(ranked == (std::vector<long>{2, 4, 1, 3}));  // the last position (5) is no candidate
+  REQUIRE(g["keep_last_cases"].size() == 3);
+  for (const nlohmann::json& c : g["keep_last_cases"]) {
+    const int p = c[0];
+    INFO("p = " << p);
+    CHECK(faithfulness::k_for(p, static_cast<long>(ranked.size())) == c[1].get<long>());
+    CHECK(faithfulness::selected(ranked, p) == c[2].get<std::vector<long>>());
+    CHECK(faithfulness::disrupt_ids(ids, ranked, p) == c[3].get<std::vector<int>>());
+    CHECK(faithfulness::recover_ids(ids, ranked, p, -1, true) == c[4].get<std::vector<int>>());
+  }
+  for (const nlohmann::json& c : g["keep_last_replace_cases"]) {
+    CHECK(faithfulness::disrupt_ids(ids, ranked, c[0], c[1]) == c[2].get<std::vector<int>>());
+    CHECK(faithfulness::recover_ids(ids, ranked, c[0], c[1], true) == c[3].get<std::vector<int>>());
+  }
+  EvidenceAccuracy plain, paper(true);
+  for (const nlohmann::json& c : g["keep_last_evidence"]) {
+    plain.add(metric_scores<TestType>(c[0]), c[1].get<std::vector<long>>());
+    paper.add(metric_scores<TestType>(c[0]), c[1].get<std::vector<long>>());
+  }
+  CHECK(plain.accuracy() == 0.0);
+  CHECK(paper.accuracy() == Approx(g["keep_last_evidence_accuracy"].get<double>()).epsilon(1e-12));
+}
+
 TEMPLATE_TEST_CASE("faithfulness top-1 evidence accuracy matches the reference", "[faithfulness]", DEPASS_TEST_SCALARS) {
   const nlohmann::json g = test::read_golden("faithfulness_metrics.json");
   EvidenceAccuracy accuracy;

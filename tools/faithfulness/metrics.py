@@ -48,29 +48,30 @@ def k_for(p, m):
     return (p * m + 99) // 100
 
 
-def ranking(scores):
+def ranking(scores, keep_last=False):
     """Candidate positions 1..len(scores)-1 ranked by scores (index = position; the
-    BOS score scores[0] is ignored), highest first, ties by lower position."""
-    cand = list(range(1, len(scores)))
+    BOS score scores[0] is ignored), highest first, ties by lower position. keep_last (the
+    paper's protocol): the last position is no candidate either."""
+    cand = list(range(1, len(scores) - (1 if keep_last else 0)))
     if any(math.isnan(scores[i]) for i in cand):
         raise ValueError("NaN attribution score")
     return sorted(cand, key=lambda i: (-scores[i], i))
 
 
-def selected(scores, p):
-    r = ranking(scores)
+def selected(scores, p, keep_last=False):
+    r = ranking(scores, keep_last)
     return sorted(r[:k_for(p, len(r))])
 
 
-def disrupt_ids(ids, scores, p, replace_with=None):
-    sel = set(selected(scores, p))
+def disrupt_ids(ids, scores, p, replace_with=None, keep_last=False):
+    sel = set(selected(scores, p, keep_last))
     if replace_with is None:
         return [t for i, t in enumerate(ids) if i not in sel]
     return [replace_with if i in sel else t for i, t in enumerate(ids)]
 
 
-def recover_ids(ids, scores, p, replace_with=None):
-    sel = set(selected(scores, p)) | {0}
+def recover_ids(ids, scores, p, replace_with=None, keep_last=False):
+    sel = set(selected(scores, p, keep_last)) | {0} | ({len(ids) - 1} if keep_last else set())
     if replace_with is None:
         return [t for i, t in enumerate(ids) if i in sel]
     return [t if i in sel else replace_with for i, t in enumerate(ids)]
@@ -87,12 +88,12 @@ def auc(ys):
     return area / 0.9
 
 
-def top1_evidence_accuracy(samples):
+def top1_evidence_accuracy(samples, keep_last=False):
     """samples: list of (scores, evidence positions)."""
     counted = [(s, ev) for s, ev in samples if ev]
     if not counted:
         raise ValueError("no sample has evidence")
-    return sum(ranking(s)[0] in set(ev) for s, ev in counted) / len(counted)
+    return sum(ranking(s, keep_last)[0] in set(ev) for s, ev in counted) / len(counted)
 
 
 # ----------------------------------------------------------------------------
@@ -141,7 +142,18 @@ def golden():
         ([0.0, -1.0, -2.0, -0.5], [1, 3]),  # top 3 (-0.5) -> hit
         ([0.0, 0.4, 0.2], []),              # no evidence: not counted
     ]
+    # keep_last (the paper's protocol): position 5 is no candidate; ranking 2, 4, 1, 3 (M = 4),
+    # and recover keeps position 5 as well as BOS.
+    keep_last_cases = [  # (p, k, selected, disrupt ids, recover ids)
+        (10, 1, [2], [1, 50, 52, 53, 54], [1, 51, 54]),
+        (50, 2, [2, 4], [1, 50, 52, 54], [1, 51, 53, 54]),
+        (100, 4, [1, 2, 3, 4], [1, 54], [1, 50, 51, 52, 53, 54]),
+    ]
+    keep_last_replace_cases = [(50, 0, [1, 50, 0, 52, 0, 54], [1, 0, 51, 0, 53, 54])]
+    keep_last_evidence = [([0.0, 0.1, 0.2, 0.9], [2])]  # the last (0.9) is no candidate: top 2 -> hit
     return dict(score_cases=score_cases, k_cases=k_cases, ids=ids, scores=scores,
+                keep_last_cases=keep_last_cases, keep_last_replace_cases=keep_last_replace_cases,
+                keep_last_evidence=keep_last_evidence, keep_last_evidence_accuracy=1.0,
                 selection_cases=selection_cases, replace_cases=replace_cases,
                 curve_samples=[s1, s2], curve_mean=mean, auc_mean=auc_mean, flat=flat,
                 auc_flat=42.0, evidence_samples=evidence_samples, evidence_accuracy=2 / 3)
@@ -166,6 +178,16 @@ def check(g):
     assert close(auc(g["curve_mean"]), g["auc_mean"])
     assert close(auc(g["flat"]), g["auc_flat"])
     assert close(top1_evidence_accuracy(g["evidence_samples"]), g["evidence_accuracy"])
+    for p, k, sel, dis, rec in g["keep_last_cases"]:
+        assert k_for(p, len(g["ids"]) - 2) == k
+        assert selected(g["scores"], p, keep_last=True) == sel, (p, sel)
+        assert disrupt_ids(g["ids"], g["scores"], p, keep_last=True) == dis
+        assert recover_ids(g["ids"], g["scores"], p, keep_last=True) == rec
+    for p, rid, dis, rec in g["keep_last_replace_cases"]:
+        assert disrupt_ids(g["ids"], g["scores"], p, rid, keep_last=True) == dis
+        assert recover_ids(g["ids"], g["scores"], p, rid, keep_last=True) == rec
+    assert top1_evidence_accuracy(g["keep_last_evidence"]) == 0.0
+    assert close(top1_evidence_accuracy(g["keep_last_evidence"], keep_last=True), g["keep_last_evidence_accuracy"])
 
 
 def main():
@@ -186,7 +208,8 @@ def main():
             disrupt="delete the top-k candidates", recover="keep BOS + the top-k candidates",
             sample_score="min(100, |p_clean-p_new|/p_clean*100)",
             auc="trapezoid over p/100 in [0.1,1], divided by 0.9",
-            top1_evidence_accuracy="first-ranked candidate in evidence; samples without evidence skipped"),
+            top1_evidence_accuracy="first-ranked candidate in evidence; samples without evidence skipped",
+            keep_last="the paper's protocol: the last position is no candidate either, and recover keeps it"),
         **g)
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)

@@ -32,6 +32,13 @@ for protocol in disrupt; do
       --data data/ground_truth/$task/test.jsonl --protocol $protocol --limit 200
   done
 done
+# The paper's protocol (--keep-last: the last token is never removed nor ranked).
+run stories260K-disrupt-keep-last --model "$S" --data data/faithfulness/stories260K.jsonl --protocol disrupt --limit 200 --keep-last
+run tinystories656k-disrupt-keep-last --model "$T" --data data/faithfulness/tinystories656k.jsonl --protocol disrupt --limit 200 --keep-last
+for task in kv twohop; do
+  run $task-disrupt-keep-last --model data/ground_truth/$task/model.bin --tokenizer data/ground_truth/$task/tokenizer.bin \
+    --data data/ground_truth/$task/test.jsonl --protocol disrupt --limit 200 --keep-last
+done
 for protocol in mask-heads mask-neurons; do
   run stories260K-$protocol --model "$S" --data data/faithfulness/stories260K.jsonl --protocol $protocol --limit 100
   run tinystories656k-$protocol --model "$T" --data data/faithfulness/tinystories656k.jsonl --protocol $protocol --limit 100

@@ -27,6 +27,7 @@ namespace depass {
 struct ComponentOptions {
   bool mean_ablation = false;  // atp: estimate mean ablation (activation - its mean over positions)
   Eigen::Index batch = 16;     // ablation: units rerun per record, >= 1
+  DecomposeOptions depass;     // depass: split rule, temperature (its initialisation is set here)
 };
 
 template <typename Scalar>
@@ -43,7 +44,7 @@ class ComponentAttributor {
   Attribution<Scalar> heads(Method method, const std::vector<int>& ids, const Objective& objective,
                             const ComponentOptions& options = {}) const {
     check(method, Level::Heads, ids, objective, options);
-    if (method == Method::DePass) return depass(Level::Heads, -1, ids, objective);
+    if (method == Method::DePass) return depass(Level::Heads, -1, ids, objective, options);
     const int L = model_.config().n_layers, H = model_.config().n_heads;
     const Eigen::Index d = model_.config().head_dim;
     Attribution<Scalar> a = start(method, Level::Heads, objective);
@@ -74,7 +75,7 @@ class ComponentAttributor {
                               const ComponentOptions& options = {}) const {
     check(method, Level::Neurons, ids, objective, options);
     model_.check_layer(layer);
-    if (method == Method::DePass) return depass(Level::Neurons, layer, ids, objective);
+    if (method == Method::DePass) return depass(Level::Neurons, layer, ids, objective, options);
     const Eigen::Index I = model_.config().hidden_dim;
     Attribution<Scalar> a = start(method, Level::Neurons, objective);
     a.layer = layer;
@@ -109,7 +110,8 @@ class ComponentAttributor {
   /// DePass from the heads of every layer (level Heads) or every neuron of `layer`: the
   /// components' shares of the objective; the other components (the state before the
   /// block, the bias) are left out.
-  Attribution<Scalar> depass(Level level, int layer, const std::vector<int>& ids, const Objective& objective) const {
+  Attribution<Scalar> depass(Level level, int layer, const std::vector<int>& ids, const Objective& objective,
+                             const ComponentOptions& options) const {
     Attribution<Scalar> a = start(Method::DePass, level, objective);
     a.layer = layer;
     const int first_layer = level == Level::Heads ? 0 : layer;
@@ -120,7 +122,7 @@ class ComponentAttributor {
       for (std::size_t k = 0; k < all.size(); ++k) all[k] = static_cast<int>(k);
       const Initialisation<Scalar> init =
           level == Level::Heads ? Initialisation<Scalar>::heads(l) : Initialisation<Scalar>::neuron_outputs(l, all);
-      const Decomposition<Scalar> d = Decomposer<Scalar>(model_).run(ids, init, DecomposeOptions{});
+      const Decomposition<Scalar> d = Decomposer<Scalar>(model_).run(ids, init, options.depass);
       VectorType shares = d.component_logits(objective.position, objective.target);
       if (objective.kind == ObjectiveKind::Contrast) shares -= d.component_logits(objective.position, objective.foil);
       const Eigen::Index units = level == Level::Heads ? model_.config().n_heads : model_.config().hidden_dim;

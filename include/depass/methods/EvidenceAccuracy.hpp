@@ -17,10 +17,13 @@ namespace depass {
 /// not counted).
 class EvidenceAccuracy {
  public:
+  /// keep_last: the paper's protocol, the last position is no candidate (FaithfulnessMetrics.hpp).
+  explicit EvidenceAccuracy(bool keep_last = false) : keep_last_(keep_last) {}
+
   template <typename Derived>
   void add(const Eigen::MatrixBase<Derived>& scores, const std::vector<long>& evidence) {
     if (evidence.empty()) return;
-    add_hit(faithfulness::top1_hit(scores, evidence));
+    add_hit(faithfulness::top1_hit(scores, evidence, keep_last_));
   }
   /// The same for scores as a protocol's per-sample result holds them (TokenCurveSample::scores).
   void add(const std::vector<double>& scores, const std::vector<long>& evidence) {
@@ -39,6 +42,7 @@ class EvidenceAccuracy {
   }
 
  private:
+  bool keep_last_ = false;
   long counted_ = 0, hits_ = 0;
 };
 

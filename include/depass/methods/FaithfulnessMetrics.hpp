@@ -7,6 +7,8 @@
 //   k(p)        ceil(p * M / 100) for an integer percent p in 1..100 and M candidates;
 //   disrupt     the top-k candidates deleted (or replaced by a chosen id, positions kept);
 //   recover     only BOS and the top-k kept (or the others replaced);
+//   keep_last   the paper's protocol (../shared/docs/depass-method.md, section 7), an
+//               option: the last position is no candidate either, and recover keeps it;
 //   score       min(100, |p_clean - p_new| / p_clean * 100) per sample;
 //   curve, AUC  the mean score per percent; trapezoids over p, divided by the p range
 //               (for p = 10..100: over p/100 in [0.1, 1], divided by 0.9);
@@ -78,12 +80,13 @@ double target_probability(const Eigen::MatrixBase<Derived>& logits, int target) 
   return std::exp(row(target) - peak - std::log((row.array() - peak).exp().sum()));
 }
 
-/// Candidate positions 1..size-1 ranked by scores (index = position; the BOS score is
-/// ignored), highest first, ties by lower position. A NaN candidate score is refused.
+/// Candidate positions 1..size-1 (keep_last: 1..size-2) ranked by scores (index =
+/// position; the BOS score is ignored), highest first, ties by lower position. A NaN
+/// candidate score is refused.
 template <typename Derived>
-std::vector<long> ranking(const Eigen::MatrixBase<Derived>& scores) {
+std::vector<long> ranking(const Eigen::MatrixBase<Derived>& scores, bool keep_last = false) {
   std::vector<long> order;
-  for (Eigen::Index i = 1; i < scores.size(); ++i) {
+  for (Eigen::Index i = 1; i < scores.size() - (keep_last ? 1 : 0); ++i) {
     if (std::isnan(static_cast<double>(scores(i))))
       throw std::invalid_argument("attribution score at position " + std::to_string(i) + " is NaN");
     order.push_back(static_cast<long>(i));
@@ -123,11 +126,12 @@ inline std::vector<int> disrupt_ids(const std::vector<int>& ids, const std::vect
   return edit_ids(ids, selection_mask(ranked, k_for(p, static_cast<long>(ranked.size())), ids.size()), replacement);
 }
 
-/// recover-top p%: only BOS and the top-k candidates kept; the others deleted or replaced.
+/// recover-top p%: only BOS (keep_last: and the last position) and the top-k candidates
+/// kept; the others deleted or replaced.
 inline std::vector<int> recover_ids(const std::vector<int>& ids, const std::vector<long>& ranked, int p,
-                                    int replacement = -1) {
+                                    int replacement = -1, bool keep_last = false) {
   std::vector<char> drop = selection_mask(ranked, k_for(p, static_cast<long>(ranked.size())), ids.size());
-  for (std::size_t i = 0; i < drop.size(); ++i) drop[i] = i == 0 ? 0 : !drop[i];
+  for (std::size_t i = 0; i < drop.size(); ++i) drop[i] = i == 0 || (keep_last && i + 1 == drop.size()) ? 0 : !drop[i];
   return edit_ids(ids, drop, replacement);
 }
 
@@ -149,8 +153,8 @@ inline double normalised_area(const std::vector<double>& xs, const std::vector<d
 /// Whether the first-ranked candidate of scores is one of the evidence positions; scores
 /// need at least one candidate (size >= 2).
 template <typename Derived>
-bool top1_hit(const Eigen::MatrixBase<Derived>& scores, const std::vector<long>& evidence) {
-  const std::vector<long> ranked = ranking(scores);
+bool top1_hit(const Eigen::MatrixBase<Derived>& scores, const std::vector<long>& evidence, bool keep_last = false) {
+  const std::vector<long> ranked = ranking(scores, keep_last);
   if (ranked.empty()) throw std::invalid_argument("scores have " + std::to_string(scores.size()) + " entries: no candidate besides BOS");
   return std::find(evidence.begin(), evidence.end(), ranked.front()) != evidence.end();
 }

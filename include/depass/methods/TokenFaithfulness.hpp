@@ -30,6 +30,9 @@ struct TokenFaithfulnessOptions {
   int replacement = -1;     // -1: delete the edited tokens; else the id put in their place
   IgOptions<Scalar> ig;     // for Method::IntegratedGradients
   DecomposeOptions depass;  // for Method::DePass
+  /// The paper's protocol: the last token (the explained position) is never deleted and
+  /// recover keeps it (methods/FaithfulnessMetrics.hpp). Off: issue #15's rules.
+  bool keep_last = false;
 };
 
 /// One sample under one method.
@@ -66,13 +69,13 @@ double cached(const std::vector<int>& ids, ProbabilityCache& cache, const Probab
 template <typename Scalar, typename Probability>
 TokenCurveSample edit_curves(const std::vector<int>& ids, const Eigen::Ref<const Vector<Scalar>>& scores,
                              const std::vector<int>& percents, int replacement, double p_clean, ProbabilityCache& cache,
-                             const Probability& probability) {
+                             const Probability& probability, bool keep_last = false) {
   if (scores.size() != static_cast<Eigen::Index>(ids.size()))
     throw std::invalid_argument("scores have " + std::to_string(scores.size()) + " entries, expected one per id (" +
                                 std::to_string(ids.size()) + ")");
   TokenCurveSample s;
   s.scores.assign(scores.data(), scores.data() + scores.size());
-  s.ranking = faithfulness::ranking(scores);
+  s.ranking = faithfulness::ranking(scores, keep_last);
   s.p_clean = p_clean;
   if (!(p_clean > 0) || !std::isfinite(p_clean)) {
     s.error = "the probability on the full ids is " + std::to_string(p_clean) + ", not > 0";
@@ -80,7 +83,7 @@ TokenCurveSample edit_curves(const std::vector<int>& ids, const Eigen::Ref<const
   }
   for (int p : percents) {
     const double d = cached(faithfulness::disrupt_ids(ids, s.ranking, p, replacement), cache, probability);
-    const double r = cached(faithfulness::recover_ids(ids, s.ranking, p, replacement), cache, probability);
+    const double r = cached(faithfulness::recover_ids(ids, s.ranking, p, replacement, keep_last), cache, probability);
     s.disrupt_probability.push_back(d);
     s.recover_probability.push_back(r);
     s.disrupt.push_back(faithfulness::sample_score(p_clean, d));
@@ -149,7 +152,8 @@ class TokenFaithfulness {
   TokenCurveSample curves(const std::vector<int>& ids, int target, const Eigen::Ref<const VectorType>& scores,
                           double p_clean, Cache& cache) const {
     return detail::edit_curves<Scalar>(ids, scores, options_.percents, options_.replacement, p_clean, cache,
-                                       [&](const std::vector<int>& edited) { return probability(edited, target); });
+                                       [&](const std::vector<int>& edited) { return probability(edited, target); },
+                                       options_.keep_last);
   }
 
   double cached_probability(const std::vector<int>& ids, int target, Cache& cache) const {
@@ -164,9 +168,10 @@ class TokenFaithfulness {
 
   void check_sample(const std::vector<int>& ids, int target) const {
     model_.check_tokens(ids);
-    if (ids.size() < 2)
-      throw std::invalid_argument("ids have " + std::to_string(ids.size()) +
-                                  " token: a sample needs BOS and at least one more token");
+    const std::size_t least = options_.keep_last ? 3 : 2;
+    if (ids.size() < least)
+      throw std::invalid_argument("ids have " + std::to_string(ids.size()) + " tokens: a sample needs BOS and at least " +
+                                  (options_.keep_last ? "two more (keep_last: the last is no candidate)" : "one more token"));
     check_target(target);
   }
 
