@@ -26,6 +26,10 @@ RUNS = [
     ("tinystories656k-disrupt", "TinyStories-656K", "disrupt"),
     ("kv-disrupt", "ground truth: key-value lookup", "disrupt"),
     ("twohop-disrupt", "ground truth: two-hop pointer", "disrupt"),
+    ("stories260K-disrupt-keep-last", "stories260K", "disrupt, the paper's protocol (--keep-last)"),
+    ("tinystories656k-disrupt-keep-last", "TinyStories-656K", "disrupt, the paper's protocol (--keep-last)"),
+    ("kv-disrupt-keep-last", "ground truth: key-value lookup", "disrupt, the paper's protocol (--keep-last)"),
+    ("twohop-disrupt-keep-last", "ground truth: two-hop pointer", "disrupt, the paper's protocol (--keep-last)"),
     ("stories260K-mask-heads", "stories260K", "mask-heads"),
     ("tinystories656k-mask-heads", "TinyStories-656K", "mask-heads"),
     ("stories260K-mask-neurons", "stories260K", "mask-neurons"),
@@ -106,8 +110,17 @@ def write_runs(args, out):
             p = doc["probe"]
             extra = "; probe at %s trained on %d records (training accuracy %.3f)" % (p["boundary"], p["train_records"], p["train_accuracy"])
         failed = sum(r["failed"] for r in doc["results"])
-        out.write("`%s`, %s records (%d data errors, %d failed samples), %s; %.0f s on this machine%s.\n\n" % (
-            os.path.basename(doc["data"]), doc["records"], len(doc["data_errors"]), failed, doc["precision"], doc["seconds"], extra))
+        resumed = doc.get("resumed_samples")
+        if resumed:  # `seconds` covers only the samples this invocation computed
+            time = "%.0f s on this machine for the %d samples after a resume" % (doc["seconds"], sum(r["samples"] for r in doc["results"]) - resumed)
+        elif resumed is None and doc["seconds"] < 1:
+            time = "time not recorded (a resumed run, before results.json counted resumed samples)"
+        elif resumed is None:
+            time = "%.0f s on this machine (the last invocation only, if the run was resumed)" % doc["seconds"]
+        else:
+            time = "%.0f s on this machine" % doc["seconds"]
+        out.write("`%s`, %s records (%d data errors, %d failed samples), %s; %s%s.\n\n" % (
+            os.path.basename(doc["data"]), doc["records"], len(doc["data_errors"]), failed, doc["precision"], time, extra))
         out.write(table(doc) + "\n")
         for curve in doc["results"][0]["curves"]:
             svg = "%s-%s.svg" % (name, curve)
