@@ -101,6 +101,28 @@ TEST_CASE("terminal: colour mode, heatmap, tables", "[output]") {
   CHECK(render_terminal(tokens_doc(), options).find('\x1b') != std::string::npos);
 }
 
+TEST_CASE("terminal: depass tokenize shows token boundaries in colour, the table alone without", "[output]") {
+  const nlohmann::json doc = {{"schema", "depass.tokenize/1"},
+                              {"bos", true},
+                              {"tokens", {{{"id", 1}, {"text", "<s>"}}, {{"id", 403}, {"text", "Once"}}, {{"id", 9}, {"text", " upon"}}}}};
+  TerminalOptions options;
+  const std::string plain = render_terminal(doc, options);
+  CHECK(plain.find('\x1b') == std::string::npos);
+  CHECK(plain.find("3 tokens (BOS included)") != std::string::npos);
+  options.color = ColorMode::TrueColor;
+  const std::string colour = render_terminal(doc, options);
+  // The pieces in order on alternating backgrounds, then the same table.
+  const std::string first = "\x1b[48;2;204;229;255m", second = "\x1b[48;2;255;224;178m";
+  const std::size_t a = colour.find(first), b = colour.find(second), c = colour.find(first, a + 1);
+  REQUIRE(a != std::string::npos);
+  REQUIRE(b != std::string::npos);
+  REQUIRE(c != std::string::npos);
+  CHECK((a < b && b < c));
+  CHECK(colour.find("<s>") > a);
+  CHECK(colour.find("Once") > b);
+  CHECK(colour.substr(colour.find("\n\n") + 2) == plain);
+}
+
 TEST_CASE("terminal: progress bar text, and disabled bars print nothing", "[output]") {
   CHECK(ProgressBar::format("tokens", 5, 20, 1.25, 10) == "tokens [##........]  25% 5/20 layers 1.2s");
   CHECK(ProgressBar::format("x", 30, 20, 0, 4) == "x [####] 100% 20/20 layers 0.0s");

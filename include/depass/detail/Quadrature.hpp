@@ -2,6 +2,8 @@
 // Quadrature rules on [0, 1] for integrated gradients: nodes alpha_k and weights w_k
 // (summing to 1) approximating the integral of a function of alpha.
 
+#include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -57,6 +59,29 @@ inline QuadratureNodes quadrature(Quadrature rule, int steps) {
     q.weights.push_back(1.0 / steps);
   }
   return q;
+}
+
+/// Integrated gradients' path loop, shared by every attributor: sum_k w_k grad(baseline +
+/// alpha_k delta) over the nodes q, `batch` path points per call of gradient(path), which
+/// takes the points stacked ((count * n) x D, point k in rows [k*n, (k+1)*n)) and returns
+/// their gradients stacked the same way. Returns the n x D weighted sum. batch >= 1 (the
+/// callers check it with their other options).
+template <typename Matrix, typename Gradient>
+Matrix path_gradient_sum(const Matrix& baseline, const Matrix& delta, const QuadratureNodes& q, Eigen::Index batch,
+                         const Gradient& gradient) {
+  using Scalar = typename Matrix::Scalar;
+  const Eigen::Index n = baseline.rows(), K = static_cast<Eigen::Index>(q.alphas.size());
+  Matrix total = Matrix::Zero(n, baseline.cols());
+  for (Eigen::Index first = 0; first < K; first += batch) {
+    const Eigen::Index count = std::min(batch, K - first);
+    Matrix path(count * n, baseline.cols());
+    for (Eigen::Index k = 0; k < count; ++k)
+      path.middleRows(k * n, n) = baseline + static_cast<Scalar>(q.alphas[static_cast<std::size_t>(first + k)]) * delta;
+    const Matrix g = gradient(path);
+    for (Eigen::Index k = 0; k < count; ++k)
+      total += static_cast<Scalar>(q.weights[static_cast<std::size_t>(first + k)]) * g.middleRows(k * n, n);
+  }
+  return total;
 }
 
 }  // namespace detail

@@ -1,7 +1,8 @@
 #pragma once
 // The blocked engine's MLP propagation: the rule of layers/Mlp.hpp (frozen norm, gate
-// (and for the path rule up) contributions, the split of layers/NeuronSplit.hpp via the vectorised SplitKernel, the
-// down projection, biases to the bias component) over the rows the components can reach.
+// contributions and, for the path rule, up contributions; the split of
+// layers/NeuronSplit.hpp via the vectorised SplitKernel; the down projection; biases to
+// the bias component) over the rows the components can reach.
 // The split couples components, not positions: a work item is a tile of positions over
 // every component live in it, so the split over components is complete inside the tile:
 // one exp per (component, position, neuron), nothing kept across tiles.

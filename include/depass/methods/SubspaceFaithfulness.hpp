@@ -171,23 +171,15 @@ class SubspaceFaithfulness {
     if (o.batch < 1) throw std::invalid_argument("batch = " + std::to_string(o.batch) + " is out of range [1, inf)");
     const detail::QuadratureNodes q = detail::quadrature(o.rule, o.steps);
     const MatrixType x0 = model_.embed(ids);
-    const Eigen::Index n = x0.rows(), K = static_cast<Eigen::Index>(q.alphas.size());
+    const Eigen::Index n = x0.rows();
     if (o.baseline.size() != 0 && (o.baseline.rows() != n || o.baseline.cols() != x0.cols()))
       throw std::invalid_argument("IG baseline is " + std::to_string(o.baseline.rows()) + " x " +
                                   std::to_string(o.baseline.cols()) + ", expected " + std::to_string(n) + " x " +
                                   std::to_string(x0.cols()) + " (positions x dim)");
     const MatrixType baseline = o.baseline.size() ? o.baseline : MatrixType::Zero(n, x0.cols());
     const MatrixType delta = x0 - baseline;
-    MatrixType total = MatrixType::Zero(n, x0.cols());
-    for (Eigen::Index first = 0; first < K; first += o.batch) {
-      const Eigen::Index count = std::min(o.batch, K - first);
-      MatrixType path(count * n, x0.cols());
-      for (Eigen::Index k = 0; k < count; ++k)
-        path.middleRows(k * n, n) = baseline + static_cast<Scalar>(q.alphas[static_cast<std::size_t>(first + k)]) * delta;
-      const MatrixType g = gradient(path, n);
-      for (Eigen::Index k = 0; k < count; ++k)
-        total += static_cast<Scalar>(q.weights[static_cast<std::size_t>(first + k)]) * g.middleRows(k * n, n);
-    }
+    const MatrixType total =
+        detail::path_gradient_sum(baseline, delta, q, o.batch, [&](const MatrixType& path) { return gradient(path, n); });
     return delta.cwiseProduct(total).rowwise().sum();
   }
 

@@ -130,17 +130,10 @@ class TokenAttributor {
     const MatrixType x0 = prefix_embeddings(ids, objective);
     const MatrixType baseline = prefix_baseline(options.baseline, x0, ids.size());
     const MatrixType delta = x0 - baseline;
-    const Eigen::Index n = x0.rows(), K = static_cast<Eigen::Index>(q.alphas.size());
-    MatrixType total = MatrixType::Zero(n, x0.cols());
-    for (Eigen::Index first = 0; first < K; first += options.batch) {
-      const Eigen::Index count = std::min(options.batch, K - first);
-      MatrixType path(count * n, x0.cols());
-      for (Eigen::Index k = 0; k < count; ++k)
-        path.middleRows(k * n, n) = baseline + static_cast<Scalar>(q.alphas[static_cast<std::size_t>(first + k)]) * delta;
-      const Gradients<Scalar> g = model_.backward(model_.record(path, n), objective);
-      for (Eigen::Index k = 0; k < count; ++k)
-        total += static_cast<Scalar>(q.weights[static_cast<std::size_t>(first + k)]) * g.embeddings.middleRows(k * n, n);
-    }
+    const Eigen::Index n = x0.rows();
+    const MatrixType total = detail::path_gradient_sum(baseline, delta, q, options.batch, [&](const MatrixType& path) {
+      return MatrixType(model_.backward(model_.record(path, n), objective).embeddings);
+    });
     Attribution<Scalar> a = result(Method::IntegratedGradients, ids, objective, delta.cwiseProduct(total).rowwise().sum());
     MatrixType ends(2 * n, x0.cols());
     ends << x0, baseline;

@@ -493,15 +493,39 @@ inline std::string render_fields(const nlohmann::json& doc) {
   return table({"field", "value"}, rows);
 }
 
-/// depass tokenize: one row per token (position, id, piece).
-inline std::string render_tokenize(const nlohmann::json& doc) {
+/// Tokens as running text on alternating backgrounds, so that their boundaries show (as
+/// tokenizer playgrounds do); nothing without colour, where the table says it all.
+inline std::string token_boundaries(const std::vector<std::string>& tokens, ColorMode mode, std::size_t width = 80) {
+  if (mode == ColorMode::None) return "";
+  const Rgb shades[2] = {{204, 229, 255}, {255, 224, 178}};
+  std::string out, line;
+  std::size_t column = 0;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const std::string cell = printable(tokens[i]);
+    const std::size_t w = display_width(cell);
+    if (column > 0 && column + w > width) {
+      out += line + "\n";
+      line.clear();
+      column = 0;
+    }
+    line += colourise(cell, shades[i % 2], mode);
+    column += w;
+  }
+  return out + line + "\n\n";
+}
+
+/// depass tokenize: the tokens as coloured running text (with colour), then one row per
+/// token (position, id, piece).
+inline std::string render_tokenize(const nlohmann::json& doc, ColorMode mode) {
   std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> pieces;
   const auto& tokens = doc.at("tokens");
-  for (std::size_t i = 0; i < tokens.size(); ++i)
-    rows.push_back({std::to_string(i), std::to_string(tokens[i].at("id").get<long>()),
-                    "'" + printable(tokens[i].at("text").get<std::string>()) + "'"});
-  return table({"pos", "id", "piece"}, rows, {true, true, false}) + "  " + std::to_string(tokens.size()) + " tokens" +
-         (doc.value("bos", false) ? " (BOS included)" : "") + "\n";
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    pieces.push_back(tokens[i].at("text").get<std::string>());
+    rows.push_back({std::to_string(i), std::to_string(tokens[i].at("id").get<long>()), "'" + printable(pieces.back()) + "'"});
+  }
+  return token_boundaries(pieces, mode) + table({"pos", "id", "piece"}, rows, {true, true, false}) + "  " +
+         std::to_string(tokens.size()) + " tokens" + (doc.value("bos", false) ? " (BOS included)" : "") + "\n";
 }
 
 }  // namespace detail_terminal
@@ -516,7 +540,7 @@ inline std::string render_terminal(const nlohmann::json& doc, const TerminalOpti
   if (kind == "neurons") return render_neurons(doc, options);
   if (kind == "subspace" || kind == "decode") return render_components(doc, options, kind == "subspace");
   if (kind == "generate") return render_generate(doc, options);
-  if (kind == "tokenize") return render_tokenize(doc);
+  if (kind == "tokenize") return render_tokenize(doc, options.color);
   if (kind == "info") return render_fields(doc);
   return to_json_text(doc);
 }
