@@ -641,6 +641,7 @@ int run_evaluate(const Args& args) {
   }
   bar.finish();
   extra["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  extra["resumed_samples"] = log.saved().size();  // computed by an earlier run: not in `seconds`
   const json doc = results_json(run, s, totals, xs, extra);
   write_results(log, doc);
   std::cout << results_table(doc);

@@ -118,6 +118,7 @@ TEST_CASE("depass evaluate --resume: saved samples are kept, a torn last line is
   REQUIRE(all.size() == 6);
   for (std::size_t i = 0; i < 4; ++i) CHECK(all[i] == first[i]);  // not recomputed
   CHECK(read_json_file(out + "/results.json")["results"][0]["samples"] == 3);
+  CHECK(read_json_file(out + "/results.json")["resumed_samples"] == 4);  // `seconds` does not cover these
   // Other settings are refused.
   const RunResult other = run_cli(evaluate_base(stories_data()) + " --protocol recover --methods depass --resume --out " + sh(out));
   CHECK(other.code == 2);
