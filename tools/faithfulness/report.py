@@ -89,12 +89,17 @@ def main():
     if not args.write:
         sys.stdout.write(out.getvalue())
         return
-    text = open(args.write).read()
-    if BEGIN not in text or END not in text:
-        sys.exit("report.py: %s has no generated-section markers (%s ... %s)" % (args.write, BEGIN, END))
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    open(args.write, "w").write(head + BEGIN + "\n\n" + out.getvalue() + END + tail)
+    write_section(args.write, BEGIN, END, out.getvalue(), "report.py")
+
+
+def write_section(path, begin, end, text, tool):
+    """Replaces the text between the markers begin and end of the Markdown file at path
+    (the rest of the file is written by hand); exits naming `tool` if a marker is missing."""
+    doc = open(path).read()
+    if begin not in doc or end not in doc:
+        sys.exit("%s: %s has no generated-section markers (%s ... %s)" % (tool, path, begin, end))
+    head, rest = doc.split(begin, 1)
+    open(path, "w").write(head + begin + "\n\n" + text + end + rest.split(end, 1)[1])
 
 
 def write_runs(args, out):
