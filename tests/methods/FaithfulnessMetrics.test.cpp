@@ -28,6 +28,24 @@ Vector<Scalar> metric_scores(const std::vector<double>& values) {
   return v;
 }
 
+/// The reference's selection cases ([p, k, selected, disrupt ids, recover ids]) and
+/// replace cases ([p, id, disrupt ids, recover ids]) against a ranking of ids.
+void check_selections(const std::vector<int>& ids, const std::vector<long>& ranked, const nlohmann::json& cases,
+                      const nlohmann::json& replace_cases, bool keep_last) {
+  for (const nlohmann::json& c : cases) {
+    const int p = c[0];
+    INFO("p = " << p << ", keep_last " << keep_last);
+    CHECK(faithfulness::k_for(p, static_cast<long>(ranked.size())) == c[1].get<long>());
+    CHECK(faithfulness::selected(ranked, p) == c[2].get<std::vector<long>>());
+    CHECK(faithfulness::disrupt_ids(ids, ranked, p) == c[3].get<std::vector<int>>());
+    CHECK(faithfulness::recover_ids(ids, ranked, p, -1, keep_last) == c[4].get<std::vector<int>>());
+  }
+  for (const nlohmann::json& c : replace_cases) {
+    CHECK(faithfulness::disrupt_ids(ids, ranked, c[0], c[1]) == c[2].get<std::vector<int>>());
+    CHECK(faithfulness::recover_ids(ids, ranked, c[0], c[1], keep_last) == c[3].get<std::vector<int>>());
+  }
+}
+
 }  // namespace
 
 TEST_CASE("faithfulness sample scores and k(p) match the reference's hand-worked cases", "[faithfulness]") {
@@ -53,18 +71,7 @@ TEMPLATE_TEST_CASE("faithfulness ranking, disrupt and recover ids match the refe
   const std::vector<long> ranked = faithfulness::ranking(scores);
   CHECK(ranked == (std::vector<long>{2, 4, 5, 1, 3}));  // metrics.py's comment: tie 2/4, BOS ignored
   REQUIRE(g["selection_cases"].size() == 6);
-  for (const nlohmann::json& c : g["selection_cases"]) {
-    const int p = c[0];
-    INFO("p = " << p);
-    CHECK(faithfulness::k_for(p, static_cast<long>(ranked.size())) == c[1].get<long>());
-    CHECK(faithfulness::selected(ranked, p) == c[2].get<std::vector<long>>());
-    CHECK(faithfulness::disrupt_ids(ids, ranked, p) == c[3].get<std::vector<int>>());
-    CHECK(faithfulness::recover_ids(ids, ranked, p) == c[4].get<std::vector<int>>());
-  }
-  for (const nlohmann::json& c : g["replace_cases"]) {
-    CHECK(faithfulness::disrupt_ids(ids, ranked, c[0], c[1]) == c[2].get<std::vector<int>>());
-    CHECK(faithfulness::recover_ids(ids, ranked, c[0], c[1]) == c[3].get<std::vector<int>>());
-  }
+  check_selections(ids, ranked, g["selection_cases"], g["replace_cases"], false);
 }
 
 TEMPLATE_TEST_CASE("faithfulness with keep_last (the paper's protocol) matches the reference", "[faithfulness]",
@@ -74,18 +81,7 @@ TEMPLATE_TEST_CASE("faithfulness with keep_last (the paper's protocol) matches t
   const std::vector<long> ranked = faithfulness::ranking(metric_scores<TestType>(g["scores"]), true);
   CHECK(ranked == (std::vector<long>{2, 4, 1, 3}));  // the last position (5) is no candidate
   REQUIRE(g["keep_last_cases"].size() == 3);
-  for (const nlohmann::json& c : g["keep_last_cases"]) {
-    const int p = c[0];
-    INFO("p = " << p);
-    CHECK(faithfulness::k_for(p, static_cast<long>(ranked.size())) == c[1].get<long>());
-    CHECK(faithfulness::selected(ranked, p) == c[2].get<std::vector<long>>());
-    CHECK(faithfulness::disrupt_ids(ids, ranked, p) == c[3].get<std::vector<int>>());
-    CHECK(faithfulness::recover_ids(ids, ranked, p, -1, true) == c[4].get<std::vector<int>>());
-  }
-  for (const nlohmann::json& c : g["keep_last_replace_cases"]) {
-    CHECK(faithfulness::disrupt_ids(ids, ranked, c[0], c[1]) == c[2].get<std::vector<int>>());
-    CHECK(faithfulness::recover_ids(ids, ranked, c[0], c[1], true) == c[3].get<std::vector<int>>());
-  }
+  check_selections(ids, ranked, g["keep_last_cases"], g["keep_last_replace_cases"], true);
   EvidenceAccuracy plain, paper(true);
   for (const nlohmann::json& c : g["keep_last_evidence"]) {
     plain.add(metric_scores<TestType>(c[0]), c[1].get<std::vector<long>>());
