@@ -19,7 +19,9 @@ CMAKE_ARGS ?=
 # The Python module (python/, DEPASS_BUILD_PYTHON) and its pytest suite; CMake uses
 # Debian's /usr/bin/python3, where these install.
 PYTHON_DEB_PACKAGES := pybind11-dev python3-dev python3-numpy python3-pytest python3-matplotlib
-DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make $(PYTHON_DEB_PACKAGES)
+# Open MPI: sharded runs and their tests (docs/distributed.md; optional for the build).
+MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin
+DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make $(PYTHON_DEB_PACKAGES) $(MPI_DEB_PACKAGES)
 
 .PHONY: all deps models build cli test demo clean sanitize fuzz fuzz-deps fuzz-build fuzz-corpus
 
@@ -90,7 +92,7 @@ UBSAN_OPTIONS_DEFAULT := print_stacktrace=1:halt_on_error=1
 # library code as the tests.
 sanitize: deps models
 	$(CMAKE) -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" \
-	  -DDEPASS_SANITIZE=ON -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_BUILD_PYTHON=OFF \
+	  -DDEPASS_SANITIZE=ON -DDEPASS_BUILD_BENCHMARKS=OFF -DDEPASS_BUILD_PYTHON=OFF -DDEPASS_MPI=OFF \
 	  -DDEPASS_BUILD_EXAMPLE_PROGRAMS=OFF "-DDEPASS_SKIP_TEST_AREAS=$(ASAN_SKIP_AREAS)" $(CMAKE_ARGS)
 	$(CMAKE) --build $(ASAN_DIR) -j$(JOBS)
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-$(ASAN_OPTIONS_DEFAULT)}" \

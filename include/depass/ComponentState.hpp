@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ComponentTensor.hpp"
+#include "Shards.hpp"
 #include "Weights.hpp"
 #include "layers/NeuronSplit.hpp"
 
@@ -51,12 +52,22 @@ struct ComponentState {
   std::vector<Eigen::Index> first_position;
   SplitRule split;
   EngineOptions engine;
+  /// A sharded run (Shards.hpp): the processes this one's components are combined with,
+  /// and each local component's index in the whole run (the argmax split breaks ties by
+  /// it). Null: every component is here. The bias component is rank 0's.
+  ShardGroup* shards = nullptr;
+  std::vector<Eigen::Index> global_index;
   detail::Workspace<Scalar> workspace;
 
   Eigen::Index first(Eigen::Index m) const {
     return first_position.empty() ? 0 : std::max<Eigen::Index>(0, first_position[static_cast<std::size_t>(m)]);
   }
   bool is_bias(Eigen::Index m) const { return m == bias_component; }
+  Eigen::Index global(Eigen::Index m) const {
+    return global_index.empty() ? m : global_index[static_cast<std::size_t>(m)];
+  }
+  /// Another process of a sharded run holds the bias component.
+  bool bias_elsewhere() const { return shards && shards->rank() != 0; }
   /// sum_m C[m] (N x D) after the last block, when the engine left it; else null.
   const RowMatrix<Scalar>* component_sum() const { return workspace.sum_current ? &workspace.sum : nullptr; }
 };

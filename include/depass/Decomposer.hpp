@@ -36,6 +36,12 @@ struct DecomposeOptions {
   bool straightforward = false;        // each layer's dense reference rule instead of the blocked engine
   long work_rows = 4096;               // packed rows per work item of the blocked engine, > 0:
                                        // per-thread scratch ~ work_rows x (D + I) scalars
+  /// A sharded run (docs/distributed.md): this process holds a share of the components and
+  /// combines the MLP split and the completeness sums with the group's other processes,
+  /// which make the same call. Rank 0's result holds every component; the others' none,
+  /// unless shards_share_result. Null: one process holds every component.
+  ShardGroup* shards = nullptr;
+  bool shards_share_result = false;    // sharded: every rank receives the whole result
 
   SplitRule split_rule() const { return SplitRule{split, temperature}; }
   EngineOptions engine_options() const {
@@ -236,9 +242,11 @@ class Decomposer {
     const Eigen::Index K = start.members();
     const Eigen::Index stored = parts.kept.empty() ? x.rows() : static_cast<Eigen::Index>(parts.kept.size());
     const Eigen::Index chunk = plan_chunk(options, K, x.rows(), stored);
-    if (options.chunk_size == 0 && chunk >= K) run_whole(start, init, options, end_index, hook, parts);
+    if (options.shards) run_sharded(start, init, options, end_index, hook, parts);
+    else if (options.chunk_size == 0 && chunk >= K) run_whole(start, init, options, end_index, hook, parts);
     else run_chunked(start, init, options, chunk, end_index, hook, parts);
-    if (options.end.is_output) record_output(parts);
+    if (options.end.is_output && (!options.shards || options.shards->rank() == 0 || options.shards_share_result))
+      record_output(parts);
     return Decomposition<Scalar>(model_, std::move(parts));
   }
 
@@ -276,6 +284,10 @@ class Decomposer {
       throw std::invalid_argument("work_rows = " + std::to_string(options.work_rows) + " must be > 0");
     if (options.chunk_size < 0)
       throw std::invalid_argument("chunk_size = " + std::to_string(options.chunk_size) + " must be >= 0");
+    if (options.shards && (options.chunk_size > 0 || options.memory_budget_bytes > 0 || options.straightforward))
+      throw std::invalid_argument(
+          "shards: a sharded run takes neither chunk_size, memory_budget_bytes nor straightforward "
+          "(its processes hold shares of the components instead, with the blocked engine)");
   }
 
   /// The positions to keep, checked, sorted, duplicates merged (empty: all).
@@ -327,14 +339,15 @@ class Decomposer {
     const int L = model_.config().n_layers;
     const Boundary from = Boundary::from_index(start.boundary_index, L);
     MatrixType state = start.state;
-    record_sum(checks, cs.tensor.sum(cs.first_position), state, from);
+    record_sum(checks, every_shard(cs, cs.tensor.sum(cs.first_position)), state, from);
     detail::Tap<Scalar>{&hook, from.layer}.residual("start", state, &cs.tensor, start.boundary_index);
     for (int b = start.boundary_index; b < end_index; ++b) {
       if (b % 2 == 0) model_.attention_block(b / 2, state, &cs, hook);
       else model_.mlp_block(b / 2, state, &cs, hook);
       const RowMatrix<Scalar>* sum = cs.component_sum();
-      if (sum) record_sum(checks, *sum, state, Boundary::from_index(b + 1, L));
-      else record_sum(checks, cs.tensor.sum(), state, Boundary::from_index(b + 1, L));
+      if (sum && !cs.shards) record_sum(checks, *sum, state, Boundary::from_index(b + 1, L));
+      else if (sum) record_sum(checks, every_shard(cs, MatrixType(*sum)), state, Boundary::from_index(b + 1, L));
+      else record_sum(checks, every_shard(cs, cs.tensor.sum()), state, Boundary::from_index(b + 1, L));
     }
     if (options.end.is_output) {
       VectorType scale;
@@ -342,6 +355,73 @@ class Decomposer {
       model_.final_norm_components(cs, scale);
     }
     return state;
+  }
+
+  /// sum_m C[m] over every process's components (a sharded run), else the local sum.
+  static MatrixType every_shard(const ComponentState<Scalar>& cs, MatrixType sum) {
+    if (cs.shards) cs.shards->all_sum(sum.data(), static_cast<std::size_t>(sum.size()));
+    return sum;
+  }
+
+  /// This process's share of the components (balanced_shards) in one pass; rank 0 gathers
+  /// every share into the result, the other ranks keep none.
+  void run_sharded(const detail::Start<Scalar>& start, const Initialisation<Scalar>& init, const DecomposeOptions& options,
+                   int end_index, const Hook<Scalar>& hook, Parts& parts) const {
+    ShardGroup& group = *options.shards;
+    const Eigen::Index K = start.members(), N = start.state.rows(), D = start.state.cols();
+    const std::vector<Eigen::Index> bounds = balanced_shards(start.first, N, group.size());
+    const Eigen::Index from = bounds[static_cast<std::size_t>(group.rank())];
+    const Eigen::Index count = bounds[static_cast<std::size_t>(group.rank()) + 1] - from;
+    const bool root = group.rank() == 0;
+    ComponentState<Scalar> cs;
+    configure(cs, options, init, from);
+    if (count == 0) cs.sink_component = -1;
+    cs.shards = &group;
+    cs.tensor.resize(count + (root ? 1 : 0), N, D);
+    for (Eigen::Index m = 0; m < count; ++m) {
+      start.fill(from + m, cs.tensor.component(m));
+      cs.global_index.push_back(from + m);
+      cs.first_position.push_back(start.first[static_cast<std::size_t>(from + m)]);
+    }
+    if (root) {
+      cs.tensor.component(count) = start.bias;
+      cs.bias_component = count;
+      cs.global_index.push_back(K);
+      cs.first_position.push_back(0);
+    }
+    parts.state = propagate(cs, start, options, end_index, hook, parts.checks);
+    gather_shards(group, cs, count, start, options.shards_share_result, parts);
+  }
+
+  /// Rank 0 (or, shards_share_result, every rank) receives every process's members (rows
+  /// at the stored positions, in component order, as the shards are contiguous) and rank
+  /// 0's bias component after them.
+  static void gather_shards(ShardGroup& group, const ComponentState<Scalar>& cs, Eigen::Index count,
+                            const detail::Start<Scalar>& start, bool everyone, Parts& parts) {
+    const Eigen::Index K = start.members(), D = cs.tensor.width();
+    const Eigen::Index P = parts.kept.empty() ? cs.tensor.positions() : static_cast<Eigen::Index>(parts.kept.size());
+    const bool root = group.rank() == 0;
+    Parts mine;
+    mine.kept = parts.kept;
+    mine.components.resize(count + (root ? 1 : 0), P, D);
+    for (Eigen::Index m = 0; m < mine.components.components(); ++m) store_rows(cs.tensor, m, mine, m);
+    const RowMatrix<Scalar>& rows = mine.components.stacked();
+    const std::vector<Scalar> members = group.gather(rows.data(), static_cast<std::size_t>(count * P * D), everyone);
+    const std::vector<Scalar> bias =
+        group.gather(rows.data() + count * P * D, static_cast<std::size_t>(root ? P * D : 0), everyone);
+    if (!root && !everyone) {
+      parts.components.resize(0, P, D);
+      return;
+    }
+    if (static_cast<Eigen::Index>(members.size()) != K * P * D || static_cast<Eigen::Index>(bias.size()) != P * D)
+      throw std::logic_error("run_sharded: gathered " + std::to_string(members.size()) + " + " + std::to_string(bias.size()) +
+                             " values, expected " + std::to_string(K * P * D) + " + " + std::to_string(P * D));
+    parts.components.resize(K + 1, P, D);
+    parts.components.stacked().topRows(K * P) = Eigen::Map<const RowMatrix<Scalar>>(members.data(), K * P, D);
+    parts.components.stacked().bottomRows(P) = Eigen::Map<const RowMatrix<Scalar>>(bias.data(), P, D);
+    parts.labels = start.labels;
+    parts.labels.push_back("bias");
+    parts.bias_component = K;
   }
 
   /// Every component in one pass, propagated in place.

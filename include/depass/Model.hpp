@@ -254,7 +254,7 @@ class Model {
       throw std::invalid_argument("component tensor is " + std::to_string(C.components()) + " x " +
                                   std::to_string(C.positions()) + " x " + std::to_string(C.width()) + ", state is " +
                                   std::to_string(x.rows()) + " x " + std::to_string(x.cols()));
-    if (config().has_biases() && (components->bias_component < 0 || components->bias_component >= C.components()))
+    if (config().has_biases() && !components->bias_elsewhere() && (components->bias_component < 0 || components->bias_component >= C.components()))
       throw std::invalid_argument("model has biases: the component state needs a bias component");
   }
 

@@ -17,6 +17,7 @@
 #include "../layers/Mlp.hpp"
 #include "../layers/Norm.hpp"
 #include "Rows.hpp"
+#include "ShardedSplit.hpp"
 #include "SplitKernel.hpp"
 #include "WorkItems.hpp"
 
@@ -95,6 +96,14 @@ void handle_sink(const ComponentState<Scalar>& cs, const MlpTile& tile, Rows& ga
     merge_sink_into_bias(up_rows->middleRows(tile.at(s), tile.length(s)), up_rows->middleRows(tile.at(b), tile.length(b)), from);
 }
 
+/// The tile length every process of a sharded run uses (its split meets the others per
+/// tile): the shortest any of them wants.
+inline Eigen::Index agreed_tile(ShardGroup& shards, Eigen::Index positions) {
+  double p = static_cast<double>(positions);
+  shards.all_min(&p, 1);
+  return static_cast<Eigen::Index>(p);
+}
+
 /// C += mlp(frozen norm of C) for every component, over the rows they can reach.
 template <typename Scalar>
 void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const typename Mlp<Scalar>::Forward& real,
@@ -114,11 +123,12 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
     cs.workspace.sum.setZero(N, D);
     cs.workspace.sum_current = true;
   }
-  if (live_components == 0) return;
+  if (live_components == 0 && !cs.shards) return;
   RowMatrix<Scalar> act_rows = RowMatrix<Scalar>::Zero(N, padded_i);  // one padded row per position
   act_rows.leftCols(I) = act;
   // Tiles of about work_rows packed rows; the last tiles have the most live components: first.
-  const Eigen::Index P = std::min(N, std::max<Eigen::Index>(1, cs.engine.work_rows / live_components));
+  Eigen::Index P = live_components ? std::min(N, std::max<Eigen::Index>(1, cs.engine.work_rows / live_components)) : N;
+  if (cs.shards) P = agreed_tile(*cs.shards, P);
   const Eigen::Index tiles = (N + P - 1) / P;
   std::atomic<bool> orphan{false};
   const double work = live_rows * static_cast<double>(I) * ((use_up ? 6.0 : 4.0) * static_cast<double>(D) + 20.0);
@@ -142,7 +152,8 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
       up_rows.rightCols(padded_i - I).setZero();
     }
     handle_sink(cs, tile, gate_rows, use_up ? &up_rows : nullptr);
-    if (split_tile(cs, tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
+    if (cs.shards) split_tile_sharded(cs, tile, gate_rows, use_up ? &up_rows : nullptr, act_rows);
+    else if (split_tile(cs, tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
     RowMap update(base, R, D);
     mlp.down(gate, update, bias_begin, bias_rows);
     // Tiles own disjoint positions, so their rows of the sum are disjoint too.
@@ -150,7 +161,7 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
     for (Eigen::Index b = 0; b < tile.count(); ++b)
       scatter_add(cs, tile.members[static_cast<std::size_t>(b)], tile.start[static_cast<std::size_t>(b)], tile.p1,
                   update.middleRows(tile.at(b), tile.length(b)), sum);
-  });
+  }, cs.shards != nullptr);
   if (orphan) throw std::logic_error("a neuron driven by no component needs a bias component");
 }
 

@@ -43,11 +43,12 @@ Scalar* reserve(Vector<Scalar>& buffer, Eigen::Index size) {
 /// least two items per thread, else in order with `inner` threads for the item's own loops.
 /// `thread` indexes the per-thread scratch. Eigen runs a GEMM single-threaded inside a
 /// parallel region and threaded outside one, so the items' products follow the same
-/// choice. The first exception of any item is rethrown here.
+/// choice. The first exception of any item is rethrown here. in_order: the items run one
+/// after another whatever their number (a sharded run's items meet the other processes).
 template <typename Scalar, typename Body>
-void run_items(Workspace<Scalar>& workspace, Eigen::Index count, double work, const Body& body) {
+void run_items(Workspace<Scalar>& workspace, Eigen::Index count, double work, const Body& body, bool in_order = false) {
   const int team = threads_for(work);
-  const bool across = team > 1 && count >= 2 * team;
+  const bool across = team > 1 && count >= 2 * team && !in_order;
   const int inner = across ? 1 : team;
   if (workspace.scratch.size() < static_cast<std::size_t>(team)) workspace.scratch.resize(static_cast<std::size_t>(team));
   const ThreadLimit limit(team);  // Eigen's products inside follow it
