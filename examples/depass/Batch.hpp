@@ -114,35 +114,54 @@ inline Request request_from_line(const std::string& text, const Request& default
   return r;
 }
 
+/// The answer to one batch line as a JSON line; a failure becomes an error record.
+template <typename Answer>
+std::string answer_line(const BatchLine& line, const Request& defaults, Answer& answer) {
+  json result;
+  try {
+    result = answer(request_from_line(line.text, defaults));
+  } catch (const std::exception& e) {
+    result = {{"schema", depass::output::schema::kError}, {"error", e.what()}};
+  }
+  result["line"] = line.number;
+  return result.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 /// Runs `answer(request)` on every batch line, streaming one JSON line per input line.
+/// Under mpirun the ranks take the lines in turn (rank r the r-th of each round), and rank
+/// 0 writes every round's answers in input order.
 template <typename Answer>
 int run_batch(const Args& args, const std::string& command, const std::vector<BatchLine>& lines, Answer answer) {
+  MpiJob& job = MpiJob::get();
   const Request defaults = request_defaults(args);
   std::ofstream file;
-  if (args.has("--output")) {
+  const bool to_file = args.has("--output") && job.writes();
+  if (to_file) {
     file.open(args.get("--output"), std::ios::binary | std::ios::trunc);
     if (!file) throw std::runtime_error("cannot write '" + args.get("--output") + "'");
   }
-  std::ostream& out = args.has("--output") ? static_cast<std::ostream&>(file) : std::cout;
+  std::ostream& out = to_file ? static_cast<std::ostream&>(file) : std::cout;
   depass::output::ProgressBar bar(std::cerr, command, static_cast<long>(lines.size()), progress_enabled(args), "items");
   long failed = 0;
-  for (const BatchLine& line : lines) {
-    json result;
-    try {
-      result = answer(request_from_line(line.text, defaults));
-    } catch (const std::exception& e) {
-      ++failed;
-      bar.suspend();  // the message on a line of its own; the bar is redrawn after it
-      std::cerr << "depass " << command << ": line " << line.number << ": " << e.what() << "\n";
-      result = {{"schema", depass::output::schema::kError}, {"error", e.what()}};
+  const std::size_t ranks = static_cast<std::size_t>(job.ranks());
+  for (std::size_t first = 0; first < lines.size(); first += ranks) {
+    const std::size_t mine = first + static_cast<std::size_t>(job.rank());
+    for (const std::string& text : job.gather(mine < lines.size() ? answer_line(lines[mine], defaults, answer) : "")) {
+      if (text.empty()) continue;  // a rank past the last line
+      const json result = json::parse(text);
+      if (result.value("schema", "") == depass::output::schema::kError) {
+        ++failed;
+        bar.suspend();  // the message on a line of its own; the bar is redrawn after it
+        std::cerr << "depass " << command << ": line " << result["line"].get<long>() << ": "
+                  << result["error"].get<std::string>() << "\n";
+      }
+      out << text << "\n";
+      out.flush();
+      bar.advance();
     }
-    result["line"] = line.number;
-    out << result.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
-    out.flush();
-    bar.advance();
   }
   bar.finish();
-  if (args.has("--output")) {
+  if (to_file) {
     file.close();
     if (!file) throw std::runtime_error("error while writing '" + args.get("--output") + "'");
     note_written(args, args.get("--output"), "JSON lines");

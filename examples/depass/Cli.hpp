@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "Args.hpp"
+#include "Mpi.hpp"
 
 namespace cli {
 
@@ -111,6 +112,11 @@ inline std::size_t parse_bytes(const std::string& option, const std::string& tex
   return static_cast<std::size_t>(bytes);
 }
 
+/// True when the options may split the components into chunks.
+inline bool may_chunk(const depass::DecomposeOptions& options) {
+  return options.chunk_size > 0 || options.memory_budget_bytes > 0;
+}
+
 inline depass::DecomposeOptions decompose_options(const Args& args) {
   depass::DecomposeOptions options;
   const std::string split = args.get("--mlp-split", "softmax");
@@ -134,12 +140,13 @@ inline depass::DecomposeOptions decompose_options(const Args& args) {
     options.chunk_size = chunk;
   }
   if (args.has("--memory-budget")) options.memory_budget_bytes = parse_bytes("--memory-budget", args.get("--memory-budget"));
+  options.shards = MpiJob::get().shards();  // under mpirun: the ranks share the components
+  options.shards_share_result = true;       // and every rank reads the result out alike
+  if (options.shards && may_chunk(options))
+    throw UsageError("--chunk-size and --memory-budget do not apply under mpirun (" + std::to_string(MpiJob::get().ranks()) +
+                     " ranks): the ranks share the components instead, each holding about 1/" +
+                     std::to_string(MpiJob::get().ranks()) + " of them");
   return options;
-}
-
-/// True when the options may split the components into chunks.
-inline bool may_chunk(const depass::DecomposeOptions& options) {
-  return options.chunk_size > 0 || options.memory_budget_bytes > 0;
 }
 
 /// Asks the engine to keep component rows only at `positions` (the ones read out), so that
@@ -301,6 +308,7 @@ inline std::string output_format(const Args& args) {
 }
 
 inline void write_file(const std::string& path, const std::string& bytes) {
+  if (!MpiJob::get().writes()) return;  // under mpirun rank 0 writes
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   if (!file) throw std::runtime_error("cannot write '" + path + "'");
   file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

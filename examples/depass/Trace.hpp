@@ -23,6 +23,9 @@ inline void check_trace_options(const Args& args, const depass::DecomposeOptions
   if (tracing && may_chunk(options))
     throw UsageError("--trace follows one pass over all components; a chunked run (--chunk-size, --memory-budget) makes "
                      "several, so drop the chunking or the trace");
+  if (tracing && options.shards)
+    throw UsageError("--trace reads every component at every layer in one process; under mpirun each rank holds only its "
+                     "share of them, so run the trace without mpirun");
   if (args.has("--components") && may_chunk(options))
     throw UsageError("--components writes the whole component tensor, which a chunked run does not keep; drop --chunk-size / "
                      "--memory-budget or --components");
@@ -61,7 +64,7 @@ void add_trace(const Args& args, json& entry, const depass::LogitTrace<Scalar>& 
   entry["trace"] = trace_json(trace, labels);
   if (!args.has("--trace-npy")) return;
   const depass::Matrix<double> scores = trace.scores().template cast<double>();
-  depass::output::save_npy(args.get("--trace-npy"), depass::output::NpyArray::from_matrix(scores));
+  if (MpiJob::get().writes()) depass::output::save_npy(args.get("--trace-npy"), depass::output::NpyArray::from_matrix(scores));
   entry["trace_file"] = {{"file", args.get("--trace-npy")}, {"shape", {scores.rows(), scores.cols()}}};
 }
 

@@ -202,7 +202,7 @@ void add_bias(json& entry, const Decomposition<Scalar>& d, const depass::Vector<
 template <typename Scalar>
 void maybe_write_components(const Args& args, json& doc, const Decomposition<Scalar>& d, int dim) {
   if (!args.has("--components")) return;
-  depass::output::save_components_npy(args.get("--components"), d.components());
+  if (MpiJob::get().writes()) depass::output::save_components_npy(args.get("--components"), d.components());
   doc["components_file"] = {{"file", args.get("--components")},
                             {"shape", {d.component_count(), d.positions(), dim}},
                             {"labels", d.labels()},
@@ -580,7 +580,7 @@ int run_decode(const Args& args) {
     doc["residual_max_abs"] = max_residual(d);
     if (args.has("--logits")) {
       const depass::Matrix<Scalar> logits = d.component_logits(p.q.position);
-      depass::output::save_npy(args.get("--logits"), depass::output::NpyArray::from_matrix(logits));
+      if (MpiJob::get().writes()) depass::output::save_npy(args.get("--logits"), depass::output::NpyArray::from_matrix(logits));
       doc["logits_file"] = {{"file", args.get("--logits")}, {"shape", {logits.rows(), logits.cols()}}};
     }
     return doc;

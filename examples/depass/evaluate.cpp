@@ -220,9 +220,12 @@ bool is_directory(const std::string& path) {
 /// OUT: run.json (the settings) and samples.jsonl (one line per record and method, flushed
 /// as written). A new run refuses a directory that holds a run; --resume needs the same
 /// settings and keeps every complete saved line (a half-written last line is dropped).
+/// Under mpirun rank 0 alone keeps the log: the other ranks' logs are inactive (nothing
+/// saved, nothing written), and rank 0 drops what they recompute of a resumed run.
 class SampleLog {
  public:
-  SampleLog(const std::string& dir, const json& run, bool resume) : dir_(dir) {
+  SampleLog(const std::string& dir, const json& run, bool resume, bool active = true) : dir_(dir), active_(active) {
+    if (!active) return;
     if (!is_directory(dir) && mkdir(dir.c_str(), 0777) != 0) throw std::runtime_error("cannot create --out directory '" + dir + "'");
     const bool saved = file_exists(path("run.json"));
     if (saved && !resume)
@@ -239,6 +242,7 @@ class SampleLog {
   bool done(long line, const std::string& method) const { return done_.count({line, method}) > 0; }
 
   void write(const json& sample) {
+    if (!active_) return;
     out_ << sample.dump() << "\n";
     out_.flush();
   }
@@ -275,6 +279,7 @@ class SampleLog {
 
   std::string dir_;
   std::ofstream out_;
+  bool active_ = true;
   std::vector<json> saved_;
   std::set<std::pair<long, std::string>> done_;
 };
@@ -606,6 +611,16 @@ long unit_count(const Loaded<Scalar>& l, const EvalSettings& s) {
   return static_cast<long>(s.layers.empty() ? cfg.n_layers : static_cast<int>(s.layers.size())) * cfg.hidden_dim;
 }
 
+/// The samples of one record for the methods the log does not hold yet (a JSON array).
+json evaluate_record(const depass::FaithfulnessRecord& r, const EvalSettings& s, const SampleLog& log, const Evaluator& evaluate) {
+  std::vector<Method> missing;
+  for (Method m : s.methods)
+    if (!log.done(r.line, depass::to_string(m))) missing.push_back(m);
+  json samples = json::array();
+  for (const json& sample : missing.empty() ? std::vector<json>{} : evaluate(r, missing)) samples.push_back(sample);
+  return samples;
+}
+
 template <typename Scalar>
 int run_evaluate(const Args& args) {
   const EvalSettings s = eval_settings(args);
@@ -623,21 +638,30 @@ int run_evaluate(const Args& args) {
     extra["probe"] = probe;
   }
   extra["records"] = data.records.size();  // the evaluated ones
-  SampleLog log(args.get("--out"), run, args.has("--resume"));
+  MpiJob& job = MpiJob::get();
+  SampleLog log(args.get("--out"), run, args.has("--resume"), job.writes());
   const std::vector<double> xs = curve_xs(s, s.masking() ? unit_count(l, s) : 0);
   Totals totals(s, xs);
   for (const json& sample : log.saved()) totals.add(sample);
   depass::output::ProgressBar bar(std::cerr, "evaluate", static_cast<long>(data.records.size()), progress_enabled(args), "records");
-  for (const depass::FaithfulnessRecord& r : data.records) {
-    std::vector<Method> missing;
-    for (Method m : s.methods)
-      if (!log.done(r.line, depass::to_string(m))) missing.push_back(m);
-    for (const json& sample : missing.empty() ? std::vector<json>{} : evaluate(r, missing)) {
-      log.write(sample);
-      totals.add(sample);
-      if (sample.contains("error")) std::cerr << "depass evaluate: line " << r.line << ", " << sample["method"].get<std::string>() << ": " << sample["error"].get<std::string>() << "\n";
+  // Under mpirun the ranks take the records in turn; rank 0 logs each round in input order.
+  const std::size_t ranks = static_cast<std::size_t>(job.ranks()), count = data.records.size();
+  for (std::size_t first = 0; first < count; first += ranks) {
+    const std::size_t mine = first + static_cast<std::size_t>(job.rank());
+    const json samples = mine < count ? evaluate_record(data.records[mine], s, log, evaluate) : json();
+    for (const std::string& text : job.gather(samples.dump())) {
+      const json round = json::parse(text);
+      if (round.is_null()) continue;  // a rank past the last record
+      for (const json& sample : round) {
+        const long line = sample["line"].get<long>();
+        const std::string method = sample["method"].get<std::string>();
+        if (log.done(line, method)) continue;  // saved by an earlier run: another rank recomputed it
+        log.write(sample);
+        totals.add(sample);
+        if (sample.contains("error")) std::cerr << "depass evaluate: line " << line << ", " << method << ": " << sample["error"].get<std::string>() << "\n";
+      }
+      bar.advance();
     }
-    bar.advance();
   }
   bar.finish();
   extra["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

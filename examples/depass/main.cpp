@@ -168,7 +168,9 @@ int main(int argc, char** argv) {
               << main_help();
     return 2;
   }
+  MpiJob& job = MpiJob::get();
   try {
+    job.start(argc, argv);  // under mpirun: MPI_Init, and only rank 0 writes
     const Args args(argc, argv, 2, kFlags);
     if (args.has("--help")) {
       std::cout << command->help;
@@ -177,6 +179,8 @@ int main(int argc, char** argv) {
     const std::string batched[] = {"tokens", "heads", "neurons", "modules"};
     if (args.has("--batch") && std::find(std::begin(batched), std::end(batched), name) == std::end(batched))
       throw UsageError("--batch applies to tokens, heads, neurons and modules");
+    // Under mpirun a batch or an evaluation shares out its items; a single run its components.
+    job.share_lines(args.has("--batch") || name == "evaluate");
     if (args.has("--threads")) {
       const long threads = args.integer("--threads", 0);
       if (threads < 1 || threads > 1024) throw UsageError("--threads must be in [1, 1024], got " + std::to_string(threads));
@@ -184,10 +188,12 @@ int main(int argc, char** argv) {
     }
     return command->run(args);
   } catch (const UsageError& e) {
-    std::cerr << "depass " << name << ": " << e.what() << "\n(see depass " << name << " --help)\n";
+    if (job.writes()) job.report("depass " + name + ": " + e.what() + "\n(see depass " + name + " --help)");
+    if (job.ranks() > 1) job.end(2);  // every rank: the others may be waiting for this one
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "depass " << name << ": error: " << e.what() << "\n";
+    job.report("depass " + name + ": error: " + e.what());
+    if (job.ranks() > 1) job.end(1);
     return 1;
   }
 }

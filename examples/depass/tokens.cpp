@@ -201,7 +201,7 @@ json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::De
 
   if (trace) add_trace(args, doc, *trace, result.labels());
   if (args.has("--components")) {
-    depass::output::save_components_npy(args.get("--components"), result.components());
+    if (MpiJob::get().writes()) depass::output::save_components_npy(args.get("--components"), result.components());
     doc["components_file"] = {{"file", args.get("--components")},
                               {"shape", {result.component_count(), result.positions(), l.model->config().dim}},
                               {"labels", result.labels()},

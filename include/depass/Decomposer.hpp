@@ -363,25 +363,26 @@ class Decomposer {
     return sum;
   }
 
-  /// This process's share of the components (balanced_shards) in one pass; rank 0 gathers
+  /// This process's share of the components (shard_members) in one pass; rank 0 gathers
   /// every share into the result, the other ranks keep none.
   void run_sharded(const detail::Start<Scalar>& start, const Initialisation<Scalar>& init, const DecomposeOptions& options,
                    int end_index, const Hook<Scalar>& hook, Parts& parts) const {
     ShardGroup& group = *options.shards;
     const Eigen::Index K = start.members(), N = start.state.rows(), D = start.state.cols();
-    const std::vector<Eigen::Index> bounds = balanced_shards(start.first, N, group.size());
-    const Eigen::Index from = bounds[static_cast<std::size_t>(group.rank())];
-    const Eigen::Index count = bounds[static_cast<std::size_t>(group.rank()) + 1] - from;
+    const std::vector<std::vector<Eigen::Index>> shares = shard_members(K, group.size());
+    const std::vector<Eigen::Index>& mine = shares[static_cast<std::size_t>(group.rank())];
+    const Eigen::Index count = static_cast<Eigen::Index>(mine.size());
     const bool root = group.rank() == 0;
     ComponentState<Scalar> cs;
-    configure(cs, options, init, from);
-    if (count == 0) cs.sink_component = -1;
+    configure(cs, options, init, 0);
+    if (count == 0 || mine.front() != 0) cs.sink_component = -1;  // the sink is member 0
     cs.shards = &group;
     cs.tensor.resize(count + (root ? 1 : 0), N, D);
-    for (Eigen::Index m = 0; m < count; ++m) {
-      start.fill(from + m, cs.tensor.component(m));
-      cs.global_index.push_back(from + m);
-      cs.first_position.push_back(start.first[static_cast<std::size_t>(from + m)]);
+    for (Eigen::Index i = 0; i < count; ++i) {
+      const Eigen::Index m = mine[static_cast<std::size_t>(i)];
+      start.fill(m, cs.tensor.component(i));
+      cs.global_index.push_back(m);
+      cs.first_position.push_back(start.first[static_cast<std::size_t>(m)]);
     }
     if (root) {
       cs.tensor.component(count) = start.bias;
@@ -390,15 +391,16 @@ class Decomposer {
       cs.first_position.push_back(0);
     }
     parts.state = propagate(cs, start, options, end_index, hook, parts.checks);
-    gather_shards(group, cs, count, start, options.shards_share_result, parts);
+    gather_shards(group, cs, shares, start, options.shards_share_result, parts);
   }
 
   /// Rank 0 (or, shards_share_result, every rank) receives every process's members (rows
-  /// at the stored positions, in component order, as the shards are contiguous) and rank
-  /// 0's bias component after them.
-  static void gather_shards(ShardGroup& group, const ComponentState<Scalar>& cs, Eigen::Index count,
-                            const detail::Start<Scalar>& start, bool everyone, Parts& parts) {
+  /// at the stored positions), puts them in component order, and rank 0's bias after them.
+  static void gather_shards(ShardGroup& group, const ComponentState<Scalar>& cs,
+                            const std::vector<std::vector<Eigen::Index>>& shares, const detail::Start<Scalar>& start,
+                            bool everyone, Parts& parts) {
     const Eigen::Index K = start.members(), D = cs.tensor.width();
+    const Eigen::Index count = static_cast<Eigen::Index>(shares[static_cast<std::size_t>(group.rank())].size());
     const Eigen::Index P = parts.kept.empty() ? cs.tensor.positions() : static_cast<Eigen::Index>(parts.kept.size());
     const bool root = group.rank() == 0;
     Parts mine;
@@ -417,7 +419,10 @@ class Decomposer {
       throw std::logic_error("run_sharded: gathered " + std::to_string(members.size()) + " + " + std::to_string(bias.size()) +
                              " values, expected " + std::to_string(K * P * D) + " + " + std::to_string(P * D));
     parts.components.resize(K + 1, P, D);
-    parts.components.stacked().topRows(K * P) = Eigen::Map<const RowMatrix<Scalar>>(members.data(), K * P, D);
+    const Eigen::Map<const RowMatrix<Scalar>> received(members.data(), K * P, D);  // rank by rank
+    Eigen::Index at = 0;
+    for (const std::vector<Eigen::Index>& share : shares)
+      for (const Eigen::Index m : share) parts.components.stacked().middleRows(m * P, P) = received.middleRows(P * at++, P);
     parts.components.stacked().bottomRows(P) = Eigen::Map<const RowMatrix<Scalar>>(bias.data(), P, D);
     parts.labels = start.labels;
     parts.labels.push_back("bias");

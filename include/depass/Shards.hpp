@@ -46,28 +46,28 @@ class ShardGroup {
   std::size_t bytes_sent_ = 0;
 };
 
-/// Contiguous shares of K members for P processes, balanced by live rows: member m is
-/// live on N - first[m] positions (token m on N - m), and rank 0 also carries the bias
-/// component (N rows) and always member 0. Returns P + 1 bounds: rank r holds members [bounds[r], bounds[r+1]).
-inline std::vector<Eigen::Index> balanced_shards(const std::vector<Eigen::Index>& first, Eigen::Index N, int P) {
-  if (P < 1) throw std::invalid_argument("balanced_shards: P = " + std::to_string(P) + " must be >= 1");
-  const Eigen::Index K = static_cast<Eigen::Index>(first.size());
-  auto live = [&](Eigen::Index m) { return static_cast<double>(N - std::min(N, first[static_cast<std::size_t>(m)])); };
-  double total = static_cast<double>(N);  // the bias component, on rank 0
-  for (Eigen::Index m = 0; m < K; ++m) total += live(m);
-  std::vector<Eigen::Index> bounds(static_cast<std::size_t>(P) + 1, K);
-  bounds[0] = 0;
-  // Rank 0 holds member 0 whatever the balance: the attention sink, which the path rule
-  // merges into the bias component, must sit with it.
-  double done = static_cast<double>(N) + (K > 0 ? live(0) : 0.0);
-  Eigen::Index m = K > 0 ? 1 : 0;
-  for (int r = 1; r < P; ++r) {
-    // Rank r - 1 takes members while its share stays nearer the target than without the next.
-    const double target = total * r / P;
-    while (m < K && done + live(m) / 2 <= target) done += live(m++);
-    bounds[static_cast<std::size_t>(r)] = m;
+/// The members each of P processes holds, ascending: the K members cut into 2P runs of
+/// about equal length, rank r taking runs r and 2P - 1 - r. Every component stores all N
+/// positions, so equal counts balance the memory; and token m is live (has work) on only
+/// N - m positions, so pairing an early run with a late one balances the work too. Rank 0
+/// always holds member 0 (the attention sink, which the path rule merges into the bias
+/// component; rank 0 holds that as well).
+inline std::vector<std::vector<Eigen::Index>> shard_members(Eigen::Index K, int P) {
+  if (P < 1) throw std::invalid_argument("shard_members: P = " + std::to_string(P) + " must be >= 1");
+  if (K < 0) throw std::invalid_argument("shard_members: K = " + std::to_string(K) + " must be >= 0");
+  const Eigen::Index runs = 2 * static_cast<Eigen::Index>(P);
+  std::vector<std::vector<Eigen::Index>> members(static_cast<std::size_t>(P));
+  for (Eigen::Index run = 0; run < runs; ++run) {
+    const Eigen::Index rank = run < P ? run : runs - 1 - run;
+    for (Eigen::Index m = K * run / runs; m < K * (run + 1) / runs; ++m) members[static_cast<std::size_t>(rank)].push_back(m);
   }
-  return bounds;
+  for (std::vector<Eigen::Index>& mine : members) std::sort(mine.begin(), mine.end());
+  if (K > 0 && (members[0].empty() || members[0].front() != 0)) {
+    for (std::vector<Eigen::Index>& mine : members)
+      if (!mine.empty() && mine.front() == 0) mine.erase(mine.begin());
+    members[0].insert(members[0].begin(), 0);
+  }
+  return members;
 }
 
 }  // namespace depass

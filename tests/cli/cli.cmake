@@ -10,6 +10,10 @@ if(DEPASS_BUILD_EXAMPLES AND EXISTS "${PROJECT_SOURCE_DIR}/examples/depass")
     DEPASS_CLI_PATH="${_depass_cli_bin}/depass"
     DEPASS_BIN_DIR="${_depass_cli_bin}")
   add_dependencies(depass_test_cli depass_cli)
+  if(TARGET depass::mpi)
+    # The CLI links MPI (examples/CMakeLists.txt): CliMpi.test.cpp runs it under mpirun.
+    target_compile_definitions(depass_test_cli PRIVATE DEPASS_TEST_MPIEXEC="${MPIEXEC_EXECUTABLE}")
+  endif()
   if(DEPASS_SANITIZE)
     # The code under test runs in the sanitized `depass` child processes; the test driver
     # (6 min of CPU under ASan, the library in-process for comparisons) need not be.

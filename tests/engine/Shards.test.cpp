@@ -1,6 +1,6 @@
 // Sharded runs (Shards.hpp) with threads as ranks: the sharded engine's split and sums
 // give every component what one process holding all of them gives, for every split rule,
-// initialisation and family checkpoint; the shares are balanced. MPI ranks run the same
+// initialisation and family checkpoint; the shares balance memory and work. MPI ranks run the same
 // cases in tests/mpi/MpiShardGroup.test.cpp.
 
 #include <catch2/catch.hpp>
@@ -42,19 +42,17 @@ void check_thread_shards(const Model<Scalar>& model, const std::vector<int>& ids
 
 }  // namespace
 
-TEST_CASE("balanced_shards gives contiguous shares of about equal live rows", "[engine][shards]") {
-  // Token level, N = 8: token m is live on 8 - m rows, the bias on 8; 44 rows in all.
-  const std::vector<Eigen::Index> tokens = {0, 1, 2, 3, 4, 5, 6, 7};
-  CHECK(balanced_shards(tokens, 8, 1) == std::vector<Eigen::Index>{0, 8});
-  // Two ranks, 22 rows each: rank 0 = bias 8 + tokens 0, 1 (8 + 7) = 23; rank 1 = 21.
-  CHECK(balanced_shards(tokens, 8, 2) == std::vector<Eigen::Index>{0, 2, 8});
-  // Four ranks, cumulative targets 11, 22, 33: {bias, 0}, {1}, {2, 3}, {4..7} = 16, 7, 11, 10
-  // (rank 0 holds the bias and token 0 whatever its target).
-  CHECK(balanced_shards(tokens, 8, 4) == std::vector<Eigen::Index>{0, 1, 2, 4, 8});
-  // Rank 0 keeps member 0 (the sink) even past its target; a rank may get nothing.
-  CHECK(balanced_shards({0, 0}, 100, 3) == std::vector<Eigen::Index>{0, 1, 1, 2});
-  CHECK(balanced_shards({}, 4, 2) == std::vector<Eigen::Index>{0, 0, 0});
-  CHECK_THROWS_WITH(balanced_shards(tokens, 8, 0), Catch::Contains("P = 0"));
+TEST_CASE("shard_members pairs an early run of members with a late one on each rank", "[engine][shards]") {
+  using Shares = std::vector<std::vector<Eigen::Index>>;
+  CHECK(shard_members(8, 1) == Shares{{0, 1, 2, 3, 4, 5, 6, 7}});
+  // Token level, N = 8: token m is live on 8 - m rows: {8 + 7 + 2 + 1} = {6 + 5 + 4 + 3} = 18.
+  CHECK(shard_members(8, 2) == Shares{{0, 1, 6, 7}, {2, 3, 4, 5}});
+  CHECK(shard_members(8, 4) == Shares{{0, 7}, {1, 6}, {2, 5}, {3, 4}});
+  CHECK(shard_members(5, 2) == Shares{{0, 3, 4}, {1, 2}});
+  // Fewer members than runs: rank 0 still holds member 0 (the sink); a rank may get none.
+  CHECK(shard_members(2, 3) == Shares{{0, 1}, {}, {}});
+  CHECK(shard_members(0, 2) == Shares{{}, {}});
+  CHECK_THROWS_WITH(shard_members(8, 0), Catch::Contains("P = 0"));
 }
 
 TEST_CASE("Sharded runs on thread ranks equal one process: every family, split and initialisation",

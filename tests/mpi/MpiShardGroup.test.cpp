@@ -87,10 +87,7 @@ TEST_CASE("MPI ranks: bytes sent follow the formula of docs/distributed.md", "[m
     options.keep_positions = {-1};
     const std::size_t before = group.bytes_sent();
     Decomposer<double>(model).run(ids, Initialisation<double>::tokens(), options);
-    const std::vector<Eigen::Index> bounds = balanced_shards(std::vector<Eigen::Index>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
-                                                             12, group.size());
-    const double mine = static_cast<double>(bounds[static_cast<std::size_t>(group.rank()) + 1] -
-                                            bounds[static_cast<std::size_t>(group.rank())]);
+    const double mine = static_cast<double>(shard_members(12, group.size())[static_cast<std::size_t>(group.rank())].size());
     // Per MLP layer: the agreed tile (one scalar) and the split's statistics: softmax peak +
     // sum of weights, proportional peak + three sums, argmax peak + owner, path G + U.
     const double per_position = split == MlpSplit::Proportional ? 4 : 2;

@@ -90,39 +90,57 @@ void sharded_argmax_split(const ComponentState<Scalar>& cs, const Tile& tile, Ro
 }
 
 /// Softmax and proportional: the sums of weights (and, proportional, of contributions and
-/// magnitudes) over every process, then each share as split_neuron gives it.
+/// magnitudes) over every process, then each share as split_neuron gives it. The weights'
+/// exps are Eigen's vectorised ones (one per live row and neuron: the split's main cost);
+/// the softmax keeps them in the gate rows between the passes.
 template <typename Scalar, typename Tile, typename Rows>
 void sharded_exp_split(const ComponentState<Scalar>& cs, const Tile& tile, Rows& gate_rows, const RowMatrix<Scalar>& peak,
                        const RowMatrix<Scalar>& act_rows) {
+  using RowArray = Eigen::Array<Scalar, 1, Eigen::Dynamic>;
+  using ConstRowMap = Eigen::Map<const RowArray>;
   const Eigen::Index n = peak.rows(), W = peak.cols();
   const Scalar inv_t = Scalar(1) / static_cast<Scalar>(cs.split.temperature);
   const bool proportional = cs.split.split == MlpSplit::Proportional;
+  RowArray e(W);  // exp((g - peak) / T) of one row; meaningless where g = 0 (masked below)
+  const auto weigh = [&](const Scalar* g, const Scalar* top) {
+    e = ((ConstRowMap(g, W) - ConstRowMap(top, W)) * inv_t).exp();
+  };
   // Per position [sum of weights | total | magnitude]; softmax reads only the first.
   RowMatrix<Scalar> sums = RowMatrix<Scalar>::Zero(n, (proportional ? 3 : 1) * W);
   for_each_live_row(tile, [&](Eigen::Index, Eigen::Index p, Eigen::Index r) {
-    const Scalar* g = gate_rows.row(r).data();
-    const Scalar* top = peak.row(p - tile.p0).data();
+    Scalar* g = gate_rows.row(r).data();
     Scalar* sum = sums.row(p - tile.p0).data();
+    weigh(g, peak.row(p - tile.p0).data());
     for (Eigen::Index k = 0; k < W; ++k) {
-      if (g[k] == Scalar(0)) continue;
-      sum[k] += std::exp((g[k] - top[k]) * inv_t);
+      const Scalar w = g[k] != Scalar(0) ? e[k] : Scalar(0);
+      sum[k] += w;
       if (proportional) {
         sum[W + k] += g[k];
         sum[2 * W + k] += std::abs(g[k]);
+      } else {
+        g[k] = w;  // the softmax's weight, its share once divided by the sum
       }
     }
   });
   cs.shards->all_sum(sums.data(), static_cast<std::size_t>(sums.size()));
+  RowMatrix<Scalar> coef(n, W);  // a / sum of weights; 0 where nothing drives the neuron
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index k = 0; k < W; ++k) coef(i, k) = sums(i, k) > Scalar(0) ? act_rows(tile.p0 + i, k) / sums(i, k) : Scalar(0);
   const Scalar ratio = static_cast<Scalar>(kProportionalCancelRatio);
   for_each_live_row(tile, [&](Eigen::Index, Eigen::Index p, Eigen::Index r) {
+    const Eigen::Index i = p - tile.p0;
+    if (!proportional) {
+      gate_rows.row(r).array() *= coef.row(i).array();
+      return;
+    }
     Scalar* g = gate_rows.row(r).data();
-    const Scalar* top = peak.row(p - tile.p0).data();
-    const Scalar* sum = sums.row(p - tile.p0).data();
+    const Scalar* sum = sums.row(i).data();
     const Scalar* a = act_rows.row(p).data();
+    weigh(g, peak.row(i).data());
     for (Eigen::Index k = 0; k < W; ++k) {
       if (g[k] == Scalar(0)) continue;  // absent here: no share
-      if (proportional && std::abs(sum[W + k]) > ratio * sum[2 * W + k]) g[k] = g[k] / sum[W + k] * a[k];
-      else g[k] = std::exp((g[k] - top[k]) * inv_t) / sum[k] * a[k];
+      if (std::abs(sum[W + k]) > ratio * sum[2 * W + k]) g[k] = g[k] / sum[W + k] * a[k];
+      else g[k] = e[k] * coef(i, k);
     }
   });
 }
