@@ -1,5 +1,6 @@
 // The `depass` Python module (pybind11): the C++ API with NumPy arrays in and out, and
-// nothing of its own maths. Every number comes from depass::Model / depass::Decomposer;
+// nothing of its own maths. Every number comes from depass::Model / depass::Decomposer and
+// the methods of methods/ (Methods.hpp);
 // this file converts arguments, releases the GIL while the engine runs, lets Ctrl-C stop a
 // run between blocks, and maps C++ exceptions to Python ones with the same messages.
 
@@ -394,10 +395,20 @@ constexpr const char* kDecomposeDoc =
     "raises stops the run. trace=(position, target[, foil]) records LogitTrace: every component's logit lens "
     "at each boundary (result.trace).";
 
+}  // namespace python
+}  // namespace depass
+
+#include "Methods.hpp"
+
+namespace depass {
+namespace python {
+
 template <typename Scalar>
 void bind_model(py::module_& m, const char* name) {
   using PM = PyModel<Scalar>;
-  py::class_<PM>(m, name, "A loaded checkpoint and its tokenizer (one class per precision).")
+  py::class_<PM> model_class(m, name, "A loaded checkpoint and its tokenizer (one class per precision).");
+  bind_methods<Scalar>(model_class);
+  model_class
       .def_property_readonly("precision", [](const PM&) {
         return std::string(std::is_same<Scalar, float>::value ? "float32" : "float64");
       })
@@ -565,6 +576,8 @@ PYBIND11_MODULE(_depass, m) {
 
   bind_decomposition<double>(m, "DecompositionFloat64");
   bind_decomposition<float>(m, "DecompositionFloat32");
+  bind_attribution<double>(m, "AttributionFloat64");
+  bind_attribution<float>(m, "AttributionFloat32");
   bind_model<double>(m, "ModelFloat64");
   bind_model<float>(m, "ModelFloat32");
 

@@ -60,3 +60,24 @@ def stories32(stories_path):
 
 #: The prompt of `make demo` and of the README: 22 tokens with BOS.
 DEMO_PROMPT = "Once upon a time there was a little girl named Lily. She loved to play with her"
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The depass CLI of the same build (ctest passes DEPASS_CLI when the examples are built)."""
+    path = os.environ.get("DEPASS_CLI")
+    if not path:
+        pytest.skip("DEPASS_CLI is not set (configure with DEPASS_BUILD_EXAMPLES=ON to build the CLI)")
+    if not os.path.exists(path):
+        pytest.fail(f"DEPASS_CLI={path} does not exist: build the depass_cli target")
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    """One thread for the test, so that no reduction order differs from the CLI's."""
+    import depass
+    before = depass.threads()
+    depass.set_threads(1)
+    yield
+    depass.set_threads(before)

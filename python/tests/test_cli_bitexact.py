@@ -4,7 +4,6 @@ tensor (--components, float64 .npy: exact for both precisions) and the token sco
 Both run on one thread so that no reduction order differs. Needs the CLI of the same
 build (ctest passes DEPASS_CLI when the examples are built)."""
 
-import os
 import subprocess
 
 import numpy as np
@@ -12,24 +11,6 @@ import pytest
 
 import depass
 from conftest import DEMO_PROMPT
-
-
-@pytest.fixture(scope="module")
-def cli():
-    path = os.environ.get("DEPASS_CLI")
-    if not path:
-        pytest.skip("DEPASS_CLI is not set (configure with DEPASS_BUILD_EXAMPLES=ON to build the CLI)")
-    if not os.path.exists(path):
-        pytest.fail(f"DEPASS_CLI={path} does not exist: build the depass_cli target")
-    return path
-
-
-@pytest.fixture
-def one_thread():
-    before = depass.threads()
-    depass.set_threads(1)
-    yield
-    depass.set_threads(before)
 
 
 @pytest.mark.parametrize("precision,flag", [("float64", "double"), ("float32", "float")])
