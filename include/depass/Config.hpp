@@ -64,6 +64,7 @@ struct Config {
   bool attention_qkv_bias = false;     // q/k/v projections carry biases (Qwen2)
   bool attention_out_bias = false;     // output projection carries a bias
   bool mlp_bias = false;               // gate/up/down projections carry biases
+  bool qk_norm = false;                // RMSNorm over each head's query and key before RoPE (Qwen3)
   NormKind norm = NormKind::RMSNorm;   // LayerNorm always carries a bias
   MlpKind mlp = MlpKind::GatedSiLU;
   PositionKind positions = PositionKind::Rotary;

@@ -30,6 +30,8 @@ struct LayerWeights {
   Vector<Scalar> bk;              // (G*d) or empty: key bias
   Vector<Scalar> bv;              // (G*d) or empty: value bias
   Vector<Scalar> bo;              // (D) or empty:   output bias
+  Vector<Scalar> q_norm;          // (d) or empty: per-head query RMSNorm gain (Qwen3)
+  Vector<Scalar> k_norm;          // (d) or empty: per-head key RMSNorm gain (Qwen3)
   Vector<Scalar> mlp_norm;        // (D)        norm gain before the MLP
   Vector<Scalar> mlp_norm_bias;   // (D) or empty: LayerNorm offset before the MLP
   RowMatrix<Scalar> w1;           // (I, D)     gate projection
@@ -92,6 +94,8 @@ struct Weights {
       vec(p + "bq", w.bq.size(), Q, cfg.attention_qkv_bias);
       vec(p + "bk", w.bk.size(), K, cfg.attention_qkv_bias);
       vec(p + "bv", w.bv.size(), K, cfg.attention_qkv_bias);
+      vec(p + "q_norm", w.q_norm.size(), cfg.head_dim, cfg.qk_norm);
+      vec(p + "k_norm", w.k_norm.size(), cfg.head_dim, cfg.qk_norm);
       vec(p + "bo", w.bo.size(), D, cfg.attention_out_bias);
       vec(p + "mlp_norm", w.mlp_norm.size(), D, true);
       vec(p + "mlp_norm_bias", w.mlp_norm_bias.size(), D, layer_norm);

@@ -1,5 +1,5 @@
 // Every supported family (Llama, Llama-3 RoPE scaling, Mistral head_dim, Qwen2 biases,
-// GPT-2) on small random-weight checkpoints in the Hugging Face layout, written by the
+// Qwen3 q/k norms, Phi-3 fused projections, GPT-2) on small random-weight checkpoints in the Hugging Face layout, written by the
 // independent PyTorch reference in tools/reference/families.py.
 
 #include <catch2/catch.hpp>
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 using namespace depass;
@@ -22,18 +23,9 @@ std::string data_path(const std::string& relative) {
   return test::source_dir() + "/tests/data/" + relative;
 }
 
-nlohmann::json read_golden(const std::string& name) {
-  std::ifstream in(test::golden_path(name));
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
-}
-
-const std::vector<std::string> kFamilies = {"llama", "llama3", "llama_f16", "mistral",
-                                            "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix"};
-
 template <typename Scalar>
 void check_family_logits(const std::string& name) {
-  const nlohmann::json golden = read_golden("family_" + name + ".json");
+  const nlohmann::json golden = test::read_golden("family_" + name + ".json");
   const Model<Scalar> model(io::load_checkpoint<Scalar>(data_path(golden["model"])));
   const bool is_float = std::is_same<Scalar, float>::value;
   const double tolerance = is_float ? 1e-4 : 1e-10;
@@ -59,7 +51,7 @@ void check_family_logits(const std::string& name) {
 
 template <typename Scalar>
 void check_family_lossless(const std::string& name) {
-  const nlohmann::json golden = read_golden("family_" + name + ".json");
+  const nlohmann::json golden = test::read_golden("family_" + name + ".json");
   const Model<Scalar> model(io::load_checkpoint<Scalar>(data_path(golden["model"])));
   const double tol = std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
   const std::vector<int> ids = golden["cases"][0]["ids"];
@@ -85,12 +77,24 @@ void check_family_lossless(const std::string& name) {
 }  // namespace
 
 TEMPLATE_TEST_CASE("Every family's logits match the PyTorch reference", "[families][golden]", DEPASS_TEST_SCALARS) {
-  for (const std::string& name : kFamilies) check_family_logits<TestType>(name);
+  for (const std::string& name : test::family_names()) check_family_logits<TestType>(name);
 }
 
 TEMPLATE_TEST_CASE("Token-level DePass is lossless on every family, bias component included", "[families]",
                    DEPASS_TEST_SCALARS) {
-  for (const std::string& name : kFamilies) check_family_lossless<TestType>(name);
+  for (const std::string& name : test::family_names()) check_family_lossless<TestType>(name);
+}
+
+TEST_CASE("Greedy generation on every family equals the PyTorch reference's", "[families][golden]") {
+  for (const std::string& name : test::family_names()) {
+    const nlohmann::json golden = test::read_golden("family_" + name + ".json");
+    const Model<double> model(io::load_checkpoint<double>(data_path(golden["model"])));
+    for (const nlohmann::json& c : golden["cases"]) {
+      const std::vector<int> expected = c["greedy_f64"];
+      INFO(name);
+      CHECK(model.generate(c["ids"].get<std::vector<int>>(), static_cast<int>(expected.size())) == expected);
+    }
+  }
 }
 
 TEST_CASE("Family configs are read as their architecture requires", "[families]") {
@@ -103,6 +107,16 @@ TEST_CASE("Family configs are read as their architecture requires", "[families]"
   const Config qwen2 = io::load_checkpoint<float>(data_path("families/qwen2")).config;
   CHECK(qwen2.attention_qkv_bias);
   CHECK_FALSE(qwen2.attention_out_bias);
+  const Checkpoint<float> qwen3 = io::load_checkpoint<float>(data_path("families/qwen3"));
+  CHECK(qwen3.config.qk_norm);
+  CHECK(qwen3.config.head_dim == 24);  // not dim / n_heads
+  CHECK_FALSE(qwen3.config.has_biases());
+  CHECK(qwen3.weights.layers[1].q_norm.size() == 24);
+  CHECK(qwen3.weights.layers[1].k_norm.size() == 24);
+  const Checkpoint<float> phi3 = io::load_checkpoint<float>(data_path("families/phi3"));
+  CHECK(phi3.config.architecture == "phi3");
+  CHECK(phi3.weights.layers[0].wk.rows() == phi3.config.kv_width());  // split from qkv_proj
+  CHECK(phi3.weights.layers[0].w3.rows() == phi3.config.hidden_dim);  // split from gate_up_proj
   const Config gpt2 = io::load_checkpoint<float>(data_path("families/gpt2")).config;
   CHECK(gpt2.norm == NormKind::LayerNorm);
   CHECK(gpt2.mlp == MlpKind::GeluTanh);
@@ -115,7 +129,7 @@ TEST_CASE("Family configs are read as their architecture requires", "[families]"
 
 TEST_CASE("Token-level scores with biases and positions match the PyTorch reference", "[families][golden]") {
   for (const std::string name : {"gpt2", "qwen2"}) {
-    const nlohmann::json golden = read_golden("family_depass_" + name + ".json");
+    const nlohmann::json golden = test::read_golden("family_depass_" + name + ".json");
     const Model<double> model(io::load_checkpoint<double>(data_path(golden["model"])));
     Decomposer<double> decomposer(model);
     for (const nlohmann::json& c : golden["cases"]) {

@@ -413,7 +413,15 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   SECTION("unsupported model_type") {
     cfg["model_type"] = "falcon";
     CHECK_THAT(error_with(cfg),
-               Contains("unsupported model_type 'falcon' (supported: llama, mistral, qwen2, gpt2)"));
+               Contains("unsupported model_type 'falcon' (supported: llama, mistral, qwen2, qwen3, phi3, gpt2)"));
+  }
+  SECTION("Qwen3 and Phi-3 name the tensors their layout needs") {
+    cfg["model_type"] = "qwen3";  // the tensors are a Llama's: no per-head q/k norms
+    CHECK_THAT(error_with(cfg), Contains("model.layers.0.self_attn.q_norm.weight"));
+    cfg["model_type"] = "phi3";   // a Llama's separate projections, not Phi-3's fused ones
+    CHECK_THAT(error_with(cfg), Contains("model.layers.0.self_attn.qkv_proj.weight"));
+    cfg["partial_rotary_factor"] = 0.5;
+    CHECK_THAT(error_with(cfg), Contains("partial_rotary_factor"));
   }
   SECTION("unsupported activation") {
     cfg["hidden_act"] = "gelu";

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/Goldens.hpp"
 #include "support/TestSupport.hpp"
 
 namespace depass::test {
@@ -26,12 +27,8 @@ double method_tolerance() {
   return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
-/// The eight synthetic families (tests/data/families) with gradient goldens.
-inline const std::vector<std::string>& gradient_families() {
-  static const std::vector<std::string> names = {"llama", "llama3", "llama_f16", "mistral",
-                                                 "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix"};
-  return names;
-}
+/// The synthetic families (tests/data/families), every one with gradient goldens.
+inline const std::vector<std::string>& gradient_families() { return family_names(); }
 
 inline nlohmann::json read_gradient_golden(const std::string& name) {
   std::ifstream in(golden_path("gradients_" + name + ".json"));

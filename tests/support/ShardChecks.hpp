@@ -14,15 +14,16 @@
 #include <string>
 #include <vector>
 
+#include "Goldens.hpp"
 #include "TestSupport.hpp"
 
 namespace depass {
 namespace test {
 
-/// The eight random-weight family checkpoints (tests/data/families) and their golden ids.
+/// The random-weight family checkpoints (tests/data/families) and their golden ids.
 inline std::vector<std::pair<std::string, std::vector<int>>> shard_family_models() {
   std::vector<std::pair<std::string, std::vector<int>>> models;
-  for (const std::string name : {"llama", "llama3", "llama_f16", "mistral", "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix"}) {
+  for (const std::string& name : family_names()) {
     std::ifstream in(golden_path("family_" + name + ".json"));
     if (!in) throw std::runtime_error("cannot read golden family_" + name + ".json");
     const nlohmann::json golden = nlohmann::json::parse(in);

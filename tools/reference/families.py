@@ -197,6 +197,50 @@ MAT_STD, NORM_STD, BIAS_STD = 0.08, 0.1, 0.1
 QK_STD = 0.18
 
 
+def qwen3_config(vocab, bos, eos):
+    """Qwen3: q/k RMSNorm per head before RoPE, head_dim given (here not D/H), no biases."""
+    return {
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": bos, "eos_token_id": eos, "head_dim": 24, "hidden_act": "silu", "hidden_size": 64,
+        "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 128, "max_window_layers": 2, "model_type": "qwen3",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0,
+        "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_sliding_window": False, "vocab_size": vocab}
+
+
+def phi3_config(vocab, bos, eos):
+    """Phi-3: a Llama whose checkpoint fuses qkv_proj ([q; k; v] rows) and gate_up_proj
+    ([gate; up] rows); GQA here, untied, a sliding window longer than the context."""
+    return {
+        "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": bos, "embd_pdrop": 0.0, "eos_token_id": eos, "hidden_act": "silu",
+        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 128, "model_type": "phi3", "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "original_max_position_embeddings": 128,
+        "pad_token_id": eos, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": None,
+        "rope_theta": 10000.0, "sliding_window": 256, "tie_word_embeddings": False,
+        "torch_dtype": "float32", "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "vocab_size": vocab}
+
+
+def fuse_phi3(t, cfg):
+    """Llama-layout tensors -> Phi-3's fused names (the same numbers, concatenated by rows)."""
+    out = {}
+    for k, v in t.items():
+        if k.endswith("self_attn.q_proj.weight"):
+            p = k[: -len("q_proj.weight")]
+            out[p + "qkv_proj.weight"] = np.concatenate([v, t[p + "k_proj.weight"], t[p + "v_proj.weight"]], axis=0)
+        elif k.endswith("mlp.gate_proj.weight"):
+            p = k[: -len("gate_proj.weight")]
+            out[p + "gate_up_proj.weight"] = np.concatenate([v, t[p + "up_proj.weight"]], axis=0)
+        elif not (k.endswith("k_proj.weight") or k.endswith("v_proj.weight") or k.endswith("up_proj.weight")):
+            out[k] = v
+    return out
+
+
 class Gen:
     def __init__(self, seed):
         self.rs = np.random.RandomState(seed)
@@ -211,8 +255,9 @@ class Gen:
         return self.rs.normal(0.0, BIAS_STD, size=(n,)).astype(np.float32)
 
 
-def llama_like_weights(cfg, seed, qkv_bias=False, lm_head=True):
-    """HF tensor names -> float32 numpy arrays, generated in module order."""
+def llama_like_weights(cfg, seed, qkv_bias=False, lm_head=True, qk_norm=False):
+    """HF tensor names -> float32 numpy arrays, generated in module order (qk_norm: Qwen3's
+    per-head q_norm / k_norm gains, drawn after the layer's other attention weights)."""
     g = Gen(seed)
     D, V, I = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
     H, G = cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -229,6 +274,9 @@ def llama_like_weights(cfg, seed, qkv_bias=False, lm_head=True):
             t[p + "self_attn.k_proj.bias"] = g.bias(G * hd)
             t[p + "self_attn.v_proj.bias"] = g.bias(G * hd)
         t[p + "self_attn.o_proj.weight"] = g.mat(D, H * hd)
+        if qk_norm:
+            t[p + "self_attn.q_norm.weight"] = g.norm(hd)
+            t[p + "self_attn.k_norm.weight"] = g.norm(hd)
         t[p + "post_attention_layernorm.weight"] = g.norm(D)
         t[p + "mlp.gate_proj.weight"] = g.mat(I, D)
         t[p + "mlp.up_proj.weight"] = g.mat(I, D)
@@ -276,7 +324,18 @@ def load_model(d, dtype=torch.float64):
     mt = cfg["model_type"]
     if mt == "gpt2":
         return _load_gpt2(cfg, t, dtype)
-    assert mt in ("llama", "mistral", "qwen2"), mt
+    assert mt in ("llama", "mistral", "qwen2", "qwen3", "phi3"), mt
+    if mt == "phi3":  # split the fused projections as Phi3Attention / Phi3MLP slice them
+        D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+        G, hd, I = cfg.get("num_key_value_heads") or H, cfg.get("head_dim") or D // H, cfg["intermediate_size"]
+        for l in range(cfg["num_hidden_layers"]):
+            p = "model.layers.%d." % l
+            qkv = t.pop(p + "self_attn.qkv_proj.weight")
+            t[p + "self_attn.q_proj.weight"] = qkv[: H * hd]
+            t[p + "self_attn.k_proj.weight"] = qkv[H * hd: (H + G) * hd]
+            t[p + "self_attn.v_proj.weight"] = qkv[(H + G) * hd:]
+            gate_up = t.pop(p + "mlp.gate_up_proj.weight")
+            t[p + "mlp.gate_proj.weight"], t[p + "mlp.up_proj.weight"] = gate_up[:I], gate_up[I:]
     D, H = cfg["hidden_size"], cfg["num_attention_heads"]
     G = cfg.get("num_key_value_heads") or H
     hd = cfg.get("head_dim") or D // H
@@ -298,6 +357,8 @@ def load_model(d, dtype=torch.float64):
                  wd=t[p + "mlp.down_proj.weight"])
         for n in ("q", "k", "v"):
             L["b" + n] = t.get(p + "self_attn.%s_proj.bias" % n)
+        L["q_norm"] = t.get(p + "self_attn.q_norm.weight")  # Qwen3, else None
+        L["k_norm"] = t.get(p + "self_attn.k_norm.weight")
         layers.append(L)
     arch = dict(kind="llama", D=D, H=H, G=G, hd=hd, eps=cfg["rms_norm_eps"],
                 inv_freq=rope_inv_freq(cfg, hd), vocab=cfg["vocab_size"])
@@ -431,9 +492,13 @@ def _attn_llama(h, L, a, cos, sin):
     q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
     if L["bq"] is not None:
         q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+    q, k = q.reshape(N, H, hd), k.reshape(N, G, hd)
+    if L.get("q_norm") is not None:  # Qwen3: RMSNorm over each head's hd entries, before RoPE
+        q = q * rms_scale(q, a["eps"]) * L["q_norm"]
+        k = k * rms_scale(k, a["eps"]) * L["k_norm"]
     rope = rope_adjacent if a.get("rope_layout") == "adjacent" else rope_halves
-    q = rope(q.reshape(N, H, hd), cos, sin).permute(1, 0, 2)
-    k = rope(k.reshape(N, G, hd), cos, sin).permute(1, 0, 2)
+    q = rope(q, cos, sin).permute(1, 0, 2)
+    k = rope(k, cos, sin).permute(1, 0, 2)
     kv = torch.arange(H) // (H // G)
     A = causal_softmax(q @ k[kv].transpose(1, 2) / math.sqrt(hd))
     return A, v.reshape(N, G, hd).permute(1, 0, 2)
@@ -539,11 +604,15 @@ def forward_alt(m, ids):
         q = F.linear(h, L["wq"], L["bq"])
         k = F.linear(h, L["wk"], L["bk"])
         v = F.linear(h, L["wv"], L["bv"])
+        def head_norm(t, w):  # Qwen3's per-head RMSNorm, written with the vector norm
+            return t if w is None else t / (torch.linalg.vector_norm(t, dim=-1, keepdim=True) / math.sqrt(hd)
+                                             ).pow(2).add(eps).sqrt() * w
+
         heads = []
         for hh in range(H):
             g = hh * G // H
-            qh = rope(q[:, hh * hd:(hh + 1) * hd])
-            kh = rope(k[:, g * hd:(g + 1) * hd])
+            qh = rope(head_norm(q[:, hh * hd:(hh + 1) * hd], L.get("q_norm")))
+            kh = rope(head_norm(k[:, g * hd:(g + 1) * hd], L.get("k_norm")))
             s = qh @ kh.T / math.sqrt(hd)
             s = s + torch.triu(torch.full((N, N), float("-inf"), dtype=x.dtype), 1)
             heads.append(torch.softmax(s, -1) @ v[:, g * hd:(g + 1) * hd])

@@ -37,13 +37,14 @@ torch.set_num_threads(1)
 FAMILIES = {
     "llama": "llama3", "llama3": "llama3", "llama_f16": "llama3", "mistral": "llama3",
     "qwen2": "qwen2", "qwen2_untied": "qwen2", "gpt2": "gpt2", "gpt2_noprefix": "gpt2",
+    "qwen3": "qwen2", "phi3": "llama3",
 }
 # where each style's tokenizer golden points (relative to tests/data)
 TOKENIZER_HOME = {"llama3": "families/llama3/tokenizer.json",
                   "qwen2": "families/qwen2/tokenizer.json",
                   "gpt2": "families/gpt2/tokenizer.json"}
 SEEDS = {"llama": 1001, "llama3": 1002, "mistral": 1003, "qwen2": 1004,
-         "qwen2_untied_lm_head": 1005, "gpt2": 1006}
+         "qwen2_untied_lm_head": 1005, "gpt2": 1006, "qwen3": 1007, "phi3": 1008}
 LLAMA3_ROPE_SCALING = {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                        "original_max_position_embeddings": 64, "rope_type": "llama3"}
 
@@ -356,6 +357,14 @@ def family_files(name, tj):
             w["lm_head.weight"] = fam.Gen(SEEDS["qwen2_untied_lm_head"]).mat(
                 V, cfg["hidden_size"])
         return cfg, {k: (v, "F32") for k, v in w.items()}
+    if name == "qwen3":
+        cfg = fam.qwen3_config(V, bos, eos)
+        w = fam.llama_like_weights(cfg, SEEDS["qwen3"], lm_head=False, qk_norm=True)
+        return cfg, {k: (v, "F32") for k, v in w.items()}
+    if name == "phi3":
+        cfg = fam.phi3_config(V, bos, eos)
+        w = fam.fuse_phi3(fam.llama_like_weights(cfg, SEEDS["phi3"]), cfg)
+        return cfg, {k: (v, "F32") for k, v in w.items()}
     if name in ("gpt2", "gpt2_noprefix"):
         cfg = fam.gpt2_config(V, bos, eos)
         w = fam.gpt2_weights(cfg, SEEDS["gpt2"])
@@ -392,6 +401,18 @@ def write_data(data_dir):
 # ----------------------------------------------------------------------------
 def rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
+
+
+GREEDY_TOKENS = 8
+
+
+def greedy(m, ids, count):
+    """Greedy continuation in float64: each new token the argmax of the last logits."""
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(count):
+            seq.append(int(torch.argmax(fam.forward(m, seq)[-1]).item()))
+    return seq[len(ids):]
 
 
 def make_all(root, log):
@@ -480,7 +501,8 @@ def make_all(root, log):
                              maxp.max().item(), ent.min().item(), ent.max().item()))
             cases.append({"ids": ids,
                           "logits_f64": [floats(r) for r in l64],
-                          "logits_f32": [floats(r.double()) for r in l32]})
+                          "logits_f32": [floats(r.double()) for r in l32],
+                          "greedy_f64": greedy(m64, ids, GREEDY_TOKENS)})
         write_golden({"model": "families/" + name, "cases": cases},
                      os.path.join(gold, "family_%s.json" % name))
         log("family %-13s %s" % (name, "; ".join(notes)))

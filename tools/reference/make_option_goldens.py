@@ -43,10 +43,10 @@ from tokenizers import HFBpeTokenizer, Llama2cTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 
-FAMILIES = ["llama", "llama3", "llama_f16", "mistral", "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix"]
+FAMILIES = ["llama", "llama3", "llama_f16", "mistral", "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3"]
 STYLE = {"llama": "llama3", "llama3": "llama3", "llama_f16": "llama3", "mistral": "llama3",
          "llama_linear": "llama3", "qwen2": "qwen2", "qwen2_untied": "qwen2", "gpt2": "gpt2",
-         "gpt2_noprefix": "gpt2"}
+         "gpt2_noprefix": "gpt2", "qwen3": "qwen2", "phi3": "llama3"}
 PROMPT = {"llama3": ("Lily and Max went to the park.", True),
           "qwen2": ("Lily and Max went to the park.", False),
           "gpt2": ("<|endoftext|>Lily and Max went to the park.", False)}

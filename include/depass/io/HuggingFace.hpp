@@ -1,6 +1,7 @@
 #pragma once
-// Loader for Hugging Face Llama/Mistral model directories: config.json plus weights in
-// model.safetensors or in shards listed by model.safetensors.index.json.
+// Loader for Hugging Face model directories (Llama, Mistral, Qwen2/3, Phi-3, GPT-2):
+// config.json plus weights in model.safetensors or in shards listed by
+// model.safetensors.index.json.
 
 #include <filesystem>
 #include <map>
@@ -50,6 +51,7 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
   // Tied checkpoints store the shared matrix under either name (TinyStories-656K keeps
   // only lm_head.weight and aliases the embedding to it in __metadata__).
   const std::string& embedding = c.tied_embeddings && !tensors.find(embed) ? head : embed;
+  const bool fused = c.architecture == "phi3";  // fused qkv and gate/up projections
 
   // Two passes over the same list: the first only checks presence, shape and dtype of
   // every tensor, so a bad checkpoint fails before gigabytes are read and converted.
@@ -68,9 +70,18 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       LayerWeights<Scalar>& layer = w.layers[l];
       layer.attention_norm = vector(p + "input_layernorm.weight", D);
-      layer.wq = matrix(p + "self_attn.q_proj.weight", Q, D);
-      layer.wk = matrix(p + "self_attn.k_proj.weight", K, D);
-      layer.wv = matrix(p + "self_attn.v_proj.weight", K, D);
+      if (fused) {  // Phi-3: qkv_proj = [q; k; v] rows
+        const RowMatrix<Scalar> qkv = matrix(p + "self_attn.qkv_proj.weight", Q + 2 * K, D);
+        if (read) {
+          layer.wq = qkv.topRows(Q);
+          layer.wk = qkv.middleRows(Q, K);
+          layer.wv = qkv.bottomRows(K);
+        }
+      } else {
+        layer.wq = matrix(p + "self_attn.q_proj.weight", Q, D);
+        layer.wk = matrix(p + "self_attn.k_proj.weight", K, D);
+        layer.wv = matrix(p + "self_attn.v_proj.weight", K, D);
+      }
       layer.wo = matrix(p + "self_attn.o_proj.weight", D, Q);
       if (c.attention_qkv_bias) {
         layer.bq = vector(p + "self_attn.q_proj.bias", Q);
@@ -78,9 +89,21 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
         layer.bv = vector(p + "self_attn.v_proj.bias", K);
       }
       if (c.attention_out_bias) layer.bo = vector(p + "self_attn.o_proj.bias", D);
+      if (c.qk_norm) {
+        layer.q_norm = vector(p + "self_attn.q_norm.weight", c.head_dim);
+        layer.k_norm = vector(p + "self_attn.k_norm.weight", c.head_dim);
+      }
       layer.mlp_norm = vector(p + "post_attention_layernorm.weight", D);
-      layer.w1 = matrix(p + "mlp.gate_proj.weight", I, D);
-      layer.w3 = matrix(p + "mlp.up_proj.weight", I, D);
+      if (fused) {  // Phi-3: gate_up_proj = [gate; up] rows
+        const RowMatrix<Scalar> gate_up = matrix(p + "mlp.gate_up_proj.weight", 2 * I, D);
+        if (read) {
+          layer.w1 = gate_up.topRows(I);
+          layer.w3 = gate_up.bottomRows(I);
+        }
+      } else {
+        layer.w1 = matrix(p + "mlp.gate_proj.weight", I, D);
+        layer.w3 = matrix(p + "mlp.up_proj.weight", I, D);
+      }
       layer.w2 = matrix(p + "mlp.down_proj.weight", D, I);
       if (c.mlp_bias) {
         layer.b1 = vector(p + "mlp.gate_proj.bias", I);

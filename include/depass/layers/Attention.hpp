@@ -27,7 +27,7 @@ class Attention {
   /// The weights must outlive the Attention.
   Attention(const Config& cfg, const LayerWeights<Scalar>& w)
       : w_(w), rotary_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
-        group_(cfg.heads_per_kv()) {}
+        group_(cfg.heads_per_kv()), eps_(static_cast<Scalar>(cfg.norm_eps)) {}
 
   /// What the real computation gives: the output, and the coefficients it froze. For a
   /// batch of S sequences of N positions stacked as S*N rows, sequence s owns rows
@@ -36,7 +36,8 @@ class Attention {
     MatrixType out;    // N x D: heads Wo^T + bo
     MatrixType probs;  // (H*N) x N: head h's probabilities in rows [h*N, (h+1)*N)
     MatrixType heads;  // N x (H*d): each head's mixed values, before Wo
-    MatrixType q, k, v;  // N x (H*d), N x (G*d), N x (G*d): after biases and RoPE (the backward pass reads them)
+    MatrixType q, k, v;  // N x (H*d), N x (G*d), N x (G*d): after biases, head norms and RoPE (the backward pass reads them)
+    MatrixType q_raw, k_raw;  // before the per-head norms (Qwen3's q/k norm), else empty
   };
 
   /// The real attention of the normed state xn (N x D), or of S sequences of
@@ -50,6 +51,12 @@ class Attention {
     route_bias(f.q, w_.bq, true);
     route_bias(f.k, w_.bk, true);
     route_bias(f.v, w_.bv, true);
+    if (w_.q_norm.size()) {  // Qwen3: each head's query and key RMS-normed before RoPE
+      f.q_raw = f.q;
+      f.k_raw = f.k;
+      head_norm(f.q, heads_, w_.q_norm);
+      head_norm(f.k, kv_heads_, w_.k_norm);
+    }
     f.probs.resize(S * heads_ * N, N);
     f.heads.resize(S * N, q_width());
     for (Eigen::Index s = 0; s < S; ++s) attend(f, s, N);
@@ -74,6 +81,10 @@ class Attention {
       for (int h = 0; h < heads_; ++h) backward_head(real, dz, s, N, h, dq, dk, dv);
       rotary_.rotate<Scalar>(dq.middleRows(s * N, N), heads_, -1);
       rotary_.rotate<Scalar>(dk.middleRows(s * N, N), kv_heads_, -1);
+    }
+    if (w_.q_norm.size()) {
+      head_norm_backward(real.q_raw, dq, heads_, w_.q_norm);
+      head_norm_backward(real.k_raw, dk, kv_heads_, w_.k_norm);
     }
     MatrixType dxn = dq * w_.wq;
     dxn.noalias() += dk * w_.wk;
@@ -182,6 +193,29 @@ class Attention {
     dk.block(r, g, N, d).noalias() += dS.transpose() * real.q.block(r, h * d, N, d) * inv_sqrt_d;
   }
 
+  /// RMSNorm over each of `count` heads of every row: x_h <- x_h r w, r = 1/sqrt(mean(x_h^2) + eps).
+  void head_norm(MatrixType& x, int count, const VectorType& gain) const {
+    const Eigen::Index d = head_dim_;
+    for (Eigen::Index i = 0; i < x.rows(); ++i)
+      for (int h = 0; h < count; ++h) {
+        const Scalar r = Scalar(1) / std::sqrt(x.row(i).segment(h * d, d).squaredNorm() / static_cast<Scalar>(d) + eps_);
+        x.row(i).segment(h * d, d) = (x.row(i).segment(h * d, d).cwiseProduct(gain.transpose()) * r).eval();
+      }
+  }
+
+  /// Reverse mode of head_norm at the inputs `raw`: grad (wrt the normed heads) becomes the
+  /// gradient wrt raw, dx = r g - r^3 x (x . g) / d with g = dy o w.
+  void head_norm_backward(const MatrixType& raw, MatrixType& grad, int count, const VectorType& gain) const {
+    const Eigen::Index d = head_dim_;
+    for (Eigen::Index i = 0; i < raw.rows(); ++i)
+      for (int h = 0; h < count; ++h) {
+        const Eigen::Matrix<Scalar, 1, Eigen::Dynamic> x = raw.row(i).segment(h * d, d);
+        const Eigen::Matrix<Scalar, 1, Eigen::Dynamic> g = grad.row(i).segment(h * d, d).cwiseProduct(gain.transpose());
+        const Scalar r = Scalar(1) / std::sqrt(x.squaredNorm() / static_cast<Scalar>(d) + eps_);
+        grad.row(i).segment(h * d, d) = r * g - (r * r * r * x.dot(g) / static_cast<Scalar>(d)) * x;
+      }
+  }
+
   /// Row-wise softmax over columns j <= i (causal mask); masked entries become exactly 0.
   /// Works column by column (contiguous in memory): the running row maxima and sums are
   /// vectors over the query rows, so every step is a vectorised array operation.
@@ -204,6 +238,7 @@ class Attention {
   int heads_, kv_heads_;
   Eigen::Index head_dim_;
   int group_;  // query heads per kv head
+  Scalar eps_;  // the per-head norms' epsilon (Qwen3's q/k norm)
 };
 
 }  // namespace depass

@@ -1,6 +1,6 @@
 #pragma once
 // config.json of a Hugging Face checkpoint -> Config, for the families we implement
-// (llama, mistral, qwen2, gpt2). Only fields that change the computation are read;
+// (llama, mistral, qwen2, qwen3, phi3, gpt2). Only fields that change the computation are read;
 // anything that would change it in a way we do not implement (other activations, other
 // RoPE scalings) is refused rather than ignored.
 
@@ -77,9 +77,12 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
   if (model_type == "gpt2") {
     c = parse_gpt2_config(f, source);
   } else {
-    if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2")
+    if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3" &&
+        model_type != "phi3")
       throw FormatError(source + ": unsupported model_type '" + model_type +
-                        "' (supported: llama, mistral, qwen2, gpt2)");
+                        "' (supported: llama, mistral, qwen2, qwen3, phi3, gpt2)");
+    if (f.has("partial_rotary_factor") && f.require_number("partial_rotary_factor") != 1.0)
+      f.fail("partial_rotary_factor", "is not 1: rotary embeddings on part of each head are not supported");
     c.architecture = model_type;
 
     const std::string act = f.optional_string("hidden_act", "silu");
@@ -116,9 +119,15 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
     } else if (model_type == "qwen2") {
       // Qwen2 always has q/k/v biases and never an output or MLP bias.
       c.attention_qkv_bias = true;
+    } else if (model_type == "qwen3") {
+      // Qwen3: RMSNorm per head on queries and keys; attention_bias on all four projections.
+      c.qk_norm = true;
+      const bool attention_bias = f.optional_bool("attention_bias", false);
+      c.attention_qkv_bias = c.attention_out_bias = attention_bias;
     }
+    // Mistral and Phi-3 slide their window whenever one is given; Qwen2/3 only when asked.
     if (model_type != "llama" && f.has("sliding_window") &&
-        f.optional_bool("use_sliding_window", model_type == "mistral")) {
+        f.optional_bool("use_sliding_window", model_type == "mistral" || model_type == "phi3")) {
       // Sliding-window attention equals full attention for sequences no longer than the
       // window, so capping the accepted length keeps our full-attention forward exact.
       const int window = f.require_int("sliding_window");
