@@ -28,6 +28,7 @@ import platform
 import re
 import resource
 import shutil
+import tempfile
 import subprocess
 import sys
 import time
@@ -332,6 +333,19 @@ def torch_gemm_worker(args):
                       "torch_version": torch.__version__}), flush=True)
 
 
+def check_blas(gemm_rows):
+    """Refuses a comparison against a PyTorch whose matrix products run on Debian's reference
+    BLAS (libblas3, ~6 GFLOP/s: torch's BLAS_INFO=generic uses whatever libblas.so.3 is):
+    every PyTorch time would be 20-50x too slow. The fix is an optimised libblas.so.3."""
+    rates = {(g["impl"], g["threads"]): g["gflops"] for g in gemm_rows}
+    for (impl, threads), rate in rates.items():
+        eigen = rates.get(("eigen", threads))
+        if impl == "pytorch" and eigen and rate < 0.25 * eigen:
+            raise SystemExit("PyTorch's GEMM runs at %.1f GFLOP/s against Eigen's %.1f (%d threads): its BLAS is "
+                             "not an optimised one (Debian's reference libblas3?). Install one, e.g. "
+                             "`apt-get install libopenblas0-pthread`, and run again." % (rate, eigen, threads))
+
+
 def openblas_info():
     """Core type, version and thread count of the OpenBLAS that this process loaded."""
     import ctypes
@@ -606,7 +620,7 @@ def run_cli(cmd, env, repeats, realtime, timeout):
             pass
     walls, peaks, out = [], [], ""
     for _ in range(repeats):
-        with open(os.devnull, "w") as null, subprocess.TemporaryFile() as so:
+        with tempfile.TemporaryFile() as so:
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=so, stderr=subprocess.PIPE, env=env, cwd=REPO, preexec_fn=prio)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -838,6 +852,8 @@ def main():
             results["gemm"] += run([sys.executable, os.path.abspath(__file__), "--worker",
                                     "torch-gemm", "--threads", str(t)], t, "torch gemm t=%d" % t)
 
+    check_blas(results["gemm"])
+
     for model in [m for m in args.models.split(",") if m]:
         path = model_paths[model]
         dump = os.path.join(work, model + ".f32")
@@ -984,8 +1000,18 @@ def cli_measurements(args, cli, work, model_paths, log):
                 base = tokens(model, n, precision, ["--threads", "2"])
                 wall0, peak0, text0 = measure(base, user_env(), "%s N=%d unchunked" % (model, n))
                 budget = max(peak0 - loaded_kib, 0) * 1024 // 2
-                wall1, peak1, text1 = measure(base + ["--memory-budget", str(budget)], user_env(),
-                                              "%s N=%d budget %d MiB" % (model, n, budget >> 20))
+                if budget < 1 << 20:  # a run this small works within the loaded program's memory
+                    log("%s N=%d: the working set is below 2 MiB, no budget row" % (model, n))
+                    continue
+                try:
+                    wall1, peak1, text1 = measure(base + ["--memory-budget", str(budget)], user_env(),
+                                                  "%s N=%d budget %d MiB" % (model, n, budget >> 20))
+                except RuntimeError as e:  # half the working set holds not even one component per chunk
+                    if "is too small for this run" not in str(e):
+                        raise
+                    log("%s N=%d: a budget of %d bytes is refused as too small for one component per chunk"
+                        % (model, n, budget))
+                    continue
                 a, b = json.loads(text0), json.loads(text1)
                 sa, sb = a["scores"], b["scores"]
                 top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:10])

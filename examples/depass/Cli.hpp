@@ -123,7 +123,7 @@ inline depass::DecomposeOptions decompose_options(const Args& args) {
   try {
     options.split = depass::parse_mlp_split(split);
   } catch (const std::invalid_argument&) {
-    throw UsageError("--mlp-split '" + split + "' is unknown (allowed: softmax, argmax, proportional, path)");
+    throw UsageError("--mlp-split '" + split + "' is unknown (allowed: " + depass::mlp_split_names() + ")");
   }
   if (args.has("--temperature") && (options.split == depass::MlpSplit::Argmax || options.split == depass::MlpSplit::Path))
     throw UsageError("--temperature applies to the softmax and proportional splits, not to --mlp-split " + split);

@@ -42,7 +42,12 @@ struct SplitKernel {
     using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     using Map = Eigen::Map<Array>;
     const bool gated = !u_rows.empty();
-    Array G = Array::Zero(padded_i), U = Array::Zero(padded_i), cg(padded_i), cu(padded_i);
+    // Per-thread buffers: this runs once per position of every tile, so no allocation here.
+    thread_local Array G, U, cg, cu;
+    G.setZero(padded_i);
+    U.setZero(padded_i);
+    cg.resize(padded_i);
+    cu.resize(padded_i);
     for (std::size_t i = 0; i < g_rows.size(); ++i) {
       G += Map(g_rows[i], padded_i);
       if (gated) U += Map(u_rows[i], padded_i);

@@ -38,12 +38,17 @@ inline const char* to_string(MlpSplit split) {
   return "?";
 }
 
+/// "softmax, argmax, proportional, path": every rule's name, in kMlpSplits' order.
+inline std::string mlp_split_names() {
+  std::string names;
+  for (const MlpSplit split : kMlpSplits) names += (names.empty() ? "" : ", ") + std::string(to_string(split));
+  return names;
+}
+
 inline MlpSplit parse_mlp_split(const std::string& name) {
-  if (name == "softmax") return MlpSplit::Softmax;
-  if (name == "argmax") return MlpSplit::Argmax;
-  if (name == "proportional") return MlpSplit::Proportional;
-  if (name == "path") return MlpSplit::Path;
-  throw std::invalid_argument("mlp split '" + name + "' is unknown (allowed: softmax, argmax, proportional, path)");
+  for (const MlpSplit split : kMlpSplits)
+    if (name == to_string(split)) return split;
+  throw std::invalid_argument("mlp split '" + name + "' is unknown (allowed: " + mlp_split_names() + ")");
 }
 
 /// A split rule and its parameter.
