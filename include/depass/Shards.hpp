@@ -1,5 +1,5 @@
 #pragma once
-// Sharded runs (docs/distributed.md): several processes each hold a contiguous share of a
+// Sharded runs (docs/distributed.md): several processes each hold a share of a
 // decomposition's components. Components move through attention and the norms on their
 // own; only the MLP split compares them (per position and neuron: the largest
 // contribution, the softmax's sum, the proportional and path rules' sums) and the
