@@ -76,16 +76,10 @@ TEMPLATE_TEST_CASE("Sharded runs on thread ranks equal one process on stories260
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType> model(io::load_checkpoint<TestType>(path));
   const double tolerance = std::is_same<TestType, float>::value ? 1e-4 : 1e-12;
-  for (const MlpSplit split : kMlpSplits)
-    for (const bool sink : {true, false}) {
-      DecomposeOptions options;
-      options.split = split;
-      options.bos_sink = sink;
-      options.temperature = 0.05;
-      options.keep_positions = {-1, 3};
-      INFO("split " << to_string(split) << ", sink " << sink);
-      check_thread_shards(model, test::kStoriesIds, Initialisation<TestType>::tokens(), options, 4, tolerance);
-    }
+  for (const auto& [label, options] : test::stories_shard_options()) {
+    INFO(label);
+    check_thread_shards(model, test::kStoriesIds, Initialisation<TestType>::tokens(), options, 4, tolerance);
+  }
 }
 
 TEST_CASE("The sharded split of a hand-made tile equals split_neuron over every rank's members", "[engine][shards]") {

@@ -60,16 +60,10 @@ TEMPLATE_TEST_CASE("MPI ranks: sharded token runs equal one process on stories26
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");  // every rank skips alike
   const Model<TestType> model(io::load_checkpoint<TestType>(path));
   const double tolerance = std::is_same<TestType, float>::value ? 1e-4 : 1e-12;
-  for (const MlpSplit split : kMlpSplits)
-    for (const bool sink : {true, false}) {
-      DecomposeOptions options;
-      options.split = split;
-      options.bos_sink = sink;
-      options.temperature = 0.05;
-      options.keep_positions = {-1, 3};
-      INFO("split " << to_string(split) << ", sink " << sink);
-      check_mpi_shards(model, test::kStoriesIds, Initialisation<TestType>::tokens(), options, tolerance);
-    }
+  for (const auto& [label, options] : test::stories_shard_options()) {
+    INFO(label);
+    check_mpi_shards(model, test::kStoriesIds, Initialisation<TestType>::tokens(), options, tolerance);
+  }
 }
 
 TEST_CASE("MPI ranks: bytes sent follow the formula of docs/distributed.md", "[mpi]") {

@@ -48,6 +48,22 @@ std::vector<std::pair<std::string, Initialisation<Scalar>>> shard_initialisation
           {"subspaces", Initialisation<Scalar>::subspaces(Boundary::before_attention(1), {basis})}};
 }
 
+/// The token-level runs on stories260K both sharded suites make: every split rule, with and
+/// without the sink, at T = 0.05, keeping two positions. Each with a label for messages.
+inline std::vector<std::pair<std::string, DecomposeOptions>> stories_shard_options() {
+  std::vector<std::pair<std::string, DecomposeOptions>> runs;
+  for (const MlpSplit split : kMlpSplits)
+    for (const bool sink : {true, false}) {
+      DecomposeOptions options;
+      options.split = split;
+      options.bos_sink = sink;
+      options.temperature = 0.05;
+      options.keep_positions = {-1, 3};
+      runs.emplace_back("split " + std::string(to_string(split)) + ", sink " + (sink ? "on" : "off"), options);
+    }
+  return runs;
+}
+
 /// max |a - b| over the stacked components, relative to max(1, max |a|); -1 when the two
 /// disagree in shape, labels or bias component.
 template <typename Scalar>

@@ -166,49 +166,13 @@ def qwen2_config(vocab, bos, eos, tie):
         "use_sliding_window": False, "vocab_size": vocab}
 
 
-def gpt2_config(vocab, bos, eos):
-    # tie_word_embeddings is absent: GPT2Config's default (True) equals PretrainedConfig's,
-    # so to_diff_dict drops it (as in the hub's gpt2 config.json).
-    return {
-        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
-        "attn_pdrop": 0.1, "bos_token_id": bos, "embd_pdrop": 0.1, "eos_token_id": eos,
-        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
-        "n_embd": 64, "n_head": 4, "n_inner": None, "n_layer": 2, "n_positions": 64,
-        "reorder_and_upcast_attn": False, "resid_pdrop": 0.1,
-        "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
-        "summary_activation": None, "summary_first_dropout": 0.1,
-        "summary_proj_to_labels": True, "summary_type": "cls_index",
-        "summary_use_proj": True, "torch_dtype": "float32",
-        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
-
-
-def write_config(cfg, path):
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
-# ----------------------------------------------------------------------------
-# random weights (numpy RandomState: bit-stable across versions)
-# ----------------------------------------------------------------------------
-MAT_STD, NORM_STD, BIAS_STD = 0.08, 0.1, 0.1
-# Query/key projections are drawn wider: with std 0.08 at hidden 64 the attention scores
-# have std ~64 * 0.08^2 = 0.41 and the attention rows are nearly uniform (entropy ~0.99
-# of log N); std 0.18 gives score std ~2 and clearly peaked, position-dependent rows.
-QK_STD = 0.18
-
-
 def qwen3_config(vocab, bos, eos):
-    """Qwen3: q/k RMSNorm per head before RoPE, head_dim given (here not D/H), no biases."""
-    return {
-        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-        "bos_token_id": bos, "eos_token_id": eos, "head_dim": 24, "hidden_act": "silu", "hidden_size": 64,
-        "initializer_range": 0.02, "intermediate_size": 96,
-        "max_position_embeddings": 128, "max_window_layers": 2, "model_type": "qwen3",
-        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0,
-        "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "float32",
-        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
-        "use_sliding_window": False, "vocab_size": vocab}
+    """Qwen3: Qwen2's layout with q/k RMSNorm per head before RoPE, head_dim given (here not
+    D/H), no biases; tied."""
+    cfg = qwen2_config(vocab, bos, eos, tie=True)
+    cfg.update({"architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "head_dim": 24,
+                "model_type": "qwen3"})
+    return cfg
 
 
 def phi3_config(vocab, bos, eos):
@@ -239,6 +203,37 @@ def fuse_phi3(t, cfg):
         elif not (k.endswith("k_proj.weight") or k.endswith("v_proj.weight") or k.endswith("up_proj.weight")):
             out[k] = v
     return out
+
+
+def gpt2_config(vocab, bos, eos):
+    # tie_word_embeddings is absent: GPT2Config's default (True) equals PretrainedConfig's,
+    # so to_diff_dict drops it (as in the hub's gpt2 config.json).
+    return {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+        "attn_pdrop": 0.1, "bos_token_id": bos, "embd_pdrop": 0.1, "eos_token_id": eos,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+        "n_embd": 64, "n_head": 4, "n_inner": None, "n_layer": 2, "n_positions": 64,
+        "reorder_and_upcast_attn": False, "resid_pdrop": 0.1,
+        "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
+        "summary_activation": None, "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True, "summary_type": "cls_index",
+        "summary_use_proj": True, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
+
+
+def write_config(cfg, path):
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# random weights (numpy RandomState: bit-stable across versions)
+# ----------------------------------------------------------------------------
+MAT_STD, NORM_STD, BIAS_STD = 0.08, 0.1, 0.1
+# Query/key projections are drawn wider: with std 0.08 at hidden 64 the attention scores
+# have std ~64 * 0.08^2 = 0.41 and the attention rows are nearly uniform (entropy ~0.99
+# of log N); std 0.18 gives score std ~2 and clearly peaked, position-dependent rows.
+QK_STD = 0.18
 
 
 class Gen:
