@@ -100,7 +100,10 @@ inline std::pair<double, double> y_range(const LineChart& c) {
 inline std::string svg_line_chart(const LineChart& c) {
   using namespace detail_chart;
   check(c);
-  const auto [lo, hi] = y_range(c);
+  // Plain variables, not a structured binding: C++17 does not let lambdas capture bindings
+  // (GCC accepts it, Clang refuses).
+  const std::pair<double, double> range = y_range(c);
+  const double lo = range.first, hi = range.second;
   const double left = 56, right = 210, top = 16, bottom = c.rotate_x_labels ? 64 : (c.x_title.empty() ? 30 : 44);
   const double pw = c.width - left - right, ph = c.height - top - bottom;
   const double x0 = c.xs.front(), x1 = c.xs.back();

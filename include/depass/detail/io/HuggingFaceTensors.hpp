@@ -183,5 +183,83 @@ void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weigh
   visit(true);
 }
 
+/// One decoder layer of the Llama layout (Llama, Mistral, Qwen2/3, Phi-3) under prefix p;
+/// with read false only presence, shape and dtype are checked. Phi-3 fuses q|k|v and
+/// gate|up row-wise; they are split here.
+template <typename Scalar>
+void load_llama_layer(const HuggingFaceTensors& tensors, const Config& c, const std::string& p, bool read,
+                      LayerWeights<Scalar>& layer) {
+  const std::int64_t D = c.dim, I = c.hidden_dim, Q = c.q_width(), K = c.kv_width();
+  auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+    return tensors.template matrix<Scalar>(p + name, rows, cols, read);
+  };
+  auto vector = [&](const std::string& name, std::int64_t size) { return tensors.template vector<Scalar>(p + name, size, read); };
+  const bool fused = c.architecture == "phi3";
+  layer.attention_norm = vector("input_layernorm.weight", D);
+  if (fused) {
+    const RowMatrix<Scalar> qkv = matrix("self_attn.qkv_proj.weight", Q + 2 * K, D);
+    if (read) {
+      layer.wq = qkv.topRows(Q);
+      layer.wk = qkv.middleRows(Q, K);
+      layer.wv = qkv.bottomRows(K);
+    }
+  } else {
+    layer.wq = matrix("self_attn.q_proj.weight", Q, D);
+    layer.wk = matrix("self_attn.k_proj.weight", K, D);
+    layer.wv = matrix("self_attn.v_proj.weight", K, D);
+  }
+  layer.wo = matrix("self_attn.o_proj.weight", D, Q);
+  if (c.attention_qkv_bias) {
+    layer.bq = vector("self_attn.q_proj.bias", Q);
+    layer.bk = vector("self_attn.k_proj.bias", K);
+    layer.bv = vector("self_attn.v_proj.bias", K);
+  }
+  if (c.attention_out_bias) layer.bo = vector("self_attn.o_proj.bias", D);
+  if (c.qk_norm) {
+    layer.q_norm = vector("self_attn.q_norm.weight", c.head_dim);
+    layer.k_norm = vector("self_attn.k_norm.weight", c.head_dim);
+  }
+  layer.mlp_norm = vector("post_attention_layernorm.weight", D);
+  if (fused) {
+    const RowMatrix<Scalar> gate_up = matrix("mlp.gate_up_proj.weight", 2 * I, D);
+    if (read) {
+      layer.w1 = gate_up.topRows(I);
+      layer.w3 = gate_up.bottomRows(I);
+    }
+  } else {
+    layer.w1 = matrix("mlp.gate_proj.weight", I, D);
+    layer.w3 = matrix("mlp.up_proj.weight", I, D);
+  }
+  layer.w2 = matrix("mlp.down_proj.weight", D, I);
+  if (c.mlp_bias) {
+    layer.b1 = vector("mlp.gate_proj.bias", I);
+    layer.b3 = vector("mlp.up_proj.bias", I);
+    layer.b2 = vector("mlp.down_proj.bias", D);
+  }
+}
+
+/// The Llama layout's weights. Two passes over the same list: the first only checks
+/// presence, shape and dtype of every tensor, so a bad checkpoint fails before gigabytes
+/// are read and converted.
+template <typename Scalar>
+void load_llama_weights(const HuggingFaceTensors& tensors, const Config& c, Weights<Scalar>& w) {
+  const std::int64_t D = c.dim, V = c.vocab_size;
+  const std::string embed = "model.embed_tokens.weight", head = "lm_head.weight";
+  if (c.tied_embeddings && !tensors.find(embed) && !tensors.find(head))
+    throw FormatError(tensors.where() + ": missing tensor '" + embed + "' (with tied embeddings '" + head +
+                      "' would also do)");
+  // Tied checkpoints store the shared matrix under either name (TinyStories-656K keeps
+  // only lm_head.weight and aliases the embedding to it in __metadata__).
+  const std::string& embedding = c.tied_embeddings && !tensors.find(embed) ? head : embed;
+  for (const bool read : {false, true}) {
+    w.token_embedding = tensors.template matrix<Scalar>(embedding, V, D, read);
+    if (!c.tied_embeddings) w.output = tensors.template matrix<Scalar>(head, V, D, read);
+    w.layers.assign(static_cast<std::size_t>(c.n_layers), LayerWeights<Scalar>());
+    for (std::size_t l = 0; l < w.layers.size(); ++l)
+      load_llama_layer(tensors, c, "model.layers." + std::to_string(l) + ".", read, w.layers[l]);
+    w.final_norm = tensors.template vector<Scalar>("model.norm.weight", D, read);
+  }
+}
+
 }  // namespace detail
 }  // namespace depass
