@@ -387,13 +387,19 @@ int replacement_id(const Loaded<Scalar>& l, const EvalSettings& s) {
   return resolve_token(s.replace, "--replace", l.model->config().vocab_size, tok, false);
 }
 
+/// The options both curve protocols share, from the command line.
 template <typename Scalar>
-Evaluator token_evaluator(const Loaded<Scalar>& l, const EvalSettings& s) {
-  depass::TokenFaithfulnessOptions<Scalar> options;
+void fill_curve_options(const Loaded<Scalar>& l, const EvalSettings& s, depass::CurveOptions<Scalar>& options) {
   options.percents = s.percents;
   options.replacement = replacement_id(l, s);
   options.ig = eval_ig<Scalar>(s);
   options.depass = s.depass;
+}
+
+template <typename Scalar>
+Evaluator token_evaluator(const Loaded<Scalar>& l, const EvalSettings& s) {
+  depass::TokenFaithfulnessOptions<Scalar> options;
+  fill_curve_options(l, s, options);
   options.keep_last = s.keep_last;
   auto faith = std::make_shared<depass::TokenFaithfulness<Scalar>>(*l.model, options);
   return [faith, &l](const depass::FaithfulnessRecord& r, const std::vector<Method>& methods) {
@@ -451,10 +457,7 @@ Evaluator subspace_evaluator(const Loaded<Scalar>& l, const EvalSettings& s, std
           {"converged", probe.converged}, {"first_evaluated_line", records[n_train].line}};
   records.erase(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(n_train));
   depass::SubspaceOptions<Scalar> options;
-  options.percents = s.percents;
-  options.replacement = replacement_id(l, s);
-  options.ig = eval_ig<Scalar>(s);
-  options.depass = s.depass;
+  fill_curve_options(l, s, options);
   auto faith = std::make_shared<depass::SubspaceFaithfulness<Scalar>>(*l.model, boundary, std::move(probe), options);
   return [faith](const depass::FaithfulnessRecord& r, const std::vector<Method>& methods) {
     std::vector<json> out;

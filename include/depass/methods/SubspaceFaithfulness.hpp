@@ -33,12 +33,8 @@
 namespace depass {
 
 template <typename Scalar>
-struct SubspaceOptions {
-  std::vector<int> percents = faithfulness::default_percents();  // strictly increasing, in [1, 100]
-  int replacement = -1;     // -1: delete the edited tokens; else the id put in their place
-  IgOptions<Scalar> ig;     // Method::IntegratedGradients (the baseline must cover every position)
-  DecomposeOptions depass;  // Method::DePass (its `end` and `keep_positions` are set here)
-};
+struct SubspaceOptions : CurveOptions<Scalar> {};  // IG's baseline must cover every position;
+                                                   // DePass's `end` and `keep_positions` are set here
 
 template <typename Scalar>
 class SubspaceFaithfulness {

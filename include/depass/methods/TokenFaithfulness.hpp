@@ -24,12 +24,18 @@
 
 namespace depass {
 
+/// What both curve protocols (tokens here, subspace in SubspaceFaithfulness.hpp) take.
 template <typename Scalar>
-struct TokenFaithfulnessOptions {
+struct CurveOptions {
   std::vector<int> percents = faithfulness::default_percents();  // strictly increasing, in [1, 100]
   int replacement = -1;     // -1: delete the edited tokens; else the id put in their place
   IgOptions<Scalar> ig;     // for Method::IntegratedGradients
   DecomposeOptions depass;  // for Method::DePass
+};
+
+/// The token curves' options: the common ones and the paper's last-token rule.
+template <typename Scalar>
+struct TokenFaithfulnessOptions : CurveOptions<Scalar> {
   /// The paper's protocol: the last token (the explained position) is never deleted and
   /// recover keeps it (methods/FaithfulnessMetrics.hpp). Off: issue #15's rules.
   bool keep_last = false;
