@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -295,4 +296,121 @@ TEST_CASE("depass evaluate: bad options are refused naming the problem", "[cli][
   const RunResult no_out = run_cli(evaluate_base(stories_data()) + " --protocol disrupt");
   CHECK(no_out.code == 2);
   CHECK(no_out.err.find("missing required option --out DIR") != npos);
+}
+
+namespace {
+
+/// Candidate positions (BOS excluded) by score, highest first, ties by lower position: the
+/// ranking rule of methods/FaithfulnessMetrics.hpp, here for a `depass tokens` document.
+std::vector<long> ranked_positions(const nlohmann::json& scores) {
+  std::vector<long> order;
+  for (long i = 1; i < static_cast<long>(scores.size()); ++i) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](long a, long b) { return scores[a].get<double>() > scores[b].get<double>(); });
+  order.resize(std::min<std::size_t>(order.size(), 10));
+  return order;
+}
+
+std::string joined(const std::vector<int>& ids) {
+  std::string s;
+  for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("depass evaluate: --percents, --replace, --steps and --rule change what they name", "[cli][evaluate][options]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("run");
+  const RunResult r = run_cli(evaluate_base(stories_data()) + " --protocol disrupt --methods ig --steps 4 --rule riemann --limit 1 " +
+                              "--percents 25,50,100 --replace 5 --out " + sh(out));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(read_json_file(out + "/results.json")["xs"] == nlohmann::json({25, 50, 100}));
+  const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+  REQUIRE(samples.size() == 1);
+  const nlohmann::json& s = samples[0];
+  REQUIRE(s["disrupt_probability"].size() == 3);
+  std::ifstream data(stories_data());
+  std::string line;
+  std::getline(data, line);
+  const std::vector<int> ids = nlohmann::json::parse(line)["ids"].get<std::vector<int>>();
+  const std::string target = " --target " + std::to_string(s["target"].get<int>());
+  // --replace 5: disrupting 100% puts id 5 at every position but BOS.
+  std::vector<int> replaced(ids.size(), 5);
+  replaced[0] = ids[0];
+  const nlohmann::json all_replaced = run_json("tokens --model " + sh(model_path(kStories)) + " --ids " + joined(replaced) + target + " --no-progress");
+  CHECK(close(s["disrupt_probability"][2].get<double>(), all_replaced["target"]["prob"].get<double>(), 1e-9));
+  // --steps 4 --rule riemann: the ranking is that of `tokens --method ig` with the same
+  // settings, which differs from the default settings' (so an ignored flag would show).
+  const std::string ig = "tokens --model " + sh(model_path(kStories)) + " --ids " + joined(ids) + target + " --no-progress --method ig";
+  const std::vector<long> four = ranked_positions(run_json(ig + " --steps 4 --rule riemann")["scores"]);
+  const std::vector<long> fine = ranked_positions(run_json(ig)["scores"]);
+  REQUIRE(four != fine);
+  CHECK(s["top_ranked"].get<std::vector<long>>() == four);
+}
+
+TEST_CASE("depass evaluate --protocol mask-neurons --layers: masking every neuron of a layer from either end is the same run",
+          "[cli][evaluate][options]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  std::vector<double> all_masked;
+  for (const char* layer : {"0", "4"}) {
+    const std::string out = dir.path(std::string("neurons") + layer);
+    const RunResult r = run_cli(evaluate_base(stories_data()) + " --protocol mask-neurons --methods depass --ks 0,172 --layers " + layer +
+                                " --limit 1 --out " + sh(out));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+    REQUIRE(samples.size() == 1);
+    const nlohmann::json& s = samples[0];
+    CHECK(close(s["top_probability"][0].get<double>(), s["p_clean"].get<double>(), 1e-12));
+    CHECK(close(s["top_probability"][1].get<double>(), s["bottom_probability"][1].get<double>(), 1e-12));  // the layer's 172
+    all_masked.push_back(s["top_probability"][1].get<double>());
+  }
+  CHECK_FALSE(close(all_masked[0], all_masked[1], 1e-6));  // a different layer's neurons
+}
+
+TEST_CASE("depass evaluate --protocol subspace: --probe-site and --train-fraction place and size the probe", "[cli][evaluate][options]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  TempDir dir;
+  const std::string out = dir.path("probe");
+  const RunResult r = run_cli("evaluate --model " + sh(model_path(kStories)) + " --data " +
+                              sh(source_dir() + "/data/faithfulness/stories260K_pronoun.jsonl") +
+                              " --no-progress --protocol subspace --methods grad-norm --limit 40 --probe-layer 3 --probe-site attention" +
+                              " --train-fraction 0.25 --out " + sh(out));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const nlohmann::json results = read_json_file(out + "/results.json");
+  CHECK(results["probe"]["boundary"] == "before attention 3");
+  CHECK(results["probe"]["train_records"] == 10);
+  CHECK(results["records"] == 30);
+}
+
+TEST_CASE("depass evaluate: --mlp-split, --temperature and --no-bos-sink reach DePass's scores", "[cli][evaluate][options]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(model, kStories);
+  std::ifstream data(stories_data());
+  std::string line;
+  std::getline(data, line);
+  const std::vector<int> ids = nlohmann::json::parse(line)["ids"].get<std::vector<int>>();
+  TempDir dir;
+  const std::string tokens = "tokens --model " + sh(model_path(kStories)) + " --ids " + joined(ids) + " --no-progress";
+  for (const std::string options : {" --temperature 1 --no-bos-sink", " --mlp-split proportional"}) {
+    INFO(options);
+    const std::string out = dir.path("run" + std::to_string(options.size()));
+    const RunResult r = run_cli(evaluate_base(stories_data()) + " --protocol disrupt --methods depass --limit 1" + options + " --out " + sh(out));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    const std::vector<nlohmann::json> samples = read_jsonl(out + "/samples.jsonl");
+    REQUIRE(samples.size() == 1);
+    // The same options in a `tokens` run rank the same way, and not as the default options do.
+    const std::string target = " --target " + std::to_string(samples[0]["target"].get<int>());
+    const std::vector<long> expected = ranked_positions(run_json(tokens + target + options)["scores"]);
+    REQUIRE(expected != ranked_positions(run_json(tokens + target)["scores"]));
+    CHECK(samples[0]["top_ranked"].get<std::vector<long>>() == expected);
+  }
 }
