@@ -25,6 +25,9 @@ std::string evaluate_base(const std::string& data) {
 
 std::string stories_data() { return source_dir() + "/data/faithfulness/stories260K.jsonl"; }
 
+/// evaluate on the pronoun records (the subspace protocol's data).
+std::string pronoun_base() { return evaluate_base(source_dir() + "/data/faithfulness/stories260K_pronoun.jsonl"); }
+
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   std::vector<nlohmann::json> lines;
   std::ifstream in(path);
@@ -155,9 +158,7 @@ TEST_CASE("depass evaluate --protocol subspace: a probe trained on half the pron
   DEPASS_REQUIRE_MODEL(model, kStories);
   TempDir dir;
   const std::string out = dir.path("probe");
-  const RunResult r = run_cli("evaluate --model " + sh(model_path(kStories)) + " --data " +
-                              sh(source_dir() + "/data/faithfulness/stories260K_pronoun.jsonl") +
-                              " --no-progress --protocol subspace --methods depass,grad-norm --limit 40 --probe-layer 4 --probe-site mlp --out " +
+  const RunResult r = run_cli(pronoun_base() + " --protocol subspace --methods depass,grad-norm --limit 40 --probe-layer 4 --probe-site mlp --out " +
                               sh(out));
   INFO(r.err);
   REQUIRE(r.code == 0);
@@ -310,10 +311,12 @@ std::vector<long> ranked_positions(const nlohmann::json& scores) {
   return order;
 }
 
-std::string joined(const std::vector<int>& ids) {
-  std::string s;
-  for (int id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
-  return s;
+/// The ids of the first record of the stories260K data file.
+std::vector<int> first_record_ids() {
+  std::ifstream data(stories_data());
+  std::string line;
+  std::getline(data, line);
+  return nlohmann::json::parse(line)["ids"].get<std::vector<int>>();
 }
 
 }  // namespace
@@ -332,19 +335,16 @@ TEST_CASE("depass evaluate: --percents, --replace, --steps and --rule change wha
   REQUIRE(samples.size() == 1);
   const nlohmann::json& s = samples[0];
   REQUIRE(s["disrupt_probability"].size() == 3);
-  std::ifstream data(stories_data());
-  std::string line;
-  std::getline(data, line);
-  const std::vector<int> ids = nlohmann::json::parse(line)["ids"].get<std::vector<int>>();
+  const std::vector<int> ids = first_record_ids();
   const std::string target = " --target " + std::to_string(s["target"].get<int>());
   // --replace 5: disrupting 100% puts id 5 at every position but BOS.
   std::vector<int> replaced(ids.size(), 5);
   replaced[0] = ids[0];
-  const nlohmann::json all_replaced = run_json("tokens --model " + sh(model_path(kStories)) + " --ids " + joined(replaced) + target + " --no-progress");
+  const nlohmann::json all_replaced = run_json("tokens --model " + sh(model_path(kStories)) + " --ids " + ids_arg(replaced) + target + " --no-progress");
   CHECK(close(s["disrupt_probability"][2].get<double>(), all_replaced["target"]["prob"].get<double>(), 1e-9));
   // --steps 4 --rule riemann: the ranking is that of `tokens --method ig` with the same
   // settings, which differs from the default settings' (so an ignored flag would show).
-  const std::string ig = "tokens --model " + sh(model_path(kStories)) + " --ids " + joined(ids) + target + " --no-progress --method ig";
+  const std::string ig = "tokens --model " + sh(model_path(kStories)) + " --ids " + ids_arg(ids) + target + " --no-progress --method ig";
   const std::vector<long> four = ranked_positions(run_json(ig + " --steps 4 --rule riemann")["scores"]);
   const std::vector<long> fine = ranked_positions(run_json(ig)["scores"]);
   REQUIRE(four != fine);
@@ -378,9 +378,7 @@ TEST_CASE("depass evaluate --protocol subspace: --probe-site and --train-fractio
   DEPASS_REQUIRE_MODEL(model, kStories);
   TempDir dir;
   const std::string out = dir.path("probe");
-  const RunResult r = run_cli("evaluate --model " + sh(model_path(kStories)) + " --data " +
-                              sh(source_dir() + "/data/faithfulness/stories260K_pronoun.jsonl") +
-                              " --no-progress --protocol subspace --methods grad-norm --limit 40 --probe-layer 3 --probe-site attention" +
+  const RunResult r = run_cli(pronoun_base() + " --protocol subspace --methods grad-norm --limit 40 --probe-layer 3 --probe-site attention" +
                               " --train-fraction 0.25 --out " + sh(out));
   INFO(r.err);
   REQUIRE(r.code == 0);
@@ -393,12 +391,9 @@ TEST_CASE("depass evaluate --protocol subspace: --probe-site and --train-fractio
 TEST_CASE("depass evaluate: --mlp-split, --temperature and --no-bos-sink reach DePass's scores", "[cli][evaluate][options]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(model, kStories);
-  std::ifstream data(stories_data());
-  std::string line;
-  std::getline(data, line);
-  const std::vector<int> ids = nlohmann::json::parse(line)["ids"].get<std::vector<int>>();
+  const std::vector<int> ids = first_record_ids();
   TempDir dir;
-  const std::string tokens = "tokens --model " + sh(model_path(kStories)) + " --ids " + joined(ids) + " --no-progress";
+  const std::string tokens = "tokens --model " + sh(model_path(kStories)) + " --ids " + ids_arg(ids) + " --no-progress";
   for (const std::string options : {" --temperature 1 --no-bos-sink", " --mlp-split proportional"}) {
     INFO(options);
     const std::string out = dir.path("run" + std::to_string(options.size()));
