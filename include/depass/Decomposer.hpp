@@ -36,6 +36,7 @@ struct DecomposeOptions {
   bool straightforward = false;        // each layer's dense reference rule instead of the blocked engine
   long work_rows = 4096;               // packed rows per work item of the blocked engine, > 0:
                                        // per-thread scratch ~ work_rows x (D + I) scalars
+                                       // (at most 1/32 of the live rows, >= 1024)
   /// A sharded run (docs/distributed.md): this process holds a share of the components and
   /// combines the MLP split and the completeness sums with the group's other processes,
   /// which make the same call. Rank 0's result holds every component; the others' none,
@@ -259,14 +260,15 @@ class Decomposer {
     const double s = sizeof(Scalar), n = static_cast<double>(N), D = c.dim, I = c.hidden_dim;
     const double Q = c.q_width(), KV = c.kv_width(), H = c.n_heads;
     const double threads = depass::threads();
-    const double live = static_cast<double>(members + 2), rows = static_cast<double>(work_rows);
+    const double live = static_cast<double>(members + 2);
+    const double rows = static_cast<double>(detail::tile_rows(work_rows, n * live));
     // The real forward and the start (states, projections, probabilities, activations).
     const double forward = n * (12 * D + 3 * Q + 2 * KV + 6 * I) + H * n * n;
     // Per-pass sums of the completeness check and the per-thread partial sums.
     const double sums = (threads + 3) * n * D;
-    // Per-thread scratch of the blocked engine: an MLP tile holds about work_rows packed
+    // Per-thread scratch of the blocked engine: an MLP tile holds about tile_rows packed
     // rows (at least one position of every live component), an attention group about
-    // work_rows (at least one component's live positions); neither more than all live rows.
+    // tile_rows (at least one component's live positions); neither more than all live rows.
     const double mlp_rows = std::min(n * live, std::max(rows, live));
     const double attention_rows = std::min(n * live, std::max(rows, n));
     const double scratch =

@@ -23,13 +23,16 @@ struct AttentionGroup {
   Eigen::Index start = 0;             // first position any of them can be non-zero at
 };
 
-/// Groups of about work_rows packed rows, closed early when the zero rows padded in
+/// Groups of about tile_rows packed rows, closed early when the zero rows padded in
 /// (members that start later than the group) would exceed 3% of the group's rows; largest
 /// first, for the dynamic schedule (mixing costs ~ B n^2, the GEMMs ~ B n D).
 template <typename Scalar>
 std::vector<AttentionGroup> plan_attention(const ComponentState<Scalar>& cs) {
   const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), D = cs.tensor.width();
   std::vector<AttentionGroup> groups;
+  double all_live_rows = 0;
+  for (Eigen::Index m = 0; m < M; ++m) all_live_rows += static_cast<double>(N - std::min(N, cs.first(m)));
+  const Eigen::Index group_rows = tile_rows(cs.engine.work_rows, all_live_rows);
   Eigen::Index live_rows = 0;
   for (Eigen::Index m = 0; m < M; ++m) {
     const Eigen::Index first = cs.first(m);
@@ -39,7 +42,7 @@ std::vector<AttentionGroup> plan_attention(const ComponentState<Scalar>& cs) {
       const Eigen::Index start = std::min(g.start, first);
       const Eigen::Index rows = static_cast<Eigen::Index>(g.members.size() + 1) * (N - start);
       const Eigen::Index live = live_rows + (N - first);
-      if (rows <= std::max(cs.engine.work_rows, N - start) && 100 * (rows - live) <= 3 * rows) {
+      if (rows <= std::max(group_rows, N - start) && 100 * (rows - live) <= 3 * rows) {
         g.members.push_back(m);
         g.start = start;
         live_rows = live;

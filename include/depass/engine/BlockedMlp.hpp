@@ -126,8 +126,9 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
   if (live_components == 0 && !cs.shards) return;
   RowMatrix<Scalar> act_rows = RowMatrix<Scalar>::Zero(N, padded_i);  // one padded row per position
   act_rows.leftCols(I) = act;
-  // Tiles of about work_rows packed rows; the last tiles have the most live components: first.
-  Eigen::Index P = live_components ? std::min(N, std::max<Eigen::Index>(1, cs.engine.work_rows / live_components)) : N;
+  // Tiles of about tile_rows packed rows; the last tiles have the most live components: first.
+  const Eigen::Index rows = tile_rows(cs.engine.work_rows, live_rows);
+  Eigen::Index P = live_components ? std::min(N, std::max<Eigen::Index>(1, rows / live_components)) : N;
   if (cs.shards) P = agreed_tile(*cs.shards, P);
   const Eigen::Index tiles = (N + P - 1) / P;
   std::atomic<bool> orphan{false};
