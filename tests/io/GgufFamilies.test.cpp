@@ -194,6 +194,24 @@ TEST_CASE("gguf families: llama-permuted Q and K in a qwen2 file change the logi
   CHECK(fam::max_difference(model.forward(ids), hf.forward(ids)).first > 1e-3);
 }
 
+TEST_CASE("gguf families: a phi3 file with separate attn_q/k/v loads the same model",
+          "[io][gguf][families]") {
+  // llama.cpp reads phi3 files with attn_qkv or with separate attn_q, attn_k, attn_v.
+  const Checkpoint<float>& hf = fam::hf_checkpoint("phi3");
+  g::File f = g::as_gguf(hf);
+  for (std::size_t l = 0; l < hf.weights.layers.size(); ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    f.erase_tensor(p + "attn_qkv.weight");
+    const g::CheckpointWriter out{f};
+    out.matrix(p + "attn_q.weight", hf.weights.layers[l].wq);
+    out.matrix(p + "attn_k.weight", hf.weights.layers[l].wk);
+    out.matrix(p + "attn_v.weight", hf.weights.layers[l].wv);
+  }
+  TempDir dir;
+  const Model<double> model(io::load_checkpoint<double>(fam::write(dir, f)));
+  fam::check_against_golden(model, "phi3");
+}
+
 TEST_CASE("gguf families: Q8_0 files load the dequantised weights", "[io][gguf][families][quant]") {
   // Every matrix of the file is Q8_0 (norms and biases F32, as llama.cpp keeps them). The
   // same checkpoint with each matrix rounded through the test quantiser and decoded here
