@@ -235,7 +235,7 @@ TEST_CASE("gguf families: Q8_0 files load the dequantised weights", "[io][gguf][
     const auto [exact, scale] = fam::max_difference(logits, expected.forward(ids));
     INFO("max |q8_0 file - rounded checkpoint| = " << exact << " at logit scale " << scale);
     CHECK(exact <= 1e-10 * scale);
-    // Observed 1.3-2.8% of the logit scale on these 2-layer random-weight models.
+    // Observed up to 2.8% of the logit scale (qwen2) on these 2-layer random-weight models.
     const double worst = fam::max_difference(logits, f32.forward(ids)).first;
     INFO("max |q8_0 - f32| = " << worst);
     CHECK(worst > 0);
