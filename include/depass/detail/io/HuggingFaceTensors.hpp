@@ -11,6 +11,7 @@
 #include "../../io/Safetensors.hpp"
 #include "../File.hpp"
 #include "Finite.hpp"
+#include "FusedProjections.hpp"
 #include "HuggingFaceConfig.hpp"
 #include "Json.hpp"
 
@@ -166,12 +167,8 @@ void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weigh
       const RowMatrix<Scalar> down = matrix(p + "mlp.c_proj.weight", I, D);
       layer.b2 = vector(p + "mlp.c_proj.bias", D);
       if (!read) continue;
-      layer.wq = qkv.leftCols(D).transpose();
-      layer.wk = qkv.middleCols(D, D).transpose();
-      layer.wv = qkv.rightCols(D).transpose();
-      layer.bq = qkv_bias.head(D);
-      layer.bk = qkv_bias.segment(D, D);
-      layer.bv = qkv_bias.tail(D);
+      split_fused_qkv(RowMatrix<Scalar>(qkv.transpose()), c, layer);
+      split_fused_qkv_bias(qkv_bias, c, layer);
       layer.wo = proj.transpose();
       layer.w1 = fc.transpose();
       layer.w2 = down.transpose();
@@ -198,11 +195,7 @@ void load_llama_layer(const HuggingFaceTensors& tensors, const Config& c, const 
   layer.attention_norm = vector("input_layernorm.weight", D);
   if (fused) {
     const RowMatrix<Scalar> qkv = matrix("self_attn.qkv_proj.weight", Q + 2 * K, D);
-    if (read) {
-      layer.wq = qkv.topRows(Q);
-      layer.wk = qkv.middleRows(Q, K);
-      layer.wv = qkv.bottomRows(K);
-    }
+    if (read) split_fused_qkv(qkv, c, layer);
   } else {
     layer.wq = matrix("self_attn.q_proj.weight", Q, D);
     layer.wk = matrix("self_attn.k_proj.weight", K, D);
@@ -222,10 +215,7 @@ void load_llama_layer(const HuggingFaceTensors& tensors, const Config& c, const 
   layer.mlp_norm = vector("post_attention_layernorm.weight", D);
   if (fused) {
     const RowMatrix<Scalar> gate_up = matrix("mlp.gate_up_proj.weight", 2 * I, D);
-    if (read) {
-      layer.w1 = gate_up.topRows(I);
-      layer.w3 = gate_up.bottomRows(I);
-    }
+    if (read) split_fused_gate_up(gate_up, c, layer);
   } else {
     layer.w1 = matrix("mlp.gate_proj.weight", I, D);
     layer.w3 = matrix("mlp.up_proj.weight", I, D);
