@@ -132,7 +132,8 @@ TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3 and gpt2 files give the re
     // The same model loaded from Hugging Face (independently tested against PyTorch).
     const Model<TestType> hf(io::load_checkpoint<TestType>(source_dir() + "/tests/data/" +
                                                           fam::golden(family)["model"].get<std::string>()));
-    for (const nlohmann::json& c : fam::golden(family)["cases"]) {
+    const nlohmann::json golden = fam::golden(family);  // held: the loop reads into it
+    for (const nlohmann::json& c : golden["cases"]) {
       const std::vector<int> ids = c["ids"];
       const auto [worst, scale] = fam::max_difference(gguf.forward(ids), hf.forward(ids));
       INFO("max |gguf - huggingface| = " << worst << " at logit scale " << scale);
