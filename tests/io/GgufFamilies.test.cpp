@@ -15,6 +15,7 @@
 #include <depass/io/HuggingFace.hpp>
 #include <depass/io/Load.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "GgufFromCheckpoint.hpp"
@@ -248,21 +249,14 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
           "[io][gguf][families][hostile]") {
   auto file = [](const std::string& family) { return g::as_gguf(fam::hf_checkpoint(family)); };
   SECTION("a missing tensor") {
-    g::File f = file("qwen2");
-    f.erase_tensor("blk.1.attn_k.bias");
-    CHECK_THAT(fam::load_error(f), Contains("missing tensor 'blk.1.attn_k.bias'"));
-    f = file("qwen3");
-    f.erase_tensor("blk.0.attn_q_norm.weight");
-    CHECK_THAT(fam::load_error(f), Contains("missing tensor 'blk.0.attn_q_norm.weight'"));
-    f = file("phi3");
-    f.erase_tensor("blk.1.ffn_down.weight");
-    CHECK_THAT(fam::load_error(f), Contains("missing tensor 'blk.1.ffn_down.weight'"));
-    f = file("gpt2");
-    f.erase_tensor("position_embd.weight");
-    CHECK_THAT(fam::load_error(f), Contains("missing tensor 'position_embd.weight'"));
-    f = file("gpt2");
-    f.erase_tensor("output_norm.bias");
-    CHECK_THAT(fam::load_error(f), Contains("missing tensor 'output_norm.bias'"));
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"qwen2", "blk.1.attn_k.bias"},   {"qwen3", "blk.0.attn_q_norm.weight"}, {"phi3", "blk.1.ffn_down.weight"},
+        {"gpt2", "position_embd.weight"}, {"gpt2", "output_norm.bias"}};
+    for (const auto& [family, tensor] : cases) {
+      g::File f = file(family);
+      f.erase_tensor(tensor);
+      CHECK_THAT(fam::load_error(f), Contains("missing tensor '" + tensor + "'"));
+    }
   }
   SECTION("a tensor of the wrong shape") {
     g::File f = file("phi3");  // ffn_up holds gate and up: [2I, D] = [192, 64]
@@ -280,18 +274,14 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     CHECK_THAT(fam::load_error(f), Contains("tensor 'blk.0.attn_v.bias' has shape [64], expected [32]"));
   }
   SECTION("a missing metadata key") {
-    g::File f = file("qwen2");
-    f.erase_kv("qwen2.attention.layer_norm_rms_epsilon");
-    CHECK_THAT(fam::load_error(f), Contains("missing required metadata key 'qwen2.attention.layer_norm_rms_epsilon'"));
-    f = file("qwen3");
-    f.erase_kv("qwen3.block_count");
-    CHECK_THAT(fam::load_error(f), Contains("missing required metadata key 'qwen3.block_count'"));
-    f = file("phi3");
-    f.erase_kv("phi3.feed_forward_length");
-    CHECK_THAT(fam::load_error(f), Contains("missing required metadata key 'phi3.feed_forward_length'"));
-    f = file("gpt2");
-    f.erase_kv("gpt2.attention.layer_norm_epsilon");
-    CHECK_THAT(fam::load_error(f), Contains("missing required metadata key 'gpt2.attention.layer_norm_epsilon'"));
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"qwen2", "qwen2.attention.layer_norm_rms_epsilon"}, {"qwen3", "qwen3.block_count"},
+        {"phi3", "phi3.feed_forward_length"}, {"gpt2", "gpt2.attention.layer_norm_epsilon"}};
+    for (const auto& [family, key] : cases) {
+      g::File f = file(family);
+      f.erase_kv(key);
+      CHECK_THAT(fam::load_error(f), Contains("missing required metadata key '" + key + "'"));
+    }
   }
   SECTION("an unknown architecture, and tensors of another family") {
     g::File f = file("qwen2");
