@@ -13,6 +13,7 @@
 #include <depass/io/Load.hpp>
 #include <limits>
 
+#include "GgufTestHelpers.hpp"
 #include "GgufWriter.hpp"
 #include "IoTestHelpers.hpp"
 #include "TestSupport.hpp"
@@ -22,27 +23,6 @@ using namespace depass::test;
 namespace g = depass::test::gguf;
 
 namespace {
-
-std::string write(TempDir& dir, const g::File& f, const std::string& name = "m.gguf") {
-  return dir.write(name, f.build());
-}
-
-/// The message of the FormatError that loading `f` throws; checks that it names the file.
-std::string load_error(const g::File& f) {
-  TempDir dir;
-  const std::string path = write(dir, f);
-  const std::string message = format_error([&] { io::load_gguf<float>(path); });
-  CHECK_THAT(message, Contains(path));
-  return message;
-}
-
-std::string load_error_bytes(const std::string& bytes) {
-  TempDir dir;
-  const std::string path = dir.write("m.gguf", bytes);
-  const std::string message = format_error([&] { io::load_gguf<float>(path); });
-  CHECK_THAT(message, Contains(path));
-  return message;
-}
 
 std::uint16_t float_to_half_exact(float v) {
   // Only for the values used below (normal halves with short mantissas, or zero).
@@ -234,7 +214,7 @@ TEST_CASE("gguf: versions 2 and 3 load the same weights from their positions", "
     g::File f = g::tiny_llama(s);
     f.version = version;
     TempDir dir;
-    const std::string path = write(dir, f);
+    const std::string path = g::write(dir, f);
     const Checkpoint<float> ck = io::load_gguf<float>(path);
     const Config& c = ck.config;
     CHECK(c.architecture == "llama");
@@ -259,7 +239,7 @@ TEST_CASE("gguf: versions 2 and 3 load the same weights from their positions", "
 TEST_CASE("gguf: an output.weight tensor makes the embeddings untied", "[io][gguf]") {
   const g::Shape s;
   TempDir dir;
-  const std::string path = write(dir, g::tiny_llama(s, true));
+  const std::string path = g::write(dir, g::tiny_llama(s, true));
   const Checkpoint<double> ck = io::load_gguf<double>(path);
   CHECK_FALSE(ck.config.tied_embeddings);
   check_tiny_weights(ck, s, true);
@@ -277,7 +257,7 @@ TEST_CASE("gguf: a NaN or an infinity in any weight is a FormatError naming the 
     REQUIRE(t != nullptr);
     REQUIRE(t->data.size() >= 4 * (element + 1));
     std::memcpy(&t->data[4 * element], &value, sizeof value);
-    return write(dir, f, "poisoned.gguf");
+    return g::write(dir, f, "poisoned.gguf");
   };
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const std::string down = poison("blk.1.ffn_down.weight", 5, nan);
@@ -313,7 +293,7 @@ TEST_CASE("gguf: metadata keys with defaults, and other integer and float encodi
     }
   }
   TempDir dir;
-  const Config c = io::load_gguf<float>(write(dir, f)).config;
+  const Config c = io::load_gguf<float>(g::write(dir, f)).config;
   CHECK(c.n_kv_heads == 4);
   CHECK(c.vocab_size == 16);
   CHECK(c.n_layers == 2);
@@ -353,7 +333,7 @@ TEST_CASE("gguf: F16, BF16 and Q8_0 tensors convert exactly", "[io][gguf]") {
   f.tensor({"bf16", {8}, g::T_BF16, bf16, -1});
   f.tensor({"q8", {64}, g::T_Q8_0, q8, -1});
   TempDir dir;
-  const std::string path = write(dir, f);
+  const std::string path = g::write(dir, f);
   io::GgufFile file(path);
 
   std::vector<double> out(12);
@@ -409,7 +389,7 @@ TEST_CASE("gguf: a model with F16, BF16 and Q8_0 weights loads them converted", 
   up->data.clear();
   for (int i = 0; i < 64 * 32; ++i) g::put(up->data, static_cast<std::uint16_t>(0x3F80 + (i % 8)));
   TempDir dir;
-  const Checkpoint<float> ck = io::load_gguf<float>(write(dir, f));
+  const Checkpoint<float> ck = io::load_gguf<float>(g::write(dir, f));
   for (int row = 0; row < 16; ++row)
     for (int k = 0; k < 32; ++k)
       CHECK(ck.weights.token_embedding(row, k) == 0.25f * static_cast<float>(row - k));
@@ -440,7 +420,7 @@ TEST_CASE("gguf: general.alignment places the data section and tensor offsets", 
   g::File f = g::tiny_llama(s);
   f.find_tensor("token_embd.weight")->offset = 1 << 20;
   TempDir dir;
-  check_tiny_weights(io::load_gguf<float>(write(dir, f)), s, false);
+  check_tiny_weights(io::load_gguf<float>(g::write(dir, f)), s, false);
 }
 
 // =============================================================================================
@@ -449,32 +429,32 @@ TEST_CASE("gguf: general.alignment places the data section and tensor offsets", 
 TEST_CASE("gguf: wrong magic and unsupported versions", "[io][gguf][hostile]") {
   g::File f = g::tiny_llama();
   f.magic = "GGUG";
-  CHECK_THAT(load_error(f), Contains("not a GGUF file: magic 'GGUG', expected 'GGUF'"));
+  CHECK_THAT(g::load_error(f), Contains("not a GGUF file: magic 'GGUG', expected 'GGUF'"));
   f.magic = std::string("\x00\x01GG", 4);
-  CHECK_THAT(load_error(f), Contains("magic '\\x00\\x01GG'"));
-  CHECK_THAT(load_error_bytes("GG"), Contains("too short for the 'GGUF' magic"));
+  CHECK_THAT(g::load_error(f), Contains("magic '\\x00\\x01GG'"));
+  CHECK_THAT(g::load_error_bytes("GG"), Contains("too short for the 'GGUF' magic"));
   f = g::tiny_llama();
   f.version = 1;
-  CHECK_THAT(load_error(f), Contains("GGUF version 1 is not supported"));
+  CHECK_THAT(g::load_error(f), Contains("GGUF version 1 is not supported"));
   f.version = 4;
-  CHECK_THAT(load_error(f), Contains("GGUF version 4 is not supported (supported: 2 and 3)"));
+  CHECK_THAT(g::load_error(f), Contains("GGUF version 4 is not supported (supported: 2 and 3)"));
   f.version = 0xFFFFFFFF;
-  CHECK_THAT(load_error(f), Contains("GGUF version 4294967295 is not supported"));
+  CHECK_THAT(g::load_error(f), Contains("GGUF version 4294967295 is not supported"));
 }
 
 TEST_CASE("gguf: counts beyond the file are refused before allocating", "[io][gguf][hostile]") {
   g::File f = g::tiny_llama();
   f.tensor_count = std::numeric_limits<std::int64_t>::max();
-  CHECK_THAT(load_error(f), Contains("tensor_count 9223372036854775807 cannot fit in the") &&
+  CHECK_THAT(g::load_error(f), Contains("tensor_count 9223372036854775807 cannot fit in the") &&
                                 Contains("each tensor info takes at least 32 bytes"));
   f = g::tiny_llama();
   f.kv_count = 1LL << 40;
-  CHECK_THAT(load_error(f), Contains("kv_count 1099511627776 cannot fit in the") &&
+  CHECK_THAT(g::load_error(f), Contains("kv_count 1099511627776 cannot fit in the") &&
                                 Contains("each key/value takes at least 13 bytes"));
   // Counts that fit the file but overstate what is there run into the next section.
   f = g::tiny_llama();
   f.kv_count = static_cast<std::int64_t>(f.kvs.size() + 1);
-  CHECK_THAT(load_error(f), Contains("truncated or corrupt: tensor info 0 name has length"));
+  CHECK_THAT(g::load_error(f), Contains("truncated or corrupt: tensor info 0 name has length"));
 }
 
 TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
@@ -483,7 +463,7 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     std::string bytes = f.build();
     const std::uint64_t huge = 1ULL << 62;
     std::memcpy(&bytes[24], &huge, 8);  // the first key's length
-    CHECK_THAT(load_error_bytes(bytes),
+    CHECK_THAT(g::load_error_bytes(bytes),
                Contains("metadata key/value 0 key has length 4611686018427387904 but only") &&
                    Contains("bytes follow at offset 32"));
   }
@@ -493,23 +473,23 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     name->payload = std::string();
     g::put<std::uint64_t>(name->payload, 1000000000);
     name->payload += "tiny";
-    CHECK_THAT(load_error(f),
+    CHECK_THAT(g::load_error(f),
                Contains("metadata key 'general.name' has length 1000000000 but only"));
   }
   SECTION("string value above the 1 MiB limit") {
     g::File f = g::tiny_llama();
     f.kv(g::string("general.description", std::string((1 << 20) + 1, 'x')));
-    CHECK_THAT(load_error(f), Contains("metadata key 'general.description' has length 1048577, "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'general.description' has length 1048577, "
                                        "above the limit of 1048576 bytes"));
   }
   SECTION("array count far beyond the file") {
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"big", g::ARRAY, g::array_payload(g::U32, 1ULL << 62, "")});
-    CHECK_THAT(load_error(f), Contains("metadata key 'big' is an array of 4611686018427387904 u32 "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'big' is an array of 4611686018427387904 u32 "
                                        "items, which needs at least 2^64 bytes but only"));
     f = g::tiny_llama();
     f.kv(g::Kv{"big", g::ARRAY, g::array_payload(g::STRING, 1ULL << 40, "")});
-    CHECK_THAT(load_error(f), Contains("is an array of 1099511627776 string items, which needs at "
+    CHECK_THAT(g::load_error(f), Contains("is an array of 1099511627776 string items, which needs at "
                                        "least 8796093022208 bytes"));
   }
   SECTION("array item strings beyond the file") {
@@ -519,7 +499,7 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     items += "abc";
     g::put<std::uint64_t>(items, 1ULL << 50);
     f.kv(g::Kv{"names", g::ARRAY, g::array_payload(g::STRING, 2, items)});
-    CHECK_THAT(load_error(f), Contains("metadata key 'names' item 1 has length 1125899906842624"));
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'names' item 1 has length 1125899906842624"));
   }
   SECTION("nested arrays are read, up to a depth") {
     // [[1, 2], [3]] of u8: fine.
@@ -528,7 +508,7 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"nested", g::ARRAY, g::array_payload(g::ARRAY, 2, inner1 + inner2)});
     TempDir dir;
-    const io::GgufFile file(write(dir, f));
+    const io::GgufFile file(g::write(dir, f));
     const auto* v = file.find("nested");
     REQUIRE(v != nullptr);
     CHECK(v->count == 2);
@@ -547,7 +527,7 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     }
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"bomb", g::ARRAY, prefix.substr(0, prefix.size() - 12) + payload.substr(0)});
-    CHECK_THAT(load_error(f), Contains("metadata key 'bomb' item 0 item 0 item 0 item 0 nests "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'bomb' item 0 item 0 item 0 item 0 nests "
                                        "arrays more than 4 deep"));
   }
   SECTION("too many arrays inside arrays") {
@@ -556,30 +536,30 @@ TEST_CASE("gguf: hostile strings and arrays", "[io][gguf][hostile]") {
     for (int i = 0; i < (1 << 16) + 1; ++i) items += g::array_payload(g::U8, 0, "");
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"many", g::ARRAY, g::array_payload(g::ARRAY, (1 << 16) + 1, items)});
-    CHECK_THAT(load_error(f), Contains("metadata key 'many' takes the number of arrays inside "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'many' takes the number of arrays inside "
                                        "arrays above the limit of 65536"));
     f = g::tiny_llama();
     f.kv(g::Kv{"fine", g::ARRAY, g::array_payload(g::ARRAY, 1 << 16, items.substr(12))});
     TempDir dir;
-    CHECK(io::GgufFile(write(dir, f)).find("fine")->arrays.size() == 1 << 16);
+    CHECK(io::GgufFile(g::write(dir, f)).find("fine")->arrays.size() == 1 << 16);
   }
   SECTION("unknown value types") {
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"odd", 13, "x"});
-    CHECK_THAT(load_error(f), Contains("metadata key 'odd' has unknown value type 13"));
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'odd' has unknown value type 13"));
     f = g::tiny_llama();
     f.kv(g::Kv{"odd", g::ARRAY, g::array_payload(99, 0, "")});
-    CHECK_THAT(load_error(f), Contains("metadata key 'odd' is an array with unknown item type 99"));
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'odd' is an array with unknown item type 99"));
   }
   SECTION("invalid bool") {
     g::File f = g::tiny_llama();
     f.kv(g::Kv{"flag", g::BOOL, "\x02"});
-    CHECK_THAT(load_error(f), Contains("metadata key 'flag' is a bool with invalid value 2"));
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'flag' is a bool with invalid value 2"));
   }
   SECTION("duplicate keys") {
     g::File f = g::tiny_llama();
     f.kv(g::u32("llama.block_count", 2));
-    CHECK_THAT(load_error(f), Contains("metadata key 'llama.block_count' appears twice"));
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'llama.block_count' appears twice"));
   }
 }
 
@@ -587,37 +567,37 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
   SECTION("n_dims 0 and 5") {
     g::File f = g::tiny_llama();
     f.find_tensor("blk.0.attn_norm.weight")->ne = {};
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.attn_norm.weight' has 0 dimensions "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_norm.weight' has 0 dimensions "
                                        "(supported: 1 to 4)"));
     f = g::tiny_llama();
     f.find_tensor("blk.0.attn_norm.weight")->ne = {32, 1, 1, 1, 1};
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.attn_norm.weight' has 5 dimensions"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_norm.weight' has 5 dimensions"));
   }
   SECTION("element count overflow") {
     g::File f = g::tiny_llama();
     f.find_tensor("output_norm.weight")->ne = {1ULL << 32, 1ULL << 32};
-    CHECK_THAT(load_error(f), Contains("tensor 'output_norm.weight' has dimensions [4294967296, "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'output_norm.weight' has dimensions [4294967296, "
                                        "4294967296] whose element count overflows"));
     f = g::tiny_llama();
     f.find_tensor("output_norm.weight")->ne = {UINT64_MAX};
-    CHECK_THAT(load_error(f), Contains("whose element count overflows"));
+    CHECK_THAT(g::load_error(f), Contains("whose element count overflows"));
     // In range of int64 but not of bytes.
     f = g::tiny_llama();
     f.find_tensor("output_norm.weight")->ne = {1ULL << 62};
-    CHECK_THAT(load_error(f), Contains("tensor 'output_norm.weight' of type F32 has too many "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'output_norm.weight' of type F32 has too many "
                                        "elements to address"));
     // Addressable, but far beyond the file.
     f = g::tiny_llama();
     f.find_tensor("output_norm.weight")->ne = {1ULL << 40};
-    CHECK_THAT(load_error(f), Contains("tensor 'output_norm.weight' (F32 [1099511627776], "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'output_norm.weight' (F32 [1099511627776], "
                                        "4398046511104 bytes at data offset"));
   }
   SECTION("unknown and unsupported types") {
     g::File f = g::tiny_llama();
     f.find_tensor("blk.1.ffn_up.weight")->type = 99;
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.1.ffn_up.weight' has unknown GGML type 99"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.1.ffn_up.weight' has unknown GGML type 99"));
     f.find_tensor("blk.1.ffn_up.weight")->type = 4;  // Q4_2: retired from ggml
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.1.ffn_up.weight' has unknown GGML type 4"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.1.ffn_up.weight' has unknown GGML type 4"));
     // A known quantisation that depass does not decode, whose bytes fit the file: named
     // with its type and the supported list.
     f = g::tiny_llama();
@@ -625,7 +605,7 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     t->ne = {256, 8};  // IQ2_XXS: 66 bytes per 256 elements
     t->type = g::T_IQ2_XXS;
     t->data = std::string(8 * 66, '\0');
-    CHECK_THAT(load_error(f), Contains("unsupported GGUF tensor type IQ2_XXS (16) for tensor "
+    CHECK_THAT(g::load_error(f), Contains("unsupported GGUF tensor type IQ2_XXS (16) for tensor "
                                        "'blk.1.ffn_up.weight' (supported: F32, F16, BF16, Q4_0, "
                                        "Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, "
                                        "IQ4_NL, IQ4_XS)"));
@@ -633,7 +613,7 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     t = f.find_tensor("token_embd.weight");
     t->type = 9;  // Q8_1: 36 bytes per 32 elements, only an intermediate format in ggml
     t->data = std::string(16 * 36, '\0');
-    CHECK_THAT(load_error(f), Contains("unsupported GGUF tensor type Q8_1 (9) for tensor "
+    CHECK_THAT(g::load_error(f), Contains("unsupported GGUF tensor type Q8_1 (9) for tensor "
                                        "'token_embd.weight'"));
   }
   SECTION("rows not made of whole blocks") {
@@ -641,19 +621,19 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     g::Tensor* t = f.find_tensor("blk.0.ffn_down.weight");  // ne = [64, 32]
     t->ne = {48, 32};
     t->type = g::T_Q8_0;
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.ffn_down.weight' has rows of 48 elements, "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.ffn_down.weight' has rows of 48 elements, "
                                        "not a multiple of the 32-element blocks of type Q8_0"));    // llama.cpp keeps such tensors in another type; a file that does not is refused.
     f = g::tiny_llama();
     t = f.find_tensor("blk.0.ffn_down.weight");
     t->ne = {128, 16};
     t->type = g::T_Q4_K;
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.ffn_down.weight' has rows of 128 elements, "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.ffn_down.weight' has rows of 128 elements, "
                                        "not a multiple of the 256-element blocks of type Q4_K"));
   }
   SECTION("misaligned offset") {
     g::File f = g::tiny_llama();
     f.find_tensor("blk.0.attn_q.weight")->offset = 4 + 32 * 100;
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.attn_q.weight' has offset 3204, not a "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_q.weight' has offset 3204, not a "
                                        "multiple of the alignment 32"));
   }
   SECTION("tensor data beyond the file") {
@@ -661,7 +641,7 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     f.find_tensor("output_norm.weight")->offset = 1 << 20;
     std::string bytes = f.build();
     bytes.resize(bytes.size() - 4);
-    CHECK_THAT(load_error_bytes(bytes),
+    CHECK_THAT(g::load_error_bytes(bytes),
                Contains("truncated or corrupt: tensor 'output_norm.weight' (F32 [32], 128 bytes "
                         "at data offset 1048576) reaches beyond the"));
     // An offset near 2^64 must not wrap around when the size is added.
@@ -670,7 +650,7 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     bytes = f.build(&layout);
     const std::uint64_t far = UINT64_MAX - 31;  // aligned
     std::memcpy(&bytes[layout.infos_end - 8], &far, 8);
-    CHECK_THAT(load_error_bytes(bytes),
+    CHECK_THAT(g::load_error_bytes(bytes),
                Contains("tensor 'output_norm.weight' (F32 [32], 128 bytes at data offset "
                         "18446744073709551584) reaches beyond the"));
   }
@@ -678,7 +658,7 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     g::File f = g::tiny_llama();
     g::Tensor copy = *f.find_tensor("blk.0.attn_norm.weight");
     f.tensor(copy);
-    CHECK_THAT(load_error(f), Contains("tensor name 'blk.0.attn_norm.weight' appears twice "
+    CHECK_THAT(g::load_error(f), Contains("tensor name 'blk.0.attn_norm.weight' appears twice "
                                        "(tensor infos 1 and 20)"));
   }
   SECTION("tensor name beyond the file") {
@@ -687,19 +667,19 @@ TEST_CASE("gguf: hostile tensor infos", "[io][gguf][hostile]") {
     std::string bytes = f.build(&layout);
     const std::uint64_t huge = 1ULL << 40;
     std::memcpy(&bytes[layout.info_offsets[3]], &huge, 8);
-    CHECK_THAT(load_error_bytes(bytes), Contains("tensor info 3 name has length 1099511627776"));
+    CHECK_THAT(g::load_error_bytes(bytes), Contains("tensor info 3 name has length 1099511627776"));
   }
   SECTION("general.alignment must be a power of two") {
     for (std::uint32_t bad : {0u, 3u, 48u}) {
       g::File f = g::tiny_llama();
       f.kv(g::u32("general.alignment", bad));
-      CHECK_THAT(load_error(f),
+      CHECK_THAT(g::load_error(f),
                  Contains("general.alignment " + std::to_string(bad) + " must be a power of two"));
     }
     g::File f = g::tiny_llama();
     f.kv(g::string("general.alignment", "32"));
     CHECK_THAT(
-        load_error(f),
+        g::load_error(f),
         Contains("metadata key 'general.alignment' must be an unsigned integer, got string"));
   }
 }
@@ -711,89 +691,89 @@ TEST_CASE("gguf: missing, mistyped and implausible model metadata", "[io][gguf][
                             "llama.context_length", "llama.attention.layer_norm_rms_epsilon"}) {
       g::File f = g::tiny_llama();
       f.erase_kv(key);
-      CHECK_THAT(load_error(f),
+      CHECK_THAT(g::load_error(f),
                  Contains(std::string("missing required metadata key '") + key + "'"));
     }
     g::File f = g::tiny_llama();
     f.erase_kv("tokenizer.ggml.tokens");
-    CHECK_THAT(load_error(f), Contains("cannot determine the vocabulary size"));
+    CHECK_THAT(g::load_error(f), Contains("cannot determine the vocabulary size"));
   }
   SECTION("wrong key types") {
     g::File f = g::tiny_llama();
     *f.find_kv("llama.embedding_length") = g::string("llama.embedding_length", "32");
-    CHECK_THAT(load_error(f), Contains("metadata key 'llama.embedding_length' must be an unsigned "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'llama.embedding_length' must be an unsigned "
                                        "integer, got string"));
     f = g::tiny_llama();
     *f.find_kv("llama.attention.layer_norm_rms_epsilon") =
         g::u32("llama.attention.layer_norm_rms_epsilon", 0);
-    CHECK_THAT(load_error(f), Contains("metadata key 'llama.attention.layer_norm_rms_epsilon' must "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'llama.attention.layer_norm_rms_epsilon' must "
                                        "be a float, got u32"));
     f = g::tiny_llama();
     *f.find_kv("general.architecture") = g::u32("general.architecture", 1);
-    CHECK_THAT(load_error(f),
+    CHECK_THAT(g::load_error(f),
                Contains("metadata key 'general.architecture' must be a string, got u32"));
     f = g::tiny_llama();
     *f.find_kv("tokenizer.ggml.tokens") = g::f32s("tokenizer.ggml.tokens", {1.0f});
-    CHECK_THAT(load_error(f), Contains("metadata key 'tokenizer.ggml.tokens' must be an array of "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'tokenizer.ggml.tokens' must be an array of "
                                        "strings, got array of f32"));
     f = g::tiny_llama();
     *f.find_kv("llama.block_count") = g::i32("llama.block_count", -2);
-    CHECK_THAT(load_error(f),
+    CHECK_THAT(g::load_error(f),
                Contains("metadata key 'llama.block_count' = -2 must not be negative"));
     f = g::tiny_llama();
     *f.find_kv("llama.block_count") = g::u64("llama.block_count", 1ULL << 40);
-    CHECK_THAT(load_error(f), Contains("metadata key 'llama.block_count' = 1099511627776 is out of "
+    CHECK_THAT(g::load_error(f), Contains("metadata key 'llama.block_count' = 1099511627776 is out of "
                                        "range [0, 2147483647]"));
   }
   SECTION("other architectures") {
     g::File f = g::tiny_llama();
     *f.find_kv("general.architecture") = g::string("general.architecture", "falcon");
-    CHECK_THAT(load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, "
+    CHECK_THAT(g::load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, "
                                        "qwen2, qwen3, phi3, gpt2)"));
     // A llama file relabelled qwen2 lacks qwen2's q/k/v biases (tests/io/GgufFamilies.test.cpp
     // loads real qwen2 files).
     f = g::tiny_llama();
     *f.find_kv("general.architecture") = g::string("general.architecture", "qwen2");
-    CHECK_THAT(load_error(f), Contains("missing required metadata key 'qwen2.embedding_length'"));
+    CHECK_THAT(g::load_error(f), Contains("missing required metadata key 'qwen2.embedding_length'"));
   }
   SECTION("implausible or unsupported hyper-parameters") {
     g::File f = g::tiny_llama();
     *f.find_kv("llama.attention.head_count") = g::u32("llama.attention.head_count", 0);
-    CHECK_THAT(load_error(f),
+    CHECK_THAT(g::load_error(f),
                Contains("implausible GGUF llama configuration: Config: n_heads = 0"));
     f = g::tiny_llama();
     *f.find_kv("llama.attention.head_count") = g::u32("llama.attention.head_count", 5);
-    CHECK_THAT(load_error(f), Contains("llama.attention.head_count (5) does not divide "
+    CHECK_THAT(g::load_error(f), Contains("llama.attention.head_count (5) does not divide "
                                        "llama.embedding_length (32)"));
     f = g::tiny_llama();
     *f.find_kv("llama.rope.dimension_count") = g::u32("llama.rope.dimension_count", 4);
-    CHECK_THAT(load_error(f), Contains("partial rotary embeddings are not supported"));
+    CHECK_THAT(g::load_error(f), Contains("partial rotary embeddings are not supported"));
     f = g::tiny_llama();
     f.kv(g::string("llama.rope.scaling.type", "yarn"));
-    CHECK_THAT(load_error(f), Contains("unsupported llama.rope.scaling.type 'yarn'"));
+    CHECK_THAT(g::load_error(f), Contains("unsupported llama.rope.scaling.type 'yarn'"));
     f = g::tiny_llama();
     f.kv(g::u32("llama.expert_count", 8));
-    CHECK_THAT(load_error(f), Contains("mixture-of-experts GGUF models are not supported"));
+    CHECK_THAT(g::load_error(f), Contains("mixture-of-experts GGUF models are not supported"));
     f = g::tiny_llama();
     f.kv(g::u32("llama.vocab_size", 17));
-    CHECK_THAT(load_error(f), Contains("llama.vocab_size (17) disagrees with the 16 entries of "
+    CHECK_THAT(g::load_error(f), Contains("llama.vocab_size (17) disagrees with the 16 entries of "
                                        "tokenizer.ggml.tokens"));
   }
   SECTION("missing, misshapen and extra tensors") {
     g::File f = g::tiny_llama();
     f.erase_tensor("blk.1.ffn_gate.weight");
-    CHECK_THAT(load_error(f), Contains("missing tensor 'blk.1.ffn_gate.weight'"));
+    CHECK_THAT(g::load_error(f), Contains("missing tensor 'blk.1.ffn_gate.weight'"));
     f = g::tiny_llama();
     f.find_tensor("blk.0.attn_k.weight")->ne = {16, 32};
     f.find_tensor("blk.0.attn_k.weight")->data.resize(16 * 32 * 4);
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.attn_k.weight' has shape [32, 16], expected "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_k.weight' has shape [32, 16], expected "
                                        "[16, 32]"));
     f = g::tiny_llama();
     f.tensor({"blk.0.attn_q.bias", {32}, g::T_F32, std::string(128, '\0'), -1});
-    CHECK_THAT(load_error(f), Contains("tensor 'blk.0.attn_q.bias' is not part of a llama model"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_q.bias' is not part of a llama model"));
     f = g::tiny_llama();
     f.tensor({"rope_freqs.weight", {4}, g::T_F32, std::string(16, '\0'), -1});
-    CHECK_THAT(load_error(f), Contains("tensor 'rope_freqs.weight' holds 0.000000 at [0]; llama3 "
+    CHECK_THAT(g::load_error(f), Contains("tensor 'rope_freqs.weight' holds 0.000000 at [0]; llama3 "
                                        "frequency divisors are finite and at least 1"));
   }
 }
@@ -841,12 +821,12 @@ TEST_CASE("gguf: a file truncated anywhere is a FormatError", "[io][gguf][hostil
   for (const Cut& cut : cuts) {
     INFO("cut at " << cut.size << " of " << bytes.size());
     REQUIRE(cut.size < bytes.size());
-    CHECK_THAT(load_error_bytes(bytes.substr(0, cut.size)), Contains(cut.expected));
+    CHECK_THAT(g::load_error_bytes(bytes.substr(0, cut.size)), Contains(cut.expected));
   }
   // And every other length too, coarsely: a FormatError each time, never a crash.
   for (std::size_t size = 0; size < bytes.size(); size += 97) {
     INFO("cut at " << size);
-    load_error_bytes(bytes.substr(0, size));
+    g::load_error_bytes(bytes.substr(0, size));
   }
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "GgufFromCheckpoint.hpp"
+#include "GgufTestHelpers.hpp"
 #include "IoTestHelpers.hpp"
 #include "support/Goldens.hpp"
 #include "TestSupport.hpp"
@@ -102,19 +103,6 @@ void round_matrices_q8_0(Weights<double>& w) {
       if (m->size() != 0) *m = q8_0_rounded(*m);
 }
 
-std::string write(TempDir& dir, const g::File& f, const std::string& name = "m.gguf") {
-  return dir.write(name, f.build());
-}
-
-/// The message of the FormatError that loading `f` throws; checks that it names the file.
-std::string load_error(const g::File& f) {
-  TempDir dir;
-  const std::string path = write(dir, f);
-  const std::string message = format_error([&] { io::load_checkpoint<float>(path); });
-  CHECK_THAT(message, Contains(path));
-  return message;
-}
-
 }  // namespace gguf_families_test
 
 // Qualified (fam::): the io tests compile as one unit, beside other files' helpers.
@@ -126,7 +114,7 @@ TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3 and gpt2 files give the re
   for (const std::string& family : fam::kFamilies) {
     INFO("family " << family);
     TempDir dir;
-    const std::string path = fam::write(dir, g::as_gguf(fam::hf_checkpoint(family)));
+    const std::string path = g::write(dir, g::as_gguf(fam::hf_checkpoint(family)));
     REQUIRE(io::detect_format(path) == io::Format::GGUF);
     const Model<TestType> gguf(io::load_checkpoint<TestType>(path));
     fam::check_against_golden(gguf, family);
@@ -146,7 +134,7 @@ TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3 and gpt2 files give the re
 TEST_CASE("gguf families: the configuration read is the family's", "[io][gguf][families]") {
   TempDir dir;
   auto load = [&](const std::string& family) {
-    return io::load_gguf<float>(fam::write(dir, g::as_gguf(fam::hf_checkpoint(family)), family + ".gguf"));
+    return io::load_gguf<float>(g::write(dir, g::as_gguf(fam::hf_checkpoint(family)), family + ".gguf"));
   };
   for (const std::string& family : fam::kFamilies) {
     const Checkpoint<float> ck = load(family);
@@ -190,7 +178,7 @@ TEST_CASE("gguf families: llama-permuted Q and K in a qwen2 file change the logi
       qwen2.find_tensor(key)->data = llama_style.find_tensor(key)->data;
     }
   TempDir dir;
-  const Model<double> model(io::load_checkpoint<double>(fam::write(dir, qwen2)));
+  const Model<double> model(io::load_checkpoint<double>(g::write(dir, qwen2)));
   const Model<double> hf(io::load_checkpoint<double>(source_dir() + "/tests/data/families/qwen2"));
   const std::vector<int> ids = fam::golden("qwen2")["cases"][0]["ids"];
   CHECK(fam::max_difference(model.forward(ids), hf.forward(ids)).first > 1e-3);
@@ -210,7 +198,7 @@ TEST_CASE("gguf families: a phi3 file with separate attn_q/k/v loads the same mo
     out.matrix(p + "attn_v.weight", hf.weights.layers[l].wv);
   }
   TempDir dir;
-  const Model<double> model(io::load_checkpoint<double>(fam::write(dir, f)));
+  const Model<double> model(io::load_checkpoint<double>(g::write(dir, f)));
   fam::check_against_golden(model, "phi3");
 }
 
@@ -221,7 +209,7 @@ TEST_CASE("gguf families: Q8_0 files load the dequantised weights", "[io][gguf][
   for (const std::string& family : fam::kFamilies) {
     INFO("family " << family);
     TempDir dir;
-    const std::string path = fam::write(dir, g::as_gguf(fam::hf_checkpoint(family), g::quantize_q8_0, g::T_Q8_0));
+    const std::string path = g::write(dir, g::as_gguf(fam::hf_checkpoint(family), g::quantize_q8_0, g::T_Q8_0));
     const Model<double> q8(io::load_checkpoint<double>(path));
     Checkpoint<double> rounded = io::load_huggingface<double>(source_dir() + "/tests/data/" +
                                                               fam::golden(family)["model"].get<std::string>());
@@ -255,23 +243,23 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     for (const auto& [family, tensor] : cases) {
       g::File f = file(family);
       f.erase_tensor(tensor);
-      CHECK_THAT(fam::load_error(f), Contains("missing tensor '" + tensor + "'"));
+      CHECK_THAT(g::load_error(f), Contains("missing tensor '" + tensor + "'"));
     }
   }
   SECTION("a tensor of the wrong shape") {
     g::File f = file("phi3");  // ffn_up holds gate and up: [2I, D] = [192, 64]
     f.find_tensor("blk.0.ffn_up.weight")->ne = {64, 96};
-    CHECK_THAT(fam::load_error(f), Contains("tensor 'blk.0.ffn_up.weight' has shape [96, 64], expected [192, 64]"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.ffn_up.weight' has shape [96, 64], expected [192, 64]"));
     f = file("gpt2");
     f.find_tensor("blk.1.attn_qkv.weight")->ne = {64, 64};
-    CHECK_THAT(fam::load_error(f), Contains("tensor 'blk.1.attn_qkv.weight' has shape [64, 64], expected [192, 64]"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.1.attn_qkv.weight' has shape [64, 64], expected [192, 64]"));
     f = file("qwen3");  // head_dim 24, not dim / n_heads
     f.find_tensor("blk.1.attn_k_norm.weight")->ne = {16};
-    CHECK_THAT(fam::load_error(f), Contains("tensor 'blk.1.attn_k_norm.weight' has shape [16], expected [24]"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.1.attn_k_norm.weight' has shape [16], expected [24]"));
     f = file("qwen2");
     f.find_tensor("blk.0.attn_v.bias")->ne = {64};
     f.find_tensor("blk.0.attn_v.bias")->data.resize(64 * 4);
-    CHECK_THAT(fam::load_error(f), Contains("tensor 'blk.0.attn_v.bias' has shape [64], expected [32]"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_v.bias' has shape [64], expected [32]"));
   }
   SECTION("a missing metadata key") {
     const std::vector<std::pair<std::string, std::string>> cases = {
@@ -280,19 +268,19 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     for (const auto& [family, key] : cases) {
       g::File f = file(family);
       f.erase_kv(key);
-      CHECK_THAT(fam::load_error(f), Contains("missing required metadata key '" + key + "'"));
+      CHECK_THAT(g::load_error(f), Contains("missing required metadata key '" + key + "'"));
     }
   }
   SECTION("an unknown architecture, and tensors of another family") {
     g::File f = file("qwen2");
     *f.find_kv("general.architecture") = g::string("general.architecture", "falcon");
-    CHECK_THAT(fam::load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, qwen2, "
+    CHECK_THAT(g::load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, qwen2, "
                                        "qwen3, phi3, gpt2)"));
     f = file("qwen3");  // qwen3 has no q/k/v biases: a qwen2 tensor is refused, not ignored
     f.tensor({"blk.0.attn_q.bias", {96}, g::T_F32, std::string(96 * 4, '\0'), -1});
-    CHECK_THAT(fam::load_error(f), Contains("tensor 'blk.0.attn_q.bias' is not part of a qwen3 model"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_q.bias' is not part of a qwen3 model"));
     f = file("phi3");  // LongRoPE factors are not supported
     f.tensor({"rope_factors_long.weight", {8}, g::T_F32, std::string(32, '\0'), -1});
-    CHECK_THAT(fam::load_error(f), Contains("tensor 'rope_factors_long.weight' is not part of a phi3 model"));
+    CHECK_THAT(g::load_error(f), Contains("tensor 'rope_factors_long.weight' is not part of a phi3 model"));
   }
 }
