@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """Independent PyTorch reference for the model families beyond plain Llama:
 Llama (incl. Llama 3 RoPE scaling), Mistral (explicit head_dim), Qwen2 (q/k/v biases,
-tied or untied), GPT-2 (LayerNorm with bias, learned positions, Conv1D weights, GELU-tanh
-MLP) -- in the Hugging Face checkpoint layout.  Written from the published
+tied or untied), Qwen3 (per-head q/k norms), Phi-3 (fused projections), GPT-2 (LayerNorm
+with bias, learned positions, Conv1D weights, GELU-tanh MLP), Gemma and Gemma 2 (scaled
+embedding, (1 + w) norms, GeGLU; Gemma 2 sandwich norms and soft caps) -- in the Hugging
+Face checkpoint layout.  Written from the published
 architectures and `docs/depass-method.md`, not from the project C++.
 
 Contents
@@ -35,6 +37,35 @@ GPT-2:
   x += concat(A v) @ attn.c_proj.W + b;  h = LN2(x);  x += gelu_tanh(h @ c_fc.W + b) @
   mlp.c_proj.W + b;  logits = LN_f(x) @ wte^T.  LN(x) = (x - mean) / sqrt(var + eps) g + b
   with the biased variance; gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))).
+Gemma (transformers 4.51 modeling_gemma.py; no biases, tied):
+  x = E[ids] * s with s = sqrt(hidden) rounded to the working dtype (HF:
+  torch.tensor(hidden ** 0.5, dtype)); every norm is gnorm(x, w) = x / sqrt(mean(x^2) + eps)
+  * (1 + w) -- the checkpoint stores w (here drawn around 0), the model dicts below hold the
+  gain 1 + w (float32: the same rounding as HF's 1.0 + w.float()).  Per layer:
+  h = gnorm(x, input_layernorm);  q, k, v as llama-like with head_dim from the config (24
+  here, not hidden/heads), RoPE halves;  A = softmax((q k^T) * head_dim^-0.5, causal) (HF
+  multiplies by the scale);  x += concat(A v) Wo^T;  h = gnorm(x, post_attention_layernorm);
+  x += (gelu_tanh(h Wg^T) * (h Wu^T)) Wd^T (GeGLU, gelu_pytorch_tanh);
+  logits = gnorm(x, model.norm) E^T (the unscaled embedding).
+Gemma 2 (modeling_gemma2.py), Gemma with:
+  scores s = (q k^T) * query_pre_attn_scalar^-0.5, soft-capped s <- c_a tanh(s / c_a)
+  (attn_logit_softcapping; HF: s / c_a, tanh, * c_a), then the causal mask and softmax;
+  sandwich norms: x += gnorm(concat(A v) Wo^T, post_attention_layernorm);
+  h = gnorm(x, pre_feedforward_layernorm);  x += gnorm(GeGLU(h), post_feedforward_layernorm);
+  logits = c_f tanh(z / c_f), z = gnorm(x, model.norm) E^T (final_logit_softcapping);
+  a sliding window on even layers: not modelled, every context here is shorter (asserted).
+DePass for Gemma / Gemma 2 (these rules are ours, stated here):
+  token component m = the scaled row E[id_m] s at position m; bias component (zeros) as for
+  the llama-like families (no biases, but the sink merges into it under the path rule and
+  undriven neurons go there).  Frozen norms use the 1 + w gain.  Gemma 2's output norms are
+  frozen too: the block's update to component m, D_m, becomes D_m * r_out * (1 + w_post),
+  r_out the per-position scale of the real block output, so the updates sum to the real
+  normed update.  The attention soft cap only changes the (frozen) probabilities.  The final
+  soft cap is frozen per logit: component logit = z_m * rho, rho = c_f tanh(z / c_f) / z
+  (1 where z == 0) with z = sum_m z_m the real pre-cap logit (cap_logits).  MLP split on
+  a = gelu_tanh(G) U: softmax / argmax / proportional on the gate parts g_m as for SwiGLU;
+  path: share_m = cg g_m + cu u_m, cg = U (Phi(G) - p(G)), cu = G p(G), p(G) = int_0^1
+  t Phi(t G) dt, gelu_tanh(x) = x Phi(x) (integrated gradients along 0 -> (G, U)).
 """
 import json
 import math
@@ -205,6 +236,50 @@ def fuse_phi3(t, cfg):
     return out
 
 
+def gemma_config(vocab, bos, eos):
+    """Gemma (GemmaConfig, transformers 4.51): head_dim given (24, not D/H), GeGLU MLP
+    (`hidden_act` and `hidden_activation` both gelu_pytorch_tanh, so a reader of either key
+    gets the tanh GELU), RMSNorm gains stored as w with the norm applying (1 + w), the
+    embedding scaled by sqrt(hidden_size), tied. `tie_word_embeddings` is absent: True
+    equals both GemmaConfig's and PretrainedConfig's default, so to_diff_dict drops it (as
+    in the hub's gemma configs); GemmaConfig has no rope_scaling."""
+    return {
+        "architectures": ["GemmaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": bos, "eos_token_id": eos, "head_dim": 24, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64, "initializer_range": 0.02,
+        "intermediate_size": 96, "max_position_embeddings": 128, "model_type": "gemma",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "pad_token_id": eos, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
+
+
+# Gemma 2 soft caps of the tiny checkpoint: small enough that tanh is clearly nonlinear on
+# these random weights (make_family_goldens.py reports the fraction of |s|/cap > 0.5).
+GEMMA2_ATTN_SOFTCAP, GEMMA2_FINAL_SOFTCAP = 4.0, 2.0
+
+
+def gemma2_config(vocab, bos, eos):
+    """Gemma 2 (Gemma2Config, transformers 4.51): Gemma plus four norms per layer (sandwich:
+    post_attention_layernorm on the attention output and post_feedforward_layernorm on the
+    MLP output, before each residual add; pre_feedforward_layernorm before the MLP), scores
+    scaled by query_pre_attn_scalar^-0.5 (32 here, deliberately != head_dim 24) and
+    soft-capped, final logits soft-capped, a sliding window on even layers (4096: longer
+    than any context here). `hidden_act` is not a Gemma2Config field; it is written as in
+    the hub's gemma-2 configs (equal to hidden_activation)."""
+    return {
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": GEMMA2_ATTN_SOFTCAP, "bos_token_id": bos,
+        "cache_implementation": "hybrid", "eos_token_id": eos,
+        "final_logit_softcapping": GEMMA2_FINAL_SOFTCAP, "head_dim": 24,
+        "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 128, "model_type": "gemma2", "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "pad_token_id": eos,
+        "query_pre_attn_scalar": 32, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+        "sliding_window": 4096, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
+
+
 def gpt2_config(vocab, bos, eos):
     # tie_word_embeddings is absent: GPT2Config's default (True) equals PretrainedConfig's,
     # so to_diff_dict drops it (as in the hub's gpt2 config.json).
@@ -249,6 +324,10 @@ class Gen:
     def bias(self, n):
         return self.rs.normal(0.0, BIAS_STD, size=(n,)).astype(np.float32)
 
+    def norm_offset(self, n):
+        """A Gemma norm weight w (the norm applies 1 + w): drawn around 0."""
+        return self.rs.normal(0.0, NORM_STD, size=(n,)).astype(np.float32)
+
 
 def llama_like_weights(cfg, seed, qkv_bias=False, lm_head=True, qk_norm=False):
     """HF tensor names -> float32 numpy arrays, generated in module order (qk_norm: Qwen3's
@@ -279,6 +358,36 @@ def llama_like_weights(cfg, seed, qkv_bias=False, lm_head=True, qk_norm=False):
     t["model.norm.weight"] = g.norm(D)
     if lm_head:
         t["lm_head.weight"] = g.mat(V, D)
+    return t
+
+
+def gemma_weights(cfg, seed):
+    """Gemma / Gemma 2 tensors (HF names, float32), in module order: embedding; per layer
+    input_layernorm, q/k/v/o (q, k at QK_STD), post_attention_layernorm,
+    [Gemma 2: pre_feedforward_layernorm], gate/up/down, [Gemma 2:
+    post_feedforward_layernorm]; model.norm. Norm weights normal(0, NORM_STD) (the norm
+    multiplies by 1 + w). Tied: no lm_head.weight."""
+    g = Gen(seed)
+    D, V, I = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    H, G, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    two = cfg["model_type"] == "gemma2"
+    t = {"model.embed_tokens.weight": g.mat(V, D)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        t[p + "input_layernorm.weight"] = g.norm_offset(D)
+        t[p + "self_attn.q_proj.weight"] = g.mat(H * hd, D, std=QK_STD)
+        t[p + "self_attn.k_proj.weight"] = g.mat(G * hd, D, std=QK_STD)
+        t[p + "self_attn.v_proj.weight"] = g.mat(G * hd, D)
+        t[p + "self_attn.o_proj.weight"] = g.mat(D, H * hd)
+        t[p + "post_attention_layernorm.weight"] = g.norm_offset(D)
+        if two:
+            t[p + "pre_feedforward_layernorm.weight"] = g.norm_offset(D)
+        t[p + "mlp.gate_proj.weight"] = g.mat(I, D)
+        t[p + "mlp.up_proj.weight"] = g.mat(I, D)
+        t[p + "mlp.down_proj.weight"] = g.mat(D, I)
+        if two:
+            t[p + "post_feedforward_layernorm.weight"] = g.norm_offset(D)
+    t["model.norm.weight"] = g.norm_offset(D)
     return t
 
 
@@ -319,6 +428,8 @@ def load_model(d, dtype=torch.float64):
     mt = cfg["model_type"]
     if mt == "gpt2":
         return _load_gpt2(cfg, t, dtype)
+    if mt in ("gemma", "gemma2"):
+        return _load_gemma(cfg, t, dtype, dts, meta)
     assert mt in ("llama", "mistral", "qwen2", "qwen3", "phi3"), mt
     if mt == "phi3":  # split the fused projections as Phi3Attention / Phi3MLP slice them
         D, H = cfg["hidden_size"], cfg["num_attention_heads"]
@@ -359,6 +470,62 @@ def load_model(d, dtype=torch.float64):
                 inv_freq=rope_inv_freq(cfg, hd), vocab=cfg["vocab_size"])
     return dict(cfg=cfg, arch=arch, embed=emb, lm_head=lm, layers=layers,
                 final_norm=t["model.norm.weight"], dtypes=dts, meta=meta)
+
+
+def _load_gemma(cfg, t, dtype, dts, meta):
+    """Gemma / Gemma 2 in the llama-like model dict. Norm gains are stored as the factor the
+    norm applies, 1 + w (computed in the working dtype, as HF's `1.0 + weight.float()` in
+    float32); the raw w are kept under "raw" for forward_alt. arch adds: embed_scale
+    (sqrt(hidden) rounded to the working dtype, HF's torch.tensor(hidden**0.5, dtype)),
+    act "gelu_tanh", attn_scale (head_dim^-0.5, Gemma 2 query_pre_attn_scalar^-0.5),
+    attn_softcap / final_softcap (Gemma 2, else None), window (Gemma 2's sliding window).
+    Gemma 2 layers add attn_out_norm / mlp_out_norm (post_attention_layernorm,
+    post_feedforward_layernorm); post_norm is the norm before the MLP (Gemma:
+    post_attention_layernorm, Gemma 2: pre_feedforward_layernorm)."""
+    two = cfg["model_type"] == "gemma2"
+    D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    G = cfg.get("num_key_value_heads") or H
+    hd = cfg.get("head_dim") or D // H
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act")
+    assert act == "gelu_pytorch_tanh", act
+    emb = t["model.embed_tokens.weight"]
+    if cfg.get("tie_word_embeddings", True):
+        assert "lm_head.weight" not in t
+        lm = emb
+    else:
+        lm = t["lm_head.weight"]
+
+    def gain(name):
+        return 1.0 + t[name]
+
+    layers = []
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        L = dict(in_norm=gain(p + "input_layernorm.weight"),
+                 wq=t[p + "self_attn.q_proj.weight"], wk=t[p + "self_attn.k_proj.weight"],
+                 wv=t[p + "self_attn.v_proj.weight"], wo=t[p + "self_attn.o_proj.weight"],
+                 wg=t[p + "mlp.gate_proj.weight"], wu=t[p + "mlp.up_proj.weight"],
+                 wd=t[p + "mlp.down_proj.weight"], bq=None, bk=None, bv=None)
+        names = ["input_layernorm", "post_attention_layernorm"]
+        if two:
+            names += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+            L["attn_out_norm"] = gain(p + "post_attention_layernorm.weight")
+            L["post_norm"] = gain(p + "pre_feedforward_layernorm.weight")
+            L["mlp_out_norm"] = gain(p + "post_feedforward_layernorm.weight")
+        else:
+            L["post_norm"] = gain(p + "post_attention_layernorm.weight")
+        L["raw"] = {n: t[p + n + ".weight"] for n in names}
+        layers.append(L)
+    arch = dict(kind="llama", family=cfg["model_type"], D=D, H=H, G=G, hd=hd, eps=cfg["rms_norm_eps"],
+                inv_freq=rope_inv_freq(cfg, hd), vocab=cfg["vocab_size"],
+                embed_scale=torch.tensor(D ** 0.5, dtype=dtype), act="gelu_tanh",
+                attn_scale=(cfg["query_pre_attn_scalar"] if two else hd) ** -0.5,
+                attn_softcap=cfg.get("attn_logit_softcapping") if two else None,
+                final_softcap=cfg.get("final_logit_softcapping") if two else None,
+                window=cfg.get("sliding_window") if two else None)
+    return dict(cfg=cfg, arch=arch, embed=emb, lm_head=lm, layers=layers,
+                final_norm=gain("model.norm.weight"), final_norm_raw=t["model.norm.weight"],
+                dtypes=dts, meta=meta)
 
 
 def _load_gpt2(cfg, t, dtype):
@@ -466,6 +633,27 @@ def gelu_tanh(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
+def softcap(x, cap):
+    """Gemma 2's soft cap, in HF's order of operations: tanh(x / cap) * cap."""
+    return torch.tanh(x / cap) * cap
+
+
+def cap_logits(m, z):
+    """Gemma 2's final soft cap on the pre-cap logits z -> (capped logits, rho) with the
+    frozen per-logit ratio rho = cap tanh(z / cap) / z (1 where z == 0): component logits
+    z_m rho sum to the capped logits. Without a final cap: (z, None)."""
+    cap = m["arch"].get("final_softcap")
+    if not cap:
+        return z, None
+    y = softcap(z, cap)
+    return y, torch.where(z == 0, torch.ones_like(z), y / torch.where(z == 0, torch.ones_like(z), z))
+
+
+def gated_act(a, g):
+    """The gate activation of a gated MLP: silu, or the tanh GELU for Gemma (GeGLU)."""
+    return gelu_tanh(g) if a.get("act") == "gelu_tanh" else silu(g)
+
+
 def causal_softmax(s):
     N = s.shape[-1]
     mask = torch.triu(torch.ones(N, N, dtype=torch.bool), diagonal=1)
@@ -482,6 +670,15 @@ def mix_heads(A, v, H, G):
 
 def _attn_llama(h, L, a, cos, sin):
     """Real attention on normalised h [N, D] -> (A [H,N,N], v [G,N,hd])."""
+    s, v = _scores_llama(h, L, a, cos, sin)
+    if a.get("attn_softcap"):  # Gemma 2
+        s = softcap(s, a["attn_softcap"])
+    return causal_softmax(s), v
+
+
+def _scores_llama(h, L, a, cos, sin):
+    """The scaled attention scores before any soft cap and the causal mask -> (s [H,N,N],
+    v [G,N,hd])."""
     N = h.shape[0]
     H, G, hd = a["H"], a["G"], a["hd"]
     q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
@@ -495,8 +692,29 @@ def _attn_llama(h, L, a, cos, sin):
     q = rope(q, cos, sin).permute(1, 0, 2)
     k = rope(k, cos, sin).permute(1, 0, 2)
     kv = torch.arange(H) // (H // G)
-    A = causal_softmax(q @ k[kv].transpose(1, 2) / math.sqrt(hd))
-    return A, v.reshape(N, G, hd).permute(1, 0, 2)
+    if a.get("attn_scale") is None:
+        s = q @ k[kv].transpose(1, 2) / math.sqrt(hd)
+    else:  # Gemma: HF multiplies by the scale (Gemma 2: query_pre_attn_scalar^-0.5)
+        s = (q @ k[kv].transpose(1, 2)) * a["attn_scale"]
+    if a.get("window") is not None:  # Gemma 2's sliding window: every context here is shorter
+        assert N <= a["window"], (N, a["window"])
+    return s, v.reshape(N, G, hd).permute(1, 0, 2)
+
+
+def softcap_inputs(m, ids):
+    """What Gemma 2's soft caps see in the real float forward: the attention scores of every
+    layer at the causal (query, key) pairs, flattened, and the pre-cap logits [N, V]."""
+    a, eps = m["arch"], m["arch"]["eps"]
+    _, hidden = forward(m, ids, return_hidden=True)
+    cos, sin = rope_cos_sin(a["inv_freq"], len(ids), hidden[0].dtype)
+    keep = ~torch.triu(torch.ones(len(ids), len(ids), dtype=torch.bool), diagonal=1)
+    scores = []
+    for l, L in enumerate(m["layers"]):
+        x = hidden[2 * l]
+        s, _ = _scores_llama(x * rms_scale(x, eps) * L["in_norm"], L, a, cos, sin)
+        scores.append(s[:, keep].reshape(-1))
+    x = hidden[-1]
+    return torch.cat(scores), (x * rms_scale(x, eps) * m["final_norm"]) @ m["lm_head"].T
 
 
 def _attn_gpt2(h, L, a):
@@ -533,18 +751,28 @@ def forward(m, ids, return_hidden=False, return_attn=False):
         dt = m["embed"].dtype
         cos, sin = rope_cos_sin(a["inv_freq"], N, dt)
         x = m["embed"][idx]
+        if a.get("embed_scale") is not None:  # Gemma: E[ids] * sqrt(hidden)
+            x = x * a["embed_scale"]
         hidden.append(x)
         for L in m["layers"]:
             h = x * rms_scale(x, eps) * L["in_norm"]
             A, v = _attn_llama(h, L, a, cos, sin)
             attn.append(A)
-            x = x + mix_heads(A, v, a["H"], a["G"]) @ L["wo"].T
+            o = mix_heads(A, v, a["H"], a["G"]) @ L["wo"].T
+            if L.get("attn_out_norm") is not None:  # Gemma 2: norm on the attention output
+                o = o * rms_scale(o, eps) * L["attn_out_norm"]
+            x = x + o
             hidden.append(x)
             h = x * rms_scale(x, eps) * L["post_norm"]
-            act = silu(h @ L["wg"].T) * (h @ L["wu"].T)
-            x = x + act @ L["wd"].T
+            act = gated_act(a, h @ L["wg"].T) * (h @ L["wu"].T)
+            o = act @ L["wd"].T
+            if L.get("mlp_out_norm") is not None:  # Gemma 2: norm on the MLP output
+                o = o * rms_scale(o, eps) * L["mlp_out_norm"]
+            x = x + o
             hidden.append(x)
         logits = (x * rms_scale(x, eps) * m["final_norm"]) @ m["lm_head"].T
+        if a.get("final_softcap"):
+            logits = softcap(logits, a["final_softcap"])
     out = [logits]
     if return_hidden:
         out.append(hidden)
@@ -593,6 +821,9 @@ def forward_alt(m, ids):
         return t / (torch.linalg.vector_norm(t, dim=-1, keepdim=True) / math.sqrt(D)
                     ).pow(2).add(eps).sqrt() * w
 
+    gemma = a.get("family") in ("gemma", "gemma2")
+    if gemma:
+        return _forward_alt_gemma(m, ids, rope, rms)
     x = F.embedding(idx, m["embed"])
     for L in m["layers"]:
         h = rms(x, L["in_norm"])
@@ -615,6 +846,47 @@ def forward_alt(m, ids):
         h = rms(x, L["post_norm"])
         x = x + F.linear(F.silu(F.linear(h, L["wg"])) * F.linear(h, L["wu"]), L["wd"])
     return F.linear(rms(x, m["final_norm"]), m["lm_head"])
+
+
+def _forward_alt_gemma(m, ids, rope, rms):
+    """forward_alt for Gemma / Gemma 2, from the raw checkpoint weights: every norm as
+    rms(t, 1 + w) with the stored w, the embedding scale as math.sqrt(hidden) in the working
+    dtype, scores divided by sqrt(head_dim) / sqrt(query_pre_attn_scalar), the soft cap as
+    cap (1 - 2 / (exp(2 s / cap) + 1)), GELU through torch.nn.functional.gelu."""
+    F = torch.nn.functional
+    a, cfg = m["arch"], m["cfg"]
+    N, D, H, G, hd = len(ids), a["D"], a["H"], a["G"], a["hd"]
+    two = cfg["model_type"] == "gemma2"
+    dt = m["embed"].dtype
+    div = math.sqrt(cfg["query_pre_attn_scalar"] if two else hd)
+
+    def cap(t, c):
+        return c * (1.0 - 2.0 / (torch.exp(2.0 * t / c) + 1.0))
+
+    x = F.embedding(torch.tensor(ids, dtype=torch.long), m["embed"]) * torch.tensor(math.sqrt(D), dtype=dt)
+    for L in m["layers"]:
+        w = L["raw"]
+        h = rms(x, 1.0 + w["input_layernorm"])
+        q, k, v = F.linear(h, L["wq"]), F.linear(h, L["wk"]), F.linear(h, L["wv"])
+        heads = []
+        for hh in range(H):
+            g = hh * G // H
+            s = rope(q[:, hh * hd:(hh + 1) * hd]) @ rope(k[:, g * hd:(g + 1) * hd]).T / div
+            if two:
+                s = cap(s, cfg["attn_logit_softcapping"])
+            s = s + torch.triu(torch.full((N, N), float("-inf"), dtype=x.dtype), 1)
+            heads.append(torch.softmax(s, -1) @ v[:, g * hd:(g + 1) * hd])
+        o = F.linear(torch.cat(heads, -1), L["wo"])
+        if two:
+            x = x + rms(o, 1.0 + w["post_attention_layernorm"])
+            h = rms(x, 1.0 + w["pre_feedforward_layernorm"])
+        else:
+            x = x + o
+            h = rms(x, 1.0 + w["post_attention_layernorm"])
+        o = F.linear(F.gelu(F.linear(h, L["wg"]), approximate="tanh") * F.linear(h, L["wu"]), L["wd"])
+        x = x + (rms(o, 1.0 + w["post_feedforward_layernorm"]) if two else o)
+    logits = F.linear(rms(x, 1.0 + m["final_norm_raw"]), m["lm_head"])
+    return cap(logits, cfg["final_logit_softcapping"]) if two else logits
 
 
 # ----------------------------------------------------------------------------
@@ -654,7 +926,7 @@ def initial_components(m, ids):
         x = tok + pos
         names = ["tok%d" % i for i in range(N)] + ["position", "bias"]
     else:
-        tok = m["embed"][idx]
+        tok = embed(m, ids)  # Gemma: the scaled rows E[id] * sqrt(hidden)
         C = torch.zeros(N + 1, N, a["D"], dtype=tok.dtype)
         C[torch.arange(N), torch.arange(N)] = tok
         x = tok
@@ -718,24 +990,37 @@ def depass(m, ids, temperature=0.1, bos_sink=True):
             r = rms_scale(x, eps)
             h = x * r * L["in_norm"]
             A, v = _attn_llama(h, L, a, cos, sin)
-            x = x + mix_heads(A, v, H, G) @ L["wo"].T
+            o = mix_heads(A, v, H, G) @ L["wo"].T
             Vm = (C * r * L["in_norm"]) @ L["wv"].T
             if L["bv"] is not None:
                 Vm[B] = Vm[B] + L["bv"]
             Vm = Vm.reshape(M, N, G, hd).permute(0, 2, 1, 3)
-            C = C + mix_heads(A, Vm, H, G) @ L["wo"].T
+            dC = mix_heads(A, Vm, H, G) @ L["wo"].T
+            if L.get("attn_out_norm") is not None:  # Gemma 2: the output norm, frozen
+                ro = rms_scale(o, eps)
+                o, dC = o * ro * L["attn_out_norm"], dC * ro * L["attn_out_norm"]
+            x = x + o
+            C = C + dC
             err()
             r = rms_scale(x, eps)
             h = x * r * L["post_norm"]
-            act = silu(h @ L["wg"].T) * (h @ L["wu"].T)
-            x = x + act @ L["wd"].T
+            act = gated_act(a, h @ L["wg"].T) * (h @ L["wu"].T)
+            o = act @ L["wd"].T
             gm = (C * r * L["post_norm"]) @ L["wg"].T
             w = split_softmax(gm, temperature, bos_sink, B)
-            C = C + (w * act) @ L["wd"].T
+            dC = (w * act) @ L["wd"].T
+            if L.get("mlp_out_norm") is not None:
+                ro = rms_scale(o, eps)
+                o, dC = o * ro * L["mlp_out_norm"], dC * ro * L["mlp_out_norm"]
+            x = x + o
+            C = C + dC
             err()
         r = rms_scale(x, eps)
         logits = (x * r * m["final_norm"]) @ m["lm_head"].T
         comp = (C * r * m["final_norm"]) @ m["lm_head"].T
+        logits, rho = cap_logits(m, logits)
+        if rho is not None:  # Gemma 2: the final soft cap frozen per logit
+            comp = comp * rho
     lerr = ((comp.sum(0) - logits).abs().max() / logits.abs().max()).item()
     return comp, logits, names, dict(state_errs=errs, max_rel_state_err=max(errs),
                                      max_rel_logit_err=lerr)
@@ -795,7 +1080,12 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
             r = rms_scale(x, eps)
             h = x * r * L["in_norm"]
             A, v = _attn_llama(h, L, a, cos, sin)
-            x = x + mix_heads(A, v, H, G) @ L["wo"].T
+            o = mix_heads(A, v, H, G) @ L["wo"].T
+            post = None
+            if L.get("attn_out_norm") is not None:  # Gemma 2: frozen post-attention norm
+                post = rms_scale(o, eps) * L["attn_out_norm"]
+                o = o * post
+            x = x + o
             Wv, bv = L["wv"].T, L["bv"]
             Wo, bo = L["wo"].T, None
             g1, b1 = L["in_norm"], None
@@ -811,6 +1101,8 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
                 add = add + A[hh] @ proj
             if mm == B and bo is not None:
                 add = add + bo
+            if not gpt2 and post is not None:
+                add = add * post
             comps[mm] = comps[mm] + add
         if gpt2:
             r = ln_scale(x, eps)
@@ -823,8 +1115,14 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
         else:
             r = rms_scale(x, eps)
             h = x * r * L["post_norm"]
-            act = silu(h @ L["wg"].T) * (h @ L["wu"].T)
-            x = x + act @ L["wd"].T
+            g_in = h @ L["wg"].T
+            act = (gelu_tanh(g_in) if a.get("act") == "gelu_tanh" else silu(g_in)) * (h @ L["wu"].T)
+            o = act @ L["wd"].T
+            post = None
+            if L.get("mlp_out_norm") is not None:
+                post = rms_scale(o, eps) * L["mlp_out_norm"]
+                o = o * post
+            x = x + o
             W1, bf, W2, bp = L["wg"].T, None, L["wd"].T, None
             g2, b2 = L["post_norm"], None
         gms = []
@@ -835,7 +1133,7 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
             gms.append(gmm)
         outs = split(gms, act, W2)
         for mm in range(M):
-            comps[mm] = comps[mm] + outs[mm]
+            comps[mm] = comps[mm] + (outs[mm] * post if not gpt2 and post is not None else outs[mm])
             if mm == B and bp is not None:
                 comps[mm] = comps[mm] + bp
     if gpt2:
@@ -845,6 +1143,12 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
     else:
         r = rms_scale(x, eps)
         res = [(c * r * m["final_norm"]) @ m["lm_head"].T for c in comps]
+        cap = a.get("final_softcap")
+        if cap:  # Gemma 2: each logit's ratio cap tanh(z / cap) / z, z the real pre-cap logit
+            z = (x * r * m["final_norm"]) @ m["lm_head"].T
+            ratio = torch.tensor([[cap * math.tanh(v / cap) / v if v != 0 else 1.0 for v in row]
+                                  for row in z.tolist()], dtype=z.dtype)
+            res = [t * ratio for t in res]
     return torch.stack(res)
 
 
@@ -877,6 +1181,10 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
 #                    (A_h v_h) Wo[:, h-th slice]^T with v including its bias; bias = bo.
 #   neurons(l, sel): [state before the MLP, a[:,k] W2[:,k] for k in sel (in order), the
 #                    unselected neurons' sum ("other neurons")]; bias = b2. sel empty = all.
+#   With an output norm (Gemma 2's post_attention / post_feedforward norms) each head's,
+#   neuron's and the bias's part is multiplied by the frozen r_out * gain of the real
+#   output (what masking the unit removes is then no longer exactly its component: the
+#   norm's scale would change).
 #   subspace(start, bases | projections): member s = x P_s (x a row vector; P_s the
 #                    orthogonal projection B (B^T B)^-1 B^T onto span(B_s), or the given
 #                    D x D matrix), then the remainder x - sum_s x P_s.
@@ -894,24 +1202,30 @@ def n_layers(m):
 
 
 def embed(m, ids):
+    """The embedding output x0 (Gemma: the rows scaled by sqrt(hidden))."""
     idx = torch.tensor(ids, dtype=torch.long)
     if m["arch"]["kind"] == "gpt2":
         return m["wte"][idx] + m["wpe"][:len(ids)]
-    return m["embed"][idx]
+    x = m["embed"][idx]
+    return x * m["arch"]["embed_scale"] if m["arch"].get("embed_scale") is not None else x
 
 
 def layer_view(m, l):
     """Family-independent view of layer l: norms (gain, offset or None), value / output /
-    MLP weights input-major ([in, out]: y = x W), biases or None, MLP kind."""
+    MLP weights input-major ([in, out]: y = x W), biases or None, MLP kind (W3 None: plain
+    GELU; else the gate activation `act`, silu or gelu_tanh), and the gains of the norms on
+    the blocks' outputs (Gemma 2's post_attention / post_feedforward norms; else None)."""
     L = m["layers"][l]
     if m["arch"]["kind"] == "gpt2":
         D = m["arch"]["D"]
         return dict(norm1=(L["ln_1.weight"], L["ln_1.bias"]), Wv=L["attn.c_attn.weight"][:, 2 * D:],
                     bv=L["attn.c_attn.bias"][2 * D:], Wo=L["attn.c_proj.weight"], bo=L["attn.c_proj.bias"],
                     norm2=(L["ln_2.weight"], L["ln_2.bias"]), W1=L["mlp.c_fc.weight"], b1=L["mlp.c_fc.bias"],
-                    W3=None, W2=L["mlp.c_proj.weight"], b2=L["mlp.c_proj.bias"])
+                    W3=None, W2=L["mlp.c_proj.weight"], b2=L["mlp.c_proj.bias"], out1=None, out2=None,
+                    act="gelu_tanh")
     return dict(norm1=(L["in_norm"], None), Wv=L["wv"].T, bv=L["bv"], Wo=L["wo"].T, bo=None,
-                norm2=(L["post_norm"], None), W1=L["wg"].T, b1=None, W3=L["wu"].T, W2=L["wd"].T, b2=None)
+                norm2=(L["post_norm"], None), W1=L["wg"].T, b1=None, W3=L["wu"].T, W2=L["wd"].T, b2=None,
+                out1=L.get("attn_out_norm"), out2=L.get("mlp_out_norm"), act=m["arch"].get("act", "silu"))
 
 
 def final_view(m):
@@ -945,7 +1259,17 @@ def attention_real(m, l, x):
         A, v = _attn_llama(h, m["layers"][l], a, cos, sin)
     mixed = mix_heads(A, v, a["H"], a["G"])
     out = mixed @ V["Wo"] + (V["bo"] if V["bo"] is not None else 0)
-    return dict(r=r, A=A, mixed=mixed, out=out)
+    out, r_out = out_norm(m, out, V["out1"])
+    return dict(r=r, A=A, mixed=mixed, out=out, r_out=r_out)
+
+
+def out_norm(m, t, gain):
+    """Gemma 2's norm on a block's output (its scale r_out from the real output t) ->
+    (normed t, r_out); without one (t, None)."""
+    if gain is None:
+        return t, None
+    r_out = rms_scale(t, m["arch"]["eps"])
+    return t * r_out * gain, r_out
 
 
 def mlp_real(m, l, x):
@@ -954,9 +1278,24 @@ def mlp_real(m, l, x):
     (gain, off), r = V["norm2"], norm_scale(m, x)
     h = norm_linear(m, x, r, gain) + (off if off is not None else 0)
     g = h @ V["W1"] + (V["b1"] if V["b1"] is not None else 0)
-    act = gelu_tanh(g) if V["W3"] is None else silu(g) * (h @ V["W3"])
+    act = gelu_tanh(g) if V["W3"] is None else gated_act(m["arch"], g) * (h @ V["W3"])
     out = act @ V["W2"] + (V["b2"] if V["b2"] is not None else 0)
-    return dict(r=r, act=act, out=out)
+    out, r_out = out_norm(m, out, V["out2"])
+    return dict(r=r, act=act, out=out, r_out=r_out)
+
+
+def add_update(C, delta, bias, b_out, gain, r_out):
+    """C + the block's update delta [M, N, D], its output bias to the bias component; with
+    an output norm (Gemma 2) the update goes through it frozen: delta * r_out * gain, r_out
+    the real output's scale, so the updates still sum to the real normed output."""
+    if gain is not None:
+        if b_out is not None:
+            delta[bias] = delta[bias] + b_out
+        return C + delta * r_out * gain
+    C = C + delta
+    if b_out is not None:
+        C[bias] = C[bias] + b_out
+    return C
 
 
 def real_block(m, b, x):
@@ -1004,9 +1343,10 @@ def split_weights(gm, split, temperature, sink, bias):
 CANCEL_RATIO = 1e-3
 
 
-# The path rule: integrated gradients of each neuron a(g, u) (a = silu(g) u, or gelu(g)
-# with no up input) along the straight path from 0 to the real (g, u), the components'
-# parts g_m, u_m as the inputs: share_m = int_0^1 (da/dg(t g, t u) g_m + da/du(t g, t u) u_m) dt.
+# The path rule: integrated gradients of each neuron a(g, u) (a = silu(g) u, Gemma's GeGLU
+# a = gelu_tanh(g) u, or gelu(g) with no up input) along the straight path from 0 to the
+# real (g, u), the components' parts g_m, u_m as the inputs:
+# share_m = int_0^1 (da/dg(t g, t u) g_m + da/du(t g, t u) u_m) dt.
 # Here by composite Gauss-Legendre (PATH_PANELS panels of PATH_NODES nodes) with autograd
 # derivatives; the loop implementation below uses a closed form instead. With the sink,
 # its contributions past position 0 join the bias component's first (so its shares there
@@ -1014,8 +1354,9 @@ CANCEL_RATIO = 1e-3
 PATH_PANELS, PATH_NODES = 64, 16
 
 
-def path_coefficients_quadrature(G, U):
-    """G, U [N, I] (U None: GELU) -> (A, B) with share_m = A g_m + B u_m."""
+def path_coefficients_quadrature(G, U, act="silu"):
+    """G, U [N, I] (U None: GELU) -> (A, B) with share_m = A g_m + B u_m; act: the gate
+    activation of a gated MLP (silu, or gelu_tanh for GeGLU)."""
     import numpy as np
     x, w = np.polynomial.legendre.leggauss(PATH_NODES)
     A, B = torch.zeros_like(G), torch.zeros_like(G)
@@ -1031,7 +1372,7 @@ def path_coefficients_quadrature(G, U):
                 A += wt * dg
             else:
                 u = (t * U).clone().requires_grad_(True)
-                a = silu(g) * u
+                a = (gelu_tanh(g) if act == "gelu_tanh" else silu(g)) * u
                 dg, du = torch.autograd.grad(a.sum(), (g, u))
                 A += wt * dg
                 B += wt * du
@@ -1060,10 +1401,8 @@ def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
         if V["bv"] is not None:
             Vm[bias] = Vm[bias] + V["bv"]
         Vm = Vm.reshape(M, N, a["G"], a["hd"]).permute(0, 2, 1, 3)
-        C = C + mix_heads(real["A"], Vm, a["H"], a["G"]) @ V["Wo"]
-        if V["bo"] is not None:
-            C[bias] = C[bias] + V["bo"]
-        return C
+        return add_update(C, mix_heads(real["A"], Vm, a["H"], a["G"]) @ V["Wo"], bias, V["bo"],
+                          V["out1"], real["r_out"])
     gm = Cn @ V["W1"]
     if V["b1"] is not None:
         gm[bias] = gm[bias] + V["b1"]
@@ -1075,17 +1414,11 @@ def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
             gm = merge_sink(gm, sink, bias)
             um = merge_sink(um, sink, bias) if um is not None else None
         with torch.enable_grad():
-            A, B = path_coefficients_quadrature(gm.sum(0), um.sum(0) if um is not None else None)
+            A, B = path_coefficients_quadrature(gm.sum(0), um.sum(0) if um is not None else None, V["act"])
         shares = A * gm + (B * um if um is not None else 0)
-        C = C + shares @ V["W2"]
-        if V["b2"] is not None:
-            C[bias] = C[bias] + V["b2"]
-        return C
+        return add_update(C, shares @ V["W2"], bias, V["b2"], V["out2"], real["r_out"])
     w = split_weights(gm, split, temperature, sink, bias)
-    C = C + (w * real["act"]) @ V["W2"]
-    if V["b2"] is not None:
-        C[bias] = C[bias] + V["b2"]
-    return C
+    return add_update(C, (w * real["act"]) @ V["W2"], bias, V["b2"], V["out2"], real["r_out"])
 
 
 def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=0.1):
@@ -1114,6 +1447,8 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
                 add = add + real["A"][h] @ (v[:, g * hd:(g + 1) * hd] @ V["Wo"][h * hd:(h + 1) * hd, :])
             if i == bias and V["bo"] is not None:
                 add = add + V["bo"]
+            if V["out1"] is not None:  # Gemma 2: the frozen output norm
+                add = add * real["r_out"] * V["out1"]
             out.append(c + add)
         return out
     gms = []
@@ -1129,7 +1464,7 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
     N, I, M = len(act), len(act[0]), len(comps)
     coef = [[[0.0] * I for _ in range(N)] for _ in range(M)]
     if split == "path":
-        path_naive(gms, ums, coef, bias, sink)
+        path_naive(gms, ums, coef, bias, sink, V["act"])
     for p in range(N if split != "path" else 0):
         for k in range(I):
             vals = [gms[i][p][k] for i in range(M)]
@@ -1150,7 +1485,13 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
             for i, wt in wts.items():
                 coef[i][p][k] = wt * act[p][k]
     for i, c in enumerate(comps):
-        new = c + torch.tensor(coef[i], dtype=c.dtype) @ V["W2"]
+        add = torch.tensor(coef[i], dtype=c.dtype) @ V["W2"]
+        if V["out2"] is not None:
+            if i == bias and V["b2"] is not None:
+                add = add + V["b2"]
+            out.append(c + add * real["r_out"] * V["out2"])
+            continue
+        new = c + add
         if i == bias and V["b2"] is not None:
             new = new + V["b2"]
         out.append(new)
@@ -1167,10 +1508,25 @@ def silu_path_q(G):
                for wi, t in zip(w, 0.5 * (x + 1)))
 
 
-def path_naive(gms, ums, coef, bias, sink):
+def gelu_path_p(G):
+    """p(G) = int_0^1 t Phi(t G) dt with gelu_tanh(x) = x Phi(x), Phi(x) = (1 + tanh(sqrt(2/pi)
+    (x + 0.044715 x^3))) / 2, by 400-point Gauss-Legendre (math, per neuron; checked against
+    mpmath.quad in make_option_goldens.py)."""
+    import numpy as np
+    if not hasattr(gelu_path_p, "rule"):
+        gelu_path_p.rule = np.polynomial.legendre.leggauss(400)
+    x, w = gelu_path_p.rule
+    c = math.sqrt(2.0 / math.pi)
+    return sum(0.25 * wi * t * (1 + math.tanh(c * (t * G + 0.044715 * (t * G) ** 3)))
+               for wi, t in zip(w, 0.5 * (x + 1)))
+
+
+def path_naive(gms, ums, coef, bias, sink, act="silu"):
     """The path rule per (position, neuron) in closed form: gated a = silu(g) u gives
     share_m = U (sigmoid(G) - q) g_m + G q u_m with q = int_0^1 t sigmoid(t G) dt (integrate
-    the two terms of IG by parts); GELU gives share_m = g_m gelu(G) / G."""
+    the two terms of IG by parts); GeGLU a = gelu_tanh(g) u = g Phi(g) u the same with Phi
+    for sigmoid: U (Phi(G) - p) g_m + G p u_m, p = int_0^1 t Phi(t G) dt; GELU gives
+    share_m = g_m gelu(G) / G."""
     M, N, I = len(gms), len(gms[0]), len(gms[0][0])
     c = math.sqrt(2.0 / math.pi)
     for p in range(N):
@@ -1189,8 +1545,12 @@ def path_naive(gms, ums, coef, bias, sink):
                 for i in range(M):
                     coef[i][p][k] = ratio * g[i]
                 continue
-            U, q = sum(u), silu_path_q(G)
-            sig = 1 / (1 + math.exp(-G)) if G > -700 else 0.0
+            if act == "gelu_tanh":
+                U, q = sum(u), gelu_path_p(G)
+                sig = 0.5 * (1 + math.tanh(c * (G + 0.044715 * G ** 3)))
+            else:
+                U, q = sum(u), silu_path_q(G)
+                sig = 1 / (1 + math.exp(-G)) if G > -700 else 0.0
             for i in range(M):
                 coef[i][p][k] = U * (sig - q) * g[i] + G * q * u[i]
 
@@ -1245,6 +1605,9 @@ def start_components(m, ids, init):
         hd = a["hd"]
         heads = [real["mixed"][:, h * hd:(h + 1) * hd] @ V["Wo"][h * hd:(h + 1) * hd, :] for h in range(a["H"])]
         bias = zero + (V["bo"] if V["bo"] is not None else 0)
+        if V["out1"] is not None:  # Gemma 2: each head's share of the output norm, frozen
+            post = real["r_out"] * V["out1"]
+            heads, bias = [t * post for t in heads], bias * post
         return (block + 1, after, torch.stack([x] + heads),
                 ["residual"] + ["head %d" % h for h in range(a["H"])], bias)
     assert kind == "neurons", kind
@@ -1254,6 +1617,9 @@ def start_components(m, ids, init):
     units = [torch.outer(real["act"][:, k], V["W2"][k]) for k in sel]
     others = real["act"][:, rest] @ V["W2"][rest] if rest else zero.clone()
     bias = zero + (V["b2"] if V["b2"] is not None else 0)
+    if V["out2"] is not None:  # Gemma 2: each neuron's share of the output norm, frozen
+        post = real["r_out"] * V["out2"]
+        units, others, bias = [t * post for t in units], others * post, bias * post
     return (block + 1, after, torch.stack([x] + units + [others]),
             ["residual"] + ["neuron %d" % k for k in sel] + ["other neurons"], bias)
 

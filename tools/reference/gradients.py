@@ -43,16 +43,22 @@ def run(m, ids, x0=None, hook=identity_hook):
             z = hook("heads", l, real["mixed"])
             out["heads"].append(z)
             out["attn"].append(real["A"])
-            x = x + z @ V["Wo"] + (V["bo"] if V["bo"] is not None else 0)
+            if V["out1"] is None:
+                x = x + z @ V["Wo"] + (V["bo"] if V["bo"] is not None else 0)
+            else:  # Gemma 2: the post-attention norm on the block's output (live, not frozen)
+                x = x + fam.out_norm(m, z @ V["Wo"] + (V["bo"] if V["bo"] is not None else 0), V["out1"])[0]
         else:
             a = hook("neurons", l, fam.mlp_real(m, l, x)["act"])
             out["neurons"].append(a)
-            x = x + a @ V["W2"] + (V["b2"] if V["b2"] is not None else 0)
+            if V["out2"] is None:
+                x = x + a @ V["W2"] + (V["b2"] if V["b2"] is not None else 0)
+            else:  # Gemma 2: the post-feedforward norm
+                x = x + fam.out_norm(m, a @ V["W2"] + (V["b2"] if V["b2"] is not None else 0), V["out2"])[0]
     x = hook("residual", 2 * L, x)
     out["residual"].append(x)
     (gain, off), U = fam.final_view(m)
     y = fam.norm_linear(m, x, fam.norm_scale(m, x), gain) + (off if off is not None else 0)
-    out["logits"] = y @ U.T
+    out["logits"] = fam.cap_logits(m, y @ U.T)[0]  # Gemma 2: soft-capped
     return out
 
 
@@ -193,32 +199,49 @@ def zero_columns_hook(kind, index, cols):
     return hook
 
 
+def out_gain(m, V, pre, gain, p):
+    """What a unit's write into the residual stream at position p is multiplied by: 1
+    without an output norm; Gemma 2: the post norm frozen at the real block output `pre`
+    (before that norm), r_out[p] * (1 + w)."""
+    if gain is None:
+        return 1.0
+    return fam.rms_scale(pre[p], m["arch"]["eps"]) * gain
+
+
 def head_methods(m, ids, obj, G):
     """G: the result of `gradients`.  atp: sum over positions and the head's columns of
     grad_z * z; atp_mean: the same with z - mean over positions of z; norm: ||z_h[p]
-    Wo_h^T|| at p = obj.position; ablation: f(clean) - f(head's z columns zeroed)."""
+    Wo_h^T|| at p = obj.position (Gemma 2: ||z_h[p] Wo_h^T * r_out[p] (1 + w_post)||, the
+    head's write through the frozen post-attention norm); ablation: f(clean) - f(head's z
+    columns zeroed)."""
     a = m["arch"]
     H, d, p = a["H"], a["hd"], obj.position
     L = len(G["heads"])
     res = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("atp", "atp_mean", "norm", "ablation")}
     for l in range(L):
-        z, gz, Wo = G["run"]["heads"][l], G["heads"][l], fam.layer_view(m, l)["Wo"]
+        V = fam.layer_view(m, l)
+        z, gz, Wo = G["run"]["heads"][l], G["heads"][l], V["Wo"]
         zc = z - z.mean(0, keepdim=True)
+        post = out_gain(m, V, z @ Wo + (V["bo"] if V["bo"] is not None else 0), V["out1"], p)
         for h in range(H):
             cols = slice(h * d, (h + 1) * d)
             res["atp"][l, h] = (gz[:, cols] * z[:, cols]).sum()
             res["atp_mean"][l, h] = (gz[:, cols] * zc[:, cols]).sum()
-            res["norm"][l, h] = (z[p, cols] @ Wo[cols, :]).norm()
+            res["norm"][l, h] = ((z[p, cols] @ Wo[cols, :]) * post).norm()
             res["ablation"][l, h] = G["value"] - value(m, ids, obj, hook=zero_columns_hook("heads", l, cols))
     return res
 
 
 def neuron_methods(m, ids, obj, G, l):
     """The same for the neurons of layer l: atp = sum over positions of grad_a[:, k] a[:, k];
-    norm = |a[p, k]| ||W2[:, k]||; ablation = f(clean) - f(neuron k zeroed everywhere)."""
+    norm = |a[p, k]| ||W2[:, k]|| (Gemma 2: ||W2[:, k] * r_out[p] (1 + w_post)||, through the
+    frozen post-feedforward norm); ablation = f(clean) - f(neuron k zeroed everywhere)."""
     act, ga = G["run"]["neurons"][l], G["neurons"][l]
-    W2 = fam.layer_view(m, l)["W2"]  # [I, D]: row k is the neuron's output direction
+    V = fam.layer_view(m, l)
+    W2 = V["W2"]  # [I, D]: row k is the neuron's output direction
     p, I = obj.position, act.shape[1]
+    if V["out2"] is not None:
+        W2 = W2 * out_gain(m, V, act @ W2 + (V["b2"] if V["b2"] is not None else 0), V["out2"], p)
     abl = torch.tensor([G["value"] - value(m, ids, obj, hook=zero_columns_hook("neurons", l, k))
                         for k in range(I)], dtype=torch.float64)
     return dict(atp=(ga * act).sum(0), atp_mean=(ga * (act - act.mean(0, keepdim=True))).sum(0),

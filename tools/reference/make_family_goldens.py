@@ -37,14 +37,15 @@ torch.set_num_threads(1)
 FAMILIES = {
     "llama": "llama3", "llama3": "llama3", "llama_f16": "llama3", "mistral": "llama3",
     "qwen2": "qwen2", "qwen2_untied": "qwen2", "gpt2": "gpt2", "gpt2_noprefix": "gpt2",
-    "qwen3": "qwen2", "phi3": "llama3",
+    "qwen3": "qwen2", "phi3": "llama3", "gemma": "llama3", "gemma2": "llama3",
 }
 # where each style's tokenizer golden points (relative to tests/data)
 TOKENIZER_HOME = {"llama3": "families/llama3/tokenizer.json",
                   "qwen2": "families/qwen2/tokenizer.json",
                   "gpt2": "families/gpt2/tokenizer.json"}
 SEEDS = {"llama": 1001, "llama3": 1002, "mistral": 1003, "qwen2": 1004,
-         "qwen2_untied_lm_head": 1005, "gpt2": 1006, "qwen3": 1007, "phi3": 1008}
+         "qwen2_untied_lm_head": 1005, "gpt2": 1006, "qwen3": 1007, "phi3": 1008,
+         "gemma": 1009, "gemma2": 1010}
 LLAMA3_ROPE_SCALING = {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                        "original_max_position_embeddings": 64, "rope_type": "llama3"}
 
@@ -313,7 +314,11 @@ LOGIT_TEXTS = {
     "gpt2": [("<|endoftext|>Once upon a time", False),
              ("Tom had 12 apples.", False)],
 }
+GEMMA_DEPASS_TEXTS = ["<|begin_of_text|>Once upon a time, there was a little girl named Lily.",
+                      "<|begin_of_text|>Max wagged his tail and ran to the ball.",
+                      "<|begin_of_text|>\"Don't be sad,\" said the kind old man. In 2024 the town had"]
 DEPASS_TEXTS = {
+    "gemma": GEMMA_DEPASS_TEXTS, "gemma2": GEMMA_DEPASS_TEXTS,
     "qwen2": ["Once upon a time, there was a little girl named Lily.",
               "Max wagged his tail and ran to the ball.",
               "<|im_start|>user\nWhere did the ball go?<|im_end|>\n<|im_start|>assistant\n"],
@@ -365,6 +370,10 @@ def family_files(name, tj):
         cfg = fam.phi3_config(V, bos, eos)
         w = fam.fuse_phi3(fam.llama_like_weights(cfg, SEEDS["phi3"]), cfg)
         return cfg, {k: (v, "F32") for k, v in w.items()}
+    if name in ("gemma", "gemma2"):
+        cfg = (fam.gemma_config if name == "gemma" else fam.gemma2_config)(V, bos, eos)
+        w = fam.gemma_weights(cfg, SEEDS[name])
+        return cfg, {k: (v, "F32") for k, v in w.items()}
     if name in ("gpt2", "gpt2_noprefix"):
         cfg = fam.gpt2_config(V, bos, eos)
         w = fam.gpt2_weights(cfg, SEEDS["gpt2"])
@@ -413,6 +422,47 @@ def greedy(m, ids, count):
         for _ in range(count):
             seq.append(int(torch.argmax(fam.forward(m, seq)[-1]).item()))
     return seq[len(ids):]
+
+
+def softcap_fractions(m, ids):
+    """How nonlinear Gemma 2's soft caps are on a prompt: the fractions of the attention
+    scores (causal pairs, every layer and head) and of the logits (every position and
+    vocabulary entry) with |x| / cap > 0.5 (tanh(0.5) = 0.46: 8% below the line), and the
+    largest |x| / cap."""
+    s, z = fam.softcap_inputs(m, ids)
+    ca, cf = m["arch"]["attn_softcap"], m["arch"]["final_softcap"]
+    fs, fz = (s.abs() / ca > 0.5).double().mean().item(), (z.abs() / cf > 0.5).double().mean().item()
+    ms, mz = (s.abs() / ca).max().item(), (z.abs() / cf).max().item()
+    assert fs > 0.1 and fz > 0.05 and mz > 1.0, (fs, fz, mz)
+    return dict(fs=fs, fz=fz, text="n=%d: attention |s|/cap > 0.5 for %.1f%% of the scores (max %.2f), "
+                "final |z|/cap > 0.5 for %.1f%% of the logits (max %.2f)" % (len(ids), 100 * fs, ms, 100 * fz, mz))
+
+
+def gemma_logit_notes(name, notes, caps):
+    text = ("Gemma%s reference (tools/reference/families.py, written from the published architecture): "
+            "embedding * sqrt(hidden), RMSNorm x r (1 + w), head_dim 24, %s, GeGLU (gelu_pytorch_tanh) MLP, "
+            "tied unembedding%s. Cross-checks per case: forward_alt (float64) and float32 vs float64 max "
+            "|difference|: %s." % (
+                " 2" if name == "gemma2" else "",
+                "scores * query_pre_attn_scalar^-0.5 (32) soft-capped at attn_logit_softcapping"
+                if name == "gemma2" else "scores * head_dim^-0.5",
+                ", sandwich norms (post_attention / pre_feedforward / post_feedforward), final logits "
+                "soft-capped at final_logit_softcapping" if name == "gemma2" else "",
+                "; ".join(n.split(";")[0] for n in notes)))
+    if caps:
+        text += " Soft-cap nonlinearity: " + "; ".join(c["text"] for c in caps) + "."
+    return text
+
+
+def gemma_depass_notes(name, worst):
+    return ("Token-level DePass (softmax, T 0.1, BOS sink) with the Gemma rules: token components = the "
+            "scaled embedding rows E[id] sqrt(hidden), norms frozen with the (1 + w) gain%s. Measured "
+            "(relative): state vs sum of components %.1e, component logits vs real logits %.1e, score sum "
+            "vs target logit %.1e, loop implementation (depass_naive) %.1e." % (
+                "; Gemma 2's post-attention / post-feedforward norms frozen with the real block output's "
+                "scale (update * r_post * (1 + w_post)); final soft cap frozen per logit: scores = z_m rho, "
+                "rho = cap tanh(z / cap) / z = target_logit / target_logit_precap" if name == "gemma2" else "",
+                *worst))
 
 
 def make_all(root, log):
@@ -478,7 +528,7 @@ def make_all(root, log):
         d = os.path.join(data_dir, name)
         m64 = fam.load_model(d, torch.float64)
         m32 = fam.load_model(d, torch.float32)
-        cases, notes = [], []
+        cases, notes, caps = [], [], []
         for text, add_bos in LOGIT_TEXTS[style]:
             ids = toks[style].encode(text, add_special_tokens=add_bos)
             assert 6 <= len(ids) <= 12, (name, text, len(ids))
@@ -499,13 +549,20 @@ def make_all(root, log):
                          "entropy/log(n) %.2f-%.2f" % (
                              len(ids), e_alt, e32, (top[0] - top[1]).item(), maxp.min().item(),
                              maxp.max().item(), ent.min().item(), ent.max().item()))
+            if m64["arch"].get("final_softcap"):
+                caps.append(softcap_fractions(m64, ids))
             cases.append({"ids": ids,
                           "logits_f64": [floats(r) for r in l64],
                           "logits_f32": [floats(r.double()) for r in l32],
                           "greedy_f64": greedy(m64, ids, GREEDY_TOKENS)})
-        write_golden({"model": "families/" + name, "cases": cases},
-                     os.path.join(gold, "family_%s.json" % name))
+        golden = {"model": "families/" + name, "cases": cases}
+        if name in ("gemma", "gemma2"):  # the measured cross-checks (older goldens have no notes)
+            golden = {"model": golden["model"], "notes": gemma_logit_notes(name, notes, caps),
+                      "cases": cases}
+        write_golden(golden, os.path.join(gold, "family_%s.json" % name))
         log("family %-13s %s" % (name, "; ".join(notes)))
+        for c in caps:
+            log("  softcap: " + c["text"])
 
     # ---- cross-checks between families and with the plain-Llama reference
     import llama as llama_ref  # the other engineer's independent Llama reference
@@ -536,7 +593,7 @@ def make_all(root, log):
     log("llama3: dropping the rope scaling changes the logits by up to %.2e" % d_unscaled)
 
     # ---- DePass goldens
-    for name in ("gpt2", "qwen2"):
+    for name in ("gpt2", "qwen2", "gemma", "gemma2"):
         style = FAMILIES[name]
         m64 = fam.load_model(os.path.join(data_dir, name), torch.float64)
         cases, worst = [], [0.0, 0.0, 0.0, 0.0]
@@ -564,11 +621,18 @@ def make_all(root, log):
                 case["position_score"] = col[N].item()
             case["bias_score"] = col[-1].item()
             case["target_top2_gap"] = (top2[0] - top2[1]).item()
+            if m64["arch"].get("final_softcap"):  # Gemma 2: z, with scores = z_m rho, rho = target_logit / z
+                z = fam.softcap_inputs(m64, ids)[1][pos, tgt].item()
+                case["target_logit_precap"] = z
+                assert abs(fam.softcap(torch.tensor(z, dtype=torch.float64), m64["arch"]["final_softcap"]).item() - tl) < 1e-14
             cases.append(case)
             worst = [max(worst[0], info["max_rel_state_err"]), max(worst[1], info["max_rel_logit_err"]),
                      max(worst[2], sum_err), max(worst[3], e_naive)]
-        write_golden({"model": "families/" + name, "temperature": Param(0.1), "bos_sink": True,
-                      "cases": cases}, os.path.join(gold, "family_depass_%s.json" % name))
+        golden = {"model": "families/" + name, "temperature": Param(0.1), "bos_sink": True, "cases": cases}
+        if name in ("gemma", "gemma2"):
+            golden = dict({"model": golden["model"], "notes": gemma_depass_notes(name, worst)},
+                          **{k: v for k, v in golden.items() if k != "model"})
+        write_golden(golden, os.path.join(gold, "family_depass_%s.json" % name))
         log("depass %-6s %d cases: state err %.1e, logit err %.1e, score-sum err %.1e, "
             "loop impl %.1e (all relative)" % (name, len(cases), *worst))
 
@@ -582,7 +646,7 @@ def make_all(root, log):
 OUTPUTS_DATA = "tests/data/families"
 OUTPUTS_GOLDEN = (["tokenizer_bytelevel_%s.json" % s for s in ("gpt2", "llama3", "qwen2")]
                   + ["family_%s.json" % n for n in FAMILIES]
-                  + ["family_depass_gpt2.json", "family_depass_qwen2.json"])
+                  + ["family_depass_%s.json" % n for n in ("gpt2", "qwen2", "gemma", "gemma2")])
 
 
 def main():

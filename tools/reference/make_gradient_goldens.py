@@ -173,6 +173,8 @@ def second_implementation_gradient(m, raw, ids, obj):
 def check_second_implementation(m, raw, ids, obj, g_emb):
     alt = second_implementation_gradient(m, raw, ids, obj)
     if m["arch"]["kind"] != "gpt2":  # scatter our per-position gradient onto the vocabulary rows
+        if m["arch"].get("embed_scale") is not None:  # Gemma: x0 = E[ids] sqrt(D), dx0/dE = sqrt(D)
+            g_emb = g_emb * m["arch"]["embed_scale"]
         ours = torch.zeros_like(alt).index_add_(0, torch.tensor(ids), g_emb)
         rows = sorted(set(ids))
         alt, g_emb = alt[rows], ours[rows]

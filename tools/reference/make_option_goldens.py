@@ -43,10 +43,11 @@ from tokenizers import HFBpeTokenizer, Llama2cTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 
-FAMILIES = ["llama", "llama3", "llama_f16", "mistral", "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3"]
+FAMILIES = ["llama", "llama3", "llama_f16", "mistral", "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3",
+            "gemma", "gemma2"]
 STYLE = {"llama": "llama3", "llama3": "llama3", "llama_f16": "llama3", "mistral": "llama3",
          "llama_linear": "llama3", "qwen2": "qwen2", "qwen2_untied": "qwen2", "gpt2": "gpt2",
-         "gpt2_noprefix": "gpt2", "qwen3": "qwen2", "phi3": "llama3"}
+         "gpt2_noprefix": "gpt2", "qwen3": "qwen2", "phi3": "llama3", "gemma": "llama3", "gemma2": "llama3"}
 PROMPT = {"llama3": ("Lily and Max went to the park.", True),
           "qwen2": ("Lily and Max went to the park.", False),
           "gpt2": ("<|endoftext|>Lily and Max went to the park.", False)}
@@ -129,9 +130,9 @@ def chunk_specs():
 def specs_for(name, L, I, D):
     rng = np.random.RandomState(4242)
     out = token_specs()
-    if name in ("llama", "mistral", "qwen2", "gpt2", "stories260K", "tinystories656k"):
+    if name in ("llama", "mistral", "qwen2", "gpt2", "stories260K", "tinystories656k", "gemma", "gemma2"):
         out += init_specs(L, I, rng, D, 2 if L > 2 else 1)
-    if name in ("llama", "qwen2", "gpt2", "stories260K"):
+    if name in ("llama", "qwen2", "gpt2", "stories260K", "gemma", "gemma2"):
         out += chunk_specs()
     return out
 
@@ -212,21 +213,34 @@ def run_case(m, ids, s, probe, inputs, log):
                      "chunk_size": s["chunk_size"], "end": boundary_name(end, L)},
          "members": r["members"].shape[0], "chunks": r["chunks"]}
     N = len(ids)
+    e_logit = 0.0
     if end == 2 * L:
         U = r["unembedding"]
-        logits = r["state"] @ U.T
+        # Gemma 2: the final soft cap frozen per logit (component logit = z_m rho); else rho None
+        logits, rho = fam.cap_logits(m, r["state"] @ U.T)
+
+        def capped(v, p, t):  # component logits z_m at (p, t) -> their share of the capped logit
+            return v if rho is None else v * rho[p, t].item()
+
         c["readouts"] = []
         for p, t in pick_readouts(logits, s["readouts"]):
             ro = {"position": p, "target": t, "logit": logits[p, t].item(),
-                  "scores": fam_floats(r["members"][:, p] @ U[t]), "bias": (r["bias"][p] @ U[t]).item()}
+                  "scores": fam_floats(capped(r["members"][:, p] @ U[t], p, t)),
+                  "bias": capped((r["bias"][p] @ U[t]).item(), p, t)}
+            total = sum(ro["scores"]) + ro["bias"]
             if s["chunk_size"]:
-                ro["chunk_residual"] = (r["chunk_residual"][p] @ U[t]).item()
+                ro["chunk_residual"] = capped((r["chunk_residual"][p] @ U[t]).item(), p, t)
+                total += ro["chunk_residual"]
+            e_logit = max(e_logit, abs(total - ro["logit"]) / logits.abs().max().item())
             c["readouts"].append(ro)
+        assert e_logit < 1e-12, (s["name"], e_logit)
         if s["top_tokens"]:
             p, k = N - 1, 3
             comps = list(r["members"]) + [r["bias"]]
             c["top_tokens"] = {"position": p, "k": k, "ids": [
-                [] if bool((C[p] == 0).all()) else torch.topk(C[p] @ U.T, k).indices.tolist() for C in comps]}
+                [] if bool((C[p] == 0).all()) else
+                torch.topk(C[p] @ U.T if rho is None else (C[p] @ U.T) * rho[p], k).indices.tolist()
+                for C in comps]}
     else:
         c["end_values"] = []
         for p in (N - 1, N // 2, 1):
@@ -236,7 +250,12 @@ def run_case(m, ids, s, probe, inputs, log):
                                     "state_sum": r["state"][p].sum().item(), "state_probe": (r["state"][p] @ probe).item()})
     log("    %-52s M=%-4d chunks %d  loop impl %.1e  sum %.1e" % (s["name"], r["members"].shape[0] + 1,
                                                                    r["chunks"], e_alt, e_sum))
+    STATS.append(dict(name=s["name"], split=s["split"], alt=e_alt, sum=e_sum, logit=e_logit,
+                      boundary=r["max_rel_err"]))
     return c
+
+
+STATS = []  # per case of the current model: the cross-check errors (for the Gemma notes)
 
 
 def fam_floats(t):
@@ -298,6 +317,9 @@ def cross_check_tokens(name, m, raw, ids, log):
     with torch.no_grad():
         r = fam.decompose(m, ids)
         comp = torch.cat([r["members"], r["bias"][None]]) @ r["unembedding"].T
+        _, rho = fam.cap_logits(m, r["state"] @ r["unembedding"].T)
+        if rho is not None:
+            comp = comp * rho
         if raw is not None:
             old, _, _ = depass_ref.depass(raw, ids)
         else:
@@ -316,10 +338,12 @@ def generate_golden(m, ids, steps):
             r = fam.decompose(m, seq)
         U = r["unembedding"]
         p = len(seq) - 1
-        logits = r["state"][p] @ U.T
+        logits, rho = fam.cap_logits(m, r["state"][p] @ U.T)
         t = int(torch.argmax(logits).item())
+        f = 1.0 if rho is None else rho[t].item()  # Gemma 2's frozen final soft cap
         out.append({"position": p, "token": t, "logit": logits[t].item(),
-                    "scores": fam_floats(r["members"][:len(seq), p] @ U[t]), "bias": (r["bias"][p] @ U[t]).item()})
+                    "scores": fam_floats(r["members"][:len(seq), p] @ U[t] * f),
+                    "bias": (r["bias"][p] @ U[t]).item() * f})
         seq.append(t)
     return out
 
@@ -342,7 +366,10 @@ def make_one(name, models, out_dir, log):
     golden["prompts"] = [ids]
     golden["probe"] = [Param(v) for v in probe.tolist()]
     inputs = {"bases": [], "projections": []}
+    del STATS[:]
     golden["cases"] = [run_case(m, ids, s, probe, inputs, log) for s in specs_for(name, L, I, D)]
+    if name in ("gemma", "gemma2"):
+        golden["notes"] += " " + gemma_notes(m, ids, log)
     for key in ("bases", "projections"):
         if inputs[key]:
             golden[key] = [j for _, j in inputs[key]]
@@ -355,6 +382,67 @@ def make_one(name, models, out_dir, log):
     path = os.path.join(out_dir, "options_%s.json" % name)
     write_golden(golden, path)
     log("  wrote %s (%d bytes)" % (os.path.relpath(path, out_dir), os.path.getsize(path)))
+
+
+def path_check(m, ids):
+    """GeGLU path rule: p(G) = int_0^1 t Phi(tG) dt (families.gelu_path_p, 400-point
+    Gauss-Legendre) against mpmath.quad at 30 digits on the real gate inputs G of the
+    prompt's MLPs, and the coefficients of the closed form (cg = U (Phi(G) - p), cu = G p)
+    against the autograd quadrature (families.path_coefficients_quadrature) -> (max |p error|,
+    max coefficient difference relative to the largest coefficient, range of G). p is also
+    checked on a grid G = -30..30 beyond the prompt's range."""
+    import mpmath
+    mpmath.mp.dps = 30
+    c = mpmath.sqrt(2 / mpmath.pi)
+    phi = lambda x: (1 + mpmath.tanh(c * (x + mpmath.mpf("0.044715") * x ** 3))) / 2  # noqa: E731
+    x = fam.embed(m, ids)
+    e_p, e_coef, lo, hi = 0.0, 0.0, 0.0, 0.0
+    for l in range(fam.n_layers(m)):
+        x = x + fam.real_block(m, 2 * l, x)["out"]
+        V = fam.layer_view(m, l)
+        (gain, _), r = V["norm2"], fam.norm_scale(m, x)
+        h = fam.norm_linear(m, x, r, gain)
+        G, U = h @ V["W1"], h @ V["W3"]
+        with torch.enable_grad():
+            A, B = fam.path_coefficients_quadrature(G, U, V["act"])
+        lo, hi = min(lo, G.min().item()), max(hi, G.max().item())
+        Gs, Us = G.reshape(-1).tolist(), U.reshape(-1).tolist()
+        cg, cu = torch.zeros_like(G).reshape(-1), torch.zeros_like(G).reshape(-1)
+        for i, (g, u) in enumerate(zip(Gs, Us)):
+            p = fam.gelu_path_p(g)
+            if i % 7 == 0:  # every 7th neuron against mpmath (the quadrature is slow)
+                want = mpmath.quad(lambda t: t * phi(t * g), [0, 1])
+                e_p = max(e_p, abs(p - float(want)))
+            ph = 0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g ** 3)))
+            cg[i], cu[i] = u * (ph - p), g * p
+        e_coef = max(e_coef, ((cg - A.reshape(-1)).abs().max() / A.abs().max()).item(),
+                     ((cu - B.reshape(-1)).abs().max() / B.abs().max()).item())
+        x = x + fam.real_block(m, 2 * l + 1, x)["out"]
+    for g in np.linspace(-30.0, 30.0, 61).tolist() + [1e-3, -1e-3, 0.0]:  # beyond the prompt's range
+        e_p = max(e_p, abs(fam.gelu_path_p(g) - float(mpmath.quad(lambda t: t * phi(t * g), [0, 1]))))
+    return e_p, e_coef, (lo, hi)
+
+
+def gemma_notes(m, ids, log):
+    """The measured cross-checks of a Gemma file, for its notes."""
+    e_p, e_coef, (lo, hi) = path_check(m, ids)
+    worst = lambda key, f=lambda s: True: max(s[key] for s in STATS if f(s))  # noqa: E731
+    text = ("Gemma rules (tools/reference/families.py): scaled embedding rows as the token components, "
+            "norms frozen with the (1 + w) gain%s; GeGLU path rule cg = U (Phi(G) - p), cu = G p, "
+            "p = int_0^1 t Phi(tG) dt. Measured: every pass lossless at every boundary to %.1e "
+            "(relative), members + bias (+ chunk residual) = state to %.1e, readout scores sum to the "
+            "real%s logit to %.1e (relative to max |logit|); loop implementation vs vectorised %.1e "
+            "(proportional %.1e); path: p(G) 400-point Gauss-Legendre vs mpmath %.1e (the prompt's G in "
+            "[%.2f, %.2f] and a grid -30..30), closed-form coefficients vs autograd quadrature %.1e relative." % (
+                ", Gemma 2's post-attention / post-feedforward norms frozen with the real output's scale "
+                "(update * r_post * (1 + w_post)), the final soft cap frozen per logit (z_m * rho, rho = "
+                "cap tanh(z / cap) / z)" if m["arch"].get("final_softcap") else "",
+                worst("boundary"), worst("sum"), " capped" if m["arch"].get("final_softcap") else "",
+                worst("logit"), worst("alt", lambda s: s["split"] != "proportional"),
+                worst("alt", lambda s: s["split"] == "proportional"), e_p, lo, hi, e_coef))
+    log("  " + text)
+    assert e_p < 1e-14 and e_coef < 1e-12, (e_p, e_coef)
+    return text
 
 
 def linear_rope_logits(m, ids, log):
