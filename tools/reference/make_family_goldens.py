@@ -5,7 +5,7 @@
                               tokenizer_config.json}
   tests/golden/tokenizer_bytelevel_{gpt2,llama3,qwen2}.json
   tests/golden/family_<name>.json             (float64 + float32 logits)
-  tests/golden/family_depass_{gpt2,qwen2}.json (token-level DePass, float64)
+  tests/golden/family_depass_{gpt2,qwen2,gemma,gemma2}.json (token-level DePass, float64)
 
 and asserts the validation checks (see tools/reference/README.md).
 

@@ -5,7 +5,7 @@ tests/golden/gradients_<model>.json, from the float64 reference in gradients.py.
     /usr/bin/python3 tools/reference/make_gradient_goldens.py [--models DIR] [--only NAME ...] [--check]
 
 NAME: a family directory of tests/data/families (llama, llama3, llama_f16, mistral, qwen2,
-qwen2_untied, gpt2, gpt2_noprefix), stories260K, tinystories656k (these two read the
+qwen2_untied, gpt2, gpt2_noprefix, qwen3, phi3, gemma, gemma2), stories260K, tinystories656k (these two read the
 models directory, default /work/shared/models).  --check regenerates into a temporary
 directory and compares with the committed files (numbers to 1e-9 relative).
 
@@ -297,7 +297,7 @@ def make_case(m, raw, ids, obj, case_index, rs, log):
         log("           IG gaps, baseline %-4s: " % base
             + "  ".join("%s%d %+.1e" % (r[0], s, gaps[(base, r, s)]) for r in IG_RULES for s in IG_STEPS))
     log("           top-3 heads (by |ablation|): atp has the same sign for %d/3" % agree)
-    return c, dict(fd=worst_fd, alt=e_alt, gaps=gaps, agree=agree)
+    return c, dict(fd=worst_fd, alt=e_alt, gaps=gaps, agree=agree, ablation=e_abl)
 
 
 def dims(m, ids):
@@ -327,6 +327,16 @@ def make_one(name, models, out_dir, log):
         c, s = make_case(m, raw, ids, obj, i, rs, log)
         golden["cases"].append(c)
         stats.append(s)
+    if name in ("gemma", "gemma2"):  # the measured cross-checks (the older files have none)
+        golden["notes"] += (
+            " Gemma: x0 (boundary 0) is the scaled embedding output E[ids] sqrt(hidden)%s. Measured: "
+            "finite differences vs autograd max relative %.1e; df/dE through families.forward_alt "
+            "%.1e relative; exact ablation through the hook vs masked weights %.1e." % (
+                "; logits soft-capped; attention methods read the post-cap probabilities; head / neuron "
+                "norm through the frozen post-attention / post-feedforward norm (||write * r_out[p] (1 + w)||)"
+                if name == "gemma2" else "",
+                max(v for st in stats for v in st["fd"].values()), max(st["alt"] for st in stats),
+                max(st["ablation"] for st in stats)))
     path = os.path.join(out_dir, "gradients_%s.json" % name)
     write_golden(golden, path)
     log("  wrote %s (%d bytes)" % (os.path.basename(path), os.path.getsize(path)))

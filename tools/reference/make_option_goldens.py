@@ -7,7 +7,7 @@ second implementation (`decompose(..., naive=True)`) and, for token-level runs, 
     /usr/bin/python3 tools/reference/make_option_goldens.py [--models DIR] [--only NAME ...] [--check]
 
 NAME: a family directory of tests/data/families (llama, llama3, llama_f16, mistral, qwen2,
-qwen2_untied, gpt2, gpt2_noprefix), llama_linear (the llama weights with a linear RoPE
+qwen2_untied, gpt2, gpt2_noprefix, qwen3, phi3, gemma, gemma2), llama_linear (the llama weights with a linear RoPE
 scaling written into a copied config), stories260K, tinystories656k (these two need the
 models directory, default /work/shared/models).  --check regenerates into a temporary
 directory and compares with the committed files (numbers to 1e-12 relative: a different
