@@ -30,11 +30,13 @@ namespace {
 
 template <typename Scalar>
 long long parameter_count(const depass::Weights<Scalar>& w) {
-  long long n = w.token_embedding.size() + w.final_norm.size() + w.output.size();
+  long long n = w.token_embedding.size() + w.position_embedding.size() + w.final_norm.size() + w.final_norm_bias.size() +
+                w.output.size();
   for (const auto& l : w.layers)
     n += l.attention_norm.size() + l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() + l.bq.size() + l.bk.size() +
          l.bv.size() + l.bo.size() + l.mlp_norm.size() + l.w1.size() + l.w3.size() + l.w2.size() + l.b1.size() +
-         l.b3.size() + l.b2.size();
+         l.b3.size() + l.b2.size() + l.q_norm.size() + l.k_norm.size() + l.attention_norm_bias.size() +
+         l.mlp_norm_bias.size() + l.attention_post_norm.size() + l.mlp_post_norm.size();
   return n;
 }
 
@@ -63,6 +65,12 @@ int run_info(const Args& args) {
   doc["norm_eps"] = c.norm_eps;
   doc["tied_embeddings"] = c.tied_embeddings;
   doc["biases"] = {{"attention_qkv", c.attention_qkv_bias}, {"attention_out", c.attention_out_bias}, {"mlp", c.mlp_bias}};
+  doc["mlp"] = depass::to_string(c.mlp);
+  // Gemma and Gemma 2 (0 / 1 / false for the other families).
+  doc["embedding_scale"] = c.embedding_scale;
+  doc["post_norms"] = c.post_norms;
+  doc["attention_softcap"] = c.attention_softcap;
+  doc["final_softcap"] = c.final_softcap;
   if (l.tokenizer)
     doc["tokenizer"] = {{"kind", l.tokenizer_kind},
                         {"path", l.tokenizer_path},

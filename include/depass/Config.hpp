@@ -3,6 +3,7 @@
 // (normalisation, MLP, positions, biases) that the layer types of layers/ read once when
 // they are built.
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -21,15 +22,26 @@ inline const char* to_string(RopeLayout layout) {
 
 /// Normalisation before each block and before the unembedding.
 enum class NormKind {
-  RMSNorm,   ///< x * r * w, r = 1/sqrt(mean(x^2) + eps): Llama, Mistral, Qwen2
+  RMSNorm,   ///< x * r * w, r = 1/sqrt(mean(x^2) + eps): Llama, Mistral, Qwen2 (Gemma's
+             ///< x * r * (1 + w) is read as this with w + 1 as the gain)
   LayerNorm  ///< (x - mean) * r * g + b, r = 1/sqrt(var + eps): GPT-2
 };
 
 /// The MLP's nonlinearity.
 enum class MlpKind {
-  GatedSiLU,  ///< SwiGLU: silu(x W1^T) * (x W3^T), then W2
-  GeluTanh    ///< gelu_tanh(x W1^T + b1), then W2: GPT-2's "gelu_new"
+  GatedSiLU,      ///< SwiGLU: silu(x W1^T) * (x W3^T), then W2
+  GeluTanh,       ///< gelu_tanh(x W1^T + b1), then W2: GPT-2's "gelu_new"
+  GatedGeluTanh   ///< GeGLU: gelu_tanh(x W1^T) * (x W3^T), then W2: Gemma's "gelu_pytorch_tanh"
 };
+
+inline const char* to_string(MlpKind kind) {
+  switch (kind) {
+    case MlpKind::GatedSiLU: return "gated-silu";
+    case MlpKind::GeluTanh: return "gelu-tanh";
+    case MlpKind::GatedGeluTanh: return "gated-gelu-tanh";
+  }
+  return "?";
+}
 
 /// How positions enter the model.
 enum class PositionKind {
@@ -69,11 +81,19 @@ struct Config {
   MlpKind mlp = MlpKind::GatedSiLU;
   PositionKind positions = PositionKind::Rotary;
   RopeScaling rope_scaling;            // only with Rotary positions
+  double embedding_scale = 1.0;        // token embeddings are multiplied by this (Gemma: sqrt(D));
+                                       // the tied unembedding reads the unscaled table
+  bool post_norms = false;             // Gemma 2: each block's output is RMS-normed before the residual add
+  double attention_scale = 0;          // scores = q.k * this; 0: 1/sqrt(head_dim) (Gemma 2: query_pre_attn_scalar^-1/2)
+  double attention_softcap = 0;        // > 0: scores -> cap * tanh(scores / cap) before the softmax (Gemma 2)
+  double final_softcap = 0;            // > 0: logits -> cap * tanh(logits / cap) (Gemma 2)
 
   int q_width() const { return n_heads * head_dim; }
   int kv_width() const { return n_kv_heads * head_dim; }
   int heads_per_kv() const { return n_heads / n_kv_heads; }
-  bool gated_mlp() const { return mlp == MlpKind::GatedSiLU; }
+  bool gated_mlp() const { return mlp != MlpKind::GeluTanh; }
+  /// The scale of the attention scores, q.k * scale.
+  double score_scale() const { return attention_scale > 0 ? attention_scale : 1.0 / std::sqrt(double(head_dim)); }
   /// Terms no input owns (biases, norm offsets): DePass routes them to a bias component.
   bool has_biases() const {
     return attention_qkv_bias || attention_out_bias || mlp_bias || norm == NormKind::LayerNorm;
@@ -120,6 +140,15 @@ struct Config {
             "Config: llama3 rope_scaling needs original_max_position >= 1 and "
             "0 < low_freq_factor < high_freq_factor");
     }
+    auto check_real = [](const char* name, double value, double lo, double hi) {
+      if (!(value >= lo) || !(value <= hi))
+        throw std::invalid_argument("Config: " + std::string(name) + " = " + std::to_string(value) +
+                                    " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    };
+    check_real("embedding_scale", embedding_scale, 1e-6, 1e6);
+    check_real("attention_scale", attention_scale, 0.0, 1e6);
+    check_real("attention_softcap", attention_softcap, 0.0, 1e6);
+    check_real("final_softcap", final_softcap, 0.0, 1e6);
     if (!(rope_theta > 1.0) || !(rope_theta < 1e12))
       throw std::invalid_argument("Config: rope_theta = " + std::to_string(rope_theta) +
                                   " is out of range (1, 1e12)");

@@ -135,18 +135,20 @@ class Decomposition {
   /// The real logit of target at position.
   Scalar logit(Eigen::Index position, int target) const {
     check_readout(position, target, false);
-    return p_.state.row(position).dot(unembedding().row(target));
+    return output().cap(pre_cap_logit(position, target));
   }
   /// Real logits (V) at position.
   VectorType logits(Eigen::Index position) const {
     check_readout(position, 0, false);
-    return unembedding() * p_.state.row(position).transpose();
+    return output().logits(p_.state.row(position)).transpose();
   }
-  /// Each component's logit for target at position (M values that sum to logit()).
+  /// Each component's logit for target at position (M values that sum to logit()). With a
+  /// final soft cap, each component's pre-cap logit times the real frozen ratio.
   VectorType component_logits(Eigen::Index position, int target) const {
     check_readout(position, target, true);
+    const Scalar ratio = output().frozen_ratio(pre_cap_logit(position, target));
     VectorType scores(component_count());
-    for (Eigen::Index m = 0; m < component_count(); ++m) scores(m) = row(m, position).dot(unembedding().row(target));
+    for (Eigen::Index m = 0; m < component_count(); ++m) scores(m) = ratio * row(m, position).dot(unembedding().row(target));
     return scores;
   }
   /// Every component's logits at position: M x V.
@@ -154,14 +156,17 @@ class Decomposition {
     check_readout(position, 0, true);
     MatrixType rows(component_count(), p_.components.width());
     for (Eigen::Index m = 0; m < component_count(); ++m) rows.row(m) = row(m, position);
-    return rows * unembedding().transpose();
+    MatrixType scores = rows * unembedding().transpose();
+    if (output().capped()) scores.array().rowwise() *= frozen_ratios(position).transpose().array();
+    return scores;
   }
   /// The k tokens component m pushes up most at position, best first: (token, logit).
   std::vector<std::pair<int, Scalar>> top_tokens(Eigen::Index component, Eigen::Index position, int k) const {
     check_component(component);
     if (k < 0) throw std::invalid_argument("k = " + std::to_string(k) + " must be >= 0");
     check_readout(position, 0, true);
-    const VectorType logits = unembedding() * row(component, position).transpose();
+    VectorType logits = unembedding() * row(component, position).transpose();
+    if (output().capped()) logits.array() *= frozen_ratios(position).array();
     std::vector<int> order(static_cast<std::size_t>(logits.size()));
     for (std::size_t t = 0; t < order.size(); ++t) order[t] = static_cast<int>(t);
     const std::size_t keep = std::min<std::size_t>(static_cast<std::size_t>(k), order.size());
@@ -174,6 +179,15 @@ class Decomposition {
 
  private:
   const RowMatrix<Scalar>& unembedding() const { return model_->weights().unembedding(); }
+  Unembedding<Scalar> output() const { return model_->unembedding(); }
+  Scalar pre_cap_logit(Eigen::Index position, int target) const { return p_.state.row(position).dot(unembedding().row(target)); }
+  /// The final soft cap's frozen ratio of every vocabulary entry at position (V).
+  VectorType frozen_ratios(Eigen::Index position) const {
+    const Unembedding<Scalar> out = output();
+    VectorType z = unembedding() * p_.state.row(position).transpose();
+    for (Eigen::Index v = 0; v < z.size(); ++v) z(v) = out.frozen_ratio(z(v));
+    return z;
+  }
 
   /// Row of position within each stored component.
   Eigen::Index slot(Eigen::Index position) const {

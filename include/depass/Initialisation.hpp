@@ -234,8 +234,10 @@ class StartBuilder {
   Start<Scalar> module(MatrixType& x, const Initialisation<Scalar>& init, const Hook<Scalar>& hook) const {
     const MatrixType before = x;
     const bool mlp = init.module == Site::Mlp;
-    MatrixType out = mlp ? model_.mlp_block(init.layer, x, nullptr, hook).out
-                         : model_.attention_block(init.layer, x, nullptr, hook).out;
+    // What the block added to the residual stream (through Gemma 2's post-norm, if any).
+    const MatrixType out =
+        mlp ? residual_output(init.layer, Site::Mlp, model_.mlp_block(init.layer, x, nullptr, hook))
+            : residual_output(init.layer, Site::Attention, model_.attention_block(init.layer, x, nullptr, hook));
     Start<Scalar> s = empty(x, 2 * init.layer + (mlp ? 2 : 1));
     s.labels = {"residual", (mlp ? "mlp " : "attention ") + std::to_string(init.layer)};
     s.first = {0, 0};
@@ -247,16 +249,20 @@ class StartBuilder {
   /// the bias component.
   Start<Scalar> heads(MatrixType& x, int layer, const Hook<Scalar>& hook) const {
     const MatrixType before = x;
-    const MatrixType heads = model_.attention_block(layer, x, nullptr, hook).heads;
+    const typename Attention<Scalar>::Forward real = model_.attention_block(layer, x, nullptr, hook);
+    const MatrixType heads = real.heads;
+    const VectorType post_scale = real.post_scale;
     const Attention<Scalar> attention = model_.attention(layer);
     Start<Scalar> s = empty(x, 2 * layer + 1);
     route_bias(s.bias, attention.output_bias(), true);
+    s.bias = model_.residual_part(layer, Site::Attention, s.bias, post_scale);
     s.labels.push_back("residual");
     for (int h = 0; h < attention.heads(); ++h) s.labels.push_back("head " + std::to_string(h));
     s.first.assign(s.labels.size(), 0);
-    s.fill = [before, heads, attention](Eigen::Index m, Eigen::Ref<RowMatrix<Scalar>> dst) {
+    const Model<Scalar>* model = &model_;
+    s.fill = [before, heads, attention, model, layer, post_scale](Eigen::Index m, Eigen::Ref<RowMatrix<Scalar>> dst) {
       if (m == 0) dst = before;
-      else dst = attention.head_output(heads, static_cast<int>(m - 1));
+      else dst = model->residual_part(layer, Site::Attention, attention.head_output(heads, static_cast<int>(m - 1)), post_scale);
     };
     return s;
   }
@@ -271,19 +277,34 @@ class StartBuilder {
     const Mlp<Scalar> mlp = model_.mlp(init.layer);
     Start<Scalar> s = empty(x, 2 * init.layer + 2);
     route_bias(s.bias, mlp.output_bias(), true);
-    const MatrixType others = real.out - s.bias - mlp.neurons_output(real.act, selected);
+    // Through Gemma 2's post-norm (frozen, linear) each part is scaled as the whole output was.
+    const Model<Scalar>* model = &model_;
+    const int layer = init.layer;
+    const VectorType post_scale = real.post_scale;
+    const auto enter = [model, layer, post_scale](MatrixType part) {
+      return model->residual_part(layer, Site::Mlp, std::move(part), post_scale);
+    };
+    const MatrixType others = enter(real.out - s.bias - mlp.neurons_output(real.act, selected));
+    s.bias = enter(s.bias);
     s.labels.push_back("residual");
     for (int k : selected) s.labels.push_back("neuron " + std::to_string(k));
     s.labels.push_back("other neurons");
     s.first.assign(s.labels.size(), 0);
     const Eigen::Index K = static_cast<Eigen::Index>(selected.size());
     const MatrixType act = real.act;
-    s.fill = [before, act, others, selected, mlp, K](Eigen::Index m, Eigen::Ref<RowMatrix<Scalar>> dst) {
+    s.fill = [before, act, others, selected, mlp, K, enter](Eigen::Index m, Eigen::Ref<RowMatrix<Scalar>> dst) {
       if (m == 0) dst = before;
       else if (m == K + 1) dst = others;
-      else dst = mlp.neuron_output(act, selected[static_cast<std::size_t>(m - 1)]);
+      else dst = enter(mlp.neuron_output(act, selected[static_cast<std::size_t>(m - 1)]));
     };
     return s;
+  }
+
+  /// What a block's real forward added to the residual stream: its output, through the frozen
+  /// post-norm if the model has one (the same numbers the block added).
+  template <typename Forward>
+  MatrixType residual_output(int layer, Site site, const Forward& real) const {
+    return model_.residual_part(layer, site, real.out, real.post_scale);
   }
 
   /// The selected neurons (all when none are given), checked.

@@ -10,7 +10,9 @@
 // decomposition's final readout does:
 //     trace(b, m) = s_b * (gain .* c_m,b) . u    (+ final-norm offset . u for the bias component)
 //     sum_m trace(b, m) = logit_b,
-// and at the output boundary trace(b, m) is the decomposition's final score of m.
+// and at the output boundary trace(b, m) is the decomposition's final score of m. With a
+// final logit soft cap (Gemma 2) each token's share is also scaled by the cap's frozen ratio
+// for the real lens logit, as the decomposition's readout does (layers/Unembedding.hpp).
 //
 //   LogitTrace<double> trace(model, position, target);
 //   auto result = Decomposer<double>(model).run(ids, init, options, trace.hook());
@@ -53,10 +55,8 @@ class LogitTrace {
     if (foil == target) throw std::invalid_argument("foil token id " + std::to_string(foil) + " equals the target");
     if (position < 0) throw std::invalid_argument("position " + std::to_string(position) + " must be >= 0");
     if (bias_component < -1) throw std::invalid_argument("bias_component " + std::to_string(bias_component) + " must be >= -1");
-    direction_ = model.weights().unembedding().row(target).transpose();
-    if (foil >= 0) direction_ -= model.weights().unembedding().row(foil).transpose();
-    gained_direction_ = model.weights().final_norm.cwiseProduct(direction_);
-    offset_ = model.weights().final_norm_bias.size() ? model.weights().final_norm_bias.dot(direction_) : Scalar(0);
+    terms_.push_back(make_term(target, Scalar(1)));
+    if (foil >= 0) terms_.push_back(make_term(foil, Scalar(-1)));
   }
 
   /// A hook that records into this trace (which must outlive it).
@@ -87,21 +87,27 @@ class LogitTrace {
     const MatrixType normed = model_->final_norm(state_row, &scale);
     const Scalar s = scale(0);
     const bool centred = model_->config().norm == NormKind::LayerNorm;
-    const Scalar gained_sum = gained_direction_.sum();
-    VectorType row(M);
-    for (Eigen::Index m = 0; m < M; ++m) {
-      const auto c = C.stacked().row(m * N + position_);
-      Scalar v = c.dot(gained_direction_.transpose());
-      if (centred) v -= c.mean() * gained_sum;
-      row(m) = s * v;
+    const Unembedding<Scalar> out = model_->unembedding();
+    VectorType row = VectorType::Zero(M);
+    Scalar lens = 0;
+    for (const Term& t : terms_) {
+      const Scalar z = normed.row(0).dot(t.direction.transpose());
+      const Scalar weight = t.sign * out.frozen_ratio(z), gained_sum = t.gained_direction.sum();
+      for (Eigen::Index m = 0; m < M; ++m) {
+        const auto c = C.stacked().row(m * N + position_);
+        Scalar v = c.dot(t.gained_direction.transpose());
+        if (centred) v -= c.mean() * gained_sum;
+        row(m) += weight * s * v;
+      }
+      row(bias) += weight * t.offset;
+      lens += t.sign * out.cap(z);
     }
-    row(bias) += offset_;
 
     const Eigen::Index B = scores_.rows();
     scores_.conservativeResize(B + 1, M);
     scores_.row(B) = row.transpose();
     lens_.conservativeResize(B + 1);
-    lens_(B) = normed.row(0).dot(direction_.transpose());
+    lens_(B) = lens;
     boundaries_.push_back(e.boundary);
   }
 
@@ -130,9 +136,22 @@ class LogitTrace {
   const Model<Scalar>* model_;
   Eigen::Index position_;
   Eigen::Index bias_component_;
-  VectorType direction_;         // u: unembedding row of the target (minus the foil's)
-  VectorType gained_direction_;  // gain .* u
-  Scalar offset_ = 0;            // final-norm offset . u
+  /// One token's logit, signed: the target (+1) and the foil (-1), if any.
+  struct Term {
+    VectorType direction;         // u: the token's unembedding row
+    VectorType gained_direction;  // gain .* u
+    Scalar offset = 0;            // final-norm offset . u
+    Scalar sign = 1;
+  };
+  Term make_term(int token, Scalar sign) const {
+    Term t;
+    t.direction = model_->weights().unembedding().row(token).transpose();
+    t.gained_direction = model_->weights().final_norm.cwiseProduct(t.direction);
+    t.offset = model_->weights().final_norm_bias.size() ? model_->weights().final_norm_bias.dot(t.direction) : Scalar(0);
+    t.sign = sign;
+    return t;
+  }
+  std::vector<Term> terms_;
   std::vector<int> boundaries_;
   MatrixType scores_;
   VectorType lens_;

@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -61,6 +62,21 @@ class Model {
     return Norm<Scalar>(config().norm, w.mlp_norm, w.mlp_norm_bias, config().norm_eps);
   }
   Mlp<Scalar> mlp(int layer) const { return Mlp<Scalar>(config(), layer_weights(layer)); }
+  /// Gemma 2's RMSNorm of block `site`'s output in `layer`, before the residual add; none
+  /// for other models.
+  std::optional<Norm<Scalar>> post_norm(int layer, Site site) const {
+    if (!config().post_norms) return std::nullopt;
+    const LayerWeights<Scalar>& w = layer_weights(layer);
+    return Norm<Scalar>(NormKind::RMSNorm, site == Site::Attention ? w.attention_post_norm : w.mlp_post_norm, kNoOffset,
+                        config().norm_eps);
+  }
+  /// A part of block `site`'s output in `layer` (all of it, a head's or a neuron's share, a
+  /// bias) as it enters the residual stream: through the post-norm with the real output's
+  /// scales `post_scale` frozen (Gemma 2; Forward::post_scale), else unchanged.
+  MatrixType residual_part(int layer, Site site, MatrixType part, const VectorType& post_scale) const {
+    if (const std::optional<Norm<Scalar>> post = post_norm(layer, site)) post->apply_frozen(part, post_scale, false, part);
+    return part;
+  }
   Unembedding<Scalar> unembedding() const { return Unembedding<Scalar>(config(), weights()); }
 
   /// Throws std::invalid_argument unless ids is a non-empty sequence of valid token ids
@@ -91,14 +107,15 @@ class Model {
     return x;
   }
 
-  /// x += attention(norm(x)); components (if any) move with the frozen probabilities.
+  /// x += attention(norm(x)) (Gemma 2: x += post_norm(attention(norm(x)))); components (if
+  /// any) move with the frozen probabilities (and the frozen post-norm scale).
   /// Returns what the real computation gave (output, probabilities, head outputs).
   typename Attention<Scalar>::Forward attention_block(int layer, MatrixType& x,
                                                       ComponentState<Scalar>* components = nullptr,
                                                       const Hook<Scalar>& hook = {}) const {
     check_layer(layer);
-    return residual_block(attention_norm(layer), attention(layer), x, components, detail::Tap<Scalar>{&hook, layer},
-                          "attn_norm", "attn_resid", 2 * layer + 1);
+    return residual_block(attention_norm(layer), attention(layer), post_norm(layer, Site::Attention), x, components,
+                          detail::Tap<Scalar>{&hook, layer}, "attn_norm", "attn_post_norm", "attn_resid", 2 * layer + 1);
   }
 
   /// x += mlp(norm(x)); each neuron's output is shared among the components by the split
@@ -106,8 +123,8 @@ class Model {
   typename Mlp<Scalar>::Forward mlp_block(int layer, MatrixType& x, ComponentState<Scalar>* components = nullptr,
                                           const Hook<Scalar>& hook = {}) const {
     check_layer(layer);
-    return residual_block(mlp_norm(layer), mlp(layer), x, components, detail::Tap<Scalar>{&hook, layer}, "ffn_norm",
-                          "layer_out", 2 * layer + 2);
+    return residual_block(mlp_norm(layer), mlp(layer), post_norm(layer, Site::Mlp), x, components,
+                          detail::Tap<Scalar>{&hook, layer}, "ffn_norm", "ffn_post_norm", "layer_out", 2 * layer + 2);
   }
 
   /// Final norm of x (N x D); its per-row scale goes to *scale for freezing.
@@ -168,14 +185,14 @@ class Model {
         zero_columns(t.attention.heads, ablation, l, Site::Attention, N);
         attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
       }
-      x += t.attention.out;
+      x += block_update(l, Site::Attention, t.attention.out, t.attention.post_scale);
       t.mlp_input = x;
       t.mlp = mlp(l).forward(mlp_norm(l).forward(x, &t.mlp_scale), {});
       if (ablation.touches(l, Site::Mlp)) {
         zero_columns(t.mlp.act, ablation, l, Site::Mlp, N);
         mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
       }
-      x += t.mlp.out;
+      x += block_update(l, Site::Mlp, t.mlp.out, t.mlp.post_scale);
     }
     tape.final_normed = final_norm(x, &tape.final_scale);
     tape.final_input = std::move(x);
@@ -204,18 +221,31 @@ class Model {
     keep(request.boundaries, 2 * L, dx, g.residual);
     for (int l = L - 1; l >= 0; --l) {
       const LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
-      const MatrixType d_act = mlp(l).backward_output(dx);
-      dx += mlp_norm(l).backward(t.mlp_input, t.mlp_scale, mlp(l).backward(t.mlp, d_act));
+      const MatrixType d_act = mlp_block_backward(l, t, dx);
       keep(request.neuron_layers, l, d_act, g.neurons);
       keep(request.boundaries, 2 * l + 1, dx, g.residual);
-      const MatrixType dz = attention(l).backward_output(dx);
-      dx += attention_norm(l).backward(t.attention_input, t.attention_scale,
-                                       attention(l).backward(t.attention, dz, tape.sequence_length));
+      const MatrixType dz = attention_block_backward(l, t, dx, tape.sequence_length);
       keep(request.head_layers, l, dz, g.heads);
       keep(request.boundaries, 2 * l, dx, g.residual);
     }
     g.embeddings = std::move(dx);
     return g;
+  }
+
+  /// Reverse mode through layer l's MLP block, x += post(mlp(norm(x))): dx, the gradient wrt
+  /// the state after it, becomes the gradient wrt the state before it. Returns the gradient
+  /// wrt the neuron values.
+  MatrixType mlp_block_backward(int l, const LayerTape<Scalar>& t, MatrixType& dx) const {
+    const MatrixType d_act = mlp(l).backward_output(post_backward(l, Site::Mlp, t.mlp.out, t.mlp.post_scale, dx));
+    dx += mlp_norm(l).backward(t.mlp_input, t.mlp_scale, mlp(l).backward(t.mlp, d_act));
+    return d_act;
+  }
+  /// The same for layer l's attention block; returns the gradient wrt the heads' mixed values.
+  MatrixType attention_block_backward(int l, const LayerTape<Scalar>& t, MatrixType& dx, Eigen::Index sequence_length) const {
+    const MatrixType dz =
+        attention(l).backward_output(post_backward(l, Site::Attention, t.attention.out, t.attention.post_scale, dx));
+    dx += attention_norm(l).backward(t.attention_input, t.attention_scale, attention(l).backward(t.attention, dz, sequence_length));
+    return dz;
   }
 
   /// Greedy continuation of prompt: up to max_new tokens, stopping after stop_token
@@ -236,6 +266,21 @@ class Model {
   }
 
  private:
+  static inline const VectorType kNoOffset{};
+
+  /// What block `site`'s output `out` adds to the residual stream: out itself, or (Gemma 2)
+  /// its post-norm, whose row scales go to *post_scale.
+  MatrixType block_update(int layer, Site site, const MatrixType& out, VectorType& post_scale) const {
+    if (const std::optional<Norm<Scalar>> post = post_norm(layer, site)) return post->forward(out, &post_scale);
+    return out;
+  }
+  /// The gradient wrt a block's output from dx, the gradient wrt what it added to the residual.
+  MatrixType post_backward(int layer, Site site, const MatrixType& out, const VectorType& post_scale,
+                           const MatrixType& dx) const {
+    if (const std::optional<Norm<Scalar>> post = post_norm(layer, site)) return post->backward(out, post_scale, dx);
+    return dx;
+  }
+
   const LayerWeights<Scalar>& layer_weights(int layer) const {
     check_layer(layer);
     return weights().layers[static_cast<std::size_t>(layer)];
@@ -329,7 +374,7 @@ class Model {
       values(s) = objective.value<Scalar>(logits.row(s).transpose());
       d_logits.row(s) = objective.gradient<Scalar>(logits.row(s).transpose()).transpose();
     }
-    const MatrixType d_rows = unembedding().backward(d_logits);
+    const MatrixType d_rows = unembedding().backward(d_logits, logits);
     MatrixType d_normed = MatrixType::Zero(S * N, config().dim);
     for (Eigen::Index s = 0; s < S; ++s) d_normed.row(s * N + objective.position) = d_rows.row(s);
     return unembedding().norm().backward(tape.final_input, tape.final_scale, d_normed);
@@ -344,9 +389,10 @@ class Model {
   /// block's reference rule). Hook events: `norm_name` (normed state), the block's own,
   /// `residual_name` (state after the block, with the components).
   template <typename Block>
-  typename Block::Forward residual_block(const Norm<Scalar>& norm, const Block& block, MatrixType& x,
-                                         ComponentState<Scalar>* components, const detail::Tap<Scalar>& tap,
-                                         const char* norm_name, const char* residual_name, int boundary) const {
+  typename Block::Forward residual_block(const Norm<Scalar>& norm, const Block& block, const std::optional<Norm<Scalar>>& post,
+                                         MatrixType& x, ComponentState<Scalar>* components, const detail::Tap<Scalar>& tap,
+                                         const char* norm_name, const char* post_name, const char* residual_name,
+                                         int boundary) const {
     check_state(x, components);
     VectorType scale;
     typename Block::Forward real;
@@ -355,12 +401,20 @@ class Model {
       const MatrixType xn = norm.forward(x, &scale);
       tap(norm_name, xn);
       real = block.forward(xn, tap);
-      x += real.out;
+      if (post) {
+        const MatrixType normed_out = post->forward(real.out, &real.post_scale);
+        tap(post_name, normed_out);
+        x += normed_out;
+      } else {
+        x += real.out;
+      }
     }
     if (components) {
       components->workspace.sum_current = false;
-      if (components->engine.reference) block.propagate(real, normed_components(norm, scale, *components), *components);
-      else detail::propagate_blocked(block, norm, real, scale, *components);
+      const FrozenNorm<Scalar> frozen_post{post ? &*post : nullptr, &real.post_scale};
+      if (components->engine.reference)
+        block.propagate(real, normed_components(norm, scale, *components), *components, frozen_post);
+      else detail::propagate_blocked(block, norm, real, scale, *components, frozen_post);
     }
     tap.residual(residual_name, x, components ? &components->tensor : nullptr, boundary);
     return real;

@@ -32,6 +32,7 @@ struct LayerWeights {
   Vector<Scalar> bo;              // (D) or empty:   output bias
   Vector<Scalar> q_norm;          // (d) or empty: per-head query RMSNorm gain (Qwen3)
   Vector<Scalar> k_norm;          // (d) or empty: per-head key RMSNorm gain (Qwen3)
+  Vector<Scalar> attention_post_norm;  // (D) or empty: RMSNorm gain on the attention output (Gemma 2)
   Vector<Scalar> mlp_norm;        // (D)        norm gain before the MLP
   Vector<Scalar> mlp_norm_bias;   // (D) or empty: LayerNorm offset before the MLP
   RowMatrix<Scalar> w1;           // (I, D)     gate projection
@@ -40,6 +41,7 @@ struct LayerWeights {
   Vector<Scalar> b1;              // (I) or empty: gate bias
   Vector<Scalar> b3;              // (I) or empty: up bias
   Vector<Scalar> b2;              // (D) or empty: down bias
+  Vector<Scalar> mlp_post_norm;   // (D) or empty: RMSNorm gain on the MLP output (Gemma 2)
 };
 
 template <typename Scalar>
@@ -97,6 +99,8 @@ struct Weights {
       vec(p + "q_norm", w.q_norm.size(), cfg.head_dim, cfg.qk_norm);
       vec(p + "k_norm", w.k_norm.size(), cfg.head_dim, cfg.qk_norm);
       vec(p + "bo", w.bo.size(), D, cfg.attention_out_bias);
+      vec(p + "attention_post_norm", w.attention_post_norm.size(), D, cfg.post_norms);
+      vec(p + "mlp_post_norm", w.mlp_post_norm.size(), D, cfg.post_norms);
       vec(p + "mlp_norm", w.mlp_norm.size(), D, true);
       vec(p + "mlp_norm_bias", w.mlp_norm_bias.size(), D, layer_norm);
       mat(p + "w1", w.w1.rows(), w.w1.cols(), I, D);

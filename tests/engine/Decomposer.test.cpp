@@ -492,11 +492,12 @@ TEMPLATE_TEST_CASE("The fast engine equals the straightforward dense one", "[eng
   check_fast_equals_straightforward(test::cached_model<TestType>(path), ids);
 }
 
-TEMPLATE_TEST_CASE("The fast engine equals the straightforward one with biases, LayerNorm and GQA",
+TEMPLATE_TEST_CASE("The fast engine equals the straightforward one with biases, LayerNorm, GQA and post-norms",
                    "[engine]", DEPASS_TEST_SCALARS) {
   // Random-weight checkpoints of tests/data/families: Qwen2 (biases), GPT-2 (LayerNorm,
-  // learned positions, GELU), Mistral (GQA, head_dim).
-  for (const char* family : {"qwen2", "gpt2", "mistral"}) {
+  // learned positions, GELU), Mistral (GQA, head_dim), Gemma 2 (GeGLU, frozen post-norms
+  // applied where each engine adds its update).
+  for (const char* family : {"qwen2", "gpt2", "mistral", "gemma2"}) {
     INFO("family " << family);
     const Model<TestType> model(io::load_checkpoint<TestType>(test::source_dir() + "/tests/data/families/" + family));
     std::vector<int> ids = {1};

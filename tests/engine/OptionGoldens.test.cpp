@@ -263,6 +263,14 @@ TEMPLATE_TEST_CASE("Option goldens: GPT-2 (every initialisation, chunks)", "[eng
 TEMPLATE_TEST_CASE("Option goldens: GPT-2 without prefix", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("gpt2_noprefix");
 }
+TEMPLATE_TEST_CASE("Option goldens: Gemma (GeGLU incl. the path rule, scaled embeddings)", "[engine][golden]",
+                   DEPASS_TEST_SCALARS) {
+  check_golden_file<TestType>("gemma");
+}
+TEMPLATE_TEST_CASE("Option goldens: Gemma 2 (frozen post-norms and final soft cap; every initialisation, chunks)",
+                   "[engine][golden]", DEPASS_TEST_SCALARS) {
+  check_golden_file<TestType>("gemma2");
+}
 TEMPLATE_TEST_CASE("Option goldens: stories260K (every initialisation, chunks)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("stories260K");
 }

@@ -112,7 +112,7 @@ TEST_CASE("The sharded split of a hand-made tile equals split_neuron over every 
           u(static_cast<Eigen::Index>(b), k) = up[static_cast<std::size_t>(global[b])][static_cast<std::size_t>(k)];
         }
       }
-      detail::split_tile_sharded(cs, tile, g, split == MlpSplit::Path ? &u : nullptr, a);
+      detail::split_tile_sharded(cs, MlpKind::GatedSiLU, tile, g, split == MlpSplit::Path ? &u : nullptr, a);
       return g;
     });
     for (Eigen::Index k = 0; k < I; ++k) {

@@ -1,12 +1,14 @@
 // Every supported family (Llama, Llama-3 RoPE scaling, Mistral head_dim, Qwen2 biases,
-// Qwen3 q/k norms, Phi-3 fused projections, GPT-2) on small random-weight checkpoints in the Hugging Face layout, written by the
-// independent PyTorch reference in tools/reference/families.py.
+// Qwen3 q/k norms, Phi-3 fused projections, Gemma GeGLU and scaled embeddings, Gemma 2
+// post-norms and soft caps, GPT-2) on small random-weight checkpoints in the Hugging Face
+// layout, written by the independent PyTorch reference in tools/reference/families.py.
 
 #include <catch2/catch.hpp>
 #include <depass/Decomposer.hpp>
 #include <depass/io/Load.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -117,6 +119,20 @@ TEST_CASE("Family configs are read as their architecture requires", "[families]"
   CHECK(phi3.config.architecture == "phi3");
   CHECK(phi3.weights.layers[0].wk.rows() == phi3.config.kv_width());  // split from qkv_proj
   CHECK(phi3.weights.layers[0].w3.rows() == phi3.config.hidden_dim);  // split from gate_up_proj
+  const Checkpoint<float> gemma = io::load_checkpoint<float>(data_path("families/gemma"));
+  CHECK(gemma.config.mlp == MlpKind::GatedGeluTanh);
+  CHECK(gemma.config.embedding_scale == Approx(8.0));  // sqrt(64)
+  CHECK(gemma.config.tied_embeddings);
+  CHECK_FALSE(gemma.config.post_norms);
+  CHECK_FALSE(gemma.config.has_biases());
+  const Checkpoint<float> gemma2 = io::load_checkpoint<float>(data_path("families/gemma2"));
+  CHECK(gemma2.config.post_norms);
+  CHECK(gemma2.config.attention_scale == Approx(1.0 / std::sqrt(32.0)));  // query_pre_attn_scalar, not head_dim 24
+  CHECK(gemma2.config.attention_softcap == 4.0);
+  CHECK(gemma2.config.final_softcap == 2.0);
+  CHECK(gemma2.weights.layers[1].mlp_post_norm.size() == 64);
+  // Stored as w, read as the gain 1 + w: near 1, as the other families' gains.
+  CHECK(std::abs(gemma2.weights.final_norm.mean() - 1.0f) < 0.1f);
   const Config gpt2 = io::load_checkpoint<float>(data_path("families/gpt2")).config;
   CHECK(gpt2.norm == NormKind::LayerNorm);
   CHECK(gpt2.mlp == MlpKind::GeluTanh);
@@ -127,8 +143,9 @@ TEST_CASE("Family configs are read as their architecture requires", "[families]"
   CHECK((a.weights.position_embedding - b.weights.position_embedding).cwiseAbs().maxCoeff() == 0);
 }
 
-TEST_CASE("Token-level scores with biases and positions match the PyTorch reference", "[families][golden]") {
-  for (const std::string name : {"gpt2", "qwen2"}) {
+TEST_CASE("Token-level scores with biases, positions, post-norms and soft caps match the PyTorch reference",
+          "[families][golden]") {
+  for (const std::string name : {"gpt2", "qwen2", "gemma", "gemma2"}) {
     const nlohmann::json golden = test::read_golden("family_depass_" + name + ".json");
     const Model<double> model(io::load_checkpoint<double>(data_path(golden["model"])));
     Decomposer<double> decomposer(model);
@@ -154,6 +171,7 @@ TEST_CASE("Token-level scores with biases and positions match the PyTorch refere
               1e-8 * scale);
       }
       CHECK(result.logit(position, target) == Approx(c["target_logit"].get<double>()).epsilon(1e-10));
+      CHECK(scores.sum() == Approx(c["target_logit"].get<double>()).epsilon(1e-10));
     }
   }
 }

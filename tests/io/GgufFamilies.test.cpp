@@ -1,4 +1,4 @@
-// GGUF files of the families beyond llama (qwen2, qwen3, phi3, gpt2): the random-weight
+// GGUF files of the families beyond llama (qwen2, qwen3, phi3, gemma, gemma2, gpt2): the random-weight
 // Hugging Face checkpoints of tests/data/families written as llama.cpp's converter writes
 // them for their architecture (GgufFromCheckpoint.hpp: Q and K not permuted, fused
 // projections stacked, llama.cpp's tensor names and metadata keys), loaded back through
@@ -31,7 +31,7 @@ namespace g = depass::test::gguf;
 namespace gguf_families_test {
 
 /// The families of tests/data/families that GGUF files of a non-llama architecture carry.
-const std::vector<std::string> kFamilies = {"qwen2", "qwen2_untied", "qwen3", "phi3", "gpt2"};
+const std::vector<std::string> kFamilies = {"qwen2", "qwen2_untied", "qwen3", "phi3", "gemma", "gemma2", "gpt2"};
 
 nlohmann::json golden(const std::string& family) { return read_golden("family_" + family + ".json"); }
 
@@ -56,11 +56,33 @@ std::pair<double, double> max_difference(const Matrix<Scalar>& a, const Matrix<S
 
 /// Every golden case's logits from `model` against the PyTorch reference, within the
 /// tolerance of tests/families (1e-4 relative in float, 1e-10 in double).
+/// Gemma's norm gains 1 + w are stored in the file as F32 (llama.cpp adds the 1 before
+/// writing), and the test file's Gemma 2 score scale is an F32 key: a double model loaded from
+/// GGUF differs from the Hugging Face one (which adds the 1 in double) by that rounding,
+/// measured 1.3e-7 and 3.3e-7 of the logit scale (gemma, gemma2).
+bool rounds_in_f32(const std::string& family) { return family == "gemma" || family == "gemma2"; }
+
+/// What a double checkpoint of `family` holds once written to GGUF by as_gguf: Gemma's gains
+/// and Gemma 2's score scale and caps rounded to F32.
+void round_as_gguf_stores(const std::string& family, Checkpoint<double>& ck) {
+  if (!rounds_in_f32(family)) return;
+  auto f32 = [](double v) { return static_cast<double>(static_cast<float>(v)); };
+  auto round = [&](Vector<double>& v) { v = v.unaryExpr(f32); };
+  for (LayerWeights<double>& l : ck.weights.layers)
+    for (Vector<double>* v : {&l.attention_norm, &l.mlp_norm, &l.attention_post_norm, &l.mlp_post_norm}) round(*v);
+  round(ck.weights.final_norm);
+  // F32 metadata keys are read as the shortest decimal of the float (GgufFile::get_float).
+  auto key = [](double v) { return detail::gguf_f32_as_decimal(static_cast<float>(v)); };
+  ck.config.attention_scale = key(ck.config.attention_scale);
+  ck.config.attention_softcap = key(ck.config.attention_softcap);
+  ck.config.final_softcap = key(ck.config.final_softcap);
+}
+
 template <typename Scalar>
 void check_against_golden(const Model<Scalar>& model, const std::string& family) {
   const nlohmann::json j = golden(family);
   const bool is_float = std::is_same<Scalar, float>::value;
-  const double tolerance = is_float ? 1e-4 : 1e-10;
+  const double tolerance = is_float ? 1e-4 : rounds_in_f32(family) ? 1e-6 : 1e-10;
   for (const nlohmann::json& c : j["cases"]) {
     const std::vector<int> ids = c["ids"];
     const Matrix<Scalar> logits = model.forward(ids);
@@ -108,11 +130,11 @@ void round_matrices_q8_0(Weights<double>& w) {
 // Qualified (fam::): the io tests compile as one unit, beside other files' helpers.
 namespace fam = gguf_families_test;
 
-TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3 and gpt2 files give the reference logits",
+TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3, gemma, gemma2 and gpt2 files give the reference logits",
                    "[io][gguf][families]", DEPASS_TEST_SCALARS) {
-  const double tolerance = std::is_same<TestType, float>::value ? 1e-5 : 1e-10;
   for (const std::string& family : fam::kFamilies) {
     INFO("family " << family);
+    const double tolerance = std::is_same<TestType, float>::value ? 1e-5 : fam::rounds_in_f32(family) ? 1e-6 : 1e-10;
     TempDir dir;
     const std::string path = g::write(dir, g::as_gguf(fam::hf_checkpoint(family)));
     REQUIRE(io::detect_format(path) == io::Format::GGUF);
@@ -149,6 +171,12 @@ TEST_CASE("gguf families: the configuration read is the family's", "[io][gguf][f
     CHECK(ck.config.qk_norm == want.qk_norm);
     CHECK(ck.config.max_seq_len == want.max_seq_len);
     CHECK(ck.config.norm_eps == Approx(want.norm_eps).epsilon(1e-6));
+    CHECK(ck.config.mlp == want.mlp);
+    CHECK(ck.config.embedding_scale == Approx(want.embedding_scale).epsilon(1e-12));
+    CHECK(ck.config.post_norms == want.post_norms);
+    CHECK(ck.config.attention_scale == Approx(want.attention_scale).epsilon(1e-6));
+    CHECK(ck.config.attention_softcap == Approx(want.attention_softcap).epsilon(1e-6));
+    CHECK(ck.config.final_softcap == Approx(want.final_softcap).epsilon(1e-6));
     // llama.cpp permutes Q and K into adjacent pairs for llama only.
     if (ck.config.positions == PositionKind::Rotary) CHECK(ck.config.rope_layout == RopeLayout::Halves);
     // GPT-2's converter writes output.weight as a copy of token_embd.
@@ -159,6 +187,10 @@ TEST_CASE("gguf families: the configuration read is the family's", "[io][gguf][f
   const Checkpoint<float>& hf = fam::hf_checkpoint("phi3");
   CHECK((phi3.weights.layers[1].wk - hf.weights.layers[1].wk).cwiseAbs().maxCoeff() == 0);
   CHECK((phi3.weights.layers[1].w3 - hf.weights.layers[1].w3).cwiseAbs().maxCoeff() == 0);
+  // Gemma's gains are stored with the 1 added, as the loaders hold them.
+  CHECK((load("gemma2").weights.layers[1].mlp_post_norm - fam::hf_checkpoint("gemma2").weights.layers[1].mlp_post_norm)
+            .cwiseAbs()
+            .maxCoeff() == 0);
   const Checkpoint<float> gpt2 = load("gpt2");
   CHECK((gpt2.weights.layers[0].bv - fam::hf_checkpoint("gpt2").weights.layers[0].bv).cwiseAbs().maxCoeff() == 0);
   CHECK(gpt2.weights.position_embedding.rows() == 64);
@@ -215,6 +247,7 @@ TEST_CASE("gguf families: Q8_0 files load the dequantised weights", "[io][gguf][
                                                               fam::golden(family)["model"].get<std::string>());
     const Model<double> f32(rounded);
     fam::round_matrices_q8_0(rounded.weights);
+    fam::round_as_gguf_stores(family, rounded);
     if (family == "gpt2") {  // GPT-2's converter writes output.weight: a separate Q8_0 copy
       rounded.config.tied_embeddings = false;
       rounded.weights.output = rounded.weights.token_embedding;
@@ -239,7 +272,8 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
   SECTION("a missing tensor") {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"qwen2", "blk.1.attn_k.bias"},   {"qwen3", "blk.0.attn_q_norm.weight"}, {"phi3", "blk.1.ffn_down.weight"},
-        {"gpt2", "position_embd.weight"}, {"gpt2", "output_norm.bias"}};
+        {"gpt2", "position_embd.weight"}, {"gpt2", "output_norm.bias"}, {"gemma2", "blk.1.post_ffw_norm.weight"},
+        {"gemma2", "blk.0.post_attention_norm.weight"}};
     for (const auto& [family, tensor] : cases) {
       g::File f = file(family);
       f.erase_tensor(tensor);
@@ -275,7 +309,10 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     g::File f = file("qwen2");
     *f.find_kv("general.architecture") = g::string("general.architecture", "falcon");
     CHECK_THAT(g::load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, qwen2, "
-                                       "qwen3, phi3, gpt2)"));
+                                       "qwen3, phi3, gemma, gemma2, gpt2)"));
+    f = file("gemma");  // Gemma has no post-norms: a Gemma 2 tensor is refused, not ignored
+    f.tensor({"blk.0.post_ffw_norm.weight", {64}, g::T_F32, std::string(64 * 4, '\0'), -1});
+    CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.post_ffw_norm.weight' is not part of a gemma model"));
     f = file("qwen3");  // qwen3 has no q/k/v biases: a qwen2 tensor is refused, not ignored
     f.tensor({"blk.0.attn_q.bias", {96}, g::T_F32, std::string(96 * 4, '\0'), -1});
     CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_q.bias' is not part of a qwen3 model"));

@@ -1,6 +1,6 @@
 #pragma once
 // A loaded checkpoint written back as a GGUF file of its family (llama, qwen2, qwen3, phi3,
-// gpt2) with the test writer (GgufWriter.hpp), under llama.cpp's tensor names and metadata
+// gemma, gemma2, gpt2) with the test writer (GgufWriter.hpp), under llama.cpp's tensor names and metadata
 // keys: how the tests make GGUF versions of real and reference models.
 
 #include <depass/Weights.hpp>
@@ -96,6 +96,12 @@ inline void add_family_metadata(File& f, const Config& c) {
   if (a == "phi3")
     f.kv(u32(a + ".rope.dimension_count", u(c.head_dim)))
         .kv(u32(a + ".attention.sliding_window", u(2 * c.max_seq_len)));
+  if (a == "gemma2")
+    f.kv(f32(a + ".attn_logit_softcapping", static_cast<float>(c.attention_softcap)))
+        .kv(f32(a + ".final_logit_softcapping", static_cast<float>(c.final_softcap)))
+        .kv(u32(a + ".attention.sliding_window", u(2 * c.max_seq_len)))
+        // llama.cpp's converter stores no score scale; ours differs from 1/sqrt(head width).
+        .kv(f32(a + ".attention.scale", static_cast<float>(c.attention_scale)));
 }
 
 /// One block's tensors under llama.cpp's names for the family (prefix p = "blk.N.").
@@ -121,6 +127,7 @@ inline void add_family_layer(const CheckpointWriter& w, const Config& c, const s
   }
   w.matrix(p + "attn_output.weight", l.wo);
   if (c.attention_out_bias) w.vector(p + "attn_output.bias", l.bo);
+  if (c.post_norms) w.vector(p + "post_attention_norm.weight", l.attention_post_norm);
   if (c.qk_norm) {
     w.vector(p + "attn_q_norm.weight", l.q_norm);
     w.vector(p + "attn_k_norm.weight", l.k_norm);
@@ -138,10 +145,12 @@ inline void add_family_layer(const CheckpointWriter& w, const Config& c, const s
   }
   w.matrix(p + "ffn_down.weight", l.w2);
   if (c.mlp_bias) w.vector(p + "ffn_down.bias", l.b2);
+  if (c.post_norms) w.vector(p + "post_ffw_norm.weight", l.mlp_post_norm);
 }
 
 /// The F32 Hugging Face checkpoint as llama.cpp's converter writes it for its family
-/// (llama, qwen2, qwen3, phi3, gpt2): Q and K rows permuted from the halves RoPE layout to
+/// (llama, qwen2, qwen3, phi3, gemma, gemma2, gpt2): Gemma's norm gains with the 1 added (as
+/// llama.cpp's converter stores them: what the loaders hold); Q and K rows permuted from the halves RoPE layout to
 /// adjacent pairs for llama only; Phi-3's and GPT-2's fused projections stacked; GPT-2's
 /// output written as a copy of token_embd. Every matrix encoded by `encode` (F32 when
 /// null), norms and biases F32.

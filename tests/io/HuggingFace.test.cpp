@@ -413,7 +413,25 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
   SECTION("unsupported model_type") {
     cfg["model_type"] = "falcon";
     CHECK_THAT(error_with(cfg),
-               Contains("unsupported model_type 'falcon' (supported: llama, mistral, qwen2, qwen3, phi3, gpt2)"));
+               Contains("unsupported model_type 'falcon' (supported: llama, mistral, qwen2, qwen3, phi3, gemma, "
+                        "gemma2, gpt2)"));
+  }
+  SECTION("Gemma and Gemma 2 name what they need") {
+    cfg["model_type"] = "gemma2";  // a Llama's tensors: no pre/post feed-forward norms
+    cfg["hidden_activation"] = "gelu_pytorch_tanh";
+    CHECK_THAT(error_with(cfg), Contains("model.layers.0.pre_feedforward_layernorm.weight"));
+    cfg["hidden_activation"] = "relu";
+    CHECK_THAT(error_with(cfg), Contains("field 'hidden_activation' is 'relu'; supported for gemma2: gelu_pytorch_tanh"));
+    cfg["hidden_activation"] = "gelu_pytorch_tanh";
+    cfg["attn_logit_softcapping"] = -1.0;
+    CHECK_THAT(error_with(cfg), Contains("field 'attn_logit_softcapping' = -1.000000 must be a finite number > 0 (or null)"));
+    cfg["attn_logit_softcapping"] = nullptr;
+    cfg["query_pre_attn_scalar"] = 0;
+    CHECK_THAT(error_with(cfg), Contains("field 'query_pre_attn_scalar' must be a finite number > 0"));
+    cfg["model_type"] = "gemma";
+    cfg["hidden_act"] = "gelu";  // the first Gemma configs' field: hidden_activation wins
+    cfg.erase("hidden_activation");
+    CHECK_THAT(error_with(cfg), Contains("field 'hidden_act' is 'gelu'; supported for gemma: gelu_pytorch_tanh"));
   }
   SECTION("Qwen3 and Phi-3 name the tensors their layout needs") {
     cfg["model_type"] = "qwen3";  // the tensors are a Llama's: no per-head q/k norms

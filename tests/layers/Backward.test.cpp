@@ -115,15 +115,31 @@ TEST_CASE("Attention backward matches finite differences (GQA, biases, scaled Ro
         1e-12 * real.out.cwiseAbs().sum());
 }
 
-TEST_CASE("MLP backward matches finite differences (SwiGLU, GELU)", "[layers][gradients]") {
-  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GeluTanh}) {
+TEST_CASE("Attention backward with Gemma 2's score scale and soft cap matches finite differences", "[layers][gradients]") {
+  Config cfg = small_config(MlpKind::GatedGeluTanh);
+  cfg.attention_scale = 0.3;
+  cfg.attention_softcap = 0.8;  // small: the scores reach the tanh's curved part
+  const LayerWeights<double> w = random_weights(cfg);
+  const Attention<double> attention(cfg, w);
+  const Eigen::Index N = 5;
+  const Matrix<double> xn = 2.0 * Matrix<double>::Random(2 * N, cfg.dim), d_out = Matrix<double>::Random(2 * N, cfg.dim);
+  const auto real = attention.forward(xn, {}, N);
+  const Fn f = [&](const Matrix<double>& at) { return attention.forward(at, {}, N).out.cwiseProduct(d_out).sum(); };
+  CHECK(fd_error(f, xn, attention.backward(real, attention.backward_output(d_out), N)) <= 1e-7);
+  // The cap does bend the probabilities: without it they differ.
+  cfg.attention_softcap = 0;
+  CHECK((Attention<double>(cfg, w).forward(xn, {}, N).probs - real.probs).cwiseAbs().maxCoeff() > 1e-3);
+}
+
+TEST_CASE("MLP backward matches finite differences (SwiGLU, GeGLU, GELU)", "[layers][gradients]") {
+  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh}) {
     const Config cfg = small_config(kind);
     const LayerWeights<double> w = random_weights(cfg);
     const Mlp<double> mlp(cfg, w);
     const Matrix<double> xn = Matrix<double>::Random(4, cfg.dim), d_out = Matrix<double>::Random(4, cfg.dim);
     const auto real = mlp.forward(xn, {});
     const Fn f = [&](const Matrix<double>& at) { return mlp.forward(at, {}).out.cwiseProduct(d_out).sum(); };
-    INFO((kind == MlpKind::GatedSiLU ? "SwiGLU" : "GELU"));
+    INFO(to_string(kind));
     CHECK(fd_error(f, xn, mlp.backward(real, mlp.backward_output(d_out))) <= 1e-7);
   }
 }

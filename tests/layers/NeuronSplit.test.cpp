@@ -141,6 +141,37 @@ TEMPLATE_TEST_CASE("split_neuron_path: integrated gradients of the neuron on han
   CHECK(share[0] == Approx(1.4659482705658313).epsilon(tol));
   CHECK(share[1] == Approx(-0.24432471176097188).epsilon(tol));
   CHECK(share[2] == Approx(0.73297413528291563).epsilon(tol));
+  // GeGLU a = gelu_tanh(g) u (Gemma), the cases of the gated SiLU above.
+  split_neuron_path(MlpKind::GatedGeluTanh, g, u, 3, share);
+  CHECK(share[0] == Approx(0.30931211262523857).epsilon(tol));
+  CHECK(share[1] == Approx(0.22884531143188581).epsilon(tol));
+  CHECK(share[2] == Approx(-0.11756142875298602).epsilon(tol));
+  CHECK(double(share[0] + share[1] + share[2]) == Approx(0.42059599530413835).epsilon(tol));
+  split_neuron_path(MlpKind::GatedGeluTanh, gn, un, 2, share);
+  CHECK(share[0] == Approx(-0.02196354756362155).epsilon(std::is_same<S, float>::value ? 1e-5 : 1e-12));
+  CHECK(share[1] == Approx(0.02196354756362155).epsilon(std::is_same<S, float>::value ? 1e-5 : 1e-12));
+  // The kind and the up inputs must agree.
+  CHECK_THROWS_WITH(split_neuron_path(MlpKind::GatedGeluTanh, g, static_cast<const S*>(nullptr), 3, share),
+                    Catch::Contains("needs the up contributions"));
+  CHECK_THROWS_WITH(split_neuron_path(MlpKind::GeluTanh, g, u, 3, share), Catch::Contains("has no up inputs"));
+}
+
+TEST_CASE("The GeGLU path weight p(G) = integral_0^1 t Phi(t G) dt", "[layers]") {
+  // mpmath at 40 digits from the definition, around every branch (1 to 3 quadrature panels
+  // up to |G| = 8, the closed form beyond).
+  const std::vector<std::pair<double, double>> golden = {
+      {-60.0, 6.9329379935674083e-5}, {-9.0, 0.0030813057749188482}, {-8.0, 0.0038997776213816672},
+      {-7.999, 0.0039007527486195604}, {-3.0, 0.027618421218667934}, {-1.0, 0.12905372440366739},
+      {-0.001, 0.24986701925323008}, {0.0, 0.25}, {0.001, 0.25013298074676992}, {0.5, 0.3148643774334331},
+      {2.9, 0.47049482308543822}, {3.1, 0.47410232863562785}, {7.999, 0.49609924725138044},
+      {8.0, 0.49610022237861833}, {8.001, 0.49610119714025206}, {20.0, 0.49937603558057893},
+      {700.0, 0.49999949064129027}};
+  for (const auto& [G, p] : golden) {
+    INFO("G = " << G);
+    CHECK(std::abs(detail::gelu_path_weight(G) - p) <= 3e-16);
+  }
+  CHECK(detail::gelu_path_weight(1e200) == 0.5);
+  CHECK(detail::gelu_path_weight(-1e200) == 0.0);
 }
 
 TEST_CASE("The path rule's weight q(G) = integral_0^1 t sigmoid(t G) dt", "[layers]") {
@@ -172,8 +203,9 @@ TEMPLATE_TEST_CASE("The path rule is exact however the contributions cancel", "[
       u[m] = static_cast<S>(scale * normal(rng));
     }
     g[8] = -std::accumulate(g.begin(), g.end() - 1, S(0));  // G ~ 0: contributions cancel
-    for (const bool gated : {true, false}) {
-      split_neuron_path(g.data(), gated ? u.data() : nullptr, 9, share.data());
+    for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh}) {
+      const bool gated = kind != MlpKind::GeluTanh;
+      split_neuron_path(kind, g.data(), gated ? u.data() : nullptr, 9, share.data());
       double G = 0, U = 0, total = 0, magnitude = 0;
       for (std::size_t m = 0; m < g.size(); ++m) {
         G += g[m];
@@ -181,8 +213,9 @@ TEMPLATE_TEST_CASE("The path rule is exact however the contributions cancel", "[
         total += share[m];
         magnitude += std::abs(double(share[m]));
       }
-      const double k = 0.7978845608028654, a = gated ? G / (1 + std::exp(-G)) * U : 0.5 * G * (1 + std::tanh(k * (G + 0.044715 * G * G * G)));
-      INFO("scale " << scale << ", gated " << gated);
+      const double k = 0.7978845608028654, gelu = 0.5 * G * (1 + std::tanh(k * (G + 0.044715 * G * G * G)));
+      const double a = kind == MlpKind::GatedSiLU ? G / (1 + std::exp(-G)) * U : kind == MlpKind::GatedGeluTanh ? gelu * U : gelu;
+      INFO("scale " << scale << ", mlp " << to_string(kind));
       CHECK(std::isfinite(magnitude));
       CHECK(std::abs(total - a) <= 64 * eps * (magnitude + std::abs(a)));
     }
@@ -196,7 +229,8 @@ TEMPLATE_TEST_CASE("The split kernel's path rule equals split_neuron_path", "[la
   std::mt19937 rng(5);
   std::normal_distribution<double> normal(0, 3);
   const Eigen::Index I = 29, padded = Kernel::padded(I), count = 5;
-  for (const bool gated : {true, false}) {
+  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh}) {
+    const bool gated = kind != MlpKind::GeluTanh;
     Rows g = Rows::Zero(count, padded), u = Rows::Zero(count, padded);
     for (Eigen::Index k = 0; k < I; ++k)
       for (Eigen::Index i = 0; i < count; ++i) {
@@ -210,7 +244,7 @@ TEMPLATE_TEST_CASE("The split kernel's path rule equals split_neuron_path", "[la
         gc[static_cast<std::size_t>(i)] = g(i, k);
         uc[static_cast<std::size_t>(i)] = u(i, k);
       }
-      split_neuron_path(gc.data(), gated ? uc.data() : nullptr, count, share.data());
+      split_neuron_path(kind, gc.data(), gated ? uc.data() : nullptr, count, share.data());
       for (Eigen::Index i = 0; i < count; ++i) expected(i, k) = share[static_cast<std::size_t>(i)];
     }
     std::vector<S*> g_rows, u_rows;
@@ -218,9 +252,9 @@ TEMPLATE_TEST_CASE("The split kernel's path rule equals split_neuron_path", "[la
       g_rows.push_back(g.row(i).data());
       if (gated) u_rows.push_back(u.row(i).data());
     }
-    Kernel::split_position_path(g_rows, u_rows, padded);
+    Kernel::split_position_path(kind, g_rows, u_rows, padded);
     const double tol = std::is_same<S, float>::value ? 1e-5 : 1e-13;
-    INFO("gated " << gated);
+    INFO("mlp " << to_string(kind));
     CHECK((g.leftCols(I) - expected).cwiseAbs().maxCoeff() <= tol);
     CHECK(g.rightCols(padded - I).cwiseAbs().maxCoeff() == 0);
   }

@@ -19,7 +19,8 @@ inline const std::vector<int> kTinyIds = {1, 1063, 279, 1012, 281, 349, 1409, 65
 /// (family_<name>.json, gradients_<name>.json) from tools/reference.
 inline const std::vector<std::string>& family_names() {
   static const std::vector<std::string> names = {"llama", "llama3", "llama_f16", "mistral", "qwen2",
-                                                 "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3"};
+                                                 "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3",
+                                                 "gemma", "gemma2"};
   return names;
 }
 

@@ -74,11 +74,12 @@ double attention_work(const std::vector<AttentionGroup>& groups, const Attention
   return work;
 }
 
-/// C += attention(frozen norm of C) for every component, over the rows they can reach.
+/// C += attention(frozen norm of C) for every component, over the rows they can reach (the
+/// update through the frozen post-norm, if the model has one).
 template <typename Scalar>
 void propagate_blocked(const Attention<Scalar>& attention, const Norm<Scalar>& norm,
                        const typename Attention<Scalar>::Forward& real, const Vector<Scalar>& scale,
-                       ComponentState<Scalar>& cs) {
+                       ComponentState<Scalar>& cs, const FrozenNorm<Scalar>& post = {}) {
   const Matrix<Scalar>& probs = real.probs;
   using RowMap = Eigen::Map<RowMatrix<Scalar>>;
   using ColMap = Eigen::Map<Matrix<Scalar>>;
@@ -107,8 +108,10 @@ void propagate_blocked(const Attention<Scalar>& attention, const Norm<Scalar>& n
     RowMap update(base + R * first_width, R, D);
     attention.project(mixed, update, bias_begin, bias_rows);
     RowMatrix<Scalar>* sum = cs.engine.track_sum ? &cs.workspace.partial_sums[thread] : nullptr;
-    for (Eigen::Index b = 0; b < B; ++b)
+    for (Eigen::Index b = 0; b < B; ++b) {
+      post.apply(update.middleRows(b * n, n), s);
       scatter_add(cs, g.members[static_cast<std::size_t>(b)], s, N, update.middleRows(b * n, n), sum);
+    }
   });
   if (cs.engine.track_sum) finish_sums(cs);
 }

@@ -53,7 +53,7 @@ struct MlpTile {
 /// shares out). Returns true if a neuron nobody drives found no bias component.
 /// up_rows: the members' up contributions, read by the path rule (null: not needed).
 template <typename Scalar, typename GateRows, typename UpRows>
-bool split_tile(const ComponentState<Scalar>& cs, const MlpTile& tile, GateRows& gate_rows, UpRows* up_rows,
+bool split_tile(const ComponentState<Scalar>& cs, MlpKind kind, const MlpTile& tile, GateRows& gate_rows, UpRows* up_rows,
                 const RowMatrix<Scalar>& act_rows, Eigen::Index I, int inner) {
   bool orphan = false;
   const bool path = cs.split.split == MlpSplit::Path;
@@ -71,7 +71,7 @@ bool split_tile(const ComponentState<Scalar>& cs, const MlpTile& tile, GateRows&
       rows.push_back(gate_rows.row(tile.at(b) + p - f).data());
       if (up_rows) up.push_back(up_rows->row(tile.at(b) + p - f).data());
     }
-    if (path) SplitKernel<Scalar>::split_position_path(rows, up, act_rows.cols());
+    if (path) SplitKernel<Scalar>::split_position_path(kind, rows, up, act_rows.cols());
     else if (SplitKernel<Scalar>::split_position(cs.split, rows, bias_slot, act_rows.row(p).data(), I, act_rows.cols()))
       orphan = true;
   }
@@ -104,10 +104,11 @@ inline Eigen::Index agreed_tile(ShardGroup& shards, Eigen::Index positions) {
   return static_cast<Eigen::Index>(p);
 }
 
-/// C += mlp(frozen norm of C) for every component, over the rows they can reach.
+/// C += mlp(frozen norm of C) for every component, over the rows they can reach (the update
+/// through the frozen post-norm, if the model has one).
 template <typename Scalar>
 void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const typename Mlp<Scalar>::Forward& real,
-                       const Vector<Scalar>& scale, ComponentState<Scalar>& cs) {
+                       const Vector<Scalar>& scale, ComponentState<Scalar>& cs, const FrozenNorm<Scalar>& post = {}) {
   const Matrix<Scalar>& act = real.act;
   using RowMap = Eigen::Map<RowMatrix<Scalar>>;
   const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), D = cs.tensor.width();
@@ -153,15 +154,17 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
       up_rows.rightCols(padded_i - I).setZero();
     }
     handle_sink(cs, tile, gate_rows, use_up ? &up_rows : nullptr);
-    if (cs.shards) split_tile_sharded(cs, tile, gate_rows, use_up ? &up_rows : nullptr, act_rows);
-    else if (split_tile(cs, tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
+    if (cs.shards) split_tile_sharded(cs, mlp.kind(), tile, gate_rows, use_up ? &up_rows : nullptr, act_rows);
+    else if (split_tile(cs, mlp.kind(), tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
     RowMap update(base, R, D);
     mlp.down(gate, update, bias_begin, bias_rows);
     // Tiles own disjoint positions, so their rows of the sum are disjoint too.
     RowMatrix<Scalar>* sum = cs.engine.track_sum ? &cs.workspace.sum : nullptr;
-    for (Eigen::Index b = 0; b < tile.count(); ++b)
+    for (Eigen::Index b = 0; b < tile.count(); ++b) {
+      post.apply(update.middleRows(tile.at(b), tile.length(b)), tile.start[static_cast<std::size_t>(b)]);
       scatter_add(cs, tile.members[static_cast<std::size_t>(b)], tile.start[static_cast<std::size_t>(b)], tile.p1,
                   update.middleRows(tile.at(b), tile.length(b)), sum);
+    }
   }, cs.shards != nullptr);
   if (orphan) throw std::logic_error("a neuron driven by no component needs a bias component");
 }

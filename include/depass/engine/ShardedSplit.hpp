@@ -31,7 +31,7 @@ void for_each_live_row(const Tile& tile, const Visit& visit) {
 
 /// The path rule: G and U summed over every process, then each share cg g + cu u.
 template <typename Scalar, typename Tile, typename Rows>
-void sharded_path_split(const ComponentState<Scalar>& cs, const Tile& tile, Rows& gate_rows, Rows* up_rows) {
+void sharded_path_split(const ComponentState<Scalar>& cs, MlpKind kind, const Tile& tile, Rows& gate_rows, Rows* up_rows) {
   const Eigen::Index n = tile.p1 - tile.p0, W = gate_rows.cols();
   RowMatrix<Scalar> sums = RowMatrix<Scalar>::Zero(n, 2 * W);  // [G | U] per position
   for_each_live_row(tile, [&](Eigen::Index, Eigen::Index p, Eigen::Index r) {
@@ -41,7 +41,7 @@ void sharded_path_split(const ComponentState<Scalar>& cs, const Tile& tile, Rows
   cs.shards->all_sum(sums.data(), static_cast<std::size_t>(sums.size()));
   RowMatrix<Scalar> cg(n, W), cu(n, W);
   for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index k = 0; k < W; ++k) path_coefficients(up_rows != nullptr, sums(i, k), sums(i, W + k), cg(i, k), cu(i, k));
+    for (Eigen::Index k = 0; k < W; ++k) path_coefficients(kind, sums(i, k), sums(i, W + k), cg(i, k), cu(i, k));
   for_each_live_row(tile, [&](Eigen::Index, Eigen::Index p, Eigen::Index r) {
     Scalar* g = gate_rows.row(r).data();
     const Scalar* u = up_rows ? up_rows->row(r).data() : nullptr;
@@ -148,10 +148,10 @@ void sharded_exp_split(const ComponentState<Scalar>& cs, const Tile& tile, Rows&
 /// The split of one tile in a sharded run (gate rows in, shares out). Neurons no process's
 /// component drives go to the bias component (rank 0's).
 template <typename Scalar, typename Tile, typename Rows>
-void split_tile_sharded(const ComponentState<Scalar>& cs, const Tile& tile, Rows& gate_rows, Rows* up_rows,
+void split_tile_sharded(const ComponentState<Scalar>& cs, MlpKind kind, const Tile& tile, Rows& gate_rows, Rows* up_rows,
                         const RowMatrix<Scalar>& act_rows) {
   if (cs.split.split == MlpSplit::Path) {
-    sharded_path_split(cs, tile, gate_rows, up_rows);
+    sharded_path_split(cs, kind, tile, gate_rows, up_rows);
     return;
   }
   const RowMatrix<Scalar> peak = sharded_peak(cs, tile, gate_rows);

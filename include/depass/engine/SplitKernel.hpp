@@ -37,7 +37,7 @@ struct SplitKernel {
   /// The path rule (split_neuron_path) at one position: g_rows[i] (member i's gate
   /// contributions, padded_i entries) is overwritten by its shares; u_rows[i] holds its up
   /// contributions (empty list: a GELU MLP). Padding entries are zero and stay zero.
-  static void split_position_path(const std::vector<Scalar*>& g_rows, const std::vector<Scalar*>& u_rows,
+  static void split_position_path(MlpKind kind, const std::vector<Scalar*>& g_rows, const std::vector<Scalar*>& u_rows,
                                   Eigen::Index padded_i) {
     using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     using Map = Eigen::Map<Array>;
@@ -52,7 +52,7 @@ struct SplitKernel {
       G += Map(g_rows[i], padded_i);
       if (gated) U += Map(u_rows[i], padded_i);
     }
-    for (Eigen::Index k = 0; k < padded_i; ++k) path_coefficients(gated, G[k], U[k], cg[k], cu[k]);
+    for (Eigen::Index k = 0; k < padded_i; ++k) path_coefficients(kind, G[k], U[k], cg[k], cu[k]);
     for (std::size_t i = 0; i < g_rows.size(); ++i) {
       Map g(g_rows[i], padded_i);
       if (gated) g = cg * g + cu * Map(u_rows[i], padded_i);

@@ -1,5 +1,5 @@
 #pragma once
-// Loader for Hugging Face model directories (Llama, Mistral, Qwen2/3, Phi-3, GPT-2):
+// Loader for Hugging Face model directories (Llama, Mistral, Qwen2/3, Phi-3, Gemma, Gemma 2, GPT-2):
 // config.json plus weights in model.safetensors or in shards listed by
 // model.safetensors.index.json.
 
@@ -20,7 +20,7 @@ namespace depass {
 
 namespace io {
 
-/// Loads a Hugging Face Llama, Mistral, Qwen2, Qwen3, Phi-3 or GPT-2 directory. std::runtime_error if dir, its
+/// Loads a Hugging Face Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, Gemma 2 or GPT-2 directory. std::runtime_error if dir, its
 /// config.json or its weight file cannot be read; FormatError for unsupported or
 /// inconsistent content (naming the file, the field or tensor, and the problem).
 template <typename Scalar>

@@ -5,6 +5,8 @@
 // Mixing per head before the output projection is H times cheaper than expanding every
 // head through Wo first. Biases (bq, bk only enter the real probabilities; bv, bo) go to
 // the bias component, and since A is row-stochastic the value bias passes through it.
+// Gemma 2 scales the scores by query_pre_attn_scalar^-1/2 and soft-caps them before the
+// softmax; both only shape the real probabilities, which the components use frozen.
 
 #include <Eigen/Core>
 #include <cmath>
@@ -14,6 +16,7 @@
 #include "../Config.hpp"
 #include "../Hook.hpp"
 #include "../Weights.hpp"
+#include "Norm.hpp"
 #include "Rotary.hpp"
 
 namespace depass {
@@ -27,7 +30,8 @@ class Attention {
   /// The weights must outlive the Attention.
   Attention(const Config& cfg, const LayerWeights<Scalar>& w)
       : w_(w), rotary_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
-        group_(cfg.heads_per_kv()), eps_(static_cast<Scalar>(cfg.norm_eps)) {}
+        group_(cfg.heads_per_kv()), eps_(static_cast<Scalar>(cfg.norm_eps)),
+        score_scale_(static_cast<Scalar>(cfg.score_scale())), softcap_(static_cast<Scalar>(cfg.attention_softcap)) {}
 
   /// What the real computation gives: the output, and the coefficients it froze. For a
   /// batch of S sequences of N positions stacked as S*N rows, sequence s owns rows
@@ -38,6 +42,7 @@ class Attention {
     MatrixType heads;  // N x (H*d): each head's mixed values, before Wo
     MatrixType q, k, v;  // N x (H*d), N x (G*d), N x (G*d): after biases, head norms and RoPE (the backward pass reads them)
     MatrixType q_raw, k_raw;  // before the per-head norms (Qwen3's q/k norm), else empty
+    VectorType post_scale;    // N: the scale of the model's norm of `out` before the residual add (Gemma 2), else empty
   };
 
   /// The real attention of the normed state xn (N x D), or of S sequences of
@@ -143,7 +148,8 @@ class Attention {
   /// The reference rule, dense: every row of every component through the attention with the
   /// real pass's probabilities. normed: (M*N) x D, the components after the frozen norm
   /// (component m in rows [m*N, (m+1)*N)).
-  void propagate(const Forward& real, const MatrixType& normed, ComponentState<Scalar>& cs) const {
+  void propagate(const Forward& real, const MatrixType& normed, ComponentState<Scalar>& cs,
+                 const FrozenNorm<Scalar>& post = {}) const {
     const MatrixType& probs = real.probs;
     const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions();
     const Eigen::Index bias_rows = cs.bias_component >= 0 ? N : 0, bias_begin = std::max<Eigen::Index>(0, cs.bias_component) * N;
@@ -152,6 +158,7 @@ class Attention {
     mix(probs, 0, M, v.data(), mixed.data(), 1);
     MatrixType update(M * N, w_.wo.rows());
     project(mixed, update, bias_begin, bias_rows);
+    for (Eigen::Index m = 0; post && m < M; ++m) post.apply(update.middleRows(m * N, N), 0);
     cs.tensor.stacked() += update;
   }
 
@@ -162,10 +169,10 @@ class Attention {
     const Eigen::Index d = head_dim_;
     rotary_.rotate<Scalar>(f.q.middleRows(s * N, N), heads_, 1);
     rotary_.rotate<Scalar>(f.k.middleRows(s * N, N), kv_heads_, 1);
-    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
     for (int h = 0; h < heads_; ++h) {
       Eigen::Block<MatrixType> A = f.probs.middleRows((s * heads_ + h) * N, N);
-      A.noalias() = (f.q.block(s * N, h * d, N, d) * f.k.block(s * N, kv_head(h) * d, N, d).transpose()) * inv_sqrt_d;
+      A.noalias() = (f.q.block(s * N, h * d, N, d) * f.k.block(s * N, kv_head(h) * d, N, d).transpose()) * score_scale_;
+      if (softcap_ > Scalar(0)) A = (A.array() / softcap_).tanh().matrix() * softcap_;  // Gemma 2
       causal_softmax_rows(A);
     }
     if (f.v.rows() == N) return mix(f.probs, 0, 1, f.v.data(), f.heads.data(), 1);  // one sequence: no copies
@@ -176,21 +183,26 @@ class Attention {
     f.heads.middleRows(s * N, N) = mixed;
   }
 
-  /// Head h of sequence s, reverse mode: z = A V, A = softmax(Q K^T / sqrt(d)) gives
-  /// dA = dz V^T, dV += A^T dz, dS = A o (dA - rowsum(A o dA)) (zero where masked),
-  /// dQ = dS K / sqrt(d), dK += dS^T Q / sqrt(d).
+  /// Head h of sequence s, reverse mode: z = A V, A = softmax(S), S = Q K^T c (c the score
+  /// scale, 1/sqrt(d) unless the model says otherwise) gives dA = dz V^T, dV += A^T dz,
+  /// dS = A o (dA - rowsum(A o dA)) (zero where masked), dQ = dS K c, dK += dS^T Q c. A soft
+  /// cap, S = cap tanh(Q K^T c / cap), multiplies dS by 1 - tanh^2 first.
   void backward_head(const Forward& real, const Eigen::Ref<const MatrixType>& dz, Eigen::Index s, Eigen::Index N, int h,
                      MatrixType& dq, MatrixType& dk, MatrixType& dv) const {
     const Eigen::Index d = head_dim_, r = s * N, g = kv_head(h) * d;
-    const Scalar inv_sqrt_d = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
     const MatrixType A = real.probs.middleRows((s * heads_ + h) * N, N);
     const MatrixType dz_h = dz.block(r, h * d, N, d);
     MatrixType dS = dz_h * real.v.block(r, g, N, d).transpose();
     dv.block(r, g, N, d).noalias() += A.transpose() * dz_h;
     const VectorType weighted = A.cwiseProduct(dS).rowwise().sum();
     dS = (A.array() * (dS.colwise() - weighted).array()).matrix();
-    dq.block(r, h * d, N, d).noalias() = dS * real.k.block(r, g, N, d) * inv_sqrt_d;
-    dk.block(r, g, N, d).noalias() += dS.transpose() * real.q.block(r, h * d, N, d) * inv_sqrt_d;
+    if (softcap_ > Scalar(0)) {
+      const MatrixType t = ((real.q.block(r, h * d, N, d) * real.k.block(r, g, N, d).transpose()) * (score_scale_ / softcap_))
+                               .array().tanh().matrix();
+      dS.array() *= Scalar(1) - t.array().square();
+    }
+    dq.block(r, h * d, N, d).noalias() = dS * real.k.block(r, g, N, d) * score_scale_;
+    dk.block(r, g, N, d).noalias() += dS.transpose() * real.q.block(r, h * d, N, d) * score_scale_;
   }
 
   /// RMSNorm over each of `count` heads of every row: x_h <- x_h r w, r = 1/sqrt(mean(x_h^2) + eps).
@@ -239,6 +251,8 @@ class Attention {
   Eigen::Index head_dim_;
   int group_;  // query heads per kv head
   Scalar eps_;  // the per-head norms' epsilon (Qwen3's q/k norm)
+  Scalar score_scale_;  // scores = q.k * this (1/sqrt(d); Gemma 2: query_pre_attn_scalar^-1/2)
+  Scalar softcap_;      // > 0: scores -> softcap tanh(scores / softcap) (Gemma 2)
 };
 
 }  // namespace depass

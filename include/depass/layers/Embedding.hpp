@@ -2,6 +2,8 @@
 // Token embeddings, plus a learned table of position vectors for models that have one
 // (GPT-2). Token-level decompositions start here: each token owns its own embedding, and
 // learned position vectors, which belong to no token, form a component of their own.
+// Gemma multiplies the token rows by sqrt(D) (Config::embedding_scale); a token's
+// component is its scaled row.
 
 #include <Eigen/Core>
 #include <vector>
@@ -15,11 +17,12 @@ template <typename Scalar>
 class Embedding {
  public:
   using MatrixType = Matrix<Scalar>;
-  using ConstRow = typename RowMatrix<Scalar>::ConstRowXpr;
+  using RowVectorType = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
 
   /// The weights must outlive the Embedding.
   Embedding(const Config& cfg, const Weights<Scalar>& w)
-      : w_(w), learned_positions_(cfg.positions == PositionKind::Learned) {}
+      : w_(w), learned_positions_(cfg.positions == PositionKind::Learned),
+        scale_(static_cast<Scalar>(cfg.embedding_scale)) {}
 
   /// The state entering the first block: token rows (+ position rows), N x D.
   MatrixType forward(const std::vector<int>& ids) const {
@@ -29,8 +32,11 @@ class Embedding {
     return x;
   }
 
-  /// The embedding row of token id (without any position vector).
-  ConstRow token(int id) const { return w_.token_embedding.row(id); }
+  /// The embedding row of token id, scaled (without any position vector).
+  RowVectorType token(int id) const {
+    if (scale_ == Scalar(1)) return w_.token_embedding.row(id);
+    return w_.token_embedding.row(id) * scale_;
+  }
   /// Whether positions are a learned table added to the tokens.
   bool learned_positions() const { return learned_positions_; }
   /// The first N learned position vectors (N x D).
@@ -41,6 +47,7 @@ class Embedding {
  private:
   const Weights<Scalar>& w_;
   bool learned_positions_;
+  Scalar scale_;  // token rows are multiplied by this (Gemma: sqrt(D), rounded to Scalar as HF rounds it)
 };
 
 }  // namespace depass

@@ -1,6 +1,7 @@
 #pragma once
-// The MLP block (docs/method.md, "MLP block"): gated SiLU (SwiGLU: a = silu(x W1^T) * x W3^T)
-// or GELU (a = gelu_tanh(x W1^T + b1)), then a W2^T. The real pass freezes the neuron
+// The MLP block (docs/method.md, "MLP block"): gated SiLU (SwiGLU: a = silu(x W1^T) * x W3^T),
+// gated GELU (GeGLU, Gemma: a = gelu_tanh(x W1^T) * x W3^T) or GELU (a = gelu_tanh(x W1^T + b1)),
+// then a W2^T. The real pass freezes the neuron
 // values a; each neuron's output a[i,k] W2[:,k] is shared among the components by how much
 // each drives the neuron's gate, g_m = norm(C_m) W1^T, and for the path rule its up input,
 // u_m = norm(C_m) W3^T (layers/NeuronSplit.hpp). Biases go to the bias component.
@@ -14,6 +15,7 @@
 #include "../Hook.hpp"
 #include "../Weights.hpp"
 #include "NeuronSplit.hpp"
+#include "Norm.hpp"
 
 namespace depass {
 
@@ -24,7 +26,7 @@ class Mlp {
   using VectorType = Vector<Scalar>;
 
   /// The weights must outlive the Mlp.
-  Mlp(const Config& cfg, const LayerWeights<Scalar>& w) : w_(w), gated_(cfg.gated_mlp()) {}
+  Mlp(const Config& cfg, const LayerWeights<Scalar>& w) : w_(w), kind_(cfg.mlp), gated_(cfg.gated_mlp()) {}
 
   /// What the real computation gives: the output and the frozen neuron values.
   struct Forward {
@@ -32,6 +34,7 @@ class Mlp {
     MatrixType act;   // N x I: neuron values a
     MatrixType gate;  // N x I: x W1^T + b1 (the backward pass reads it)
     MatrixType up;    // N x I: x W3^T + b3 for gated MLPs, else empty
+    VectorType post_scale;  // N: the scale of the model's norm of `out` before the residual add (Gemma 2), else empty
   };
 
   /// The real MLP of normed rows xn (any number of rows: positions of one or more sequences).
@@ -44,7 +47,7 @@ class Mlp {
       f.up = xn * w_.w3.transpose();
       route_bias(f.up, w_.b3, true);
       tap("ffn_up", f.up);
-      f.act = silu(f.gate).cwiseProduct(f.up);
+      f.act = gate_activation(f.gate).cwiseProduct(f.up);
     } else {
       f.act = gelu_tanh(f.gate);
     }
@@ -59,15 +62,21 @@ class Mlp {
   MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const { return d_out * w_.w2; }
 
   /// Reverse mode from d_act (the gradient wrt `real.act`) to the normed input.
-  ///   gated: a = silu(g) u,  dg = d_act u silu'(g), du = d_act silu(g), dxn = dg W1 + du W3
-  ///   GELU:  a = gelu(g),    dg = d_act gelu'(g),                      dxn = dg W1
+  ///   gated: a = f(g) u,  dg = d_act u f'(g), du = d_act f(g), dxn = dg W1 + du W3  (f = silu or gelu)
+  ///   GELU:  a = gelu(g), dg = d_act gelu'(g),                   dxn = dg W1
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
     if (!gated_) return (d_act.array() * gelu_tanh_derivative(real.gate).array()).matrix() * w_.w1;
-    using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-    const ArrayType g = real.gate.array();
-    const ArrayType s = (Scalar(1) + (-g).exp()).inverse();  // sigmoid
-    const MatrixType dg = (d_act.array() * real.up.array() * s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
-    const MatrixType du = (d_act.array() * g * s).matrix();
+    MatrixType f_prime;
+    if (kind_ == MlpKind::GatedGeluTanh) {
+      f_prime = gelu_tanh_derivative(real.gate);
+    } else {
+      using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+      const ArrayType g = real.gate.array();
+      const ArrayType s = (Scalar(1) + (-g).exp()).inverse();  // sigmoid; silu' = s (1 + g (1 - s))
+      f_prime = (s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
+    }
+    const MatrixType dg = (d_act.array() * real.up.array() * f_prime.array()).matrix();
+    const MatrixType du = (d_act.array() * gate_activation(real.gate).array()).matrix();
     MatrixType dxn = dg * w_.w1;
     dxn.noalias() += du * w_.w3;
     return dxn;
@@ -91,6 +100,8 @@ class Mlp {
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b3, true);
   }
   bool gated() const { return gated_; }
+  /// The neuron's form (what the path rule integrates).
+  MlpKind kind() const { return kind_; }
 
   /// dst = shares W2^T, the output of each component's share of the neurons; rows
   /// [bias_begin, + bias_count) receive the down projection's bias.
@@ -116,7 +127,8 @@ class Mlp {
 
   /// The reference rule, dense: every row of every component, with the real pass's neuron
   /// values. normed: (M*N) x D, the components after the frozen norm.
-  void propagate(const Forward& real, const MatrixType& normed, ComponentState<Scalar>& cs) const {
+  void propagate(const Forward& real, const MatrixType& normed, ComponentState<Scalar>& cs,
+                 const FrozenNorm<Scalar>& post = {}) const {
     const MatrixType& act = real.act;
     const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), I = neurons();
     const Eigen::Index bias_rows = cs.bias_component >= 0 ? N : 0, bias_begin = std::max<Eigen::Index>(0, cs.bias_component) * N;
@@ -142,7 +154,7 @@ class Mlp {
         for (Eigen::Index m = 0; m < M; ++m) column[static_cast<std::size_t>(m)] = g(m * N + i, k);
         if (path) {
           for (Eigen::Index m = 0; use_up && m < M; ++m) up[static_cast<std::size_t>(m)] = u(m * N + i, k);
-          split_neuron_path(column.data(), use_up ? up.data() : nullptr, M, share.data());
+          split_neuron_path(kind_, column.data(), use_up ? up.data() : nullptr, M, share.data());
         } else if (!split_neuron(cs.split, column.data(), M, act(i, k), share.data())) {
           if (cs.bias_component < 0) throw std::logic_error("a neuron driven by no component needs a bias component");
           share[static_cast<std::size_t>(cs.bias_component)] = act(i, k);
@@ -151,11 +163,16 @@ class Mlp {
       }
     MatrixType update(M * N, w_.w2.rows());
     down(shares, update, bias_begin, bias_rows);
+    for (Eigen::Index m = 0; post && m < M; ++m) post.apply(update.middleRows(m * N, N), 0);
     cs.tensor.stacked() += update;
   }
 
  private:
   static MatrixType silu(const MatrixType& g) { return (g.array() / (Scalar(1) + (-g.array()).exp())).matrix(); }
+  /// The gated MLP's gate nonlinearity: silu (SwiGLU) or gelu_tanh (GeGLU).
+  MatrixType gate_activation(const MatrixType& g) const {
+    return kind_ == MlpKind::GatedGeluTanh ? gelu_tanh(g) : silu(g);
+  }
 
   /// GELU, tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
   static MatrixType gelu_tanh(const MatrixType& g) {
@@ -175,7 +192,8 @@ class Mlp {
   }
 
   const LayerWeights<Scalar>& w_;
-  bool gated_;  // SwiGLU (W1, W3) rather than GELU (W1 only)
+  MlpKind kind_;
+  bool gated_;  // SwiGLU or GeGLU (W1, W3) rather than GELU (W1 only)
 };
 
 }  // namespace depass

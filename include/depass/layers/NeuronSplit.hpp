@@ -6,10 +6,13 @@
 // and split_neuron_path.
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
+
+#include "../Config.hpp"
 
 namespace depass {
 
@@ -130,22 +133,59 @@ inline double silu_path_weight(double G) {
   return G > 0 ? 0.5 - over : over;
 }
 
+/// Phi(x) = (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2, so that gelu_tanh(x) = x Phi(x).
+inline double gelu_tanh_gate(double x) { return 0.5 * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+/// p(G) = integral_0^1 t Phi(t G) dt, the path rule's weight for GeGLU (as silu_path_weight
+/// for SwiGLU). |G| <= 8: 16-point Gauss-Legendre on ceil(|G|/3) panels (the integrand's
+/// nearest singularities, Im x = +-2.75, leave full double precision). |G| > 8: p = F(G) / G^2
+/// with F(G) = integral_0^G s Phi(s) ds = G^2/2 - K (G > 0) or K (G < 0), K = integral_0^inf
+/// s (1 - Phi(s)) ds (mpmath, 40 digits); the tail past 8 is below 1e-20.
+inline double gelu_path_weight(double G) {
+  static const double node[8] = {0.0950125098376374, 0.2816035507792589, 0.4580167776572274, 0.6178762444026438,
+                                 0.7554044083550030, 0.8656312023878318, 0.9445750230732326, 0.9894009349916499};
+  static const double weight[8] = {0.1894506104550685, 0.1826034150449236, 0.1691565193950025, 0.1495959888165767,
+                                   0.1246289712555339, 0.0951585116824928, 0.0622535239386479, 0.0271524594117541};
+  const double x = std::abs(G);
+  if (x > 8.0) {
+    const double over = 0.24958576776842670050 / (G * G);  // G * G may overflow to inf: over -> 0, still right
+    return G > 0 ? 0.5 - over : over;
+  }
+  const int panels = std::max(1, static_cast<int>(std::ceil(x / 3.0)));
+  const double width = 1.0 / panels;
+  double p = 0;
+  for (int j = 0; j < panels; ++j)
+    for (int i = 0; i < 8; ++i)
+      for (const double at : {0.5 * (1 - node[i]), 0.5 * (1 + node[i])}) {
+        const double t = (j + at) * width;
+        p += 0.5 * width * weight[i] * t * gelu_tanh_gate(t * G);
+      }
+  return p;
+}
+
 }  // namespace detail
 
 /// The path rule's per-neuron coefficients: component m's share of the neuron is
 /// cg g_m + cu u_m, with G = sum g_m and U = sum u_m. It is integrated gradients of the
 /// neuron a(g, u) along the straight path from zero to (G, U), the components' parts of
 /// (g, u) as the inputs (docs/method.md, "MLP block"):
-///   gated a = silu(g) u:  cg = U (sigmoid(G) - q(G)), cu = G q(G), q = silu_path_weight;
-///   GELU  a = gelu(g):    cg = gelu(G) / G = (1 + tanh(k (G + 0.044715 G^3))) / 2, cu = 0.
-/// cg G + cu U = silu(G) U (gelu(G)) for every q, so the shares sum to the neuron exactly,
-/// whatever the rounding of q; no ratio is ever divided by G.
+///   SwiGLU a = silu(g) u:  cg = U (sigmoid(G) - q(G)), cu = G q(G), q = silu_path_weight;
+///   GeGLU  a = gelu(g) u:  cg = U (Phi(G) - p(G)),     cu = G p(G), p = gelu_path_weight;
+///   GELU   a = gelu(g):    cg = gelu(G) / G = Phi(G) = (1 + tanh(k (G + 0.044715 G^3))) / 2, cu = 0.
+/// cg G + cu U = silu(G) U (gelu(G) U, gelu(G)) for every q (p), so the shares sum to the
+/// neuron exactly, whatever the rounding of q; no ratio is ever divided by G.
 template <typename Scalar>
-void path_coefficients(bool gated, Scalar G, Scalar U, Scalar& cg, Scalar& cu) {
-  if (!gated) {
-    const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
+void path_coefficients(MlpKind kind, Scalar G, Scalar U, Scalar& cg, Scalar& cu) {
+  const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
+  if (kind == MlpKind::GeluTanh) {
     cg = Scalar(0.5) * (Scalar(1) + std::tanh(k * (G + Scalar(0.044715) * G * G * G)));
     cu = 0;
+    return;
+  }
+  if (kind == MlpKind::GatedGeluTanh) {
+    const Scalar p = static_cast<Scalar>(detail::gelu_path_weight(static_cast<double>(G)));
+    cg = U * (Scalar(0.5) * (Scalar(1) + std::tanh(k * (G + Scalar(0.044715) * G * G * G))) - p);
+    cu = G * p;
     return;
   }
   const Scalar q = static_cast<Scalar>(detail::silu_path_weight(static_cast<double>(G)));
@@ -153,18 +193,28 @@ void path_coefficients(bool gated, Scalar G, Scalar U, Scalar& cg, Scalar& cu) {
   cu = G * q;
 }
 
-/// The path rule for one neuron: g[m], u[m] are member m's contributions to its gate and
-/// up inputs (u null: a GELU MLP), share[m] = cg g[m] + cu u[m]. Linear in the
-/// contributions, so no member needs excluding: an absent one (zeros) gets nothing.
+/// The path rule for one neuron of an MLP of the given kind: g[m], u[m] are member m's
+/// contributions to its gate and up inputs (u null for a GELU MLP, else required),
+/// share[m] = cg g[m] + cu u[m]. Linear in the contributions, so no member needs
+/// excluding: an absent one (zeros) gets nothing.
 template <typename Scalar>
-void split_neuron_path(const Scalar* g, const Scalar* u, Eigen::Index count, Scalar* share) {
+void split_neuron_path(MlpKind kind, const Scalar* g, const Scalar* u, Eigen::Index count, Scalar* share) {
+  if ((kind == MlpKind::GeluTanh) != (u == nullptr))
+    throw std::invalid_argument(std::string("split_neuron_path: a ") + to_string(kind) + " MLP " +
+                                (u ? "has no up inputs" : "needs the up contributions"));
   Scalar G = 0, U = 0, cg, cu;
   for (Eigen::Index i = 0; i < count; ++i) {
     G += g[i];
     if (u) U += u[i];
   }
-  path_coefficients(u != nullptr, G, U, cg, cu);
+  path_coefficients(kind, G, U, cg, cu);
   for (Eigen::Index i = 0; i < count; ++i) share[i] = cg * g[i] + (u ? cu * u[i] : Scalar(0));
+}
+
+/// SwiGLU (u given) or GELU (u null).
+template <typename Scalar>
+void split_neuron_path(const Scalar* g, const Scalar* u, Eigen::Index count, Scalar* share) {
+  split_neuron_path(u ? MlpKind::GatedSiLU : MlpKind::GeluTanh, g, u, count, share);
 }
 
 /// The attention sink (BOS, with DecomposeOptions::bos_sink) drives neurons only at its

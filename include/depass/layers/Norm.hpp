@@ -84,4 +84,20 @@ class Norm {
   Scalar eps_;
 };
 
+/// A norm applied with the per-position scales of a real state frozen: how a block's update
+/// to the components goes through a norm of the block's output (Gemma 2's post-norms, RMS,
+/// so there is no offset to route). Empty (no norm): the update passes unchanged.
+template <typename Scalar>
+struct FrozenNorm {
+  const Norm<Scalar>* norm = nullptr;
+  const Vector<Scalar>* scale = nullptr;  // one per position
+
+  explicit operator bool() const { return norm != nullptr; }
+  /// In place on rows of one component that cover positions [first, first + rows.rows()).
+  template <typename Rows>
+  void apply(Rows&& rows, Eigen::Index first) const {
+    if (norm) norm->apply_frozen(rows, scale->segment(first, rows.rows()), false, rows);
+  }
+};
+
 }  // namespace depass

@@ -140,14 +140,8 @@ class SubspaceFaithfulness {
     for (int block = index_ - 1; block >= 0; --block) {  // block 2l: attention of layer l; 2l+1: its MLP
       const int l = block / 2;
       const LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
-      if (block % 2) {
-        const MatrixType d_act = model_.mlp(l).backward_output(dx);
-        dx += model_.mlp_norm(l).backward(t.mlp_input, t.mlp_scale, model_.mlp(l).backward(t.mlp, d_act));
-      } else {
-        const MatrixType dz = model_.attention(l).backward_output(dx);
-        dx += model_.attention_norm(l).backward(t.attention_input, t.attention_scale,
-                                                model_.attention(l).backward(t.attention, dz, N));
-      }
+      if (block % 2) model_.mlp_block_backward(l, t, dx);
+      else model_.attention_block_backward(l, t, dx, N);
     }
     return dx;
   }

@@ -144,6 +144,8 @@ def hf_llama(D=8, I=12, L=1, H=2, G=1, V=10, P=16, tied=True, qkv_bias=False, mo
         if qkv_bias:
             ts += [(p + "self_attn.q_proj.bias", [H * d]), (p + "self_attn.k_proj.bias", [G * d]),
                    (p + "self_attn.v_proj.bias", [G * d])]
+        if model_type == "gemma2":  # post-attention, pre- and post-feed-forward norms
+            ts += [(p + "pre_feedforward_layernorm.weight", [D]), (p + "post_feedforward_layernorm.weight", [D])]
     ts.append(("model.norm.weight", [D]))
     tensors = []
     for name, shape in ts:
@@ -158,6 +160,10 @@ cfg, st, names = hf_llama()
 out("huggingface", "llama_tied", cfg + SPLIT + st)
 cfg, st, names = hf_llama(tied=False, qkv_bias=True, model_type="qwen2", H=2, G=2)
 out("huggingface", "qwen2_untied", cfg + SPLIT + st)
+cfg, st, names = hf_llama(model_type="gemma2")
+gemma2_cfg = dict(json.loads(cfg), hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=4,
+                  attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=8)
+out("huggingface", "gemma2_tied", json.dumps(gemma2_cfg, indent=1).encode() + SPLIT + st)
 cfg, st, names = hf_llama()
 index = json.dumps({"metadata": {"total_size": len(st)},
                     "weight_map": {n: "model-00001-of-00001.safetensors" for n in names}}).encode()

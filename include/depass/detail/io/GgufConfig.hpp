@@ -7,9 +7,13 @@
 //    adjacent dimensions (RopeLayout::AdjacentPairs, like llama2.c files);
 //  - qwen2 (q/k/v biases), qwen3 (per-head q/k RMSNorm), phi3 (fused attn_qkv and ffn_up):
 //    not permuted, rotary embeddings over halves (llama.cpp's NEOX rope type);
+//  - gemma, gemma2: GeGLU MLP, embeddings scaled by sqrt(D), rotary over halves; the norm
+//    gains are stored with Gemma's 1 already added (llama.cpp's converter adds it); gemma2
+//    adds post-norms, soft caps and a sliding window (see gguf_gemma);
 //  - gpt2: LayerNorm with biases, learned positions, GELU-tanh MLP, fused attn_qkv.
 
 #include <climits>
+#include <cmath>
 #include <string>
 
 #include "../../Config.hpp"
@@ -19,11 +23,11 @@ namespace depass {
 namespace detail {
 
 /// The values of general.architecture that load_gguf reads.
-constexpr const char* kGgufArchitectures = "llama, qwen2, qwen3, phi3, gpt2";
+constexpr const char* kGgufArchitectures = "llama, qwen2, qwen3, phi3, gemma, gemma2, gpt2";
 
 inline bool gguf_architecture_supported(const std::string& arch) {
-  return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" ||
-         arch == "gpt2";
+  return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma" ||
+         arch == "gemma2" || arch == "gpt2";
 }
 
 /// The "{arch}.{key}" metadata of one family.
@@ -41,6 +45,25 @@ struct GgufKeys {
     return f.get_float(name(key), fallback);
   }
 };
+
+/// Gemma and Gemma 2 as llama.cpp reads them. Gemma 2's score scale is not stored by the
+/// converter: `{arch}.attention.scale` if present, else llama.cpp's rule (1/sqrt(D/H) for
+/// the 46-layer 27B model, whose query_pre_attn_scalar is D/H; else 1/sqrt(head width)).
+/// The soft caps default to llama.cpp's (and Gemma2Config's) 50 and 30.
+inline void gguf_gemma(const GgufKeys& k, Config& c) {
+  c.mlp = MlpKind::GatedGeluTanh;
+  c.embedding_scale = std::sqrt(static_cast<double>(c.dim));
+  if (k.arch != "gemma2") return;
+  c.post_norms = true;
+  const double head = c.n_layers == 46 && c.n_heads > 0 ? static_cast<double>(c.dim) / c.n_heads : c.head_dim;
+  c.attention_scale = k.has("attention.scale") ? k.real("attention.scale") : 1.0 / std::sqrt(head);
+  c.attention_softcap = k.real("attn_logit_softcapping", 50.0);
+  c.final_softcap = k.real("final_logit_softcapping", 30.0);
+  if (k.has("attention.sliding_window")) {  // every other layer slides: cap the context as for phi3
+    const int window = k.integer("attention.sliding_window");
+    if (window > 0 && window < c.max_seq_len) c.max_seq_len = window;
+  }
+}
 
 /// Linear RoPE scaling from `{arch}.rope.scaling.type` = "linear" with
 /// `{arch}.rope.scaling.factor`, or from the older `{arch}.rope.scale_linear`. Llama 3
@@ -123,6 +146,7 @@ inline void gguf_family(const GgufKeys& k, Config& c) {
   c.rope_scaling = gguf_rope_scaling(k);
   c.attention_qkv_bias = k.arch == "qwen2";
   c.qk_norm = k.arch == "qwen3";
+  if (k.arch == "gemma" || k.arch == "gemma2") gguf_gemma(k, c);
   if (k.arch == "phi3" && k.has("attention.sliding_window")) {
     // As for Hugging Face Phi-3: full attention equals sliding-window attention for
     // sequences no longer than the window, so the window caps the accepted length.

@@ -135,9 +135,11 @@ void visit_gguf_model(GgufTensors<Scalar>& t, const Config& c, Weights<Scalar>& 
     layer.attention_norm = t.vector(p + "attn_norm.weight", D);
     if (layer_norm) layer.attention_norm_bias = t.vector(p + "attn_norm.bias", D);
     visit_gguf_attention(t, c, p, layer);
+    if (c.post_norms) layer.attention_post_norm = t.vector(p + "post_attention_norm.weight", D);  // gemma2
     layer.mlp_norm = t.vector(p + "ffn_norm.weight", D);
     if (layer_norm) layer.mlp_norm_bias = t.vector(p + "ffn_norm.bias", D);
     visit_gguf_mlp(t, c, p, layer);
+    if (c.post_norms) layer.mlp_post_norm = t.vector(p + "post_ffw_norm.weight", D);
   }
   w.final_norm = t.vector("output_norm.weight", D);
   if (layer_norm) w.final_norm_bias = t.vector("output_norm.bias", D);

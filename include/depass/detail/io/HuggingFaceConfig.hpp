@@ -1,9 +1,10 @@
 #pragma once
 // config.json of a Hugging Face checkpoint -> Config, for the families we implement
-// (llama, mistral, qwen2, qwen3, phi3, gpt2). Only fields that change the computation are read;
+// (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gpt2). Only fields that change the computation are read;
 // anything that would change it in a way we do not implement (other activations, other
 // RoPE scalings) is refused rather than ignored.
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -70,6 +71,42 @@ inline Config parse_gpt2_config(const JsonFields& f, const std::string& source) 
   return c;
 }
 
+/// Gemma and Gemma 2: GeGLU MLP, embeddings scaled by sqrt(D), (1 + w) RMSNorm gains (the
+/// loader adds the 1), tied embeddings by default; Gemma 2 adds post-norms, a score scale of
+/// query_pre_attn_scalar^-1/2, attention and final-logit soft caps and a sliding window on
+/// every other layer. Fields Gemma2Config defaults when absent take those defaults here;
+/// a null soft cap means none.
+inline void parse_gemma_fields(const JsonFields& f, const std::string& model_type, Config& c) {
+  // Gemma's activation lives in hidden_activation (hidden_act is an older, ignored field
+  // of the first Gemma configs); both name the tanh approximation.
+  const std::string field = f.has("hidden_activation") ? "hidden_activation" : "hidden_act";
+  const std::string act = f.optional_string(field, "gelu_pytorch_tanh");
+  if (act != "gelu_pytorch_tanh" && act != "gelu_new")
+    f.fail(field, "is '" + act + "'; supported for " + model_type + ": gelu_pytorch_tanh, gelu_new");
+  c.mlp = MlpKind::GatedGeluTanh;
+  c.embedding_scale = std::sqrt(static_cast<double>(c.dim));
+  c.tied_embeddings = f.optional_bool("tie_word_embeddings", true);
+  const bool attention_bias = f.optional_bool("attention_bias", false);
+  c.attention_qkv_bias = c.attention_out_bias = attention_bias;
+  if (model_type != "gemma2") return;
+  c.post_norms = true;
+  auto positive = [&](const char* name, double fallback) {
+    if (f.is_null(name)) return 0.0;
+    const double v = f.optional_number(name, fallback);
+    if (!(v > 0) || !std::isfinite(v)) f.fail(name, "= " + std::to_string(v) + " must be a finite number > 0 (or null)");
+    return v;
+  };
+  const double scalar = f.optional_number("query_pre_attn_scalar", 256);
+  if (!(scalar > 0) || !std::isfinite(scalar)) f.fail("query_pre_attn_scalar", "must be a finite number > 0");
+  c.attention_scale = 1.0 / std::sqrt(scalar);
+  c.attention_softcap = positive("attn_logit_softcapping", 50.0);
+  c.final_softcap = positive("final_logit_softcapping", 30.0);
+  // Every other layer attends within a window; capping the context at it keeps every
+  // layer's full causal attention exact (as for Mistral).
+  const int window = f.optional_int("sliding_window", 4096);
+  if (window > 0 && window < c.max_seq_len) c.max_seq_len = window;
+}
+
 inline Config parse_huggingface_config(const Json& json, const std::string& source) {
   const JsonFields f(json, source);
   const std::string model_type = f.require_string("model_type");
@@ -77,16 +114,19 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
   if (model_type == "gpt2") {
     c = parse_gpt2_config(f, source);
   } else {
+    const bool gemma = model_type == "gemma" || model_type == "gemma2";
     if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3" &&
-        model_type != "phi3")
+        model_type != "phi3" && !gemma)
       throw FormatError(source + ": unsupported model_type '" + model_type +
-                        "' (supported: llama, mistral, qwen2, qwen3, phi3, gpt2)");
+                        "' (supported: llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gpt2)");
     if (f.has("partial_rotary_factor") && f.require_number("partial_rotary_factor") != 1.0)
       f.fail("partial_rotary_factor", "is not 1: rotary embeddings on part of each head are not supported");
     c.architecture = model_type;
 
-    const std::string act = f.optional_string("hidden_act", "silu");
-    if (act != "silu") f.fail("hidden_act", "is '" + act + "'; only 'silu' is supported");
+    if (!gemma) {
+      const std::string act = f.optional_string("hidden_act", "silu");
+      if (act != "silu") f.fail("hidden_act", "is '" + act + "'; only 'silu' is supported");
+    }
     c.rope_scaling = parse_rope_scaling(f, source);
 
     c.dim = f.require_int("hidden_size");
@@ -124,6 +164,8 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
       c.qk_norm = true;
       const bool attention_bias = f.optional_bool("attention_bias", false);
       c.attention_qkv_bias = c.attention_out_bias = attention_bias;
+    } else if (gemma) {
+      parse_gemma_fields(f, model_type, c);
     }
     // Mistral and Phi-3 slide their window whenever one is given; Qwen2/3 only when asked.
     if (model_type != "llama" && f.has("sliding_window") &&

@@ -180,7 +180,7 @@ void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weigh
   visit(true);
 }
 
-/// One decoder layer of the Llama layout (Llama, Mistral, Qwen2/3, Phi-3) under prefix p;
+/// One decoder layer of the Llama layout (Llama, Mistral, Qwen2/3, Phi-3, Gemma, Gemma 2) under prefix p;
 /// with read false only presence, shape and dtype are checked. Phi-3 fuses q|k|v and
 /// gate|up row-wise; they are split here.
 template <typename Scalar>
@@ -212,7 +212,13 @@ void load_llama_layer(const HuggingFaceTensors& tensors, const Config& c, const 
     layer.q_norm = vector("self_attn.q_norm.weight", c.head_dim);
     layer.k_norm = vector("self_attn.k_norm.weight", c.head_dim);
   }
-  layer.mlp_norm = vector("post_attention_layernorm.weight", D);
+  if (c.post_norms) {  // Gemma 2: post_attention_layernorm norms the attention's output
+    layer.attention_post_norm = vector("post_attention_layernorm.weight", D);
+    layer.mlp_norm = vector("pre_feedforward_layernorm.weight", D);
+    layer.mlp_post_norm = vector("post_feedforward_layernorm.weight", D);
+  } else {
+    layer.mlp_norm = vector("post_attention_layernorm.weight", D);
+  }
   if (fused) {
     const RowMatrix<Scalar> gate_up = matrix("mlp.gate_up_proj.weight", 2 * I, D);
     if (read) split_fused_gate_up(gate_up, c, layer);
@@ -226,6 +232,20 @@ void load_llama_layer(const HuggingFaceTensors& tensors, const Config& c, const 
     layer.b3 = vector("mlp.up_proj.bias", I);
     layer.b2 = vector("mlp.down_proj.bias", D);
   }
+}
+
+/// Gemma stores RMSNorm gains as w and computes x r (1 + w): the 1 is added here, once, so
+/// that every norm reads its gain as the other families' do.
+template <typename Scalar>
+void add_one_to_norm_gains(Weights<Scalar>& w) {
+  auto add_one = [](Vector<Scalar>& gain) { gain.array() += Scalar(1); };
+  for (LayerWeights<Scalar>& layer : w.layers) {
+    add_one(layer.attention_norm);
+    add_one(layer.mlp_norm);
+    if (layer.attention_post_norm.size()) add_one(layer.attention_post_norm);
+    if (layer.mlp_post_norm.size()) add_one(layer.mlp_post_norm);
+  }
+  add_one(w.final_norm);
 }
 
 /// The Llama layout's weights. Two passes over the same list: the first only checks
@@ -249,6 +269,7 @@ void load_llama_weights(const HuggingFaceTensors& tensors, const Config& c, Weig
       load_llama_layer(tensors, c, "model.layers." + std::to_string(l) + ".", read, w.layers[l]);
     w.final_norm = tensors.template vector<Scalar>("model.norm.weight", D, read);
   }
+  if (c.architecture == "gemma" || c.architecture == "gemma2") add_one_to_norm_gains(w);
 }
 
 }  // namespace detail

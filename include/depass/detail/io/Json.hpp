@@ -101,6 +101,11 @@ class JsonFields {
   const std::string& source() const { return source_; }
   bool has(const std::string& name) const { return find_field(object_, name) != nullptr; }
   const Json* find(const std::string& name) const { return find_field(object_, name); }
+  /// The field is present with the value null (has() counts null as absent).
+  bool is_null(const std::string& name) const {
+    const auto it = object_.find(name);
+    return it != object_.end() && it->is_null();
+  }
 
   int require_int(const std::string& name) const { return to_int(name, require(name)); }
   int optional_int(const std::string& name, int fallback) const {
