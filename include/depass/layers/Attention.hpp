@@ -31,7 +31,8 @@ class Attention {
   Attention(const Config& cfg, const LayerWeights<Scalar>& w)
       : w_(w), rotary_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
         group_(cfg.heads_per_kv()), eps_(static_cast<Scalar>(cfg.norm_eps)),
-        score_scale_(static_cast<Scalar>(cfg.score_scale())), softcap_(static_cast<Scalar>(cfg.attention_softcap)) {}
+        score_scale_(cfg.attention_scale > 0 ? static_cast<Scalar>(cfg.attention_scale)
+                                            : Scalar(1) / std::sqrt(static_cast<Scalar>(cfg.head_dim))), softcap_(static_cast<Scalar>(cfg.attention_softcap)) {}
 
   /// What the real computation gives: the output, and the coefficients it froze. For a
   /// batch of S sequences of N positions stacked as S*N rows, sequence s owns rows

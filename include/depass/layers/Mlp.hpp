@@ -66,17 +66,17 @@ class Mlp {
   ///   GELU:  a = gelu(g), dg = d_act gelu'(g),                   dxn = dg W1
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
     if (!gated_) return (d_act.array() * gelu_tanh_derivative(real.gate).array()).matrix() * w_.w1;
-    MatrixType f_prime;
+    MatrixType dg, du;
     if (kind_ == MlpKind::GatedGeluTanh) {
-      f_prime = gelu_tanh_derivative(real.gate);
+      dg = (d_act.array() * real.up.array() * gelu_tanh_derivative(real.gate).array()).matrix();
+      du = (d_act.array() * gelu_tanh(real.gate).array()).matrix();
     } else {
       using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
       const ArrayType g = real.gate.array();
       const ArrayType s = (Scalar(1) + (-g).exp()).inverse();  // sigmoid; silu' = s (1 + g (1 - s))
-      f_prime = (s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
+      dg = (d_act.array() * real.up.array() * s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
+      du = (d_act.array() * g * s).matrix();
     }
-    const MatrixType dg = (d_act.array() * real.up.array() * f_prime.array()).matrix();
-    const MatrixType du = (d_act.array() * gate_activation(real.gate).array()).matrix();
     MatrixType dxn = dg * w_.w1;
     dxn.noalias() += du * w_.w3;
     return dxn;

@@ -4,7 +4,8 @@
 //   atp       sum over positions of grad x activation: the first-order estimate of the
 //             effect of zero-ablating the unit (mean ablation: activation minus its mean
 //             over positions), from one Model::record + Model::backward;
-//   norm      the norm of the unit's output at the objective's position;
+//   norm      the norm of the unit's output at the objective's position (as it enters the
+//             residual stream: through Gemma 2's post-norm, frozen);
 //   ablation  f(x) - f(x with the unit's values zeroed at every position), exact: one
 //             rerun per unit, batched (every sequence of a batch ablates another unit);
 //   depass    the unit's share of the logit (or logit difference) by the Decomposer,
@@ -62,7 +63,10 @@ class ComponentAttributor {
       const MatrixType& z = tape.layers[static_cast<std::size_t>(l)].attention.heads;
       VectorType layer_scores;
       if (method == Method::Atp) layer_scores = atp(z, g.heads.at(l), d, options.mean_ablation);
-      else if (method == Method::OutputNorm) layer_scores = head_norms(z.row(objective.position), l);
+      else if (method == Method::OutputNorm)
+        layer_scores = head_norms(z.row(objective.position), l,
+                                  write_scale(l, Site::Attention, tape.layers[static_cast<std::size_t>(l)].attention.post_scale,
+                                              objective.position));
       else layer_scores = ablation_effects(ids, objective, clean, l, Site::Attention, H, d, options.batch);
       a.scores.segment(l * H, H) = layer_scores;
       for (int h = 0; h < H; ++h) a.labels.push_back("L" + std::to_string(l) + ".H" + std::to_string(h));
@@ -88,7 +92,9 @@ class ComponentAttributor {
       request.neuron_layers = {layer};
       a.scores = atp(act, model_.backward(tape, objective, request).neurons.at(layer), 1, options.mean_ablation);
     } else if (method == Method::OutputNorm) {
-      a.scores = neuron_norms(act.row(objective.position).transpose(), layer);
+      a.scores = neuron_norms(act.row(objective.position).transpose(), layer,
+                              write_scale(layer, Site::Mlp, tape.layers[static_cast<std::size_t>(layer)].mlp.post_scale,
+                                          objective.position));
     } else {
       a.scores = ablation_effects(ids, objective, clean, layer, Site::Mlp, I, 1, options.batch);
     }
@@ -155,20 +161,30 @@ class ComponentAttributor {
     return scores;
   }
 
-  /// || z_h[p] Wo[:, h]^T || for every head of layer l.
-  VectorType head_norms(const Eigen::Ref<const RowVector>& z_row, int l) const {
+  /// How a block's write at `position` enters the residual stream, per dimension (D): ones,
+  /// or (Gemma 2) the post-norm's frozen scale times its gain, so that the norms below are
+  /// of what each unit adds to the residual stream.
+  VectorType write_scale(int l, Site site, const VectorType& post_scale, Eigen::Index position) const {
+    const MatrixType ones = MatrixType::Ones(1, model_.config().dim);
+    if (post_scale.size() == 0) return ones.transpose();
+    return model_.residual_part(l, site, ones, post_scale.segment(position, 1)).transpose();
+  }
+
+  /// || (z_h[p] Wo[:, h]^T) .* scale || for every head of layer l.
+  VectorType head_norms(const Eigen::Ref<const RowVector>& z_row, int l, const VectorType& scale) const {
     const RowMatrix<Scalar>& wo = model_.weights().layers[static_cast<std::size_t>(l)].wo;
     const Eigen::Index d = model_.config().head_dim;
     VectorType norms(model_.config().n_heads);
     for (Eigen::Index h = 0; h < norms.size(); ++h)
-      norms(h) = (wo.middleCols(h * d, d) * z_row.segment(h * d, d).transpose()).norm();
+      norms(h) = (wo.middleCols(h * d, d) * z_row.segment(h * d, d).transpose()).cwiseProduct(scale).norm();
     return norms;
   }
 
-  /// |a[p, k]| || W2[:, k] || for every neuron of layer l.
-  VectorType neuron_norms(const VectorType& act_row, int l) const {
+  /// |a[p, k]| || W2[:, k] .* scale || for every neuron of layer l.
+  VectorType neuron_norms(const VectorType& act_row, int l, const VectorType& scale) const {
     const RowMatrix<Scalar>& w2 = model_.weights().layers[static_cast<std::size_t>(l)].w2;
-    return (act_row.cwiseAbs().array() * w2.colwise().norm().transpose().array()).matrix();
+    const MatrixType scaled = scale.asDiagonal() * w2;
+    return (act_row.cwiseAbs().array() * scaled.colwise().norm().transpose().array()).matrix();
   }
 
   /// f(x) - f(unit u zeroed) for the `units` units of `site` in layer l, `batch` per record.
