@@ -3,7 +3,6 @@
 // (normalisation, MLP, positions, biases) that the layer types of layers/ read once when
 // they are built.
 
-#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -92,8 +91,6 @@ struct Config {
   int kv_width() const { return n_kv_heads * head_dim; }
   int heads_per_kv() const { return n_heads / n_kv_heads; }
   bool gated_mlp() const { return mlp != MlpKind::GeluTanh; }
-  /// The scale of the attention scores, q.k * scale.
-  double score_scale() const { return attention_scale > 0 ? attention_scale : 1.0 / std::sqrt(double(head_dim)); }
   /// Terms no input owns (biases, norm offsets): DePass routes them to a bias component.
   bool has_biases() const {
     return attention_qkv_bias || attention_out_bias || mlp_bias || norm == NormKind::LayerNorm;

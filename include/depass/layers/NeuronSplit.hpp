@@ -105,23 +105,36 @@ bool split_neuron(const SplitRule& rule, const Scalar* g, Eigen::Index count, Sc
 
 namespace detail {
 
+/// integral of f over [lo, hi] by 16-point Gauss-Legendre (nodes tabulated, symmetric pairs):
+/// the path weights below run once per (position, neuron), so no nodes are computed here.
+template <typename F>
+double gauss_legendre_16(const F& f, double lo, double hi) {
+  static const double node[8] = {0.0950125098376374, 0.2816035507792589, 0.4580167776572274, 0.6178762444026438,
+                                 0.7554044083550030, 0.8656312023878318, 0.9445750230732326, 0.9894009349916499};
+  static const double weight[8] = {0.1894506104550685, 0.1826034150449236, 0.1691565193950025, 0.1495959888165767,
+                                   0.1246289712555339, 0.0951585116824928, 0.0622535239386479, 0.0271524594117541};
+  const double half = 0.5 * (hi - lo);
+  double sum = 0;
+  for (int j = 0; j < 8; ++j)
+    for (const double at : {0.5 * (1 - node[j]), 0.5 * (1 + node[j])}) sum += half * weight[j] * f(lo + (hi - lo) * at);
+  return sum;
+}
+
+/// Phi(x) = (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2, so that gelu_tanh(x) = x Phi(x).
+template <typename Scalar>
+Scalar gelu_tanh_gate(Scalar x) {
+  const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
+  return Scalar(0.5) * (Scalar(1) + std::tanh(k * (x + Scalar(0.044715) * x * x * x)));
+}
+
 /// q(G) = integral_0^1 t sigmoid(t G) dt, the path rule's weight (split_neuron_path).
 /// |G| <= 2: 16-point Gauss-Legendre on [0, 1] (the integrand's nearest poles, t = i pi / G,
 /// leave Bernstein-ellipse room for full double precision). |G| > 2: q = F(G) / G^2 with
 /// F(G) = integral_0^G silu = G^2/2 - H(G) (G > 0) or H(-G) (G < 0), and
 /// H(x) = integral_0^x s / (1 + e^s) ds = pi^2/12 - sum_k (-1)^(k+1) e^(-kx) (x/k + 1/k^2).
 inline double silu_path_weight(double G) {
-  static const double node[8] = {0.0950125098376374, 0.2816035507792589, 0.4580167776572274, 0.6178762444026438,
-                                 0.7554044083550030, 0.8656312023878318, 0.9445750230732326, 0.9894009349916499};
-  static const double weight[8] = {0.1894506104550685, 0.1826034150449236, 0.1691565193950025, 0.1495959888165767,
-                                   0.1246289712555339, 0.0951585116824928, 0.0622535239386479, 0.0271524594117541};
   const double x = std::abs(G);
-  if (x <= 2.0) {
-    double q = 0;
-    for (int j = 0; j < 8; ++j)
-      for (const double t : {0.5 * (1 - node[j]), 0.5 * (1 + node[j])}) q += 0.5 * weight[j] * t / (1 + std::exp(-t * G));
-    return q;
-  }
+  if (x <= 2.0) return gauss_legendre_16([G](double t) { return t / (1 + std::exp(-t * G)); }, 0.0, 1.0);
   double tail = 0;  // sum_k (-1)^(k+1) e^(-kx) (x/k + 1/k^2): alternating, decreasing terms
   for (int k = 1; k <= 64; ++k) {
     const double term = std::exp(-k * x) * (x / k + 1.0 / (double(k) * k));
@@ -133,33 +146,21 @@ inline double silu_path_weight(double G) {
   return G > 0 ? 0.5 - over : over;
 }
 
-/// Phi(x) = (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2, so that gelu_tanh(x) = x Phi(x).
-inline double gelu_tanh_gate(double x) { return 0.5 * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
-
 /// p(G) = integral_0^1 t Phi(t G) dt, the path rule's weight for GeGLU (as silu_path_weight
 /// for SwiGLU). |G| <= 8: 16-point Gauss-Legendre on ceil(|G|/3) panels (the integrand's
 /// nearest singularities, Im x = +-2.75, leave full double precision). |G| > 8: p = F(G) / G^2
 /// with F(G) = integral_0^G s Phi(s) ds = G^2/2 - K (G > 0) or K (G < 0), K = integral_0^inf
 /// s (1 - Phi(s)) ds (mpmath, 40 digits); the tail past 8 is below 1e-20.
 inline double gelu_path_weight(double G) {
-  static const double node[8] = {0.0950125098376374, 0.2816035507792589, 0.4580167776572274, 0.6178762444026438,
-                                 0.7554044083550030, 0.8656312023878318, 0.9445750230732326, 0.9894009349916499};
-  static const double weight[8] = {0.1894506104550685, 0.1826034150449236, 0.1691565193950025, 0.1495959888165767,
-                                   0.1246289712555339, 0.0951585116824928, 0.0622535239386479, 0.0271524594117541};
   const double x = std::abs(G);
   if (x > 8.0) {
     const double over = 0.24958576776842670050 / (G * G);  // G * G may overflow to inf: over -> 0, still right
     return G > 0 ? 0.5 - over : over;
   }
   const int panels = std::max(1, static_cast<int>(std::ceil(x / 3.0)));
-  const double width = 1.0 / panels;
   double p = 0;
   for (int j = 0; j < panels; ++j)
-    for (int i = 0; i < 8; ++i)
-      for (const double at : {0.5 * (1 - node[i]), 0.5 * (1 + node[i])}) {
-        const double t = (j + at) * width;
-        p += 0.5 * width * weight[i] * t * gelu_tanh_gate(t * G);
-      }
+    p += gauss_legendre_16([G](double t) { return t * gelu_tanh_gate(t * G); }, double(j) / panels, double(j + 1) / panels);
   return p;
 }
 
@@ -176,15 +177,14 @@ inline double gelu_path_weight(double G) {
 /// neuron exactly, whatever the rounding of q; no ratio is ever divided by G.
 template <typename Scalar>
 void path_coefficients(MlpKind kind, Scalar G, Scalar U, Scalar& cg, Scalar& cu) {
-  const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
   if (kind == MlpKind::GeluTanh) {
-    cg = Scalar(0.5) * (Scalar(1) + std::tanh(k * (G + Scalar(0.044715) * G * G * G)));
+    cg = detail::gelu_tanh_gate(G);
     cu = 0;
     return;
   }
   if (kind == MlpKind::GatedGeluTanh) {
     const Scalar p = static_cast<Scalar>(detail::gelu_path_weight(static_cast<double>(G)));
-    cg = U * (Scalar(0.5) * (Scalar(1) + std::tanh(k * (G + Scalar(0.044715) * G * G * G))) - p);
+    cg = U * (detail::gelu_tanh_gate(G) - p);
     cu = G * p;
     return;
   }

@@ -49,7 +49,8 @@ struct GgufKeys {
 /// Gemma and Gemma 2 as llama.cpp reads them. Gemma 2's score scale is not stored by the
 /// converter: `{arch}.attention.scale` if present, else llama.cpp's rule (1/sqrt(D/H) for
 /// the 46-layer 27B model, whose query_pre_attn_scalar is D/H; else 1/sqrt(head width)).
-/// The soft caps default to llama.cpp's (and Gemma2Config's) 50 and 30.
+/// The soft caps default to llama.cpp's (and Gemma2Config's) 50 and 30; the sliding window
+/// caps the context in gguf_family, as phi3's does.
 inline void gguf_gemma(const GgufKeys& k, Config& c) {
   c.mlp = MlpKind::GatedGeluTanh;
   c.embedding_scale = std::sqrt(static_cast<double>(c.dim));
@@ -59,10 +60,6 @@ inline void gguf_gemma(const GgufKeys& k, Config& c) {
   c.attention_scale = k.has("attention.scale") ? k.real("attention.scale") : 1.0 / std::sqrt(head);
   c.attention_softcap = k.real("attn_logit_softcapping", 50.0);
   c.final_softcap = k.real("final_logit_softcapping", 30.0);
-  if (k.has("attention.sliding_window")) {  // every other layer slides: cap the context as for phi3
-    const int window = k.integer("attention.sliding_window");
-    if (window > 0 && window < c.max_seq_len) c.max_seq_len = window;
-  }
 }
 
 /// Linear RoPE scaling from `{arch}.rope.scaling.type` = "linear" with
@@ -147,9 +144,10 @@ inline void gguf_family(const GgufKeys& k, Config& c) {
   c.attention_qkv_bias = k.arch == "qwen2";
   c.qk_norm = k.arch == "qwen3";
   if (k.arch == "gemma" || k.arch == "gemma2") gguf_gemma(k, c);
-  if (k.arch == "phi3" && k.has("attention.sliding_window")) {
-    // As for Hugging Face Phi-3: full attention equals sliding-window attention for
-    // sequences no longer than the window, so the window caps the accepted length.
+  if ((k.arch == "phi3" || k.arch == "gemma2") && k.has("attention.sliding_window")) {
+    // As for Hugging Face Phi-3 and Gemma 2 (which slides on every other layer): full
+    // attention equals sliding-window attention for sequences no longer than the window, so
+    // the window caps the accepted length.
     const int window = k.integer("attention.sliding_window");
     if (window > 0 && window < c.max_seq_len) c.max_seq_len = window;
   }
