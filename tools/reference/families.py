@@ -3,14 +3,15 @@
 Llama (incl. Llama 3 RoPE scaling), Mistral (explicit head_dim), Qwen2 (q/k/v biases,
 tied or untied), Qwen3 (per-head q/k norms), Phi-3 (fused projections), GPT-2 (LayerNorm
 with bias, learned positions, Conv1D weights, GELU-tanh MLP), Gemma and Gemma 2 (scaled
-embedding, (1 + w) norms, GeGLU; Gemma 2 sandwich norms and soft caps) -- in the Hugging
-Face checkpoint layout.  Written from the published
+embedding, (1 + w) norms, GeGLU; Gemma 2 sandwich norms and soft caps), GPT-NeoX / Pythia
+(fused qkv interleaved per head, partial rotary, erf GELU, parallel residual) -- in the
+Hugging Face checkpoint layout.  Written from the published
 architectures and `docs/depass-method.md`, not from the project C++.
 
 Contents
   * safetensors writer/reader (by hand: u64 LE header length, JSON header with
     "__metadata__" first, tensors by name, data in the same order, header padded with
-    spaces to a multiple of 8; F32 / F16 / BF16 / F64).
+    spaces to a multiple of 8; F32 / F16 / BF16 / F64 / BOOL, read back as 0.0 / 1.0).
   * tiny random checkpoints: configs with the fields `transformers` (4.51) writes for
     each model_type (sorted keys, 2-space indent), deterministic numpy weights.
   * forward passes (float32 or float64) and, as cross-checks, second implementations
@@ -66,6 +67,29 @@ DePass for Gemma / Gemma 2 (these rules are ours, stated here):
   a = gelu_tanh(G) U: softmax / argmax / proportional on the gate parts g_m as for SwiGLU;
   path: share_m = cg g_m + cu u_m, cg = U (Phi(G) - p(G)), cu = G p(G), p(G) = int_0^1
   t Phi(t G) dt, gelu_tanh(x) = x Phi(x) (integrated gradients along 0 -> (G, U)).
+GPT-NeoX (transformers 4.51 modeling_gpt_neox.py, GPTNeoXForCausalLM; biases everywhere):
+  x = embed_in[ids] (no position rows);  per layer: h = LN1(x) (input_layernorm);
+  qkv = h W_qkv^T + b_qkv viewed [N, H, 3 hd]: head h's q = [..., 0:hd], k = [..., hd:2hd],
+  v = [..., 2hd:3hd] (rows h*3hd.. of W_qkv); partial rotary: the first rot = int(hd *
+  rotary_pct) dims of q and k rotate, halves layout within them (pair i = (i, i + rot/2),
+  inv_freq[i] = base^(-2i/rot)), the rest pass through;  A = softmax(q k^T hd^-0.5, causal);
+  o = concat(A v) W_dense^T + b_dense;  MLP(t) = gelu_erf(LN2(t) W1^T + b1) W2^T + b2 with
+  gelu_erf(x) = 0.5 x (1 + erf(x / sqrt 2));  parallel (use_parallel_residual): x <- x + o +
+  MLP(x); sequential: h = x + o, x <- h + MLP(h);  logits = LN_f(x) embed_out^T (untied).
+  Boundaries: 2l = layer input, 2l+1 = x + o (for a parallel layer DEFINED so: the MLP reads
+  x, not this), 2l+2 = layer output.  The per-layer buffers of Pythia files
+  (attention.bias, attention.masked_bias, attention.rotary_emb.inv_freq) are ignored.
+DePass for GPT-NeoX (ours): token components = embed_in rows at their positions, + the
+  bias component. LayerNorms frozen as GPT-2's (centre, real scale, gain; the LayerNorm
+  bias to the bias component); attention probabilities frozen (q/k biases and the rotary
+  act only through them); v bias and dense bias to the bias component. MLP split as GPT-2's
+  non-gated MLP (b1 in the bias component's gate part, b2 to the bias component); path:
+  share_m = Phi(G) g_m, Phi(G) = (1 + erf(G / sqrt 2)) / 2 = gelu_erf(G) / G. Parallel: both
+  updates of layer l are computed from the components at the layer input and both added;
+  components at 2l+1 = C_in + the attention update. A start at 2l+1 (heads(l),
+  module(l, attention)) gives layer l's MLP the input decomposition residual member = x_in,
+  every other member (and the bias component) zero; other starts at an odd boundary are
+  undefined for a parallel model (start_components asserts).
 """
 import json
 import math
@@ -98,6 +122,8 @@ def encode_tensor(a, dtype):
         return np.ascontiguousarray(a, dtype="<f8").tobytes()
     if dtype == "BF16":
         return _f32_to_bf16_bits(a.astype(np.float32)).tobytes()
+    if dtype == "BOOL":  # one byte per element, 0 or 1 (torch.bool buffers, e.g. GPT-NeoX's attention.bias)
+        return np.ascontiguousarray(a != 0, dtype=np.uint8).tobytes()
     raise ValueError(dtype)
 
 
@@ -144,6 +170,10 @@ def read_safetensors(path):
         elif dt == "BF16":
             t = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view("<f4")
             t = t.astype(np.float64)
+        elif dt == "BOOL":
+            raw_u8 = np.frombuffer(raw, dtype=np.uint8)
+            assert np.all(raw_u8 <= 1), name
+            t = raw_u8.astype(np.float64)
         else:
             raise ValueError(dt)
         shape = info["shape"]
@@ -296,6 +326,26 @@ def gpt2_config(vocab, bos, eos):
         "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": vocab}
 
 
+def gpt_neox_config(vocab, bos, eos, parallel=True, rotary_pct=0.25):
+    """GPT-NeoX / Pythia (GPTNeoXConfig, transformers 4.51): LayerNorm with bias, fused
+    query_key_value interleaved per head, partial rotary (the first int(head_size *
+    rotary_pct) dims of each head), exact erf GELU MLP, parallel or sequential residual,
+    untied embed_out. GPTNeoXConfig.__init__ also stores the aliases partial_rotary_factor
+    (= rotary_pct) and rope_theta (= rotary_emb_base); they are not PretrainedConfig fields,
+    so to_diff_dict writes them too. tie_word_embeddings false differs from
+    PretrainedConfig's default and is written."""
+    return {
+        "architectures": ["GPTNeoXForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+        "bos_token_id": bos, "classifier_dropout": 0.1, "eos_token_id": eos, "hidden_act": "gelu",
+        "hidden_dropout": 0.0, "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 256,
+        "layer_norm_eps": 1e-05, "max_position_embeddings": 64, "model_type": "gpt_neox",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "partial_rotary_factor": rotary_pct,
+        "rope_scaling": None, "rope_theta": 10000, "rotary_emb_base": 10000, "rotary_pct": rotary_pct,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_parallel_residual": parallel, "vocab_size": vocab}
+
+
 def write_config(cfg, path):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -416,6 +466,53 @@ def gpt2_weights(cfg, seed):
     return t
 
 
+def gpt_neox_weights(cfg, seed, buffers=False):
+    """GPT-NeoX tensors (HF names, float32, every Linear and LayerNorm with a bias), in
+    module order: embed_in; per layer input_layernorm, post_attention_layernorm,
+    attention.query_key_value (rows per head h: q at h*3hd, k at h*3hd+hd, v at h*3hd+2hd;
+    q and k rows at QK_STD), attention.dense, mlp.dense_h_to_4h, mlp.dense_4h_to_h;
+    final_layer_norm; embed_out (untied). buffers: also the non-weight buffers real Pythia
+    files hold per layer (attention.bias BOOL [1, 1, P, P] lower-triangular,
+    attention.masked_bias F32 [] = -1e9, attention.rotary_emb.inv_freq F32 [rot / 2]);
+    returned as {name: (array, dtype)} for every tensor."""
+    g = Gen(seed)
+    D, V, I = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    H = cfg["num_attention_heads"]
+    hd, P = D // H, cfg["max_position_embeddings"]
+    rot = int(hd * cfg["rotary_pct"])
+    t = {"gpt_neox.embed_in.weight": g.mat(V, D)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "gpt_neox.layers.%d." % l
+        t[p + "input_layernorm.weight"] = g.norm(D)
+        t[p + "input_layernorm.bias"] = g.bias(D)
+        t[p + "post_attention_layernorm.weight"] = g.norm(D)
+        t[p + "post_attention_layernorm.bias"] = g.bias(D)
+        rows = []
+        for _ in range(H):
+            rows += [g.mat(hd, D, std=QK_STD), g.mat(hd, D, std=QK_STD), g.mat(hd, D)]
+        t[p + "attention.query_key_value.weight"] = np.concatenate(rows, axis=0)
+        t[p + "attention.query_key_value.bias"] = g.bias(3 * D)
+        t[p + "attention.dense.weight"] = g.mat(D, D)
+        t[p + "attention.dense.bias"] = g.bias(D)
+        t[p + "mlp.dense_h_to_4h.weight"] = g.mat(I, D)
+        t[p + "mlp.dense_h_to_4h.bias"] = g.bias(I)
+        t[p + "mlp.dense_4h_to_h.weight"] = g.mat(D, I)
+        t[p + "mlp.dense_4h_to_h.bias"] = g.bias(D)
+    t["gpt_neox.final_layer_norm.weight"] = g.norm(D)
+    t["gpt_neox.final_layer_norm.bias"] = g.bias(D)
+    t["embed_out.weight"] = g.mat(V, D)
+    out = {k: (v, "F32") for k, v in t.items()}
+    if buffers:
+        mask = np.tril(np.ones((P, P), dtype=bool)).reshape(1, 1, P, P)
+        inv = (1.0 / (float(cfg["rotary_emb_base"]) ** (np.arange(0, rot, 2, dtype=np.float32) / rot))).astype(np.float32)
+        for l in range(cfg["num_hidden_layers"]):
+            p = "gpt_neox.layers.%d.attention." % l
+            out[p + "bias"] = (mask, "BOOL")
+            out[p + "masked_bias"] = (np.array(-1e9, dtype=np.float32), "F32")
+            out[p + "rotary_emb.inv_freq"] = (inv, "F32")
+    return out
+
+
 # ----------------------------------------------------------------------------
 # loading a family directory into a model dict
 # ----------------------------------------------------------------------------
@@ -430,6 +527,8 @@ def load_model(d, dtype=torch.float64):
         return _load_gpt2(cfg, t, dtype)
     if mt in ("gemma", "gemma2"):
         return _load_gemma(cfg, t, dtype, dts, meta)
+    if mt == "gpt_neox":
+        return _load_gpt_neox(cfg, t, dtype, dts, meta)
     assert mt in ("llama", "mistral", "qwen2", "qwen3", "phi3"), mt
     if mt == "phi3":  # split the fused projections as Phi3Attention / Phi3MLP slice them
         D, H = cfg["hidden_size"], cfg["num_attention_heads"]
@@ -526,6 +625,56 @@ def _load_gemma(cfg, t, dtype, dts, meta):
     return dict(cfg=cfg, arch=arch, embed=emb, lm_head=lm, layers=layers,
                 final_norm=gain("model.norm.weight"), final_norm_raw=t["model.norm.weight"],
                 dtypes=dts, meta=meta)
+
+
+NEOX_BUFFERS = ("attention.bias", "attention.masked_bias", "attention.rotary_emb.inv_freq")
+
+
+def _load_gpt_neox(cfg, t, dtype, dts, meta):
+    """GPT-NeoX in its own model dict (arch kind "neox"). The per-layer buffers
+    (attention.bias, attention.masked_bias, attention.rotary_emb.inv_freq) are ignored: the
+    causal mask and the inverse frequencies come from the config. The fused
+    query_key_value is kept (qkv_w [3D, D], qkv_b; forward_alt reads it) and also
+    de-interleaved into wq / wk / wv [D, D] and bq / bk / bv (head h = rows h*hd.. of
+    each), which forward and the DePass rules read. Keys wo (dense [D, D], [out, in]) and
+    wd (dense_4h_to_h [D, I]) as for the llama-like dicts (masking a head / neuron zeroes
+    their columns)."""
+    D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    hd = D // H
+    rot = int(hd * cfg["rotary_pct"])
+    assert cfg.get("hidden_act", "gelu") == "gelu", cfg.get("hidden_act")
+    assert not cfg.get("rope_scaling"), cfg.get("rope_scaling")
+    assert not cfg.get("tie_word_embeddings", False)
+    used = set()
+
+    def get(name):
+        used.add(name)
+        return t[name]
+
+    layers = []
+    for l in range(cfg["num_hidden_layers"]):
+        p = "gpt_neox.layers.%d." % l
+        qkv_w, qkv_b = get(p + "attention.query_key_value.weight"), get(p + "attention.query_key_value.bias")
+        w3, b3 = qkv_w.reshape(H, 3, hd, D), qkv_b.reshape(H, 3, hd)
+        L = dict(ln1_w=get(p + "input_layernorm.weight"), ln1_b=get(p + "input_layernorm.bias"),
+                 ln2_w=get(p + "post_attention_layernorm.weight"), ln2_b=get(p + "post_attention_layernorm.bias"),
+                 qkv_w=qkv_w, qkv_b=qkv_b,
+                 wq=w3[:, 0].reshape(D, D), wk=w3[:, 1].reshape(D, D), wv=w3[:, 2].reshape(D, D),
+                 bq=b3[:, 0].reshape(D), bk=b3[:, 1].reshape(D), bv=b3[:, 2].reshape(D),
+                 wo=get(p + "attention.dense.weight"), bo=get(p + "attention.dense.bias"),
+                 w1=get(p + "mlp.dense_h_to_4h.weight"), b1=get(p + "mlp.dense_h_to_4h.bias"),
+                 wd=get(p + "mlp.dense_4h_to_h.weight"), b2=get(p + "mlp.dense_4h_to_h.bias"))
+        layers.append(L)
+    theta = float(cfg.get("rotary_emb_base", cfg.get("rope_theta", 10000)))
+    arch = dict(kind="neox", D=D, H=H, G=H, hd=hd, rot=rot, eps=cfg["layer_norm_eps"], vocab=cfg["vocab_size"],
+                inv_freq=1.0 / theta ** (np.arange(0, rot, 2, dtype=np.float64) / rot),
+                parallel=bool(cfg.get("use_parallel_residual", True)), act="gelu_erf")
+    m = dict(cfg=cfg, arch=arch, embed=get("gpt_neox.embed_in.weight"), lm_head=get("embed_out.weight"),
+             layers=layers, ln_f_w=get("gpt_neox.final_layer_norm.weight"),
+             ln_f_b=get("gpt_neox.final_layer_norm.bias"), dtypes=dts, meta=meta)
+    rest = set(t) - used
+    assert all(any(k.endswith(b) for b in NEOX_BUFFERS) for k in rest), sorted(rest)
+    return m
 
 
 def _load_gpt2(cfg, t, dtype):
@@ -633,6 +782,26 @@ def gelu_tanh(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
+def gelu_erf(x):
+    """The exact GELU (GPT-NeoX's "gelu"): 0.5 x (1 + erf(x / sqrt 2))."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def plain_act(act, g):
+    """The activation of a non-gated MLP: exact erf GELU (GPT-NeoX) or the tanh GELU (GPT-2)."""
+    return gelu_erf(g) if act == "gelu_erf" else gelu_tanh(g)
+
+
+def uses_layernorm(m):
+    """GPT-2 and GPT-NeoX: LayerNorm with bias (centering, frozen scale, gain, offset)."""
+    return m["arch"]["kind"] in ("gpt2", "neox")
+
+
+def is_parallel(m):
+    """GPT-NeoX with use_parallel_residual: the MLP of layer l reads the layer input."""
+    return bool(m["arch"].get("parallel"))
+
+
 def softcap(x, cap):
     """Gemma 2's soft cap, in HF's order of operations: tanh(x / cap) * cap."""
     return torch.tanh(x / cap) * cap
@@ -725,12 +894,51 @@ def _attn_gpt2(h, L, a):
     return A, v
 
 
+def _attn_neox(h, L, a, cos, sin):
+    """GPT-NeoX attention on the normalised h [N, D] -> (A [H,N,N], v [H,N,hd] with its
+    bias). Partial rotary: the first `rot` dims of each head's q and k rotate in the halves
+    layout within those dims (pair i = (i, i + rot/2)); the rest pass through. Scores
+    multiplied by head_size^-0.5 (HF's scaling; = 1/4 exactly here)."""
+    N, H, hd, rot = h.shape[0], a["H"], a["hd"], a["rot"]
+    q = (h @ L["wq"].T + L["bq"]).reshape(N, H, hd)
+    k = (h @ L["wk"].T + L["bk"]).reshape(N, H, hd)
+    v = (h @ L["wv"].T + L["bv"]).reshape(N, H, hd)
+    q = torch.cat([rope_halves(q[..., :rot], cos, sin), q[..., rot:]], dim=-1).permute(1, 0, 2)
+    k = torch.cat([rope_halves(k[..., :rot], cos, sin), k[..., rot:]], dim=-1).permute(1, 0, 2)
+    A = causal_softmax((q @ k.transpose(1, 2)) * hd ** -0.5)
+    return A, v.permute(1, 0, 2)
+
+
+def _forward_neox(m, ids, hidden, attn):
+    """GPT-NeoX forward (appends to hidden / attn) -> logits. Boundaries: 2l = layer input
+    x; 2l+1 = x + attention output (sequential: what the MLP reads; parallel: defined so,
+    the MLP reads x); 2l+2 = layer output."""
+    a = m["arch"]
+    N, eps = len(ids), a["eps"]
+    cos, sin = rope_cos_sin(a["inv_freq"], N, m["embed"].dtype)
+    x = m["embed"][torch.tensor(ids, dtype=torch.long)]
+    hidden.append(x)
+    for L in m["layers"]:
+        h = center(x) * ln_scale(x, eps) * L["ln1_w"] + L["ln1_b"]
+        A, v = _attn_neox(h, L, a, cos, sin)
+        attn.append(A)
+        mid = x + (mix_heads(A, v, a["H"], a["G"]) @ L["wo"].T + L["bo"])
+        hidden.append(mid)
+        src = x if a["parallel"] else mid
+        h = center(src) * ln_scale(src, eps) * L["ln2_w"] + L["ln2_b"]
+        x = mid + (gelu_erf(h @ L["w1"].T + L["b1"]) @ L["wd"].T + L["b2"])
+        hidden.append(x)
+    return (center(x) * ln_scale(x, eps) * m["ln_f_w"] + m["ln_f_b"]) @ m["lm_head"].T
+
+
 def forward(m, ids, return_hidden=False, return_attn=False):
     a = m["arch"]
     N = len(ids)
     idx = torch.tensor(ids, dtype=torch.long)
     hidden, attn = [], []
-    if a["kind"] == "gpt2":
+    if a["kind"] == "neox":
+        logits = _forward_neox(m, ids, hidden, attn)
+    elif a["kind"] == "gpt2":
         eps = a["eps"]
         x = m["wte"][idx] + m["wpe"][:N]
         hidden.append(x)
@@ -790,6 +998,8 @@ def forward_alt(m, ids):
     a = m["arch"]
     N = len(ids)
     idx = torch.tensor(ids, dtype=torch.long)
+    if a["kind"] == "neox":
+        return _forward_alt_neox(m, ids)
     if a["kind"] == "gpt2":
         D, H, hd, eps = a["D"], a["H"], a["hd"], a["eps"]
         x = F.embedding(idx, m["wte"]) + F.embedding(torch.arange(N), m["wpe"])
@@ -846,6 +1056,47 @@ def forward_alt(m, ids):
         h = rms(x, L["post_norm"])
         x = x + F.linear(F.silu(F.linear(h, L["wg"])) * F.linear(h, L["wu"]), L["wd"])
     return F.linear(rms(x, m["final_norm"]), m["lm_head"])
+
+
+def _forward_alt_neox(m, ids):
+    """forward_alt for GPT-NeoX, from the raw fused query_key_value (viewed [N, H, 3 hd] and
+    chunked per head, as HF does; never split into separate matrices), complex-number rotary
+    on (x_i, x_{i + rot/2}) of the first rot dims, per-head loops, scores divided by
+    sqrt(head_size), torch.nn.functional layer_norm / gelu (exact) / linear, and the residual
+    sums in HF's order (parallel: mlp + attn + x; sequential: a = attn + x, mlp + a)."""
+    F = torch.nn.functional
+    a = m["arch"]
+    N, D, H, hd, rot, eps = len(ids), a["D"], a["H"], a["hd"], a["rot"], a["eps"]
+    cdt = torch.complex128 if m["embed"].dtype == torch.float64 else torch.complex64
+    ang = torch.from_numpy(np.outer(np.arange(N, dtype=np.float64), a["inv_freq"]))
+    turn = torch.polar(torch.ones_like(ang), ang).to(cdt)  # [N, rot/2]
+
+    def rotary(t):  # t [N, hd]
+        z = torch.complex(t[:, :rot // 2], t[:, rot // 2:rot]) * turn
+        return torch.cat([z.real, z.imag, t[:, rot:]], -1)
+
+    x = F.embedding(torch.tensor(ids, dtype=torch.long), m["embed"])
+    mask = torch.triu(torch.full((N, N), float("-inf"), dtype=x.dtype), 1)
+    for L in m["layers"]:
+        h = F.layer_norm(x, (D,), L["ln1_w"], L["ln1_b"], eps)
+        qkv = F.linear(h, L["qkv_w"], L["qkv_b"]).view(N, H, 3 * hd)
+        heads = []
+        for hh in range(H):
+            q, k, v = qkv[:, hh].chunk(3, dim=-1)
+            s = rotary(q) @ rotary(k).T / math.sqrt(hd) + mask
+            heads.append(torch.softmax(s, -1) @ v)
+        attn = F.linear(torch.cat(heads, -1), L["wo"], L["bo"])
+
+        def mlp(t):
+            return F.linear(F.gelu(F.linear(F.layer_norm(t, (D,), L["ln2_w"], L["ln2_b"], eps), L["w1"], L["b1"])),
+                            L["wd"], L["b2"])
+
+        if a["parallel"]:
+            x = mlp(x) + attn + x
+        else:
+            r = attn + x
+            x = mlp(r) + r
+    return F.linear(F.layer_norm(x, (D,), m["ln_f_w"], m["ln_f_b"], eps), m["lm_head"])
 
 
 def _forward_alt_gemma(m, ids, rope, rms):
@@ -949,6 +1200,11 @@ def depass(m, ids, temperature=0.1, bos_sink=True):
     def err():
         errs.append(((C.sum(0) - x).abs().max() / x.abs().max()).item())
 
+    if a["kind"] == "neox":
+        comp, logits, errs = _depass_neox(m, ids, x, C, temperature, bos_sink)
+        lerr = ((comp.sum(0) - logits).abs().max() / logits.abs().max()).item()
+        return comp, logits, names, dict(state_errs=errs, max_rel_state_err=max(errs),
+                                         max_rel_logit_err=lerr)
     err()
     if a["kind"] == "gpt2":
         for L in m["layers"]:
@@ -1026,11 +1282,135 @@ def depass(m, ids, temperature=0.1, bos_sink=True):
                                      max_rel_logit_err=lerr)
 
 
+def _depass_neox(m, ids, x, C, temperature, bos_sink):
+    """Token-level DePass for GPT-NeoX (vectorised). LayerNorms frozen as GPT-2's (centre
+    each component, the real row's scale, gain; the LayerNorm bias to the bias component);
+    attention: values norm(C) Wv^T (+ bv for the bias component) mixed with the real A per
+    head, then dense (its bias to the bias component); q/k biases and the partial rotary
+    act only through A. MLP: gate parts g_m = norm(C_m) W1^T (+ b1 for the bias
+    component), split_softmax, neuron values gelu_erf(G) of the real gate; b2 to the bias
+    component. Parallel residual: both updates are computed from the components at the
+    layer input and both added. -> (comp_logits [M, N, V], logits [N, V], relative
+    errors at every boundary)."""
+    a = m["arch"]
+    N, eps, H, hd = len(ids), a["eps"], a["H"], a["hd"]
+    M = C.shape[0]
+    B = M - 1
+    cos, sin = rope_cos_sin(a["inv_freq"], N, x.dtype)
+    errs = [((C.sum(0) - x).abs().max() / x.abs().max()).item()]
+    for L in m["layers"]:
+        x_in, C_in = x, C
+        r = ln_scale(x_in, eps)
+        A, v = _attn_neox(center(x_in) * r * L["ln1_w"] + L["ln1_b"], L, a, cos, sin)
+        x = x_in + (mix_heads(A, v, H, H) @ L["wo"].T + L["bo"])
+        Cn = center(C_in) * r * L["ln1_w"]
+        Cn[B] = Cn[B] + L["ln1_b"]
+        Vm = Cn @ L["wv"].T
+        Vm[B] = Vm[B] + L["bv"]
+        dC = mix_heads(A, Vm.reshape(M, N, H, hd).permute(0, 2, 1, 3), H, H) @ L["wo"].T
+        dC[B] = dC[B] + L["bo"]
+        C = C_in + dC
+        errs.append(((C.sum(0) - x).abs().max() / x.abs().max()).item())
+        sx, sC = (x_in, C_in) if a["parallel"] else (x, C)
+        r = ln_scale(sx, eps)
+        act = gelu_erf((center(sx) * r * L["ln2_w"] + L["ln2_b"]) @ L["w1"].T + L["b1"])
+        x = x + (act @ L["wd"].T + L["b2"])
+        Cn = center(sC) * r * L["ln2_w"]
+        Cn[B] = Cn[B] + L["ln2_b"]
+        gm = Cn @ L["w1"].T
+        gm[B] = gm[B] + L["b1"]
+        w = split_softmax(gm, temperature, bos_sink, B)
+        C = C + (w * act) @ L["wd"].T
+        C[B] = C[B] + L["b2"]
+        errs.append(((C.sum(0) - x).abs().max() / x.abs().max()).item())
+    r = ln_scale(x, eps)
+    logits = (center(x) * r * m["ln_f_w"] + m["ln_f_b"]) @ m["lm_head"].T
+    Cn = center(C) * r * m["ln_f_w"]
+    Cn[B] = Cn[B] + m["ln_f_b"]
+    return Cn @ m["lm_head"].T, logits, errs
+
+
+def _depass_naive_neox(m, ids, temperature, bos_sink):
+    """Loop implementation of _depass_neox: one component at a time, each head's values from
+    its own rows of the raw fused query_key_value (h*3hd+2hd ..) and through its own columns
+    of dense before mixing with A, the LayerNorm written out with mean and scale per row,
+    the neuron split per (position, neuron) with math.exp, the parallel residual as
+    'every update from the saved layer-input list'."""
+    a = m["arch"]
+    N, eps, D, H, hd = len(ids), a["eps"], a["D"], a["H"], a["hd"]
+    x, C0, _ = initial_components(m, ids)
+    comps = [C0[i].clone() for i in range(C0.shape[0])]
+    M = len(comps)
+    B = M - 1
+    cos, sin = rope_cos_sin(a["inv_freq"], N, x.dtype)
+
+    def scale(t):  # 1 / sqrt(var + eps) per row, from the real state
+        mu = t.mean(-1, keepdim=True)
+        return 1.0 / torch.sqrt(((t - mu) * (t - mu)).mean(-1, keepdim=True) + eps)
+
+    def ln_part(c, r, g, b, is_bias):
+        y = (c - c.mean(-1, keepdim=True)) * r * g
+        return y + b if is_bias else y
+
+    for L in m["layers"]:
+        ins = [c.clone() for c in comps]
+        r1 = scale(x)
+        A, _ = _attn_neox(ln_part(x, r1, L["ln1_w"], L["ln1_b"], True), L, a, cos, sin)
+        adds = []
+        for i, c in enumerate(ins):
+            hn = ln_part(c, r1, L["ln1_w"], L["ln1_b"], i == B)
+            add = torch.zeros(N, D, dtype=x.dtype)
+            for hh in range(H):
+                rows = slice(hh * 3 * hd + 2 * hd, hh * 3 * hd + 3 * hd)
+                vh = hn @ L["qkv_w"][rows].T
+                if i == B:
+                    vh = vh + L["qkv_b"][rows]
+                add = add + A[hh] @ (vh @ L["wo"][:, hh * hd:(hh + 1) * hd].T)
+            if i == B:
+                add = add + L["bo"]
+            adds.append(add)
+        x_in = x
+        x = x + sum(adds)
+        comps = [c + d for c, d in zip(ins, adds)]
+        src_x, src = (x_in, ins) if a["parallel"] else (x, comps)
+        r2 = scale(src_x)
+        act = gelu_erf(ln_part(src_x, r2, L["ln2_w"], L["ln2_b"], True) @ L["w1"].T + L["b1"])
+        gms = []
+        for i, c in enumerate(src):
+            g = ln_part(c, r2, L["ln2_w"], L["ln2_b"], i == B) @ L["w1"].T
+            gms.append((g + L["b1"] if i == B else g).tolist())
+        av = act.tolist()
+        I = len(av[0])
+        coef = [[[0.0] * I for _ in range(N)] for _ in range(M)]
+        for p in range(N):
+            for k in range(I):
+                el = [i for i in range(M) if gms[i][p][k] != 0.0 and not (bos_sink and i == 0 and p > 0)]
+                if not el:
+                    coef[B][p][k] = av[p][k]
+                    continue
+                top = max(gms[i][p][k] for i in el)
+                ex = {i: math.exp((gms[i][p][k] - top) / temperature) for i in el}
+                tot = sum(ex.values())
+                for i, e in ex.items():
+                    coef[i][p][k] = e / tot * av[p][k]
+        new = []
+        for i, c in enumerate(comps):
+            d = torch.tensor(coef[i], dtype=x.dtype) @ L["wd"].T
+            new.append(c + d + (L["b2"] if i == B else 0))
+        comps = new
+        x = x + act @ L["wd"].T + L["b2"]
+    r = scale(x)
+    return torch.stack([ln_part(c, r, m["ln_f_w"], m["ln_f_b"], i == B) @ m["lm_head"].T
+                        for i, c in enumerate(comps)])
+
+
 def depass_naive(m, ids, temperature=0.1, bos_sink=True):
     """Loop-based second implementation: one component at a time, each head through its
     own slice of the output projection before mixing, neuron weights computed per
     (position, neuron) with math.exp.  Returns comp_logits [M, N, V]."""
     a = m["arch"]
+    if a["kind"] == "neox":
+        return _depass_naive_neox(m, ids, temperature, bos_sink)
     N = len(ids)
     eps = a["eps"]
     D, H, G, hd = a["D"], a["H"], a["G"], a["hd"]
@@ -1223,6 +1603,10 @@ def layer_view(m, l):
                     norm2=(L["ln_2.weight"], L["ln_2.bias"]), W1=L["mlp.c_fc.weight"], b1=L["mlp.c_fc.bias"],
                     W3=None, W2=L["mlp.c_proj.weight"], b2=L["mlp.c_proj.bias"], out1=None, out2=None,
                     act="gelu_tanh")
+    if m["arch"]["kind"] == "neox":
+        return dict(norm1=(L["ln1_w"], L["ln1_b"]), Wv=L["wv"].T, bv=L["bv"], Wo=L["wo"].T, bo=L["bo"],
+                    norm2=(L["ln2_w"], L["ln2_b"]), W1=L["w1"].T, b1=L["b1"], W3=None, W2=L["wd"].T,
+                    b2=L["b2"], out1=None, out2=None, act="gelu_erf")
     return dict(norm1=(L["in_norm"], None), Wv=L["wv"].T, bv=L["bv"], Wo=L["wo"].T, bo=None,
                 norm2=(L["post_norm"], None), W1=L["wg"].T, b1=None, W3=L["wu"].T, W2=L["wd"].T, b2=None,
                 out1=L.get("attn_out_norm"), out2=L.get("mlp_out_norm"), act=m["arch"].get("act", "silu"))
@@ -1231,19 +1615,21 @@ def layer_view(m, l):
 def final_view(m):
     if m["arch"]["kind"] == "gpt2":
         return (m["ln_f_w"], m["ln_f_b"]), m["wte"]
+    if m["arch"]["kind"] == "neox":
+        return (m["ln_f_w"], m["ln_f_b"]), m["lm_head"]
     return (m["final_norm"], None), m["lm_head"]
 
 
 def norm_scale(m, x):
     """The frozen per-row scale r of the family's norm, from the real state x."""
     eps = m["arch"]["eps"]
-    return ln_scale(x, eps) if m["arch"]["kind"] == "gpt2" else rms_scale(x, eps)
+    return ln_scale(x, eps) if uses_layernorm(m) else rms_scale(x, eps)
 
 
 def norm_linear(m, t, r, gain):
     """The linear part of the norm with frozen scale r: LayerNorm centres each row of t
     first (centering is linear); the offset is not applied here."""
-    return (center(t) if m["arch"]["kind"] == "gpt2" else t) * r * gain
+    return (center(t) if uses_layernorm(m) else t) * r * gain
 
 
 def attention_real(m, l, x):
@@ -1254,6 +1640,9 @@ def attention_real(m, l, x):
     h = norm_linear(m, x, r, gain) + (off if off is not None else 0)
     if a["kind"] == "gpt2":
         A, v = _attn_gpt2(h, m["layers"][l], a)
+    elif a["kind"] == "neox":
+        cos, sin = rope_cos_sin(a["inv_freq"], x.shape[0], x.dtype)
+        A, v = _attn_neox(h, m["layers"][l], a, cos, sin)
     else:
         cos, sin = rope_cos_sin(a["inv_freq"], x.shape[0], x.dtype)
         A, v = _attn_llama(h, m["layers"][l], a, cos, sin)
@@ -1278,7 +1667,7 @@ def mlp_real(m, l, x):
     (gain, off), r = V["norm2"], norm_scale(m, x)
     h = norm_linear(m, x, r, gain) + (off if off is not None else 0)
     g = h @ V["W1"] + (V["b1"] if V["b1"] is not None else 0)
-    act = gelu_tanh(g) if V["W3"] is None else gated_act(m["arch"], g) * (h @ V["W3"])
+    act = plain_act(V["act"], g) if V["W3"] is None else gated_act(m["arch"], g) * (h @ V["W3"])
     out = act @ V["W2"] + (V["b2"] if V["b2"] is not None else 0)
     out, r_out = out_norm(m, out, V["out2"])
     return dict(r=r, act=act, out=out, r_out=r_out)
@@ -1298,8 +1687,28 @@ def add_update(C, delta, bias, b_out, gain, r_out):
     return C
 
 
-def real_block(m, b, x):
-    return attention_real(m, b // 2, x) if b % 2 == 0 else mlp_real(m, b // 2, x)
+def real_block(m, b, x, x_in=None):
+    """Block b on the state x at boundary b. In a parallel-residual model the MLP (odd b)
+    reads the layer input x_in (the state at boundary b - 1), which must be given."""
+    if b % 2 == 0:
+        return attention_real(m, b // 2, x)
+    if is_parallel(m):
+        assert x_in is not None
+        return mlp_real(m, b // 2, x_in)
+    return mlp_real(m, b // 2, x)
+
+
+def advance(m, x, b_from, b_to, x_in=None):
+    """The real state from boundary b_from to b_to -> (state at b_to, the layer input: the
+    state at the last even boundary <= b_to). A parallel model starting at an odd b_from
+    needs x_in."""
+    for b in range(b_from, b_to):
+        if b % 2 == 0:
+            x_in = x
+        x = x + real_block(m, b, x, x_in)["out"]
+    if b_to % 2 == 0:
+        x_in = x
+    return x, x_in
 
 
 def split_weights(gm, split, temperature, sink, bias):
@@ -1356,7 +1765,8 @@ PATH_PANELS, PATH_NODES = 64, 16
 
 def path_coefficients_quadrature(G, U, act="silu"):
     """G, U [N, I] (U None: GELU) -> (A, B) with share_m = A g_m + B u_m; act: the gate
-    activation of a gated MLP (silu, or gelu_tanh for GeGLU)."""
+    activation of a gated MLP (silu, or gelu_tanh for GeGLU), or of a plain one (gelu_tanh
+    for GPT-2, gelu_erf for GPT-NeoX)."""
     import numpy as np
     x, w = np.polynomial.legendre.leggauss(PATH_NODES)
     A, B = torch.zeros_like(G), torch.zeros_like(G)
@@ -1367,7 +1777,7 @@ def path_coefficients_quadrature(G, U, act="silu"):
             wt = wi / (2 * PATH_PANELS)
             g = (t * G).clone().requires_grad_(True)
             if U is None:
-                a = gelu_tanh(g)
+                a = plain_act(act, g)
                 (dg,) = torch.autograd.grad(a.sum(), g)
                 A += wt * dg
             else:
@@ -1387,11 +1797,13 @@ def merge_sink(t, sink, bias):
     return t
 
 
-def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
-    """Block b's component rule with the real block's coefficients frozen -> new C."""
+def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1, src=None):
+    """Block b's component rule with the real block's coefficients frozen -> new C. src:
+    the components the block reads (default C; a parallel-residual MLP reads those at the
+    layer input), its update is added to C."""
     V = layer_view(m, b // 2)
     gain, off = V["norm1"] if b % 2 == 0 else V["norm2"]
-    Cn = norm_linear(m, C, real["r"], gain)
+    Cn = norm_linear(m, C if src is None else src, real["r"], gain)
     if off is not None:
         Cn[bias] = Cn[bias] + off
     if b % 2 == 0:
@@ -1421,15 +1833,17 @@ def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1):
     return add_update(C, (w * real["act"]) @ V["W2"], bias, V["b2"], V["out2"], real["r_out"])
 
 
-def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=0.1):
+def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=0.1, src=None):
     """Second implementation of `propagate`: one component at a time, each head through
     its own slice of Wo before mixing, the split per (position, neuron) with math.exp.
-    comps: list of [N, D] tensors -> new list."""
+    comps: list of [N, D] tensors -> new list. src: the list the block reads (parallel
+    residual MLP: the components at the layer input), default comps."""
     a, V = m["arch"], layer_view(m, b // 2)
     H, G, hd = a["H"], a["G"], a["hd"]
     gain, off = V["norm1"] if b % 2 == 0 else V["norm2"]
-    gpt2 = a["kind"] == "gpt2"
+    gpt2 = uses_layernorm(m)
     r = real["r"]
+    reads = comps if src is None else list(src)
 
     def norm(t, is_bias):
         y = ((t - t.mean(-1, keepdim=True)) if gpt2 else t) * r * gain
@@ -1453,7 +1867,7 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
         return out
     gms = []
     ums = []
-    for i, c in enumerate(comps):
+    for i, c in enumerate(reads):
         g = norm(c, i == bias) @ V["W1"]
         if i == bias and V["b1"] is not None:
             g = g + V["b1"]
@@ -1541,7 +1955,10 @@ def path_naive(gms, ums, coef, bias, sink, act="silu"):
                     u[sink] = 0.0
             G = sum(g)
             if u is None:
-                ratio = 0.5 * (1 + math.tanh(c * (G + 0.044715 * G ** 3)))
+                if act == "gelu_erf":  # GPT-NeoX: gelu(G) / G = Phi(G), exactly
+                    ratio = 0.5 * (1 + math.erf(G / math.sqrt(2.0)))
+                else:
+                    ratio = 0.5 * (1 + math.tanh(c * (G + 0.044715 * G ** 3)))
                 for i in range(M):
                     coef[i][p][k] = ratio * g[i]
                 continue
@@ -1564,15 +1981,20 @@ def projection(basis, given):
 
 def start_components(m, ids, init):
     """-> (start boundary index, real state there [N, D], members [K, N, D], labels,
-    bias component at the start [N, D]); see the comment above for each kind."""
+    bias component at the start [N, D], read); see the comment above for each kind. read:
+    None, or for a parallel-residual model started at boundary 2l+1 (heads(l),
+    module(l, attention)) the pair (layer input x_in [N, D], members' parts of x_in
+    [K, N, D]: the residual member x_in, every other member zero) that layer l's MLP reads
+    (the bias component reads zero there: the attention output bias does not feed it)."""
     kind = init["kind"]
     x = embed(m, ids)
     N, D = x.shape
     zero = torch.zeros(N, D, dtype=x.dtype)
     if kind in ("tokens", "subspace"):
         b0 = init["start"]
-        for b in range(b0):
-            x = x + real_block(m, b, x)["out"]
+        # a parallel model's odd boundary is an intermediate the MLP does not read: no start there
+        assert not (is_parallel(m) and b0 % 2 == 1), "start at an odd boundary of a parallel-residual model"
+        x, _ = advance(m, x, 0, b0)
         if kind == "tokens":
             rows = x
             members = []
@@ -1586,20 +2008,27 @@ def start_components(m, ids, init):
             if b0 == 0 and m["arch"]["kind"] == "gpt2":
                 members.append(m["wpe"][:N].clone())
                 labels.append("positions")
-            return b0, x, torch.stack(members), labels, zero
+            return b0, x, torch.stack(members), labels, zero, None
         parts = [x @ projection(B, init.get("projections", False)) for B in init["bases"]]
         rest = x - sum(parts)
         labels = ["subspace %d" % s for s in range(len(parts))] + ["remainder"]
-        return b0, x, torch.stack(parts + [rest]), labels, zero
+        return b0, x, torch.stack(parts + [rest]), labels, zero, None
     l = init["layer"]
     block = 2 * l + (1 if kind == "neurons" or (kind == "module" and init["site"] == "mlp") else 0)
-    for b in range(block):
-        x = x + real_block(m, b, x)["out"]
-    real = real_block(m, block, x)
+    x, x_in = advance(m, x, 0, block)
+    real = real_block(m, block, x, x_in)
     after = x + real["out"]
     V = layer_view(m, l)
+
+    def read(K):  # parallel residual, start at 2l+1: layer l's MLP reads x_in, all of it the residual member's
+        if not (is_parallel(m) and block % 2 == 0):
+            return None
+        parts = torch.zeros(K, N, D, dtype=x.dtype)
+        parts[0] = x
+        return x, parts
+
     if kind == "module":
-        return block + 1, after, torch.stack([x, real["out"]]), ["residual", "module"], zero
+        return block + 1, after, torch.stack([x, real["out"]]), ["residual", "module"], zero, read(2)
     if kind == "heads":
         a = m["arch"]
         hd = a["hd"]
@@ -1609,7 +2038,7 @@ def start_components(m, ids, init):
             post = real["r_out"] * V["out1"]
             heads, bias = [t * post for t in heads], bias * post
         return (block + 1, after, torch.stack([x] + heads),
-                ["residual"] + ["head %d" % h for h in range(a["H"])], bias)
+                ["residual"] + ["head %d" % h for h in range(a["H"])], bias, read(1 + a["H"]))
     assert kind == "neurons", kind
     I = real["act"].shape[1]
     sel = list(init["neurons"]) or list(range(I))
@@ -1621,25 +2050,32 @@ def start_components(m, ids, init):
         post = real["r_out"] * V["out2"]
         units, others, bias = [t * post for t in units], others * post, bias * post
     return (block + 1, after, torch.stack([x] + units + [others]),
-            ["residual"] + ["neuron %d" % k for k in sel] + ["other neurons"], bias)
+            ["residual"] + ["neuron %d" % k for k in sel] + ["other neurons"], bias, None)
 
 
-def run_pass(m, b0, x, C, bias, sink, end, split, temperature, naive=False):
+def run_pass(m, b0, x, C, bias, sink, end, split, temperature, naive=False, x_in=None, C_in=None):
     """One pass from boundary b0 to `end`; at the output the state and components are
-    final-normed (frozen scale, the offset to the bias component). Returns (state, C,
-    relative completeness errors at every boundary)."""
+    final-normed (frozen scale, the offset to the bias component). Parallel residual: the
+    MLP of layer l reads the state and components at the layer input (boundary 2l) and
+    its update is added to those at 2l+1; a pass starting at 2l+1 is given them (x_in,
+    C_in). Returns (state, C, relative completeness errors at every boundary)."""
     errs = []
+    par = is_parallel(m)
 
     def err(C_, x_):
         errs.append(((C_.sum(0) - x_).abs().max() / x_.abs().max()).item())
 
     err(C, x)
     for b in range(b0, min(end, 2 * n_layers(m))):
-        real = real_block(m, b, x)
+        if b % 2 == 0:
+            x_in, C_in = x, C
+        real = real_block(m, b, x, x_in)
+        src = C_in if (par and b % 2 == 1) else None
         if naive:
-            C = torch.stack(propagate_naive(m, b, real, list(C), bias, sink, split, temperature))
+            C = torch.stack(propagate_naive(m, b, real, list(C), bias, sink, split, temperature,
+                                            src=None if src is None else list(src)))
         else:
-            C = propagate(m, b, real, C, bias, sink, split, temperature)
+            C = propagate(m, b, real, C, bias, sink, split, temperature, src=src)
         x = x + real["out"]
         err(C, x)
     if end == 2 * n_layers(m):
@@ -1662,14 +2098,17 @@ def decompose(m, ids, init=None, end=None, split="softmax", temperature=0.1, bos
     init = init or {"kind": "tokens", "start": 0}
     L2 = 2 * n_layers(m)
     end = L2 if end is None else end
-    b0, x, members, labels, bias0 = start_components(m, ids, init)
+    b0, x, members, labels, bias0, read = start_components(m, ids, init)
     assert b0 <= end <= L2, (b0, end)
     K = members.shape[0]
     token_sink = init["kind"] == "tokens" and bos_sink
     _, U = final_view(m)
+    x_in, zero = (read[0] if read else None), torch.zeros_like(x)
     if not chunk_size:
         C = torch.cat([members, bias0[None]])
-        state, C, errs = run_pass(m, b0, x, C, K, 0 if token_sink else None, end, split, temperature, naive)
+        C_in = torch.cat([read[1], zero[None]]) if read else None
+        state, C, errs = run_pass(m, b0, x, C, K, 0 if token_sink else None, end, split, temperature, naive,
+                                  x_in, C_in)
         return dict(labels=labels, members=C[:K], bias=C[K], chunk_residual=None, state=state,
                     unembedding=U, chunks=1, max_rel_err=max(errs))
     out, bias, errs, chunks = torch.zeros_like(members[:, :, :] if end < L2 else members), None, [], 0
@@ -1677,8 +2116,12 @@ def decompose(m, ids, init=None, end=None, split="softmax", temperature=0.1, bos
         part = members[first:first + chunk_size]
         rest = x - bias0 - part.sum(0)
         C = torch.cat([part, rest[None], bias0[None]])
+        C_in = None
+        if read:  # the members' parts of the layer input; the remainder reads the rest of it
+            rp = read[1][first:first + chunk_size]
+            C_in = torch.cat([rp, (x_in - rp.sum(0))[None], zero[None]])
         sink = 0 if (token_sink and first == 0) else None
-        state, C, e = run_pass(m, b0, x, C, C.shape[0] - 1, sink, end, split, temperature, naive)
+        state, C, e = run_pass(m, b0, x, C, C.shape[0] - 1, sink, end, split, temperature, naive, x_in, C_in)
         out[first:first + part.shape[0]] = C[:part.shape[0]]
         if first == 0:
             bias = C[-1]

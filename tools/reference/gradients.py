@@ -13,7 +13,9 @@ values a are tensors of the autograd graph that a hook may read or replace.
 
 Notation: N positions, D width, L layers, H heads of width d, I neurons.  Boundaries
 b = 0..2L: b = 2l is the residual state entering layer l's attention, 2l+1 entering its
-MLP, 2L the final state before the final norm; b = 0 is the embedding output x0.
+MLP, 2L the final state before the final norm; b = 0 is the embedding output x0.  GPT-NeoX
+with the parallel residual: 2l+1 is x_in + attention output, which the MLP (reading x_in)
+does not read; df/dx at 2l+1 is then df/dx at 2l+2.
 """
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ def run(m, ids, x0=None, hook=identity_hook):
         out["residual"].append(x)
         l, V = b // 2, fam.layer_view(m, b // 2)
         if b % 2 == 0:
+            x_in = x  # the layer input: a parallel-residual MLP reads it
             real = fam.attention_real(m, l, x)
             z = hook("heads", l, real["mixed"])
             out["heads"].append(z)
@@ -48,7 +51,10 @@ def run(m, ids, x0=None, hook=identity_hook):
             else:  # Gemma 2: the post-attention norm on the block's output (live, not frozen)
                 x = x + fam.out_norm(m, z @ V["Wo"] + (V["bo"] if V["bo"] is not None else 0), V["out1"])[0]
         else:
-            a = hook("neurons", l, fam.mlp_real(m, l, x)["act"])
+            # GPT-NeoX parallel residual: the MLP reads the layer input (boundary 2l); the state at
+            # 2l+1 (x_in + attention output) only passes on additively, so its gradient equals
+            # the layer output's
+            a = hook("neurons", l, fam.mlp_real(m, l, x_in if fam.is_parallel(m) else x)["act"])
             out["neurons"].append(a)
             if V["out2"] is None:
                 x = x + a @ V["W2"] + (V["b2"] if V["b2"] is not None else 0)

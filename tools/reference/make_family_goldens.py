@@ -5,7 +5,8 @@
                               tokenizer_config.json}
   tests/golden/tokenizer_bytelevel_{gpt2,llama3,qwen2}.json
   tests/golden/family_<name>.json             (float64 + float32 logits)
-  tests/golden/family_depass_{gpt2,qwen2,gemma,gemma2}.json (token-level DePass, float64)
+  tests/golden/family_depass_{gpt2,qwen2,gemma,gemma2,gpt_neox,gpt_neox_sequential}.json
+                                              (token-level DePass, float64)
 
 and asserts the validation checks (see tools/reference/README.md).
 
@@ -38,14 +39,16 @@ FAMILIES = {
     "llama": "llama3", "llama3": "llama3", "llama_f16": "llama3", "mistral": "llama3",
     "qwen2": "qwen2", "qwen2_untied": "qwen2", "gpt2": "gpt2", "gpt2_noprefix": "gpt2",
     "qwen3": "qwen2", "phi3": "llama3", "gemma": "llama3", "gemma2": "llama3",
+    "gpt_neox": "gpt2", "gpt_neox_sequential": "gpt2",
 }
+NEOX = ("gpt_neox", "gpt_neox_sequential")
 # where each style's tokenizer golden points (relative to tests/data)
 TOKENIZER_HOME = {"llama3": "families/llama3/tokenizer.json",
                   "qwen2": "families/qwen2/tokenizer.json",
                   "gpt2": "families/gpt2/tokenizer.json"}
 SEEDS = {"llama": 1001, "llama3": 1002, "mistral": 1003, "qwen2": 1004,
          "qwen2_untied_lm_head": 1005, "gpt2": 1006, "qwen3": 1007, "phi3": 1008,
-         "gemma": 1009, "gemma2": 1010}
+         "gemma": 1009, "gemma2": 1010, "gpt_neox": 1011, "gpt_neox_sequential": 1012}
 LLAMA3_ROPE_SCALING = {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                        "original_max_position_embeddings": 64, "rope_type": "llama3"}
 
@@ -326,6 +329,7 @@ DEPASS_TEXTS = {
              "<|endoftext|>Max wagged his tail and ran to the ball.",
              "<|endoftext|>\"Don't be sad,\" said the kind old man. In 2024 the town had"],
 }
+DEPASS_TEXTS["gpt_neox"] = DEPASS_TEXTS["gpt_neox_sequential"] = DEPASS_TEXTS["gpt2"]
 
 
 # ----------------------------------------------------------------------------
@@ -374,6 +378,12 @@ def family_files(name, tj):
         cfg = (fam.gemma_config if name == "gemma" else fam.gemma2_config)(V, bos, eos)
         w = fam.gemma_weights(cfg, SEEDS[name])
         return cfg, {k: (v, "F32") for k, v in w.items()}
+    if name in NEOX:
+        # Pythia-like: parallel residual, rotary_pct 0.25, the per-layer buffers real Pythia
+        # files hold (to be ignored); the sequential variant: rotary_pct 0.5, no buffers
+        par = name == "gpt_neox"
+        cfg = fam.gpt_neox_config(V, bos, eos, parallel=par, rotary_pct=0.25 if par else 0.5)
+        return cfg, fam.gpt_neox_weights(cfg, SEEDS[name], buffers=par)
     if name in ("gpt2", "gpt2_noprefix"):
         cfg = fam.gpt2_config(V, bos, eos)
         w = fam.gpt2_weights(cfg, SEEDS["gpt2"])
@@ -463,6 +473,37 @@ def gemma_depass_notes(name, worst):
                 "scale (update * r_post * (1 + w_post)); final soft cap frozen per logit: scores = z_m rho, "
                 "rho = cap tanh(z / cap) / z = target_logit / target_logit_precap" if name == "gemma2" else "",
                 *worst))
+
+
+def neox_logit_notes(name, m, notes):
+    a = m["arch"]
+    return ("GPT-NeoX reference (tools/reference/families.py, written from the published architecture, "
+            "transformers' GPTNeoXForCausalLM): LayerNorm with bias (eps 1e-5), fused query_key_value "
+            "interleaved per head ([N, H, 3 hd]: q | k | v of each head), partial rotary on the first %d of %d "
+            "dims of each head (halves layout within them, inv_freq = 10000^(-2i/%d)), scores * head_size^-0.5, "
+            "attention.dense with bias, MLP dense_4h_to_h(gelu_erf(dense_h_to_4h(.))), %s residual, "
+            "final_layer_norm, untied embed_out%s. Cross-checks per case (alt: forward_alt -- raw fused weights "
+            "chunked per head, complex rotary, torch.nn.functional, HF's summation order -- vs forward in float64, "
+            "max |difference| / max |logit|; f32: float32 vs float64 logits, max |difference|): %s." % (
+                a["rot"], a["hd"], a["rot"],
+                "parallel (x + attn(ln1(x)) + mlp(ln2(x)))" if a["parallel"] else
+                "sequential (h = x + attn(ln1(x)); h + mlp(ln2(h)))",
+                "; the safetensors file also holds the per-layer buffers attention.bias (BOOL), "
+                "attention.masked_bias and attention.rotary_emb.inv_freq, which the loader ignores"
+                if name == "gpt_neox" else "",
+                "; ".join(n.split(";")[0] for n in notes)))
+
+
+def neox_depass_notes(m, worst):
+    return ("Token-level DePass (softmax, T 0.1, BOS sink) with the GPT-NeoX rules: token components = the "
+            "embed_in rows (no position component: rotary), LayerNorms frozen as GPT-2's (the LayerNorm bias "
+            "to the bias component), real attention probabilities frozen (q/k biases and the partial rotary "
+            "act only through them; v bias and dense bias to the bias component), MLP gate parts g_m = norm(C_m) "
+            "W1^T (+ b1 for the bias component), b2 to the bias component%s. Measured (relative): state vs sum "
+            "of components %.1e, component logits vs real logits %.1e, score sum vs target logit %.1e, loop "
+            "implementation (depass_naive) %.1e." % (
+                "; parallel residual: the attention and MLP updates of layer l are both computed from the "
+                "components at the layer input and both added" if m["arch"]["parallel"] else "", *worst))
 
 
 def make_all(root, log):
@@ -559,6 +600,8 @@ def make_all(root, log):
         if name in ("gemma", "gemma2"):  # the measured cross-checks (older goldens have no notes)
             golden = {"model": golden["model"], "notes": gemma_logit_notes(name, notes, caps),
                       "cases": cases}
+        if name in NEOX:
+            golden = {"model": golden["model"], "notes": neox_logit_notes(name, m64, notes), "cases": cases}
         write_golden(golden, os.path.join(gold, "family_%s.json" % name))
         log("family %-13s %s" % (name, "; ".join(notes)))
         for c in caps:
@@ -591,9 +634,10 @@ def make_all(root, log):
     d_unscaled = (fam.forward(m3, ids) - a).abs().max().item()
     assert d_unscaled > 1e-3, d_unscaled
     log("llama3: dropping the rope scaling changes the logits by up to %.2e" % d_unscaled)
+    neox_checks(data_dir, toks["gpt2"], log)
 
     # ---- DePass goldens
-    for name in ("gpt2", "qwen2", "gemma", "gemma2"):
+    for name in ("gpt2", "qwen2", "gemma", "gemma2") + NEOX:
         style = FAMILIES[name]
         m64 = fam.load_model(os.path.join(data_dir, name), torch.float64)
         cases, worst = [], [0.0, 0.0, 0.0, 0.0]
@@ -632,6 +676,9 @@ def make_all(root, log):
         if name in ("gemma", "gemma2"):
             golden = dict({"model": golden["model"], "notes": gemma_depass_notes(name, worst)},
                           **{k: v for k, v in golden.items() if k != "model"})
+        if name in NEOX:
+            golden = dict({"model": golden["model"], "notes": neox_depass_notes(m64, worst)},
+                          **{k: v for k, v in golden.items() if k != "model"})
         write_golden(golden, os.path.join(gold, "family_depass_%s.json" % name))
         log("depass %-6s %d cases: state err %.1e, logit err %.1e, score-sum err %.1e, "
             "loop impl %.1e (all relative)" % (name, len(cases), *worst))
@@ -643,10 +690,38 @@ def make_all(root, log):
             name, size, os.path.getsize(os.path.join(d, "model.safetensors"))))
 
 
+def neox_checks(data_dir, tok, log):
+    """GPT-NeoX: the boundary states as defined (2l+1 = x + attention output, also for the
+    parallel model), the partial rotary matters (zeroing inv_freq changes the logits), only
+    the rotary dims rotate (a rotary on all head dims changes them), the loader ignored the
+    buffers of gpt_neox (present in the file)."""
+    ids = tok.encode(LOGIT_TEXTS["gpt2"][0][0], add_special_tokens=False)
+    for name in NEOX:
+        m = fam.load_model(os.path.join(data_dir, name))
+        logits, hid = fam.forward(m, ids, return_hidden=True)
+        x = fam.embed(m, ids)
+        for l in range(fam.n_layers(m)):
+            att = fam.attention_real(m, l, x)["out"]
+            assert torch.equal(hid[2 * l + 1], x + att)
+            x = hid[2 * l + 2]
+        a = m["arch"]
+        m0 = dict(m, arch=dict(a, inv_freq=a["inv_freq"] * 0))
+        d_rot = (fam.forward(m0, ids) - logits).abs().max().item()
+        full = dict(m, arch=dict(a, rot=a["hd"], inv_freq=1.0 / 10000.0 ** (np.arange(0, a["hd"], 2) / a["hd"])))
+        d_full = (fam.forward(full, ids) - logits).abs().max().item()
+        assert d_rot > 1e-3 and d_full > 1e-3, (d_rot, d_full)
+        _, dts, _ = fam.read_safetensors(os.path.join(data_dir, name, "model.safetensors"))
+        n_buf = sum(1 for k in dts if any(k.endswith(b) for b in fam.NEOX_BUFFERS))
+        assert n_buf == (3 * fam.n_layers(m) if name == "gpt_neox" else 0), n_buf
+        assert ("BOOL" in dts.values()) == (name == "gpt_neox")
+        log("%s: boundaries 2l+1 = x + attention output; no rotary changes the logits by %.2e, rotary on all "
+            "%d dims by %.2e; %d buffers ignored" % (name, d_rot, a["hd"], d_full, n_buf))
+
+
 OUTPUTS_DATA = "tests/data/families"
 OUTPUTS_GOLDEN = (["tokenizer_bytelevel_%s.json" % s for s in ("gpt2", "llama3", "qwen2")]
                   + ["family_%s.json" % n for n in FAMILIES]
-                  + ["family_depass_%s.json" % n for n in ("gpt2", "qwen2", "gemma", "gemma2")])
+                  + ["family_depass_%s.json" % n for n in ("gpt2", "qwen2", "gemma", "gemma2") + NEOX])
 
 
 def main():

@@ -5,7 +5,8 @@ tests/golden/gradients_<model>.json, from the float64 reference in gradients.py.
     /usr/bin/python3 tools/reference/make_gradient_goldens.py [--models DIR] [--only NAME ...] [--check]
 
 NAME: a family directory of tests/data/families (llama, llama3, llama_f16, mistral, qwen2,
-qwen2_untied, gpt2, gpt2_noprefix, qwen3, phi3, gemma, gemma2), stories260K, tinystories656k (these two read the
+qwen2_untied, gpt2, gpt2_noprefix, qwen3, phi3, gemma, gemma2, gpt_neox, gpt_neox_sequential), stories260K,
+tinystories656k (these two read the
 models directory, default /work/shared/models).  --check regenerates into a temporary
 directory and compares with the committed files (numbers to 1e-9 relative).
 
@@ -291,13 +292,18 @@ def make_case(m, raw, ids, obj, case_index, rs, log):
     c["heads"] = {k: mat(v) for k, v in heads.items()}
     c["neurons"] = dict({"layer": L - 1}, **{k: vec(v) for k, v in neurons.items()})
     agree = top3_sign_agreement(heads)
+    e_par = 0.0
+    if fam.is_parallel(m):  # GPT-NeoX parallel residual: df/dx at 2l+1 == df/dx at 2l+2
+        for l in range(L):
+            e_par = max(e_par, (G["residual"][2 * l + 1] - G["residual"][2 * l + 2]).abs().max().item())
+        assert e_par == 0.0 or e_par < 1e-15 * G["residual"][2 * L].abs().max().item(), e_par
     log("  %-8s p=%-2d t=%-4s f=%+.6f  FD max rel %s  2nd impl %.1e  ablation vs masked weights %.1e"
         % (obj.kind, p, obj.target, G["value"], " ".join("%s %.1e" % kv for kv in worst_fd.items()), e_alt, e_abl))
     for base in ("zero", "ids"):
         log("           IG gaps, baseline %-4s: " % base
             + "  ".join("%s%d %+.1e" % (r[0], s, gaps[(base, r, s)]) for r in IG_RULES for s in IG_STEPS))
     log("           top-3 heads (by |ablation|): atp has the same sign for %d/3" % agree)
-    return c, dict(fd=worst_fd, alt=e_alt, gaps=gaps, agree=agree, ablation=e_abl)
+    return c, dict(fd=worst_fd, alt=e_alt, gaps=gaps, agree=agree, ablation=e_abl, par=e_par)
 
 
 def dims(m, ids):
@@ -327,6 +333,20 @@ def make_one(name, models, out_dir, log):
         c, s = make_case(m, raw, ids, obj, i, rs, log)
         golden["cases"].append(c)
         stats.append(s)
+    if name in mo.NEOX:
+        par = fam.is_parallel(m)
+        golden["notes"] += (
+            " GPT-NeoX: x0 (boundary 0) is the embed_in rows (rotary, no position rows); LayerNorms with bias, "
+            "erf GELU, untied embed_out.%s Measured: finite differences vs autograd max relative %.1e; df/dE "
+            "through families.forward_alt (raw fused query_key_value, complex rotary) %.1e relative; exact "
+            "ablation through the hook vs masked weights %.1e%s." % (
+                " Parallel residual: boundary 2l+1 is the state x_in + attention output, an additive intermediate "
+                "that layer l's MLP (reading x_in) does not read, so the gradient there equals the gradient at "
+                "boundary 2l+2 (the layer output); the heads' z and the neurons' a are those of the parallel "
+                "layer (the MLP's input is the layer input)." if par else "",
+                max(v for st in stats for v in st["fd"].values()), max(st["alt"] for st in stats),
+                max(st["ablation"] for st in stats),
+                "; gradient at 2l+1 vs 2l+2 max |difference| %.1e" % max(st["par"] for st in stats) if par else ""))
     if name in ("gemma", "gemma2"):  # the measured cross-checks (the older files have none)
         golden["notes"] += (
             " Gemma: x0 (boundary 0) is the scaled embedding output E[ids] sqrt(hidden)%s. Measured: "

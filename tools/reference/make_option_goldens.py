@@ -7,7 +7,8 @@ second implementation (`decompose(..., naive=True)`) and, for token-level runs, 
     /usr/bin/python3 tools/reference/make_option_goldens.py [--models DIR] [--only NAME ...] [--check]
 
 NAME: a family directory of tests/data/families (llama, llama3, llama_f16, mistral, qwen2,
-qwen2_untied, gpt2, gpt2_noprefix, qwen3, phi3, gemma, gemma2), llama_linear (the llama weights with a linear RoPE
+qwen2_untied, gpt2, gpt2_noprefix, qwen3, phi3, gemma, gemma2, gpt_neox, gpt_neox_sequential), llama_linear
+(the llama weights with a linear RoPE
 scaling written into a copied config), stories260K, tinystories656k (these two need the
 models directory, default /work/shared/models).  --check regenerates into a temporary
 directory and compares with the committed files (numbers to 1e-12 relative: a different
@@ -44,10 +45,12 @@ from tokenizers import HFBpeTokenizer, Llama2cTokenizer  # noqa: E402
 torch.set_num_threads(1)
 
 FAMILIES = ["llama", "llama3", "llama_f16", "mistral", "qwen2", "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3",
-            "gemma", "gemma2"]
+            "gemma", "gemma2", "gpt_neox", "gpt_neox_sequential"]
+NEOX = ("gpt_neox", "gpt_neox_sequential")
 STYLE = {"llama": "llama3", "llama3": "llama3", "llama_f16": "llama3", "mistral": "llama3",
          "llama_linear": "llama3", "qwen2": "qwen2", "qwen2_untied": "qwen2", "gpt2": "gpt2",
-         "gpt2_noprefix": "gpt2", "qwen3": "qwen2", "phi3": "llama3", "gemma": "llama3", "gemma2": "llama3"}
+         "gpt2_noprefix": "gpt2", "qwen3": "qwen2", "phi3": "llama3", "gemma": "llama3", "gemma2": "llama3",
+         "gpt_neox": "gpt2", "gpt_neox_sequential": "gpt2"}
 PROMPT = {"llama3": ("Lily and Max went to the park.", True),
           "qwen2": ("Lily and Max went to the park.", False),
           "gpt2": ("<|endoftext|>Lily and Max went to the park.", False)}
@@ -127,12 +130,18 @@ def chunk_specs():
             spec("tokens chunk 3 path", chunk_size=3, split="path")]
 
 
-def specs_for(name, L, I, D):
+def specs_for(name, L, I, D, parallel=False):
+    """parallel (GPT-NeoX with use_parallel_residual): no start at an odd boundary other
+    than the heads / attention-module ones (the state there, x_in + attention output, is an
+    intermediate that the layer's MLP does not read)."""
     rng = np.random.RandomState(4242)
     out = token_specs()
-    if name in ("llama", "mistral", "qwen2", "gpt2", "stories260K", "tinystories656k", "gemma", "gemma2"):
-        out += init_specs(L, I, rng, D, 2 if L > 2 else 1)
-    if name in ("llama", "qwen2", "gpt2", "stories260K", "gemma", "gemma2"):
+    if name in ("llama", "mistral", "qwen2", "gpt2", "stories260K", "tinystories656k", "gemma", "gemma2") + NEOX:
+        inits = init_specs(L, I, rng, D, 2 if L > 2 else 1)
+        if parallel:
+            inits = [s for s in inits if not (s["init"].get("start", 0) % 2 == 1)]
+        out += inits
+    if name in ("llama", "qwen2", "gpt2", "stories260K", "gemma", "gemma2") + NEOX:
         out += chunk_specs()
     return out
 
@@ -367,9 +376,12 @@ def make_one(name, models, out_dir, log):
     golden["probe"] = [Param(v) for v in probe.tolist()]
     inputs = {"bases": [], "projections": []}
     del STATS[:]
-    golden["cases"] = [run_case(m, ids, s, probe, inputs, log) for s in specs_for(name, L, I, D)]
+    golden["cases"] = [run_case(m, ids, s, probe, inputs, log)
+                       for s in specs_for(name, L, I, D, fam.is_parallel(m))]
     if name in ("gemma", "gemma2"):
         golden["notes"] += " " + gemma_notes(m, ids, log)
+    if name in NEOX:
+        golden["notes"] += " " + neox_notes(m, ids, log)
     for key in ("bases", "projections"):
         if inputs[key]:
             golden[key] = [j for _, j in inputs[key]]
@@ -442,6 +454,65 @@ def gemma_notes(m, ids, log):
                 worst("alt", lambda s: s["split"] == "proportional"), e_p, lo, hi, e_coef))
     log("  " + text)
     assert e_p < 1e-14 and e_coef < 1e-12, (e_p, e_coef)
+    return text
+
+
+def neox_path_check(m, ids):
+    """GPT-NeoX path rule: share_m = Phi(G) g_m, Phi(G) = gelu(G) / G = (1 + erf(G / sqrt 2)) / 2.
+    The autograd quadrature coefficient of propagate (families.path_coefficients_quadrature,
+    act gelu_erf) and torch.erf's Phi against math.erf's Phi on the real gate inputs G of every
+    layer's MLP (parallel: computed from the layer input) and on a grid G = -30..30 -> (max
+    |quadrature - Phi|, max |torch Phi - math Phi|, range of G)."""
+    x = fam.embed(m, ids)
+    Gs = []
+    for l in range(fam.n_layers(m)):
+        x_in = x
+        x = x + fam.real_block(m, 2 * l, x)["out"]
+        V = fam.layer_view(m, l)
+        src = x_in if fam.is_parallel(m) else x
+        (gain, off), r = V["norm2"], fam.norm_scale(m, src)
+        Gs.append((fam.norm_linear(m, src, r, gain) + off) @ V["W1"] + V["b1"])
+        x = x + fam.real_block(m, 2 * l + 1, x, x_in)["out"]
+    grid = torch.tensor(np.linspace(-30.0, 30.0, 601).tolist() + [1e-3, -1e-3, 0.0], dtype=torch.float64)
+    e_q, e_t, lo, hi = 0.0, 0.0, 0.0, 0.0
+    for G in Gs + [grid[None]]:
+        with torch.enable_grad():
+            A, _ = fam.path_coefficients_quadrature(G, None, "gelu_erf")
+        phi = torch.tensor([[0.5 * (1 + math.erf(g / math.sqrt(2.0))) for g in row] for row in G.tolist()],
+                           dtype=torch.float64)
+        e_q = max(e_q, (A - phi).abs().max().item())
+        e_t = max(e_t, (0.5 * (1 + torch.erf(G / math.sqrt(2.0))) - phi).abs().max().item())
+    for G in Gs:
+        lo, hi = min(lo, G.min().item()), max(hi, G.max().item())
+    return e_q, e_t, (lo, hi)
+
+
+def neox_notes(m, ids, log):
+    """The measured cross-checks of a GPT-NeoX file, for its notes."""
+    e_q, e_t, (lo, hi) = neox_path_check(m, ids)
+    worst = lambda key, f=lambda s: True: max(s[key] for s in STATS if f(s))  # noqa: E731
+    par = fam.is_parallel(m)
+    text = ("GPT-NeoX rules (tools/reference/families.py): token components = embed_in rows, LayerNorms frozen "
+            "as GPT-2's (bias to the bias component), real attention probabilities frozen (q/k biases and the "
+            "partial rotary only through them; v and dense biases to the bias component), erf-GELU MLP split as "
+            "GPT-2's (b1 in the bias component's gate part, b2 to the bias component), path rule share_m = "
+            "Phi(G) g_m with Phi(G) = (1 + erf(G / sqrt 2)) / 2.%s Measured: every pass lossless at every "
+            "boundary to %.1e (relative), members + bias (+ chunk residual) = state to %.1e, readout scores sum "
+            "to the real logit to %.1e (relative to max |logit|); loop implementation vs vectorised %.1e "
+            "(proportional %.1e); path: the autograd quadrature's coefficient vs Phi from math.erf %.1e and "
+            "torch.erf vs math.erf %.1e (the prompt's G in [%.2f, %.2f] and a grid -30..30)." % (
+                " Parallel residual: layer l's attention and MLP updates are both computed from the components "
+                "at the layer input (boundary 2l) and both added; components at boundary 2l+1 = those at 2l + the "
+                "attention update (their sum is x_in + attention output, which the MLP does not read). Starts at "
+                "2l+1 (heads(l), module(l, attention)): layer l's MLP reads the residual member = x_in, every other "
+                "member zero, the bias component zero (it still receives the MLP's own biases); in a chunked run the "
+                "pass whose members do not hold the residual member reads x_in through its remainder. Other starts "
+                "at an odd boundary are not defined for a parallel model (none in this file)." if par else "",
+                worst("boundary"), worst("sum"), worst("logit"),
+                worst("alt", lambda s: s["split"] != "proportional"),
+                worst("alt", lambda s: s["split"] == "proportional"), e_q, e_t, lo, hi))
+    log("  " + text)
+    assert e_q < 1e-14 and e_t < 1e-14, (e_q, e_t)
     return text
 
 
