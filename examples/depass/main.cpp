@@ -71,6 +71,9 @@ int run_info(const Args& args) {
   doc["post_norms"] = c.post_norms;
   doc["attention_softcap"] = c.attention_softcap;
   doc["final_softcap"] = c.final_softcap;
+  // GPT-NeoX: rotated dimensions per head, both blocks reading the layer input.
+  doc["rotary_dims"] = c.positions == depass::PositionKind::Rotary ? c.rotated_dims() : 0;
+  doc["parallel_residual"] = c.parallel_residual;
   if (l.tokenizer)
     doc["tokenizer"] = {{"kind", l.tokenizer_kind},
                         {"path", l.tokenizer_path},

@@ -68,11 +68,15 @@ struct ComponentState {
   ShardGroup* shards = nullptr;
   std::vector<Eigen::Index> global_index;
   detail::Workspace<Scalar> workspace;
+  /// What the block being propagated reads, when not `tensor` (it always adds to `tensor`): a
+  /// parallel-residual model's MLP reads the components at the layer input (detail::BlockInput).
+  const ComponentTensor<Scalar>* block_input = nullptr;
 
   Eigen::Index first(Eigen::Index m) const {
     return first_position.empty() ? 0 : std::max<Eigen::Index>(0, first_position[static_cast<std::size_t>(m)]);
   }
   bool is_bias(Eigen::Index m) const { return m == bias_component; }
+  const ComponentTensor<Scalar>& input() const { return block_input ? *block_input : tensor; }
   Eigen::Index global(Eigen::Index m) const {
     return global_index.empty() ? m : global_index[static_cast<std::size_t>(m)];
   }
@@ -81,6 +85,23 @@ struct ComponentState {
   /// sum_m C[m] (N x D) after the last block, when the engine left it; else null.
   const RowMatrix<Scalar>* component_sum() const { return workspace.sum_current ? &workspace.sum : nullptr; }
 };
+
+namespace detail {
+
+/// Points a state's block_input at `input` for one block's propagation (null: the tensor).
+template <typename Scalar>
+class BlockInput {
+ public:
+  BlockInput(ComponentState<Scalar>& cs, const ComponentTensor<Scalar>* input) : cs_(cs) { cs_.block_input = input; }
+  ~BlockInput() { cs_.block_input = nullptr; }
+  BlockInput(const BlockInput&) = delete;
+  BlockInput& operator=(const BlockInput&) = delete;
+
+ private:
+  ComponentState<Scalar>& cs_;
+};
+
+}  // namespace detail
 
 /// Biases belong to no input: a layer's bias term is added only to the rows of the bias
 /// component (`owner_is_bias`). `bias` empty: the layer has none.

@@ -30,14 +30,19 @@ enum class NormKind {
 enum class MlpKind {
   GatedSiLU,      ///< SwiGLU: silu(x W1^T) * (x W3^T), then W2
   GeluTanh,       ///< gelu_tanh(x W1^T + b1), then W2: GPT-2's "gelu_new"
-  GatedGeluTanh   ///< GeGLU: gelu_tanh(x W1^T) * (x W3^T), then W2: Gemma's "gelu_pytorch_tanh"
+  GatedGeluTanh,  ///< GeGLU: gelu_tanh(x W1^T) * (x W3^T), then W2: Gemma's "gelu_pytorch_tanh"
+  GeluErf         ///< gelu(x W1^T + b1) with the exact x Phi(x), Phi the normal CDF, then W2: GPT-NeoX's "gelu"
 };
+
+/// Whether the MLP multiplies its activation by an up projection (SwiGLU, GeGLU).
+inline bool gated(MlpKind kind) { return kind == MlpKind::GatedSiLU || kind == MlpKind::GatedGeluTanh; }
 
 inline const char* to_string(MlpKind kind) {
   switch (kind) {
     case MlpKind::GatedSiLU: return "gated-silu";
     case MlpKind::GeluTanh: return "gelu-tanh";
     case MlpKind::GatedGeluTanh: return "gated-gelu-tanh";
+    case MlpKind::GeluErf: return "gelu-erf";
   }
   return "?";
 }
@@ -86,11 +91,15 @@ struct Config {
   double attention_scale = 0;          // scores = q.k * this; 0: 1/sqrt(head_dim) (Gemma 2: query_pre_attn_scalar^-1/2)
   double attention_softcap = 0;        // > 0: scores -> cap * tanh(scores / cap) before the softmax (Gemma 2)
   double final_softcap = 0;            // > 0: logits -> cap * tanh(logits / cap) (Gemma 2)
+  int rotary_dims = 0;                 // rotated dimensions of each head, even, <= head_dim; 0: all (GPT-NeoX: rotary_pct * d)
+  bool parallel_residual = false;      // GPT-NeoX: x += attention(norm1(x)) + mlp(norm2(x)), both reading the layer input
 
   int q_width() const { return n_heads * head_dim; }
   int kv_width() const { return n_kv_heads * head_dim; }
   int heads_per_kv() const { return n_heads / n_kv_heads; }
-  bool gated_mlp() const { return mlp != MlpKind::GeluTanh; }
+  bool gated_mlp() const { return gated(mlp); }
+  /// How many leading dimensions of each head the rotary embedding turns.
+  int rotated_dims() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
   /// Terms no input owns (biases, norm offsets): DePass routes them to a bias component.
   bool has_biases() const {
     return attention_qkv_bias || attention_out_bias || mlp_bias || norm == NormKind::LayerNorm;
@@ -146,6 +155,9 @@ struct Config {
     check_real("attention_scale", attention_scale, 0.0, 1e6);
     check_real("attention_softcap", attention_softcap, 0.0, 1e6);
     check_real("final_softcap", final_softcap, 0.0, 1e6);
+    check("rotary_dims", rotary_dims, 0, head_dim);
+    if (rotary_dims % 2 != 0)
+      throw std::invalid_argument("Config: rotary_dims (" + std::to_string(rotary_dims) + ") must be even");
     if (!(rope_theta > 1.0) || !(rope_theta < 1e12))
       throw std::invalid_argument("Config: rope_theta = " + std::to_string(rope_theta) +
                                   " is out of range (1, 1e12)");

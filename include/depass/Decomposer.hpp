@@ -287,7 +287,8 @@ class Decomposer {
     const double attention_rows = std::min(n * live, std::max(rows, n));
     const double scratch =
         threads * std::max(mlp_rows * (D + (SplitRule{split}.needs_up() && c.gated_mlp() ? 2 : 1) * I + 64), attention_rows * (std::max(D, Q) + std::max(KV, D)));
-    const double tensor = live * n * D;
+    // A parallel-residual model's MLP reads a copy of the tensor at the layer input.
+    const double tensor = (c.parallel_residual ? 2 : 1) * live * n * D;
     const double result = static_cast<double>(total) * static_cast<double>(stored) * D;
     return static_cast<std::size_t>(s * (forward + sums + scratch + tensor + result));
   }
@@ -349,17 +350,28 @@ class Decomposer {
     cs.sink_component = init.kind == InitKind::Token && options.bos_sink && first_member == 0 ? 0 : -1;
   }
 
-  /// One pass from the start boundary to the end; returns the real end state.
+  /// One pass from the start boundary to the end; returns the real end state. `input`: the
+  /// layer input a parallel-residual model's MLP reads, when the start lies inside a layer
+  /// (the start's layer_input, laid out as cs.tensor).
   MatrixType propagate(ComponentState<Scalar>& cs, const detail::Start<Scalar>& start, const DecomposeOptions& options,
-                       int end_index, const Hook<Scalar>& hook, std::vector<BoundaryCheck>& checks) const {
+                       int end_index, const Hook<Scalar>& hook, std::vector<BoundaryCheck>& checks,
+                       LayerInput<Scalar> input = {}) const {
     const int L = model_.config().n_layers;
+    const bool parallel = model_.config().parallel_residual;
     const Boundary from = Boundary::from_index(start.boundary_index, L);
     MatrixType state = start.state;
     record_sum(checks, every_shard(cs, cs.tensor.sum(cs.first_position)), state, from);
     detail::Tap<Scalar>{&hook, from.layer}.residual("start", state, &cs.tensor, start.boundary_index);
     for (int b = start.boundary_index; b < end_index; ++b) {
-      if (b % 2 == 0) model_.attention_block(b / 2, state, &cs, hook);
-      else model_.mlp_block(b / 2, state, &cs, hook);
+      if (b % 2 == 0) {
+        if (parallel) {  // assigned, not rebuilt: the copy reuses its memory layer after layer
+          input.state = state;
+          input.components = cs.tensor;
+        }
+        model_.attention_block(b / 2, state, &cs, hook);
+      } else {
+        model_.mlp_block(b / 2, state, &cs, hook, parallel ? &input : nullptr);
+      }
       const RowMatrix<Scalar>* sum = cs.component_sum();
       if (sum && !cs.shards) record_sum(checks, *sum, state, Boundary::from_index(b + 1, L));
       else if (sum) record_sum(checks, every_shard(cs, MatrixType(*sum)), state, Boundary::from_index(b + 1, L));
@@ -371,6 +383,17 @@ class Decomposer {
       model_.final_norm_components(cs, scale);
     }
     return state;
+  }
+
+  /// The start's members at the layer input (a parallel-residual model started inside a
+  /// layer), laid out by `build` as the start's own; else empty.
+  template <typename Build>
+  static LayerInput<Scalar> start_input(const detail::Start<Scalar>& start, const Build& build) {
+    LayerInput<Scalar> input;
+    if (!start.layer_input) return input;
+    input.state = start.layer_input->state;
+    build(*start.layer_input, input.components);
+    return input;
   }
 
   /// sum_m C[m] over every process's components (a sharded run), else the local sum.
@@ -393,20 +416,23 @@ class Decomposer {
     configure(cs, options, init, 0);
     if (count == 0 || mine.front() != 0) cs.sink_component = -1;  // the sink is member 0
     cs.shards = &group;
-    cs.tensor.resize(count + (root ? 1 : 0), N, D);
+    const auto build = [&](const detail::Start<Scalar>& s, ComponentTensor<Scalar>& C) {
+      C.resize(count + (root ? 1 : 0), N, D);
+      for (Eigen::Index i = 0; i < count; ++i) s.fill(mine[static_cast<std::size_t>(i)], C.component(i));
+      if (root) C.component(count) = s.bias;
+    };
+    build(start, cs.tensor);
     for (Eigen::Index i = 0; i < count; ++i) {
       const Eigen::Index m = mine[static_cast<std::size_t>(i)];
-      start.fill(m, cs.tensor.component(i));
       cs.global_index.push_back(m);
       cs.first_position.push_back(start.first[static_cast<std::size_t>(m)]);
     }
     if (root) {
-      cs.tensor.component(count) = start.bias;
       cs.bias_component = count;
       cs.global_index.push_back(K);
       cs.first_position.push_back(0);
     }
-    parts.state = propagate(cs, start, options, end_index, hook, parts.checks);
+    parts.state = propagate(cs, start, options, end_index, hook, parts.checks, start_input(start, build));
     gather_shards(group, cs, shares, start, options.shards_share_result, parts);
   }
 
@@ -451,16 +477,19 @@ class Decomposer {
     const Eigen::Index K = start.members();
     ComponentState<Scalar> cs;
     configure(cs, options, init, 0);
-    cs.tensor.resize(K + 1, start.state.rows(), start.state.cols());
-    for (Eigen::Index m = 0; m < K; ++m) start.fill(m, cs.tensor.component(m));
-    cs.tensor.component(K) = start.bias;
+    const auto build = [K](const detail::Start<Scalar>& s, ComponentTensor<Scalar>& C) {
+      C.resize(K + 1, s.state.rows(), s.state.cols());
+      for (Eigen::Index m = 0; m < K; ++m) s.fill(m, C.component(m));
+      C.component(K) = s.bias;
+    };
+    build(start, cs.tensor);
     cs.bias_component = K;
     cs.first_position = start.first;
     cs.first_position.push_back(0);
     parts.labels = start.labels;
     parts.labels.push_back("bias");
     parts.bias_component = K;
-    parts.state = propagate(cs, start, options, end_index, hook, parts.checks);
+    parts.state = propagate(cs, start, options, end_index, hook, parts.checks, start_input(start, build));
     if (parts.kept.empty()) {
       parts.components = std::move(cs.tensor);
       return;
@@ -489,18 +518,21 @@ class Decomposer {
     for (Eigen::Index first = 0; first < K; first += chunk) {
       const Eigen::Index count = std::min<Eigen::Index>(chunk, K - first);
       configure(cs, options, init, first);
-      cs.tensor.resize(count + 2, N, D);
       cs.first_position.assign(start.first.begin() + first, start.first.begin() + first + count);
       cs.first_position.insert(cs.first_position.end(), {0, 0});
-      MatrixType rest = start.state - start.bias;
-      for (Eigen::Index m = 0; m < count; ++m) {
-        start.fill(first + m, cs.tensor.component(m));
-        rest -= cs.tensor.component(m);
-      }
-      cs.tensor.component(count) = rest;
-      cs.tensor.component(count + 1) = start.bias;
+      const auto build = [first, count, N, D](const detail::Start<Scalar>& s, ComponentTensor<Scalar>& C) {
+        C.resize(count + 2, N, D);
+        MatrixType rest = s.state - s.bias;
+        for (Eigen::Index m = 0; m < count; ++m) {
+          s.fill(first + m, C.component(m));
+          rest -= C.component(m);
+        }
+        C.component(count) = rest;
+        C.component(count + 1) = s.bias;
+      };
+      build(start, cs.tensor);
       cs.bias_component = count + 1;
-      const MatrixType state = propagate(cs, start, options, end_index, hook, parts.checks);
+      const MatrixType state = propagate(cs, start, options, end_index, hook, parts.checks, start_input(start, build));
       for (Eigen::Index m = 0; m < count; ++m) store_rows(cs.tensor, m, parts, first + m);
       if (parts.chunks == 0) {
         store_rows(cs.tensor, count + 1, parts, parts.bias_component);

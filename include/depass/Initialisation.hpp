@@ -7,6 +7,7 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -103,6 +104,9 @@ struct Start {
   std::vector<Eigen::Index> first;   // per member: first position it can be non-zero at
   /// Writes member m (N x D) into a block that is zero on entry.
   std::function<void(Eigen::Index, Eigen::Ref<RowMatrix<Scalar>>)> fill;
+  /// A parallel-residual model started between a layer's blocks (heads, attention module):
+  /// the same members at the layer's input, which its MLP reads; else null.
+  std::shared_ptr<const Start> layer_input;
   Eigen::Index members() const { return static_cast<Eigen::Index>(labels.size()); }
 };
 
@@ -123,16 +127,21 @@ class StartBuilder {
       if (init.start.is_output)
         throw std::invalid_argument("start boundary cannot be the output: nothing is left to propagate");
       const int index = boundary_index(init.start, "start");
+      if (model_.config().parallel_residual && index % 2 == 1)
+        throw std::invalid_argument("start boundary " + init.start.to_string() + " of a parallel-residual model (" +
+                                    model_.config().architecture + "): the layer's MLP reads the layer's input, which "
+                                    "components of this state do not determine; start before the attention instead");
       run_blocks(x, 0, index, hook);
       if (init.kind == InitKind::Token) return tokens(x, ids, index);
       if (init.kind == InitKind::Subspace) return subspaces(x, init, index);
       return custom(x, init, index);
     }
     model_.check_layer(init.layer);
-    run_blocks(x, 0, 2 * init.layer + (init.module == Site::Mlp ? 1 : 0), hook);
-    if (init.kind == InitKind::Module) return module(x, init, hook);
+    LayerInput<Scalar> input;  // of init.layer, for a parallel-residual model's MLP
+    run_blocks(x, 0, 2 * init.layer + (init.module == Site::Mlp ? 1 : 0), hook, &input);
+    if (init.kind == InitKind::Module) return module(x, init, hook, input);
     if (init.kind == InitKind::Head) return heads(x, init.layer, hook);
-    return neurons(x, init, hook);
+    return neurons(x, init, hook, input);
   }
 
   /// Boundary::index of b, checked against the model (`what` names it in errors).
@@ -145,14 +154,42 @@ class StartBuilder {
     return b.index(L);
   }
 
-  void run_blocks(MatrixType& x, int from, int to, const Hook<Scalar>& hook) const {
+  /// Runs blocks [from, to) on x, from a boundary before an attention block. `input` (if
+  /// given) receives the input of the last layer entered (a parallel-residual model's MLP reads it).
+  void run_blocks(MatrixType& x, int from, int to, const Hook<Scalar>& hook, LayerInput<Scalar>* input = nullptr) const {
+    if (from % 2) throw std::logic_error("run_blocks starts before an attention block");
+    const bool parallel = model_.config().parallel_residual;
+    LayerInput<Scalar> local;
+    LayerInput<Scalar>& in = input ? *input : local;
     for (int b = from; b < to; ++b) {
-      if (b % 2 == 0) model_.attention_block(b / 2, x, nullptr, hook);
-      else model_.mlp_block(b / 2, x, nullptr, hook);
+      if (b % 2 == 0) {
+        if (parallel) in.state = x;
+        model_.attention_block(b / 2, x, nullptr, hook);
+      } else {
+        model_.mlp_block(b / 2, x, nullptr, hook, parallel ? &in : nullptr);
+      }
     }
   }
 
  private:
+  const LayerInput<Scalar>* mlp_input(const LayerInput<Scalar>& input) const {
+    return model_.config().parallel_residual ? &input : nullptr;
+  }
+
+  /// A parallel-residual model started after a layer's attention (s: residual = the layer's
+  /// input `before`, then the attention's parts): the layer's MLP reads only the residual
+  /// member, so at the layer input it is everything and the other members are zero.
+  std::shared_ptr<const Start<Scalar>> residual_only(const Start<Scalar>& s, const MatrixType& before) const {
+    if (!model_.config().parallel_residual) return nullptr;
+    auto input = std::make_shared<Start<Scalar>>(empty(before, s.boundary_index - 1));
+    input->labels = s.labels;
+    input->first = s.first;
+    input->fill = [before](Eigen::Index m, Eigen::Ref<RowMatrix<Scalar>> dst) {
+      if (m == 0) dst = before;
+    };
+    return input;
+  }
+
   static Start<Scalar> empty(const MatrixType& x, int boundary_index) {
     Start<Scalar> s;
     s.boundary_index = boundary_index;
@@ -231,17 +268,19 @@ class StartBuilder {
   }
 
   /// {state before the block, the block's output}, after the block.
-  Start<Scalar> module(MatrixType& x, const Initialisation<Scalar>& init, const Hook<Scalar>& hook) const {
+  Start<Scalar> module(MatrixType& x, const Initialisation<Scalar>& init, const Hook<Scalar>& hook,
+                       const LayerInput<Scalar>& input) const {
     const MatrixType before = x;
     const bool mlp = init.module == Site::Mlp;
     // What the block added to the residual stream (through Gemma 2's post-norm, if any).
     const MatrixType out =
-        mlp ? residual_output(init.layer, Site::Mlp, model_.mlp_block(init.layer, x, nullptr, hook))
+        mlp ? residual_output(init.layer, Site::Mlp, model_.mlp_block(init.layer, x, nullptr, hook, mlp_input(input)))
             : residual_output(init.layer, Site::Attention, model_.attention_block(init.layer, x, nullptr, hook));
     Start<Scalar> s = empty(x, 2 * init.layer + (mlp ? 2 : 1));
     s.labels = {"residual", (mlp ? "mlp " : "attention ") + std::to_string(init.layer)};
     s.first = {0, 0};
     s.fill = [before, out](Eigen::Index m, Eigen::Ref<RowMatrix<Scalar>> dst) { dst = m == 0 ? before : out; };
+    if (!mlp) s.layer_input = residual_only(s, before);
     return s;
   }
 
@@ -264,16 +303,18 @@ class StartBuilder {
       if (m == 0) dst = before;
       else dst = model->residual_part(layer, Site::Attention, attention.head_output(heads, static_cast<int>(m - 1)), post_scale);
     };
+    s.layer_input = residual_only(s, before);
     return s;
   }
 
   /// {state before the MLP, each selected neuron's output, the other neurons} after the MLP;
   /// the down projection's bias goes to the bias component, so "other neurons" is the MLP's
   /// output minus the selected neurons and that bias.
-  Start<Scalar> neurons(MatrixType& x, const Initialisation<Scalar>& init, const Hook<Scalar>& hook) const {
+  Start<Scalar> neurons(MatrixType& x, const Initialisation<Scalar>& init, const Hook<Scalar>& hook,
+                        const LayerInput<Scalar>& input) const {
     const std::vector<int> selected = selected_neurons(init.neurons);
     const MatrixType before = x;
-    const typename Mlp<Scalar>::Forward real = model_.mlp_block(init.layer, x, nullptr, hook);
+    const typename Mlp<Scalar>::Forward real = model_.mlp_block(init.layer, x, nullptr, hook, mlp_input(input));
     const Mlp<Scalar> mlp = model_.mlp(init.layer);
     Start<Scalar> s = empty(x, 2 * init.layer + 2);
     route_bias(s.bias, mlp.output_bias(), true);

@@ -1,7 +1,7 @@
 #pragma once
 // A decoder-only transformer composed of layer types (layers/): the embedding; per layer a
-// normed attention block and a normed MLP block on the residual stream; the final norm and
-// the unembedding. Each block runs the real computation on the hidden state and, when a
+// normed attention block and a normed MLP block on the residual stream (GPT-NeoX's parallel
+// residual: both read the layer's input); the final norm and the unembedding. Each block runs the real computation on the hidden state and, when a
 // ComponentState rides along, moves the components through the same layers with the
 // coefficients the real computation froze (docs/method.md): by the blocked engine
 // (engine/) or by each layer's dense reference rule. The plain forward pass is the same
@@ -35,6 +35,14 @@
 #include "layers/Unembedding.hpp"
 
 namespace depass {
+
+/// What a parallel-residual model's MLP reads (GPT-NeoX: x += attention(norm1(x)) +
+/// mlp(norm2(x))): the layer's input, boundary 2l, not the state after the attention.
+template <typename Scalar>
+struct LayerInput {
+  Matrix<Scalar> state;                // N x D
+  ComponentTensor<Scalar> components;  // M x N x D in a decomposed pass (the same members), else empty
+};
 
 template <typename Scalar>
 class Model {
@@ -119,12 +127,32 @@ class Model {
   }
 
   /// x += mlp(norm(x)); each neuron's output is shared among the components by the split
-  /// rule. Returns what the real computation gave (output, neuron values).
+  /// rule. Returns what the real computation gave (output, neuron values). A parallel-residual
+  /// model's MLP reads the layer's input instead (x += mlp(norm(input))): pass it, as
+  /// run_layer does.
   typename Mlp<Scalar>::Forward mlp_block(int layer, MatrixType& x, ComponentState<Scalar>* components = nullptr,
-                                          const Hook<Scalar>& hook = {}) const {
+                                          const Hook<Scalar>& hook = {}, const LayerInput<Scalar>* input = nullptr) const {
     check_layer(layer);
+    check_input(layer, x, components, input);
     return residual_block(mlp_norm(layer), mlp(layer), post_norm(layer, Site::Mlp), x, components,
-                          detail::Tap<Scalar>{&hook, layer}, "ffn_norm", "ffn_post_norm", "layer_out", 2 * layer + 2);
+                          detail::Tap<Scalar>{&hook, layer}, "ffn_norm", "ffn_post_norm", "layer_out", 2 * layer + 2,
+                          input);
+  }
+
+  /// Both blocks of a layer: attention then MLP, or (parallel residual) both from the layer's input.
+  void run_layer(int layer, MatrixType& x, ComponentState<Scalar>* components = nullptr, const Hook<Scalar>& hook = {}) const {
+    LayerInput<Scalar> input;
+    if (config().parallel_residual) input = layer_input(x, components);
+    attention_block(layer, x, components, hook);
+    mlp_block(layer, x, components, hook, config().parallel_residual ? &input : nullptr);
+  }
+
+  /// The layer input a parallel-residual model's MLP will read: copies of x and the components.
+  static LayerInput<Scalar> layer_input(const MatrixType& x, const ComponentState<Scalar>* components) {
+    LayerInput<Scalar> input;
+    input.state = x;
+    if (components) input.components = components->tensor;
+    return input;
   }
 
   /// Final norm of x (N x D); its per-row scale goes to *scale for freezing.
@@ -153,10 +181,7 @@ class Model {
   /// Runs every block and returns the logits (N x V), or only the last row when last_only.
   MatrixType forward(const std::vector<int>& ids, const Hook<Scalar>& hook = {}, bool last_only = false) const {
     MatrixType x = embed(ids, hook);
-    for (int l = 0; l < config().n_layers; ++l) {
-      attention_block(l, x, nullptr, hook);
-      mlp_block(l, x, nullptr, hook);
-    }
+    for (int l = 0; l < config().n_layers; ++l) run_layer(l, x, nullptr, hook);
     const detail::Tap<Scalar> tap{&hook, -1};
     const Unembedding<Scalar> out = unembedding();
     const MatrixType normed = out.norm().forward(x, nullptr);
@@ -185,9 +210,14 @@ class Model {
         zero_columns(t.attention.heads, ablation, l, Site::Attention, N);
         attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
       }
-      x += block_update(l, Site::Attention, t.attention.out, t.attention.post_scale);
-      t.mlp_input = x;
-      t.mlp = mlp(l).forward(mlp_norm(l).forward(x, &t.mlp_scale), {});
+      const MatrixType attention_update = block_update(l, Site::Attention, t.attention.out, t.attention.post_scale);
+      if (config().parallel_residual) {  // the MLP reads the layer's input; boundary 2l+1 is input + attention
+        t.mlp_input = x;
+        t.parallel_mid = x + attention_update;
+      }
+      x += attention_update;
+      if (!config().parallel_residual) t.mlp_input = x;
+      t.mlp = mlp(l).forward(mlp_norm(l).forward(t.mlp_input, &t.mlp_scale), {});
       if (ablation.touches(l, Site::Mlp)) {
         zero_columns(t.mlp.act, ablation, l, Site::Mlp, N);
         mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
@@ -210,7 +240,9 @@ class Model {
 
   /// Reverse mode over a recorded tape: the gradient of `objective` (read at its position in
   /// every sequence) wrt the embeddings, and wrt the residual boundaries, heads and neurons
-  /// `request` names. Each block x += layer(norm(x)) passes dx += norm'(layer'(dx)).
+  /// `request` names. Each block x += layer(norm(x)) passes dx += norm'(layer'(dx)); in a
+  /// parallel-residual model both blocks of a layer read the gradient wrt the layer's output,
+  /// which is also the gradient at boundary 2l+1 (input + attention, which nothing reads).
   Gradients<Scalar> backward(const Tape<Scalar>& tape, const Objective& objective,
                              const GradientRequest& request = {}) const {
     check_request(request);
@@ -221,10 +253,12 @@ class Model {
     keep(request.boundaries, 2 * L, dx, g.residual);
     for (int l = L - 1; l >= 0; --l) {
       const LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
+      const MatrixType d_output = config().parallel_residual ? dx : MatrixType();
       const MatrixType d_act = mlp_block_backward(l, t, dx);
       keep(request.neuron_layers, l, d_act, g.neurons);
-      keep(request.boundaries, 2 * l + 1, dx, g.residual);
-      const MatrixType dz = attention_block_backward(l, t, dx, tape.sequence_length);
+      keep(request.boundaries, 2 * l + 1, config().parallel_residual ? d_output : dx, g.residual);
+      const MatrixType dz =
+          attention_block_backward(l, t, dx, tape.sequence_length, config().parallel_residual ? &d_output : nullptr);
       keep(request.head_layers, l, dz, g.heads);
       keep(request.boundaries, 2 * l, dx, g.residual);
     }
@@ -241,9 +275,12 @@ class Model {
     return d_act;
   }
   /// The same for layer l's attention block; returns the gradient wrt the heads' mixed values.
-  MatrixType attention_block_backward(int l, const LayerTape<Scalar>& t, MatrixType& dx, Eigen::Index sequence_length) const {
-    const MatrixType dz =
-        attention(l).backward_output(post_backward(l, Site::Attention, t.attention.out, t.attention.post_scale, dx));
+  /// d_output: the gradient wrt what the block adds, if not dx (a parallel-residual layer's
+  /// attention sees the gradient wrt the layer output, before the MLP's path joined dx).
+  MatrixType attention_block_backward(int l, const LayerTape<Scalar>& t, MatrixType& dx, Eigen::Index sequence_length,
+                                      const MatrixType* d_output = nullptr) const {
+    const MatrixType dz = attention(l).backward_output(
+        post_backward(l, Site::Attention, t.attention.out, t.attention.post_scale, d_output ? *d_output : dx));
     dx += attention_norm(l).backward(t.attention_input, t.attention_scale, attention(l).backward(t.attention, dz, sequence_length));
     return dz;
   }
@@ -388,17 +425,18 @@ class Model {
   /// same norm and block with the coefficients it froze (the blocked engine, or the
   /// block's reference rule). Hook events: `norm_name` (normed state), the block's own,
   /// `residual_name` (state after the block, with the components).
+  /// `input` (parallel residual): the block reads it, not x, and adds to x.
   template <typename Block>
   typename Block::Forward residual_block(const Norm<Scalar>& norm, const Block& block, const std::optional<Norm<Scalar>>& post,
                                          MatrixType& x, ComponentState<Scalar>* components, const detail::Tap<Scalar>& tap,
                                          const char* norm_name, const char* post_name, const char* residual_name,
-                                         int boundary) const {
+                                         int boundary, const LayerInput<Scalar>* input = nullptr) const {
     check_state(x, components);
     VectorType scale;
     typename Block::Forward real;
     {
       const detail::ThreadLimit limit(real_block_threads(x.rows()));
-      const MatrixType xn = norm.forward(x, &scale);
+      const MatrixType xn = norm.forward(input ? input->state : x, &scale);
       tap(norm_name, xn);
       real = block.forward(xn, tap);
       if (post) {
@@ -411,6 +449,7 @@ class Model {
     }
     if (components) {
       components->workspace.sum_current = false;
+      const detail::BlockInput<Scalar> reads(*components, input ? &input->components : nullptr);
       const FrozenNorm<Scalar> frozen_post{post ? &*post : nullptr, &real.post_scale};
       if (components->engine.reference)
         block.propagate(real, normed_components(norm, scale, *components), *components, frozen_post);
@@ -418,6 +457,28 @@ class Model {
     }
     tap.residual(residual_name, x, components ? &components->tensor : nullptr, boundary);
     return real;
+  }
+
+  /// A parallel-residual model's MLP needs the layer's input, of the state's shape (and the
+  /// components' with components); other models' MLPs read the state.
+  void check_input(int layer, const MatrixType& x, const ComponentState<Scalar>* components,
+                   const LayerInput<Scalar>* input) const {
+    const std::string where = "mlp_block(" + std::to_string(layer) + "): ";
+    if (!config().parallel_residual) {
+      if (input) throw std::invalid_argument(where + "a layer input is read only by a parallel-residual model");
+      return;
+    }
+    if (!input)
+      throw std::invalid_argument(where + "a parallel-residual model's (" + config().architecture +
+                                  ") MLP reads the layer's input: pass it (or use run_layer)");
+    if (input->state.rows() != x.rows() || input->state.cols() != x.cols())
+      throw std::invalid_argument(where + "the layer input is " + std::to_string(input->state.rows()) + " x " +
+                                  std::to_string(input->state.cols()) + ", the state " + std::to_string(x.rows()) +
+                                  " x " + std::to_string(x.cols()));
+    if (components && (input->components.components() != components->tensor.components() ||
+                       input->components.positions() != components->tensor.positions() ||
+                       input->components.width() != components->tensor.width()))
+      throw std::invalid_argument(where + "the layer input's components do not match the component tensor's shape");
   }
 
   /// Threads for a block's real computation over N positions: one when even its largest
@@ -434,7 +495,7 @@ class Model {
     const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions();
     MatrixType out(M * N, cs.tensor.width());
     for (Eigen::Index m = 0; m < M; ++m)
-      norm.apply_frozen(cs.tensor.component(m), scale, cs.is_bias(m), out.middleRows(m * N, N));
+      norm.apply_frozen(cs.input().component(m), scale, cs.is_bias(m), out.middleRows(m * N, N));
     return out;
   }
 

@@ -53,7 +53,8 @@ struct LayerTape {
   Matrix<Scalar> attention_input;  // S*N x D: the residual state at boundary 2l
   Vector<Scalar> attention_scale;  // S*N: its norm's row scales
   typename Attention<Scalar>::Forward attention;
-  Matrix<Scalar> mlp_input;  // S*N x D: boundary 2l+1
+  Matrix<Scalar> mlp_input;  // S*N x D: boundary 2l+1 (parallel residual: the layer input, what the MLP reads)
+  Matrix<Scalar> parallel_mid;  // parallel residual only, S*N x D: boundary 2l+1, the input plus the attention's update
   Vector<Scalar> mlp_scale;
   typename Mlp<Scalar>::Forward mlp;
 };
@@ -73,7 +74,9 @@ struct Tape {
   const Matrix<Scalar>& residual(int b) const {
     const int L = static_cast<int>(layers.size());
     if (b == 2 * L) return final_input;
-    return b % 2 ? layers[static_cast<std::size_t>(b / 2)].mlp_input : layers[static_cast<std::size_t>(b / 2)].attention_input;
+    const LayerTape<Scalar>& t = layers[static_cast<std::size_t>(b / 2)];
+    if (b % 2 == 0) return t.attention_input;
+    return t.parallel_mid.size() ? t.parallel_mid : t.mlp_input;
   }
 };
 

@@ -608,3 +608,27 @@ TEST_CASE("depass tokens on GPT-2: scores + position_score + bias_score == logit
   CHECK(close(doc["position_score"].get<double>(),
               r.component_logits(7, doc["target"]["id"].get<int>())(8)));
 }
+
+TEST_CASE("depass on GPT-NeoX: info names its parallel residual, tokens equal the Decomposer, mid-layer starts are refused",
+          "[cli]") {
+  DEPASS_REQUIRE_CLI();
+  const std::string model = test::source_dir() + "/tests/data/families/gpt_neox";
+  const json info = run_json_silent("info --model " + test::sh(model));
+  CHECK(info["architecture"] == "gpt_neox");
+  CHECK(info["parallel_residual"] == true);
+  CHECK(info["rotary_dims"] == 4);
+  CHECK(info["mlp"] == "gelu-erf");
+  const std::vector<int> ids = {406, 40, 83, 120, 7, 260, 33, 91};
+  const json doc = run_json_silent("tokens --model " + test::sh(model) + " --ids " + ids_arg(ids));
+  const Model<double> in_process(io::load_checkpoint<double>(model));
+  const Decomposition<double> r = Decomposer<double>(in_process).run(ids, Initialisation<double>::tokens());
+  const Vector<double> expected = r.component_logits(7, doc["target"]["id"].get<int>());
+  for (std::size_t m = 0; m < ids.size(); ++m) CHECK(close(doc["scores"][m].get<double>(), expected(static_cast<Eigen::Index>(m))));
+  test::TempDir dir;
+  const std::string basis = dir.path("basis.npy");
+  output::save_npy(basis, output::NpyArray::from_matrix(Eigen::MatrixXd(Eigen::MatrixXd::Identity(64, 2))));
+  const test::RunResult subspace = test::run_cli("subspace --model " + test::sh(model) + " --ids " + ids_arg(ids) +
+                                                 " --layer 1 --site mlp --basis " + test::sh(basis));
+  CHECK(subspace.code != 0);
+  CHECK(subspace.err.find("start boundary before mlp 1 of a parallel-residual model (gpt_neox)") != std::string::npos);
+}

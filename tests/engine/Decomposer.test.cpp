@@ -435,8 +435,11 @@ template <typename Scalar>
 void check_fast_equals_straightforward(const Model<Scalar>& model, const std::vector<int>& ids) {
   Decomposer<Scalar> decomposer(model);
   const double tol = std::is_same<Scalar, float>::value ? 2e-5 : 1e-12;
+  // A parallel-residual model cannot start before an MLP (its MLP reads the layer's input).
+  const bool parallel = model.config().parallel_residual;
   const std::vector<Initialisation<Scalar>> inits = {
-      Initialisation<Scalar>::tokens(), Initialisation<Scalar>::tokens(Boundary::before_mlp(1)),
+      Initialisation<Scalar>::tokens(),
+      Initialisation<Scalar>::tokens(parallel ? Boundary::before_attention(1) : Boundary::before_mlp(1)),
       Initialisation<Scalar>::heads(0), Initialisation<Scalar>::neuron_outputs(0, {0, 5, 17}),
       Initialisation<Scalar>::module_output(1, Site::Mlp)};
 #ifdef DEPASS_TEST_SANITIZED
@@ -496,8 +499,9 @@ TEMPLATE_TEST_CASE("The fast engine equals the straightforward one with biases, 
                    "[engine]", DEPASS_TEST_SCALARS) {
   // Random-weight checkpoints of tests/data/families: Qwen2 (biases), GPT-2 (LayerNorm,
   // learned positions, GELU), Mistral (GQA, head_dim), Gemma 2 (GeGLU, frozen post-norms
-  // applied where each engine adds its update).
-  for (const char* family : {"qwen2", "gpt2", "mistral", "gemma2"}) {
+  // applied where each engine adds its update), GPT-NeoX (parallel residual: the MLP reads
+  // the layer input's copy in both engines).
+  for (const char* family : {"qwen2", "gpt2", "mistral", "gemma2", "gpt_neox"}) {
     INFO("family " << family);
     const Model<TestType> model(io::load_checkpoint<TestType>(test::source_dir() + "/tests/data/families/" + family));
     std::vector<int> ids = {1};

@@ -271,6 +271,14 @@ TEMPLATE_TEST_CASE("Option goldens: Gemma 2 (frozen post-norms and final soft ca
                    "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("gemma2");
 }
+TEMPLATE_TEST_CASE("Option goldens: GPT-NeoX (parallel residual, partial rotary, exact GELU incl. the path rule; "
+                   "every initialisation defined there, chunks)",
+                   "[engine][golden]", DEPASS_TEST_SCALARS) {
+  check_golden_file<TestType>("gpt_neox");
+}
+TEMPLATE_TEST_CASE("Option goldens: GPT-NeoX with a sequential residual", "[engine][golden]", DEPASS_TEST_SCALARS) {
+  check_golden_file<TestType>("gpt_neox_sequential");
+}
 TEMPLATE_TEST_CASE("Option goldens: stories260K (every initialisation, chunks)", "[engine][golden]", DEPASS_TEST_SCALARS) {
   check_golden_file<TestType>("stories260K");
 }

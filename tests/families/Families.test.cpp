@@ -141,11 +141,44 @@ TEST_CASE("Family configs are read as their architecture requires", "[families]"
   const Checkpoint<float> b = io::load_checkpoint<float>(data_path("families/gpt2_noprefix"));
   CHECK((a.weights.layers[1].wv - b.weights.layers[1].wv).cwiseAbs().maxCoeff() == 0);
   CHECK((a.weights.position_embedding - b.weights.position_embedding).cwiseAbs().maxCoeff() == 0);
+  const Checkpoint<float> neox = io::load_checkpoint<float>(data_path("families/gpt_neox"));
+  CHECK(neox.config.parallel_residual);
+  CHECK(neox.config.mlp == MlpKind::GeluErf);
+  CHECK(neox.config.norm == NormKind::LayerNorm);
+  CHECK(neox.config.rotary_dims == 4);  // int(16 * 0.25)
+  CHECK(neox.config.rope_layout == RopeLayout::Halves);
+  CHECK(neox.config.has_biases());
+  CHECK_FALSE(neox.config.tied_embeddings);
+  CHECK(neox.weights.layers[1].bq.size() == 64);  // split from the per-head query_key_value
+  const Config neox_sequential = io::load_checkpoint<float>(data_path("families/gpt_neox_sequential")).config;
+  CHECK_FALSE(neox_sequential.parallel_residual);
+  CHECK(neox_sequential.rotary_dims == 8);  // int(16 * 0.5)
+}
+
+TEST_CASE("GPT-NeoX's parallel residual: decompositions may end between a layer's blocks, not start there",
+          "[families]") {
+  const Model<double> model(io::load_checkpoint<double>(data_path("families/gpt_neox")));
+  const Decomposer<double> decomposer(model);
+  const std::vector<int> ids = {406, 17, 250, 31, 99, 5};
+  DecomposeOptions options;
+  options.end = Boundary::before_mlp(1);
+  const Decomposition<double> ended = decomposer.run(ids, Initialisation<double>::tokens(), options);
+  // The state there is the layer input plus the attention's update, as the tape records it.
+  const Tape<double> tape = model.record(model.embed(ids));
+  CHECK((ended.components().sum() - tape.residual(3)).cwiseAbs().maxCoeff() <= 1e-12);
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(decomposer.run(ids, Initialisation<double>::tokens(Boundary::before_mlp(1))),
+                    Contains("start boundary before mlp 1 of a parallel-residual model (gpt_neox): the layer's MLP "
+                             "reads the layer's input"));
+  // Heads of a layer start after its attention (its MLP reads only their "residual" member),
+  // and still sum to the output.
+  const Decomposition<double> heads = decomposer.run(ids, Initialisation<double>::heads(1));
+  CHECK(heads.component_logits(5, 17).sum() == Approx(model.forward(ids)(5, 17)).epsilon(1e-10));
 }
 
 TEST_CASE("Token-level scores with biases, positions, post-norms and soft caps match the PyTorch reference",
           "[families][golden]") {
-  for (const std::string name : {"gpt2", "qwen2", "gemma", "gemma2"}) {
+  for (const std::string name : {"gpt2", "qwen2", "gemma", "gemma2", "gpt_neox", "gpt_neox_sequential"}) {
     const nlohmann::json golden = test::read_golden("family_depass_" + name + ".json");
     const Model<double> model(io::load_checkpoint<double>(data_path(golden["model"])));
     Decomposer<double> decomposer(model);

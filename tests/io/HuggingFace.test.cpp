@@ -414,7 +414,7 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
     cfg["model_type"] = "falcon";
     CHECK_THAT(error_with(cfg),
                Contains("unsupported model_type 'falcon' (supported: llama, mistral, qwen2, qwen3, phi3, gemma, "
-                        "gemma2, gpt2)"));
+                        "gemma2, gpt2, gpt_neox)"));
   }
   SECTION("Gemma and Gemma 2 name what they need") {
     cfg["model_type"] = "gemma2";  // a Llama's tensors: no pre/post feed-forward norms
@@ -432,6 +432,24 @@ TEST_CASE("huggingface: bad config.json values name the field", "[io][hf][hostil
     cfg["hidden_act"] = "gelu";  // the first Gemma configs' field: hidden_activation wins
     cfg.erase("hidden_activation");
     CHECK_THAT(error_with(cfg), Contains("field 'hidden_act' is 'gelu'; supported for gemma: gelu_pytorch_tanh"));
+  }
+  SECTION("GPT-NeoX names what it needs") {
+    cfg["model_type"] = "gpt_neox";  // a Llama's tensors
+    cfg["hidden_act"] = "gelu";
+    cfg["rotary_pct"] = 0.5;  // head size 4: the default 0.25 would rotate one dimension
+    CHECK_THAT(error_with(cfg), Contains("missing tensor 'gpt_neox.embed_in.weight'"));
+    cfg["hidden_act"] = "relu";
+    CHECK_THAT(error_with(cfg), Contains("field 'hidden_act' is 'relu'; supported for gpt_neox: gelu, gelu_new"));
+    cfg["hidden_act"] = "gelu";
+    cfg["rotary_pct"] = 0.0;
+    CHECK_THAT(error_with(cfg), Contains("field 'rotary_pct' = 0.000000 is out of range (0, 1]"));
+    cfg["rotary_pct"] = 0.3;  // head size 4: int(1.2) = 1 rotated dimension
+    CHECK_THAT(error_with(cfg), Contains("rotates 1 of 4 dimensions per head; an even number >= 2 is needed"));
+    cfg["rotary_pct"] = "all";
+    CHECK_THAT(error_with(cfg), Contains("field 'rotary_pct' must be a number"));
+    cfg["rotary_pct"] = 1.0;
+    cfg["use_parallel_residual"] = "yes";
+    CHECK_THAT(error_with(cfg), Contains("field 'use_parallel_residual' must be a boolean"));
   }
   SECTION("Qwen3 and Phi-3 name the tensors their layout needs") {
     cfg["model_type"] = "qwen3";  // the tensors are a Llama's: no per-head q/k norms

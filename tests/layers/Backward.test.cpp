@@ -131,8 +131,8 @@ TEST_CASE("Attention backward with Gemma 2's score scale and soft cap matches fi
   CHECK((Attention<double>(cfg, w).forward(xn, {}, N).probs - real.probs).cwiseAbs().maxCoeff() > 1e-3);
 }
 
-TEST_CASE("MLP backward matches finite differences (SwiGLU, GeGLU, GELU)", "[layers][gradients]") {
-  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh}) {
+TEST_CASE("MLP backward matches finite differences (SwiGLU, GeGLU, GELU tanh and erf)", "[layers][gradients]") {
+  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh, MlpKind::GeluErf}) {
     const Config cfg = small_config(kind);
     const LayerWeights<double> w = random_weights(cfg);
     const Mlp<double> mlp(cfg, w);

@@ -7,6 +7,7 @@
 #include <depass/layers/Rotary.hpp>
 
 #include <cmath>
+#include <tuple>
 
 #include "support/TestSupport.hpp"
 
@@ -99,4 +100,36 @@ TEST_CASE("Rotary rotates pairs in each layout and leaves learned positions alon
   Eigen::MatrixXd learned = t;
   Rotary(cfg).apply(learned, 1);
   CHECK(learned == t);
+}
+
+TEST_CASE("Partial rotary (GPT-NeoX) turns the leading dimensions of each head, by the rotated width's frequencies",
+          "[layers]") {
+  Config cfg;
+  cfg.head_dim = 8;
+  cfg.rotary_dims = 4;  // pairs (0, 2) and (1, 3); frequencies 10000^(-2j/4) = 1 and 0.01
+  cfg.rope_theta = 10000;
+  cfg.rope_layout = RopeLayout::Halves;
+  CHECK(Rotary(cfg).frequency(1) == Approx(0.01).epsilon(1e-14));
+  Eigen::MatrixXd t = Eigen::MatrixXd::Random(4, 16);  // two heads
+  Eigen::MatrixXd r = t;
+  Rotary(cfg).apply(r, 2);
+  const int pos = 3;
+  for (int h = 0; h < 2; ++h) {
+    const int o = 8 * h;
+    INFO("head " << h);
+    CHECK(r.block(pos, o + 4, 1, 4) == t.block(pos, o + 4, 1, 4));  // passed through
+    for (const auto& [a, b, angle] : {std::tuple<int, int, double>{0, 2, 3.0}, {1, 3, 0.03}}) {
+      CHECK(r(pos, o + a) == Approx(t(pos, o + a) * std::cos(angle) - t(pos, o + b) * std::sin(angle)).epsilon(1e-13));
+      CHECK(r(pos, o + b) == Approx(t(pos, o + a) * std::sin(angle) + t(pos, o + b) * std::cos(angle)).epsilon(1e-13));
+    }
+  }
+  cfg.dim = 16;
+  cfg.n_layers = 1;
+  cfg.n_heads = cfg.n_kv_heads = 2;
+  cfg.hidden_dim = cfg.vocab_size = cfg.max_seq_len = 4;
+  cfg.validate();
+  cfg.rotary_dims = 3;
+  CHECK_THROWS_WITH(cfg.validate(), Catch::Contains("rotary_dims (3) must be even"));
+  cfg.rotary_dims = 10;
+  CHECK_THROWS_WITH(cfg.validate(), Catch::Contains("rotary_dims = 10 is out of range [0, 8]"));
 }

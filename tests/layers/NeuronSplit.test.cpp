@@ -141,6 +141,12 @@ TEMPLATE_TEST_CASE("split_neuron_path: integrated gradients of the neuron on han
   CHECK(share[0] == Approx(1.4659482705658313).epsilon(tol));
   CHECK(share[1] == Approx(-0.24432471176097188).epsilon(tol));
   CHECK(share[2] == Approx(0.73297413528291563).epsilon(tol));
+  // The exact GELU a = g Phi(g) (GPT-NeoX): shares Phi(G) g_m, Phi(2) from Python's math.erf.
+  split_neuron_path<S>(MlpKind::GeluErf, ge, nullptr, 3, share);
+  CHECK(share[0] == Approx(1.4658748020777312).epsilon(tol));
+  CHECK(share[1] == Approx(-0.2443124670129552).epsilon(tol));
+  CHECK(share[2] == Approx(0.7329374010388656).epsilon(tol));
+  CHECK_THROWS_WITH(split_neuron_path(MlpKind::GeluErf, g, u, 3, share), Catch::Contains("has no up inputs"));
   // GeGLU a = gelu_tanh(g) u (Gemma), the cases of the gated SiLU above.
   split_neuron_path(MlpKind::GatedGeluTanh, g, u, 3, share);
   CHECK(share[0] == Approx(0.30931211262523857).epsilon(tol));
@@ -174,6 +180,15 @@ TEST_CASE("The GeGLU path weight p(G) = integral_0^1 t Phi(t G) dt", "[layers]")
   CHECK(detail::gelu_path_weight(-1e200) == 0.0);
 }
 
+TEST_CASE("The exact GELU's gate Phi keeps its far left tail", "[layers]") {
+  // Python's math.erf / math.erfc: 1 + erf(x / sqrt 2) loses every digit near x = -7.5.
+  CHECK(detail::normal_cdf(0.0) == 0.5);
+  CHECK(detail::normal_cdf(1.0) == Approx(0.8413447460685429).epsilon(1e-15));
+  CHECK(detail::normal_cdf(-2.0) == Approx(0.02275013194817921).epsilon(1e-14));
+  CHECK(detail::normal_cdf(-7.5) == Approx(3.19089167291092e-14).epsilon(1e-12));
+  CHECK(detail::normal_cdf(-7.5f) == Approx(3.19089167291092e-14).epsilon(1e-5));
+}
+
 TEST_CASE("The path rule's weight q(G) = integral_0^1 t sigmoid(t G) dt", "[layers]") {
   // mpmath at 40 digits, around both branches (Gauss-Legendre up to |G| = 2, series beyond).
   const std::vector<std::pair<double, double>> golden = {
@@ -203,8 +218,8 @@ TEMPLATE_TEST_CASE("The path rule is exact however the contributions cancel", "[
       u[m] = static_cast<S>(scale * normal(rng));
     }
     g[8] = -std::accumulate(g.begin(), g.end() - 1, S(0));  // G ~ 0: contributions cancel
-    for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh}) {
-      const bool gated = kind != MlpKind::GeluTanh;
+    for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh, MlpKind::GeluErf}) {
+      const bool gated = depass::gated(kind);
       split_neuron_path(kind, g.data(), gated ? u.data() : nullptr, 9, share.data());
       double G = 0, U = 0, total = 0, magnitude = 0;
       for (std::size_t m = 0; m < g.size(); ++m) {
@@ -214,7 +229,11 @@ TEMPLATE_TEST_CASE("The path rule is exact however the contributions cancel", "[
         magnitude += std::abs(double(share[m]));
       }
       const double k = 0.7978845608028654, gelu = 0.5 * G * (1 + std::tanh(k * (G + 0.044715 * G * G * G)));
-      const double a = kind == MlpKind::GatedSiLU ? G / (1 + std::exp(-G)) * U : kind == MlpKind::GatedGeluTanh ? gelu * U : gelu;
+      const double gelu_erf = 0.5 * G * (1 + std::erf(G / std::sqrt(2.0)));
+      const double a = kind == MlpKind::GatedSiLU       ? G / (1 + std::exp(-G)) * U
+                       : kind == MlpKind::GatedGeluTanh ? gelu * U
+                       : kind == MlpKind::GeluErf       ? gelu_erf
+                                                        : gelu;
       INFO("scale " << scale << ", mlp " << to_string(kind));
       CHECK(std::isfinite(magnitude));
       CHECK(std::abs(total - a) <= 64 * eps * (magnitude + std::abs(a)));
@@ -229,8 +248,8 @@ TEMPLATE_TEST_CASE("The split kernel's path rule equals split_neuron_path", "[la
   std::mt19937 rng(5);
   std::normal_distribution<double> normal(0, 3);
   const Eigen::Index I = 29, padded = Kernel::padded(I), count = 5;
-  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh}) {
-    const bool gated = kind != MlpKind::GeluTanh;
+  for (const MlpKind kind : {MlpKind::GatedSiLU, MlpKind::GatedGeluTanh, MlpKind::GeluTanh, MlpKind::GeluErf}) {
+    const bool gated = depass::gated(kind);
     Rows g = Rows::Zero(count, padded), u = Rows::Zero(count, padded);
     for (Eigen::Index k = 0; k < I; ++k)
       for (Eigen::Index i = 0; i < count; ++i) {

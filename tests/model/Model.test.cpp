@@ -161,3 +161,39 @@ TEST_CASE("Hooks fire after every named sub-step of the plain forward pass", "[m
   REQUIRE(last.rows() == 1);
   CHECK((last.row(0) - logits.row(3)).cwiseAbs().maxCoeff() <= 1e-12 * logits.cwiseAbs().maxCoeff());
 }
+
+TEST_CASE("A parallel-residual layer's blocks both read the layer's input", "[model]") {
+  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
+  const Model<double>& sequential = test::cached_model<double>(path);
+  Checkpoint<double> checkpoint{sequential.config(), sequential.weights()};
+  checkpoint.config.parallel_residual = true;
+  checkpoint.config.architecture = "parallel-llama";
+  const Model<double> model(checkpoint);
+  const std::vector<int> ids = {1, 403, 407, 261, 378};
+  // By hand from the layer types: x += attention(norm1(x)) + mlp(norm2(x)), layer after layer.
+  Matrix<double> x = model.embed(ids);
+  for (int l = 0; l < model.config().n_layers; ++l) {
+    const Matrix<double> attention = model.attention(l).forward(model.attention_norm(l).forward(x, nullptr), {}).out;
+    const Matrix<double> mlp = model.mlp(l).forward(model.mlp_norm(l).forward(x, nullptr), {}).out;
+    x += attention + mlp;
+  }
+  const Matrix<double> expected = model.unembedding().logits(model.final_norm(x));
+  const Matrix<double> logits = model.forward(ids);
+  CHECK((logits - expected).cwiseAbs().maxCoeff() <= 1e-12 * expected.cwiseAbs().maxCoeff());
+  CHECK((logits - sequential.forward(ids)).cwiseAbs().maxCoeff() > 1e-3);  // it is another model
+  // The tape's boundary 2l+1 is the input plus the attention's update; the MLP read the input.
+  const Tape<double> tape = model.record(model.embed(ids));
+  const LayerTape<double>& t = tape.layers[1];
+  CHECK(t.mlp_input == t.attention_input);
+  CHECK((tape.residual(3) - (t.attention_input + t.attention.out)).cwiseAbs().maxCoeff() <= 1e-13);
+  // mlp_block needs the input on this model, and only on this one.
+  using Catch::Matchers::Contains;
+  Matrix<double> state = model.embed(ids);
+  REQUIRE_THROWS_WITH(model.mlp_block(0, state),
+                      Contains("mlp_block(0): a parallel-residual model's (parallel-llama) MLP reads the layer's input"));
+  const LayerInput<double> input = Model<double>::layer_input(state, nullptr);
+  Matrix<double> wrong = state.topRows(2);
+  REQUIRE_THROWS_WITH(model.mlp_block(0, wrong, nullptr, {}, &input), Contains("the layer input is 5 x 64, the state 2 x 64"));
+  REQUIRE_THROWS_WITH(sequential.mlp_block(0, state, nullptr, {}, &input),
+                      Contains("a layer input is read only by a parallel-residual model"));
+}

@@ -20,7 +20,7 @@ inline const std::vector<int> kTinyIds = {1, 1063, 279, 1012, 281, 349, 1409, 65
 inline const std::vector<std::string>& family_names() {
   static const std::vector<std::string> names = {"llama", "llama3", "llama_f16", "mistral", "qwen2",
                                                  "qwen2_untied", "gpt2", "gpt2_noprefix", "qwen3", "phi3",
-                                                 "gemma", "gemma2"};
+                                                 "gemma", "gemma2", "gpt_neox", "gpt_neox_sequential"};
   return names;
 }
 

@@ -39,8 +39,11 @@ std::vector<std::pair<std::string, Initialisation<Scalar>>> shard_initialisation
   Matrix<Scalar> basis = Matrix<Scalar>::Zero(c.dim, 2);
   basis(0, 0) = 1;
   basis(3, 1) = 1;
+  // A parallel-residual model cannot start before an MLP (its MLP reads the layer's input):
+  // there the tokens start before layer 1's attention.
+  const Boundary inside = c.parallel_residual ? Boundary::before_attention(1) : Boundary::before_mlp(1);
   return {{"tokens", Initialisation<Scalar>::tokens()},
-          {"tokens at mlp 1", Initialisation<Scalar>::tokens(Boundary::before_mlp(1))},
+          {"tokens at " + inside.to_string(), Initialisation<Scalar>::tokens(inside)},
           {"attention output 0", Initialisation<Scalar>::module_output(0, Site::Attention)},
           {"heads 1", Initialisation<Scalar>::heads(1)},
           {"neurons 0 {0,5,17}", Initialisation<Scalar>::neuron_outputs(0, {0, 5, 17})},

@@ -13,14 +13,15 @@ namespace depass {
 namespace detail {
 
 /// dst = rows [from, to) of component m through the frozen norm (scale: the real state's,
-/// N); rows before the component's first live position are set to zero.
+/// N), read from what the block reads (cs.input()); rows before the component's first live
+/// position are set to zero.
 template <typename Scalar, typename Dst>
 void gather_normed(const ComponentState<Scalar>& cs, Eigen::Index m, Eigen::Index from, Eigen::Index to,
                    const Norm<Scalar>& norm, const Vector<Scalar>& scale, Dst dst) {
   const Eigen::Index N = cs.tensor.positions();
   const Eigen::Index live = std::min(std::max(cs.first(m), from), to), n = to - live;
   dst.topRows(live - from).setZero();
-  norm.apply_frozen(cs.tensor.stacked().middleRows(m * N + live, n), scale.segment(live, n), cs.is_bias(m),
+  norm.apply_frozen(cs.input().stacked().middleRows(m * N + live, n), scale.segment(live, n), cs.is_bias(m),
                     dst.middleRows(live - from, n));
 }
 

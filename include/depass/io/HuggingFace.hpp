@@ -38,6 +38,7 @@ Checkpoint<Scalar> load_huggingface(const std::string& dir) {
   const auto tensors = detail::HuggingFaceTensors::open(dir);
 
   if (c.architecture == "gpt2") detail::load_gpt2_weights(tensors, c, result.weights);
+  else if (c.architecture == "gpt_neox") detail::load_gpt_neox_weights(tensors, c, result.weights);
   else detail::load_llama_weights(tensors, c, result.weights);
   result.weights.validate(c);  // cannot fail for shapes checked on load; guards future edits
   return result;

@@ -1,7 +1,7 @@
 #pragma once
 // The MLP block (docs/method.md, "MLP block"): gated SiLU (SwiGLU: a = silu(x W1^T) * x W3^T),
-// gated GELU (GeGLU, Gemma: a = gelu_tanh(x W1^T) * x W3^T) or GELU (a = gelu_tanh(x W1^T + b1)),
-// then a W2^T. The real pass freezes the neuron
+// gated GELU (GeGLU, Gemma: a = gelu_tanh(x W1^T) * x W3^T) or GELU (a = gelu(x W1^T + b1), the
+// tanh form for GPT-2, the exact erf form for GPT-NeoX), then a W2^T. The real pass freezes the neuron
 // values a; each neuron's output a[i,k] W2[:,k] is shared among the components by how much
 // each drives the neuron's gate, g_m = norm(C_m) W1^T, and for the path rule its up input,
 // u_m = norm(C_m) W3^T (layers/NeuronSplit.hpp). Biases go to the bias component.
@@ -49,7 +49,7 @@ class Mlp {
       tap("ffn_up", f.up);
       f.act = gate_activation(f.gate).cwiseProduct(f.up);
     } else {
-      f.act = gelu_tanh(f.gate);
+      f.act = ungated_activation(f.gate);
     }
     tap("ffn_act", f.act);
     f.out.resize(xn.rows(), w_.w2.rows());
@@ -65,7 +65,7 @@ class Mlp {
   ///   gated: a = f(g) u,  dg = d_act u f'(g), du = d_act f(g), dxn = dg W1 + du W3  (f = silu or gelu)
   ///   GELU:  a = gelu(g), dg = d_act gelu'(g),                   dxn = dg W1
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
-    if (!gated_) return (d_act.array() * gelu_tanh_derivative(real.gate).array()).matrix() * w_.w1;
+    if (!gated_) return (d_act.array() * ungated_derivative(real.gate).array()).matrix() * w_.w1;
     MatrixType dg, du;
     if (kind_ == MlpKind::GatedGeluTanh) {
       dg = (d_act.array() * real.up.array() * gelu_tanh_derivative(real.gate).array()).matrix();
@@ -172,6 +172,26 @@ class Mlp {
   /// The gated MLP's gate nonlinearity: silu (SwiGLU) or gelu_tanh (GeGLU).
   MatrixType gate_activation(const MatrixType& g) const {
     return kind_ == MlpKind::GatedGeluTanh ? gelu_tanh(g) : silu(g);
+  }
+
+  /// The GELU MLP's activation: the tanh approximation (GPT-2) or the exact erf form (GPT-NeoX).
+  MatrixType ungated_activation(const MatrixType& g) const {
+    return kind_ == MlpKind::GeluErf ? gelu_erf(g) : gelu_tanh(g);
+  }
+  MatrixType ungated_derivative(const MatrixType& g) const {
+    return kind_ == MlpKind::GeluErf ? gelu_erf_derivative(g) : gelu_tanh_derivative(g);
+  }
+
+  /// GELU, exact: g Phi(g), Phi(g) = (1 + erf(g / sqrt 2)) / 2.
+  static MatrixType gelu_erf(const MatrixType& g) {
+    return g.unaryExpr([](Scalar x) { return x * detail::normal_cdf(x); });
+  }
+  /// d gelu / dg = Phi(g) + g phi(g), phi(g) = exp(-g^2 / 2) / sqrt(2 pi).
+  static MatrixType gelu_erf_derivative(const MatrixType& g) {
+    const Scalar inv_sqrt_2pi = static_cast<Scalar>(0.3989422804014327);
+    return g.unaryExpr([inv_sqrt_2pi](Scalar x) {
+      return detail::normal_cdf(x) + x * inv_sqrt_2pi * std::exp(Scalar(-0.5) * x * x);
+    });
   }
 
   /// GELU, tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).

@@ -127,6 +127,13 @@ Scalar gelu_tanh_gate(Scalar x) {
   return Scalar(0.5) * (Scalar(1) + std::tanh(k * (x + Scalar(0.044715) * x * x * x)));
 }
 
+/// Phi(x) = (1 + erf(x / sqrt 2)) / 2 = erfc(-x / sqrt 2) / 2, the normal CDF, so that the
+/// exact gelu(x) = x Phi(x); erfc keeps the digits of Phi's far left tail.
+template <typename Scalar>
+Scalar normal_cdf(Scalar x) {
+  return Scalar(0.5) * std::erfc(-x * static_cast<Scalar>(0.7071067811865476));
+}
+
 /// q(G) = integral_0^1 t sigmoid(t G) dt, the path rule's weight (split_neuron_path).
 /// |G| <= 2: 16-point Gauss-Legendre on [0, 1] (the integrand's nearest poles, t = i pi / G,
 /// leave Bernstein-ellipse room for full double precision). |G| > 2: q = F(G) / G^2 with
@@ -172,13 +179,14 @@ inline double gelu_path_weight(double G) {
 /// (g, u) as the inputs (docs/method.md, "MLP block"):
 ///   SwiGLU a = silu(g) u:  cg = U (sigmoid(G) - q(G)), cu = G q(G), q = silu_path_weight;
 ///   GeGLU  a = gelu(g) u:  cg = U (Phi(G) - p(G)),     cu = G p(G), p = gelu_path_weight;
-///   GELU   a = gelu(g):    cg = gelu(G) / G = Phi(G) = (1 + tanh(k (G + 0.044715 G^3))) / 2, cu = 0.
+///   GELU   a = gelu(g):    cg = gelu(G) / G = Phi(G) = (1 + tanh(k (G + 0.044715 G^3))) / 2, cu = 0
+///                          (the exact GELU: Phi(G) = (1 + erf(G / sqrt 2)) / 2).
 /// cg G + cu U = silu(G) U (gelu(G) U, gelu(G)) for every q (p), so the shares sum to the
 /// neuron exactly, whatever the rounding of q; no ratio is ever divided by G.
 template <typename Scalar>
 void path_coefficients(MlpKind kind, Scalar G, Scalar U, Scalar& cg, Scalar& cu) {
-  if (kind == MlpKind::GeluTanh) {
-    cg = detail::gelu_tanh_gate(G);
+  if (!gated(kind)) {
+    cg = kind == MlpKind::GeluErf ? detail::normal_cdf(G) : detail::gelu_tanh_gate(G);
     cu = 0;
     return;
   }
@@ -199,7 +207,7 @@ void path_coefficients(MlpKind kind, Scalar G, Scalar U, Scalar& cg, Scalar& cu)
 /// excluding: an absent one (zeros) gets nothing.
 template <typename Scalar>
 void split_neuron_path(MlpKind kind, const Scalar* g, const Scalar* u, Eigen::Index count, Scalar* share) {
-  if ((kind == MlpKind::GeluTanh) != (u == nullptr))
+  if (gated(kind) == (u == nullptr))
     throw std::invalid_argument(std::string("split_neuron_path: a ") + to_string(kind) + " MLP " +
                                 (u ? "has no up inputs" : "needs the up contributions"));
   Scalar G = 0, U = 0, cg, cu;

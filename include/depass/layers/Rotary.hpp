@@ -1,6 +1,7 @@
 #pragma once
 // Rotary position embeddings: each head's dimensions are rotated in pairs by an angle
-// proportional to the position. The pairing (adjacent or halves) and any context-length
+// proportional to the position. The pairing (adjacent or halves), how many leading
+// dimensions turn (GPT-NeoX rotates a part, the rest pass through) and any context-length
 // scaling of the frequencies are fixed when the Rotary is built from the Config.
 
 #include <Eigen/Core>
@@ -15,14 +16,15 @@ class Rotary {
  public:
   explicit Rotary(const Config& cfg)
       : active_(cfg.positions == PositionKind::Rotary), adjacent_(cfg.rope_layout == RopeLayout::AdjacentPairs),
-        head_dim_(cfg.head_dim), theta_(cfg.rope_theta), scaling_(cfg.rope_scaling) {}
+        head_dim_(cfg.head_dim), rotated_(cfg.rotated_dims()), theta_(cfg.rope_theta), scaling_(cfg.rope_scaling) {}
 
   /// Whether the model rotates at all (learned absolute positions do not).
   bool active() const { return active_; }
 
-  /// Rotary frequency of pair j, after any context-length scaling.
+  /// Rotary frequency of pair j, after any context-length scaling (the exponent's scale is
+  /// the rotated width, as GPT-NeoX's partial rotary computes it).
   double frequency(Eigen::Index j) const {
-    const double base = std::pow(theta_, -2.0 * static_cast<double>(j) / static_cast<double>(head_dim_));
+    const double base = std::pow(theta_, -2.0 * static_cast<double>(j) / static_cast<double>(rotated_));
     switch (scaling_.type) {
       case RopeScaling::Type::None: return base;
       case RopeScaling::Type::Linear: return base / scaling_.factor;
@@ -42,7 +44,7 @@ class Rotary {
   template <typename Scalar>
   void rotate(Eigen::Ref<Matrix<Scalar>> t, int heads, int direction) const {
     if (!active_) return;
-    const Eigen::Index half = head_dim_ / 2;
+    const Eigen::Index half = rotated_ / 2;
     for (Eigen::Index j = 0; j < half; ++j) {
       // Angles in double: late positions lose digits in float.
       const double freq = frequency(j);
@@ -77,6 +79,7 @@ class Rotary {
   bool active_;
   bool adjacent_;      // pairs (2j, 2j+1); else (j, j + d/2)
   Eigen::Index head_dim_;
+  Eigen::Index rotated_;  // leading dimensions of each head that turn
   double theta_;
   RopeScaling scaling_;
 };

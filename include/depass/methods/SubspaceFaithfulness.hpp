@@ -137,11 +137,17 @@ class SubspaceFaithfulness {
     const Tape<Scalar> tape = model_.record(x0, N);
     MatrixType dx = MatrixType::Zero(x0.rows(), x0.cols());
     for (Eigen::Index s = 0; s < x0.rows() / N; ++s) dx.row(s * N + N - 1) = probe_.weights.transpose();
+    MatrixType d_output;  // parallel residual: the gradient wrt the layer's output, which its attention reads
     for (int block = index_ - 1; block >= 0; --block) {  // block 2l: attention of layer l; 2l+1: its MLP
       const int l = block / 2;
       const LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
-      if (block % 2) model_.mlp_block_backward(l, t, dx);
-      else model_.attention_block_backward(l, t, dx, N);
+      if (block % 2) {
+        if (model_.config().parallel_residual) d_output = dx;
+        model_.mlp_block_backward(l, t, dx);
+      } else {
+        model_.attention_block_backward(l, t, dx, N, d_output.size() ? &d_output : nullptr);
+        d_output.resize(0, 0);
+      }
     }
     return dx;
   }

@@ -195,6 +195,40 @@ cfg, st = hf_gpt2()
 out("huggingface", "gpt2_f16", cfg + SPLIT + st)
 
 
+def hf_gpt_neox(D=8, L=1, H=2, I=16, V=10, P=8):
+    """GPT-NeoX: per-head fused query_key_value, parallel residual, half of each head rotated,
+    and a BOOL attention.bias buffer as Pythia checkpoints keep (the loader ignores it)."""
+    cfg = {"model_type": "gpt_neox", "hidden_size": D, "num_hidden_layers": L, "num_attention_heads": H,
+           "intermediate_size": I, "vocab_size": V, "max_position_embeddings": P, "layer_norm_eps": 1e-5,
+           "rotary_pct": 0.5, "rotary_emb_base": 10000, "hidden_act": "gelu", "use_parallel_residual": True,
+           "tie_word_embeddings": False}
+    ts = [("gpt_neox.embed_in.weight", "F32", [V, D])]
+    for l in range(L):
+        p = "gpt_neox.layers.%d." % l
+        ts += [(p + "input_layernorm.weight", "F32", [D]), (p + "input_layernorm.bias", "F32", [D]),
+               (p + "attention.query_key_value.weight", "F32", [3 * D, D]),
+               (p + "attention.query_key_value.bias", "F32", [3 * D]),
+               (p + "attention.dense.weight", "F32", [D, D]), (p + "attention.dense.bias", "F32", [D]),
+               (p + "attention.bias", "BOOL", [1, 1, P, P]),
+               (p + "post_attention_layernorm.weight", "F32", [D]), (p + "post_attention_layernorm.bias", "F32", [D]),
+               (p + "mlp.dense_h_to_4h.weight", "F32", [I, D]), (p + "mlp.dense_h_to_4h.bias", "F32", [I]),
+               (p + "mlp.dense_4h_to_h.weight", "F32", [D, I]), (p + "mlp.dense_4h_to_h.bias", "F32", [D])]
+    ts += [("gpt_neox.final_layer_norm.weight", "F32", [D]), ("gpt_neox.final_layer_norm.bias", "F32", [D]),
+           ("embed_out.weight", "F32", [V, D])]
+    tensors = []
+    for name, dtype, shape in ts:
+        n = 1
+        for s in shape:
+            n *= s
+        data = bytes(1 if (k % P) <= (k // P) % P else 0 for k in range(n)) if dtype == "BOOL" else f32(values(n, len(tensors)))
+        tensors.append((name, dtype, shape, data))
+    return json.dumps(cfg).encode(), safetensors(tensors)
+
+
+cfg, st = hf_gpt_neox()
+out("huggingface", "gpt_neox_parallel", cfg + SPLIT + st)
+
+
 # --- Hugging Face tokenizer.json -------------------------------------------------------------
 SP = "\u2581"
 vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}

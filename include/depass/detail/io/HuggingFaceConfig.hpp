@@ -1,6 +1,6 @@
 #pragma once
 // config.json of a Hugging Face checkpoint -> Config, for the families we implement
-// (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gpt2). Only fields that change the computation are read;
+// (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gpt2, gpt_neox). Only fields that change the computation are read;
 // anything that would change it in a way we do not implement (other activations, other
 // RoPE scalings) is refused rather than ignored.
 
@@ -71,6 +71,50 @@ inline Config parse_gpt2_config(const JsonFields& f, const std::string& source) 
   return c;
 }
 
+/// GPT-NeoX (Pythia): LayerNorm with biases, rotary embeddings on the first rotary_pct of
+/// each head (halves pairing), a GELU MLP (exact "gelu" by default), biases on every
+/// projection (attention_bias: the attention's), untied embed_out, and by default the
+/// parallel residual x + attention(ln1(x)) + mlp(ln2(x)).
+inline Config parse_gpt_neox_config(const JsonFields& f, const std::string& source) {
+  Config c;
+  c.architecture = "gpt_neox";
+  const std::string act = f.optional_string("hidden_act", "gelu");
+  if (act == "gelu") c.mlp = MlpKind::GeluErf;
+  else if (act == "gelu_new" || act == "gelu_pytorch_tanh") c.mlp = MlpKind::GeluTanh;
+  else f.fail("hidden_act", "is '" + act + "'; supported for gpt_neox: gelu, gelu_new, gelu_pytorch_tanh");
+  c.dim = f.require_int("hidden_size");
+  c.n_layers = f.require_int("num_hidden_layers");
+  c.n_heads = f.require_int("num_attention_heads");
+  c.n_kv_heads = c.n_heads;
+  if (c.n_heads > 0 && c.dim % c.n_heads != 0)
+    throw FormatError(source + ": num_attention_heads (" + std::to_string(c.n_heads) +
+                      ") does not divide hidden_size (" + std::to_string(c.dim) + ")");
+  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+  c.hidden_dim = f.require_int("intermediate_size");
+  c.vocab_size = f.require_int("vocab_size");
+  c.max_seq_len = f.require_int("max_position_embeddings");
+  c.norm_eps = f.optional_number("layer_norm_eps", 1e-5);
+  // Older configs name the base rotary_emb_base, newer ones rope_theta.
+  c.rope_theta = f.optional_number("rotary_emb_base", f.optional_number("rope_theta", 10000.0));
+  c.rope_scaling = parse_rope_scaling(f, source);
+  // rotary_pct, or the partial_rotary_factor newer transformers also write.
+  const char* pct_field = f.has("rotary_pct") || !f.has("partial_rotary_factor") ? "rotary_pct" : "partial_rotary_factor";
+  const double pct = f.optional_number(pct_field, 0.25);
+  if (!(pct > 0) || !(pct <= 1)) f.fail(pct_field, "= " + std::to_string(pct) + " is out of range (0, 1]");
+  c.rotary_dims = static_cast<int>(c.head_dim * pct);  // int(head_size * rotary_pct), as GPTNeoXAttention
+  if (c.rotary_dims < 2 || c.rotary_dims % 2 != 0)
+    f.fail(pct_field, "= " + std::to_string(pct) + " rotates " + std::to_string(c.rotary_dims) + " of " +
+                             std::to_string(c.head_dim) + " dimensions per head; an even number >= 2 is needed");
+  c.parallel_residual = f.optional_bool("use_parallel_residual", true);
+  c.tied_embeddings = f.optional_bool("tie_word_embeddings", false);
+  c.norm = NormKind::LayerNorm;
+  c.positions = PositionKind::Rotary;
+  c.rope_layout = RopeLayout::Halves;
+  c.attention_qkv_bias = c.attention_out_bias = f.optional_bool("attention_bias", true);
+  c.mlp_bias = true;
+  return c;
+}
+
 /// Gemma and Gemma 2: GeGLU MLP, embeddings scaled by sqrt(D), (1 + w) RMSNorm gains (the
 /// loader adds the 1), tied embeddings by default; Gemma 2 adds post-norms, a score scale of
 /// query_pre_attn_scalar^-1/2, attention and final-logit soft caps and a sliding window on
@@ -113,12 +157,14 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
   Config c;
   if (model_type == "gpt2") {
     c = parse_gpt2_config(f, source);
+  } else if (model_type == "gpt_neox") {
+    c = parse_gpt_neox_config(f, source);
   } else {
     const bool gemma = model_type == "gemma" || model_type == "gemma2";
     if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3" &&
         model_type != "phi3" && !gemma)
       throw FormatError(source + ": unsupported model_type '" + model_type +
-                        "' (supported: llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gpt2)");
+                        "' (supported: llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gpt2, gpt_neox)");
     if (f.has("partial_rotary_factor") && f.require_number("partial_rotary_factor") != 1.0)
       f.fail("partial_rotary_factor", "is not 1: rotary embeddings on part of each head are not supported");
     c.architecture = model_type;

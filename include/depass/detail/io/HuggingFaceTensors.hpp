@@ -180,6 +180,46 @@ void load_gpt2_weights(const HuggingFaceTensors& tensors, const Config& c, Weigh
   visit(true);
 }
 
+/// GPT-NeoX (Pythia): gpt_neox.embed_in, per layer LayerNorms with biases, the per-head
+/// interleaved query_key_value, dense, dense_h_to_4h and dense_4h_to_h (all with biases),
+/// final_layer_norm and embed_out. Buffers some checkpoints keep (attention.bias masks,
+/// masked_bias, rotary_emb.inv_freq) are ignored: the config determines them.
+template <typename Scalar>
+void load_gpt_neox_weights(const HuggingFaceTensors& tensors, const Config& c, Weights<Scalar>& w) {
+  const std::int64_t D = c.dim, I = c.hidden_dim, V = c.vocab_size;
+  for (const bool read : {false, true}) {
+    auto matrix = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+      return tensors.template matrix<Scalar>(name, rows, cols, read);
+    };
+    auto vector = [&](const std::string& name, std::int64_t size) { return tensors.template vector<Scalar>(name, size, read); };
+    w.token_embedding = matrix("gpt_neox.embed_in.weight", V, D);
+    if (!c.tied_embeddings) w.output = matrix("embed_out.weight", V, D);
+    w.layers.assign(static_cast<std::size_t>(c.n_layers), LayerWeights<Scalar>());
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      const std::string p = "gpt_neox.layers." + std::to_string(l) + ".";
+      LayerWeights<Scalar>& layer = w.layers[l];
+      layer.attention_norm = vector(p + "input_layernorm.weight", D);
+      layer.attention_norm_bias = vector(p + "input_layernorm.bias", D);
+      const RowMatrix<Scalar> qkv = matrix(p + "attention.query_key_value.weight", 3 * D, D);
+      if (read) split_fused_qkv(unweave_heads_qkv(qkv, c), c, layer);
+      if (c.attention_qkv_bias) {
+        const Vector<Scalar> qkv_bias = vector(p + "attention.query_key_value.bias", 3 * D);
+        if (read) split_fused_qkv_bias(Vector<Scalar>(unweave_heads_qkv(qkv_bias, c)), c, layer);
+      }
+      layer.wo = matrix(p + "attention.dense.weight", D, D);
+      if (c.attention_out_bias) layer.bo = vector(p + "attention.dense.bias", D);
+      layer.mlp_norm = vector(p + "post_attention_layernorm.weight", D);
+      layer.mlp_norm_bias = vector(p + "post_attention_layernorm.bias", D);
+      layer.w1 = matrix(p + "mlp.dense_h_to_4h.weight", I, D);
+      layer.b1 = vector(p + "mlp.dense_h_to_4h.bias", I);
+      layer.w2 = matrix(p + "mlp.dense_4h_to_h.weight", D, I);
+      layer.b2 = vector(p + "mlp.dense_4h_to_h.bias", D);
+    }
+    w.final_norm = vector("gpt_neox.final_layer_norm.weight", D);
+    w.final_norm_bias = vector("gpt_neox.final_layer_norm.bias", D);
+  }
+}
+
 /// One decoder layer of the Llama layout (Llama, Mistral, Qwen2/3, Phi-3, Gemma, Gemma 2) under prefix p;
 /// with read false only presence, shape and dtype are checked. Phi-3 fuses q|k|v and
 /// gate|up row-wise; they are split here.
