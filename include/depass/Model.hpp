@@ -1,7 +1,8 @@
 #pragma once
 // A decoder-only transformer composed of layer types (layers/): the embedding; per layer a
 // normed attention block and a normed MLP block on the residual stream (GPT-NeoX's parallel
-// residual: both read the layer's input); the final norm and the unembedding. Each block runs the real computation on the hidden state and, when a
+// residual: both read the layer's input); the final norm and the unembedding. Each block
+// runs the real computation on the hidden state and, when a
 // ComponentState rides along, moves the components through the same layers with the
 // coefficients the real computation froze (docs/method.md): by the blocked engine
 // (engine/) or by each layer's dense reference rule. The plain forward pass is the same
