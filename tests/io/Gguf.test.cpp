@@ -729,7 +729,7 @@ TEST_CASE("gguf: missing, mistyped and implausible model metadata", "[io][gguf][
     g::File f = g::tiny_llama();
     *f.find_kv("general.architecture") = g::string("general.architecture", "falcon");
     CHECK_THAT(g::load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, "
-                                       "qwen2, qwen3, phi3, gemma, gemma2, gpt2)"));
+                                       "qwen2, qwen3, phi3, gemma, gemma2, gpt2, gptneox)"));
     // A llama file relabelled qwen2 lacks qwen2's q/k/v biases (tests/io/GgufFamilies.test.cpp
     // loads real qwen2 files).
     f = g::tiny_llama();

@@ -1,4 +1,4 @@
-// GGUF files of the families beyond llama (qwen2, qwen3, phi3, gemma, gemma2, gpt2): the random-weight
+// GGUF files of the families beyond llama (qwen2, qwen3, phi3, gemma, gemma2, gpt2, gptneox): the random-weight
 // Hugging Face checkpoints of tests/data/families written as llama.cpp's converter writes
 // them for their architecture (GgufFromCheckpoint.hpp: Q and K not permuted, fused
 // projections stacked, llama.cpp's tensor names and metadata keys), loaded back through
@@ -31,7 +31,8 @@ namespace g = depass::test::gguf;
 namespace gguf_families_test {
 
 /// The families of tests/data/families that GGUF files of a non-llama architecture carry.
-const std::vector<std::string> kFamilies = {"qwen2", "qwen2_untied", "qwen3", "phi3", "gemma", "gemma2", "gpt2"};
+const std::vector<std::string> kFamilies = {"qwen2", "qwen2_untied", "qwen3", "phi3",   "gemma",
+                                            "gemma2", "gpt2",         "gpt_neox", "gpt_neox_sequential"};
 
 nlohmann::json golden(const std::string& family) { return read_golden("family_" + family + ".json"); }
 
@@ -130,7 +131,7 @@ void round_matrices_q8_0(Weights<double>& w) {
 // Qualified (fam::): the io tests compile as one unit, beside other files' helpers.
 namespace fam = gguf_families_test;
 
-TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3, gemma, gemma2 and gpt2 files give the reference logits",
+TEMPLATE_TEST_CASE("gguf families: qwen2, qwen3, phi3, gemma, gemma2, gpt2 and gptneox files give the reference logits",
                    "[io][gguf][families]", DEPASS_TEST_SCALARS) {
   for (const std::string& family : fam::kFamilies) {
     INFO("family " << family);
@@ -177,6 +178,8 @@ TEST_CASE("gguf families: the configuration read is the family's", "[io][gguf][f
     CHECK(ck.config.attention_scale == Approx(want.attention_scale).epsilon(1e-6));
     CHECK(ck.config.attention_softcap == Approx(want.attention_softcap).epsilon(1e-6));
     CHECK(ck.config.final_softcap == Approx(want.final_softcap).epsilon(1e-6));
+    CHECK(ck.config.rotated_dims() == want.rotated_dims());
+    CHECK(ck.config.parallel_residual == want.parallel_residual);
     // llama.cpp permutes Q and K into adjacent pairs for llama only.
     if (ck.config.positions == PositionKind::Rotary) CHECK(ck.config.rope_layout == RopeLayout::Halves);
     // GPT-2's converter writes output.weight as a copy of token_embd.
@@ -273,7 +276,8 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"qwen2", "blk.1.attn_k.bias"},   {"qwen3", "blk.0.attn_q_norm.weight"}, {"phi3", "blk.1.ffn_down.weight"},
         {"gpt2", "position_embd.weight"}, {"gpt2", "output_norm.bias"}, {"gemma2", "blk.1.post_ffw_norm.weight"},
-        {"gemma2", "blk.0.post_attention_norm.weight"}};
+        {"gemma2", "blk.0.post_attention_norm.weight"}, {"gpt_neox", "blk.1.attn_qkv.bias"},
+        {"gpt_neox", "blk.0.ffn_up.bias"}, {"gpt_neox", "output_norm.bias"}};
     for (const auto& [family, tensor] : cases) {
       g::File f = file(family);
       f.erase_tensor(tensor);
@@ -295,10 +299,18 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     f.find_tensor("blk.0.attn_v.bias")->data.resize(64 * 4);
     CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.attn_v.bias' has shape [64], expected [32]"));
   }
+  SECTION("a gptneox rotary width the heads cannot hold") {
+    g::File f = file("gpt_neox");
+    *f.find_kv("gptneox.rope.dimension_count") = g::u32("gptneox.rope.dimension_count", 3);
+    CHECK_THAT(g::load_error(f), Contains("implausible GGUF gptneox configuration: Config: rotary_dims (3) must be even"));
+    *f.find_kv("gptneox.rope.dimension_count") = g::u32("gptneox.rope.dimension_count", 32);
+    CHECK_THAT(g::load_error(f), Contains("rotary_dims = 32 is out of range [0, 16]"));
+  }
   SECTION("a missing metadata key") {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"qwen2", "qwen2.attention.layer_norm_rms_epsilon"}, {"qwen3", "qwen3.block_count"},
-        {"phi3", "phi3.feed_forward_length"}, {"gpt2", "gpt2.attention.layer_norm_epsilon"}};
+        {"phi3", "phi3.feed_forward_length"}, {"gpt2", "gpt2.attention.layer_norm_epsilon"},
+        {"gpt_neox", "gptneox.attention.layer_norm_epsilon"}};
     for (const auto& [family, key] : cases) {
       g::File f = file(family);
       f.erase_kv(key);
@@ -309,7 +321,7 @@ TEST_CASE("gguf families: malformed files are refused naming the problem",
     g::File f = file("qwen2");
     *f.find_kv("general.architecture") = g::string("general.architecture", "falcon");
     CHECK_THAT(g::load_error(f), Contains("unsupported GGUF architecture 'falcon' (supported: llama, qwen2, "
-                                       "qwen3, phi3, gemma, gemma2, gpt2)"));
+                                       "qwen3, phi3, gemma, gemma2, gpt2, gptneox)"));
     f = file("gemma");  // Gemma has no post-norms: a Gemma 2 tensor is refused, not ignored
     f.tensor({"blk.0.post_ffw_norm.weight", {64}, g::T_F32, std::string(64 * 4, '\0'), -1});
     CHECK_THAT(g::load_error(f), Contains("tensor 'blk.0.post_ffw_norm.weight' is not part of a gemma model"));

@@ -1,6 +1,6 @@
 #pragma once
 // A loaded checkpoint written back as a GGUF file of its family (llama, qwen2, qwen3, phi3,
-// gemma, gemma2, gpt2) with the test writer (GgufWriter.hpp), under llama.cpp's tensor names and metadata
+// gemma, gemma2, gpt2, gptneox) with the test writer (GgufWriter.hpp), under llama.cpp's tensor names and metadata
 // keys: how the tests make GGUF versions of real and reference models.
 
 #include <depass/Weights.hpp>
@@ -74,7 +74,7 @@ inline RowMatrix<float> adjacent_pairs(const RowMatrix<float>& w, Eigen::Index d
 
 /// The {arch}.* metadata llama.cpp's converter writes for the checkpoint's family.
 inline void add_family_metadata(File& f, const Config& c) {
-  const std::string& a = c.architecture;
+  const std::string a = c.architecture == "gpt_neox" ? "gptneox" : c.architecture;
   auto u = [](int v) { return static_cast<std::uint32_t>(v); };
   f.kv(string("general.architecture", a))
       .kv(u32(a + ".context_length", u(c.max_seq_len)))
@@ -85,6 +85,12 @@ inline void add_family_metadata(File& f, const Config& c) {
       .kv(u32(a + ".vocab_size", u(c.vocab_size)));
   if (a == "gpt2") {
     f.kv(f32(a + ".attention.layer_norm_epsilon", static_cast<float>(c.norm_eps)));
+    return;
+  }
+  if (a == "gptneox") {  // convert_hf_to_gguf's GPTNeoXModel: no head_count_kv, no freq_base
+    f.kv(f32(a + ".attention.layer_norm_epsilon", static_cast<float>(c.norm_eps)))
+        .kv(u32(a + ".rope.dimension_count", u(c.rotated_dims())))
+        .kv(boolean(a + ".use_parallel_residual", c.parallel_residual));
     return;
   }
   f.kv(u32(a + ".attention.head_count_kv", u(c.n_kv_heads)))
@@ -108,7 +114,8 @@ inline void add_family_metadata(File& f, const Config& c) {
 inline void add_family_layer(const CheckpointWriter& w, const Config& c, const std::string& p,
                              const LayerWeights<float>& l) {
   const std::string& a = c.architecture;
-  const bool fused = a == "phi3" || a == "gpt2", layer_norm = c.norm == NormKind::LayerNorm;
+  // gpt_neox: the converter reorders the per-head q|k|v rows into the stacked layout.
+  const bool fused = a == "phi3" || a == "gpt2" || a == "gpt_neox", layer_norm = c.norm == NormKind::LayerNorm;
   w.vector(p + "attn_norm.weight", l.attention_norm);
   if (layer_norm) w.vector(p + "attn_norm.bias", l.attention_norm_bias);
   if (fused) {
@@ -134,7 +141,7 @@ inline void add_family_layer(const CheckpointWriter& w, const Config& c, const s
   }
   w.vector(p + "ffn_norm.weight", l.mlp_norm);
   if (layer_norm) w.vector(p + "ffn_norm.bias", l.mlp_norm_bias);
-  if (a == "gpt2") {
+  if (!c.gated_mlp()) {  // gpt2's c_fc, gpt_neox's dense_h_to_4h
     w.matrix(p + "ffn_up.weight", l.w1);
     w.vector(p + "ffn_up.bias", l.b1);
   } else if (a == "phi3") {
@@ -149,7 +156,7 @@ inline void add_family_layer(const CheckpointWriter& w, const Config& c, const s
 }
 
 /// The F32 Hugging Face checkpoint as llama.cpp's converter writes it for its family
-/// (llama, qwen2, qwen3, phi3, gemma, gemma2, gpt2): Gemma's norm gains with the 1 added (as
+/// (llama, qwen2, qwen3, phi3, gemma, gemma2, gpt2, gpt_neox): Gemma's norm gains with the 1 added (as
 /// llama.cpp's converter stores them: what the loaders hold); Q and K rows permuted from the halves RoPE layout to
 /// adjacent pairs for llama only; Phi-3's and GPT-2's fused projections stacked; GPT-2's
 /// output written as a copy of token_embd. Every matrix encoded by `encode` (F32 when

@@ -10,7 +10,13 @@
 //  - gemma, gemma2: GeGLU MLP, embeddings scaled by sqrt(D), rotary over halves; the norm
 //    gains are stored with Gemma's 1 already added (llama.cpp's converter adds it); gemma2
 //    adds post-norms, soft caps and a sliding window (see gguf_gemma);
-//  - gpt2: LayerNorm with biases, learned positions, GELU-tanh MLP, fused attn_qkv.
+//  - gpt2: LayerNorm with biases, learned positions, GELU-tanh MLP, fused attn_qkv;
+//  - gptneox (GPT-NeoX, Pythia): LayerNorm with biases, attn_qkv stacked [q | k | v] (the
+//    converter undoes the checkpoint's per-head interleaving), rotary embeddings over halves
+//    of the first rope.dimension_count dimensions of each head, GELU MLP with biases, and by
+//    default the parallel residual (use_parallel_residual). The GELU is the checkpoint's
+//    exact erf form, which the model was trained with (llama.cpp computes it with the tanh
+//    approximation).
 
 #include <climits>
 #include <cmath>
@@ -23,12 +29,16 @@ namespace depass {
 namespace detail {
 
 /// The values of general.architecture that load_gguf reads.
-constexpr const char* kGgufArchitectures = "llama, qwen2, qwen3, phi3, gemma, gemma2, gpt2";
+constexpr const char* kGgufArchitectures = "llama, qwen2, qwen3, phi3, gemma, gemma2, gpt2, gptneox";
 
 inline bool gguf_architecture_supported(const std::string& arch) {
   return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma" ||
-         arch == "gemma2" || arch == "gpt2";
+         arch == "gemma2" || arch == "gpt2" || arch == "gptneox";
 }
+
+/// The family name depass gives a GGUF architecture (the Hugging Face model_type: gptneox's is
+/// gpt_neox; the others share theirs).
+inline std::string gguf_family_name(const std::string& arch) { return arch == "gptneox" ? "gpt_neox" : arch; }
 
 /// The "{arch}.{key}" metadata of one family.
 struct GgufKeys {
@@ -128,6 +138,18 @@ inline int gguf_vocab_size(const GgufKeys& k) {
 
 /// What sets the family apart: normalisation, positions, biases, q/k norms, RoPE layout.
 inline void gguf_family(const GgufKeys& k, Config& c) {
+  if (k.arch == "gptneox") {
+    c.norm_eps = k.real("attention.layer_norm_epsilon");
+    c.norm = NormKind::LayerNorm;
+    c.mlp = MlpKind::GeluErf;
+    c.rope_theta = k.real("rope.freq_base", 10000.0);
+    c.rope_layout = RopeLayout::Halves;
+    c.rope_scaling = gguf_rope_scaling(k);
+    c.rotary_dims = k.has("rope.dimension_count") ? k.integer("rope.dimension_count") : 0;
+    c.parallel_residual = k.f.get_bool(k.name("use_parallel_residual"), true);
+    c.attention_qkv_bias = c.attention_out_bias = c.mlp_bias = true;
+    return;
+  }
   if (k.arch == "gpt2") {
     c.norm_eps = k.real("attention.layer_norm_epsilon");
     c.norm = NormKind::LayerNorm;
@@ -161,7 +183,7 @@ inline void gguf_check_heads(const GgufKeys& k, const Config& c) {
              std::to_string(k.integer("attention.value_length")) +
              ") differs from the key length (" + std::to_string(c.head_dim) +
              "), which is not supported");
-  if (c.positions == PositionKind::Rotary && k.has("rope.dimension_count") &&
+  if (c.positions == PositionKind::Rotary && k.arch != "gptneox" && k.has("rope.dimension_count") &&
       k.integer("rope.dimension_count") != c.head_dim)
     k.f.fail(k.name("rope.dimension_count") + " (" +
              std::to_string(k.integer("rope.dimension_count")) + ") differs from the head width (" +
@@ -178,7 +200,7 @@ inline Config gguf_config(const GgufFile& f) {
     f.fail(k.name("expert_count") + " is " + std::to_string(f.get_uint(k.name("expert_count"))) +
            ": mixture-of-experts GGUF models are not supported");
   Config c;
-  c.architecture = arch;
+  c.architecture = gguf_family_name(arch);
   gguf_shape(k, c);
   gguf_family(k, c);
   c.vocab_size = gguf_vocab_size(k);

@@ -64,13 +64,13 @@ class GgufTensors {
   std::set<std::string> used_;
 };
 
-/// Attention of one block (prefix p = "blk.N."): attn_q/k/v or fused attn_qkv (gpt2; phi3
-/// when the file has it, else separate), biases, attn_output, per-head q/k norms.
+/// Attention of one block (prefix p = "blk.N."): attn_q/k/v or fused attn_qkv (gpt2, gptneox;
+/// phi3 when the file has it, else separate), biases, attn_output, per-head q/k norms.
 template <typename Scalar>
 void visit_gguf_attention(GgufTensors<Scalar>& t, const Config& c, const std::string& p,
                           LayerWeights<Scalar>& layer) {
   const std::int64_t D = c.dim, Q = c.q_width(), K = c.kv_width();
-  const bool fused = c.architecture == "gpt2" ||
+  const bool fused = c.architecture == "gpt2" || c.architecture == "gpt_neox" ||
                      (c.architecture == "phi3" && t.has(p + "attn_qkv.weight"));
   if (fused) {
     const RowMatrix<Scalar> qkv = t.matrix(p + "attn_qkv.weight", Q + 2 * K, D);
@@ -97,7 +97,7 @@ void visit_gguf_attention(GgufTensors<Scalar>& t, const Config& c, const std::st
 }
 
 /// MLP of one block: ffn_gate/ffn_up/ffn_down; phi3 stacks gate and up in ffn_up; gpt2's
-/// single input projection (c_fc) is ffn_up.
+/// and gptneox's single input projection (c_fc, dense_h_to_4h) is ffn_up.
 template <typename Scalar>
 void visit_gguf_mlp(GgufTensors<Scalar>& t, const Config& c, const std::string& p,
                     LayerWeights<Scalar>& layer) {
