@@ -357,21 +357,12 @@ class Decomposer {
                        int end_index, const Hook<Scalar>& hook, std::vector<BoundaryCheck>& checks,
                        LayerInput<Scalar> input = {}) const {
     const int L = model_.config().n_layers;
-    const bool parallel = model_.config().parallel_residual;
     const Boundary from = Boundary::from_index(start.boundary_index, L);
     MatrixType state = start.state;
     record_sum(checks, every_shard(cs, cs.tensor.sum(cs.first_position)), state, from);
     detail::Tap<Scalar>{&hook, from.layer}.residual("start", state, &cs.tensor, start.boundary_index);
     for (int b = start.boundary_index; b < end_index; ++b) {
-      if (b % 2 == 0) {
-        if (parallel) {  // assigned, not rebuilt: the copy reuses its memory layer after layer
-          input.state = state;
-          input.components = cs.tensor;
-        }
-        model_.attention_block(b / 2, state, &cs, hook);
-      } else {
-        model_.mlp_block(b / 2, state, &cs, hook, parallel ? &input : nullptr);
-      }
+      model_.run_block(b, state, &cs, hook, input);
       const RowMatrix<Scalar>* sum = cs.component_sum();
       if (sum && !cs.shards) record_sum(checks, *sum, state, Boundary::from_index(b + 1, L));
       else if (sum) record_sum(checks, every_shard(cs, MatrixType(*sum)), state, Boundary::from_index(b + 1, L));

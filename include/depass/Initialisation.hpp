@@ -158,17 +158,8 @@ class StartBuilder {
   /// given) receives the input of the last layer entered (a parallel-residual model's MLP reads it).
   void run_blocks(MatrixType& x, int from, int to, const Hook<Scalar>& hook, LayerInput<Scalar>* input = nullptr) const {
     if (from % 2) throw std::logic_error("run_blocks starts before an attention block");
-    const bool parallel = model_.config().parallel_residual;
     LayerInput<Scalar> local;
-    LayerInput<Scalar>& in = input ? *input : local;
-    for (int b = from; b < to; ++b) {
-      if (b % 2 == 0) {
-        if (parallel) in.state = x;
-        model_.attention_block(b / 2, x, nullptr, hook);
-      } else {
-        model_.mlp_block(b / 2, x, nullptr, hook, parallel ? &in : nullptr);
-      }
-    }
+    for (int b = from; b < to; ++b) model_.run_block(b, x, nullptr, hook, input ? *input : local);
   }
 
  private:

@@ -140,20 +140,28 @@ class Model {
                           input);
   }
 
+  /// Block b (2l: layer l's attention, 2l+1: its MLP) on x. `input` carries the layer's
+  /// input from the attention to the MLP (a parallel-residual model's MLP reads it); it is
+  /// assigned, not rebuilt, so a pass reuses its memory layer after layer.
+  void run_block(int b, MatrixType& x, ComponentState<Scalar>* components, const Hook<Scalar>& hook,
+                 LayerInput<Scalar>& input) const {
+    const bool parallel = config().parallel_residual;
+    if (b % 2 == 1) {
+      mlp_block(b / 2, x, components, hook, parallel ? &input : nullptr);
+      return;
+    }
+    if (parallel) {
+      input.state = x;
+      if (components) input.components = components->tensor;
+    }
+    attention_block(b / 2, x, components, hook);
+  }
+
   /// Both blocks of a layer: attention then MLP, or (parallel residual) both from the layer's input.
   void run_layer(int layer, MatrixType& x, ComponentState<Scalar>* components = nullptr, const Hook<Scalar>& hook = {}) const {
     LayerInput<Scalar> input;
-    if (config().parallel_residual) input = layer_input(x, components);
-    attention_block(layer, x, components, hook);
-    mlp_block(layer, x, components, hook, config().parallel_residual ? &input : nullptr);
-  }
-
-  /// The layer input a parallel-residual model's MLP will read: copies of x and the components.
-  static LayerInput<Scalar> layer_input(const MatrixType& x, const ComponentState<Scalar>* components) {
-    LayerInput<Scalar> input;
-    input.state = x;
-    if (components) input.components = components->tensor;
-    return input;
+    run_block(2 * layer, x, components, hook, input);
+    run_block(2 * layer + 1, x, components, hook, input);
   }
 
   /// Final norm of x (N x D); its per-row scale goes to *scale for freezing.

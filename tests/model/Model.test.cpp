@@ -191,7 +191,7 @@ TEST_CASE("A parallel-residual layer's blocks both read the layer's input", "[mo
   Matrix<double> state = model.embed(ids);
   REQUIRE_THROWS_WITH(model.mlp_block(0, state),
                       Contains("mlp_block(0): a parallel-residual model's (parallel-llama) MLP reads the layer's input"));
-  const LayerInput<double> input = Model<double>::layer_input(state, nullptr);
+  const LayerInput<double> input{state, {}};
   Matrix<double> wrong = state.topRows(2);
   REQUIRE_THROWS_WITH(model.mlp_block(0, wrong, nullptr, {}, &input), Contains("the layer input is 5 x 64, the state 2 x 64"));
   REQUIRE_THROWS_WITH(sequential.mlp_block(0, state, nullptr, {}, &input),

@@ -43,6 +43,16 @@ inline RopeScaling parse_rope_scaling(const JsonFields& f, const std::string& so
                     " is not supported (supported: default, linear, llama3)");
 }
 
+/// dim / heads, the head width of a config that gives none; FormatError naming both fields
+/// (and `note`) when the heads do not divide the width. heads <= 0: 0, for validate() to name.
+inline int divided_head_width(const std::string& source, int dim, int heads, const char* heads_field,
+                              const char* dim_field, const char* note = "") {
+  if (heads > 0 && dim % heads != 0)
+    throw FormatError(source + ": " + heads_field + " (" + std::to_string(heads) + ") does not divide " + dim_field +
+                      " (" + std::to_string(dim) + ")" + note);
+  return heads > 0 ? dim / heads : 0;
+}
+
 /// GPT-2's config uses its own field names and a plain GELU MLP with LayerNorm.
 inline Config parse_gpt2_config(const JsonFields& f, const std::string& source) {
   Config c;
@@ -54,10 +64,7 @@ inline Config parse_gpt2_config(const JsonFields& f, const std::string& source) 
   c.n_layers = f.require_int("n_layer");
   c.n_heads = f.require_int("n_head");
   c.n_kv_heads = c.n_heads;
-  if (c.n_heads > 0 && c.dim % c.n_heads != 0)
-    throw FormatError(source + ": n_head (" + std::to_string(c.n_heads) +
-                      ") does not divide n_embd (" + std::to_string(c.dim) + ")");
-  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+  c.head_dim = divided_head_width(source, c.dim, c.n_heads, "n_head", "n_embd");
   const Json* inner = f.find("n_inner");
   c.hidden_dim = inner ? f.require_int("n_inner") : 4 * c.dim;
   c.vocab_size = f.require_int("vocab_size");
@@ -86,10 +93,7 @@ inline Config parse_gpt_neox_config(const JsonFields& f, const std::string& sour
   c.n_layers = f.require_int("num_hidden_layers");
   c.n_heads = f.require_int("num_attention_heads");
   c.n_kv_heads = c.n_heads;
-  if (c.n_heads > 0 && c.dim % c.n_heads != 0)
-    throw FormatError(source + ": num_attention_heads (" + std::to_string(c.n_heads) +
-                      ") does not divide hidden_size (" + std::to_string(c.dim) + ")");
-  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+  c.head_dim = divided_head_width(source, c.dim, c.n_heads, "num_attention_heads", "hidden_size");
   c.hidden_dim = f.require_int("intermediate_size");
   c.vocab_size = f.require_int("vocab_size");
   c.max_seq_len = f.require_int("max_position_embeddings");
@@ -183,11 +187,8 @@ inline Config parse_huggingface_config(const Json& json, const std::string& sour
     if (f.has("head_dim")) {
       c.head_dim = f.require_int("head_dim");
     } else {
-      if (c.n_heads > 0 && c.dim % c.n_heads != 0)
-        throw FormatError(source + ": num_attention_heads (" + std::to_string(c.n_heads) +
-                          ") does not divide hidden_size (" + std::to_string(c.dim) +
-                          ") and head_dim is not given");
-      c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;  // n_heads <= 0: validate() names it
+      c.head_dim = divided_head_width(source, c.dim, c.n_heads, "num_attention_heads", "hidden_size",
+                                      " and head_dim is not given");
     }
     c.vocab_size = f.require_int("vocab_size");
     c.max_seq_len = f.require_int("max_position_embeddings");
