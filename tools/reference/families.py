@@ -1544,8 +1544,20 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
 # l = 2l, before its MLP = 2l + 1, the output (final norm and unembedding follow) = 2L.
 #
 # A pass carries C [M, N, D] with one bias component (index `bias`) that holds every
-# bias and norm offset, and optionally a sink component (the attention sink: it drives
-# no MLP neuron at positions > 0).
+# bias and norm offset, and per layer a list of sinks, pairs (component c, position j):
+# component c drives no MLP neuron of that layer at positions > j (the BOS sink is
+# (member 0, position 0); attention-derived sinks below add token members at their own
+# positions).
+#
+# Attention-derived sinks (sink_ratio > 0, token-level runs only): position j is a sink
+# of layer l when the later queries i (j < i < N) attend to it, averaged over them and
+# over all H query heads of layer l's real attention, at least sink_ratio times as much
+# as uniform attention would: r_j = mean_i (i + 1) mean_h A_h[i, j] >= sink_ratio
+# ((i + 1) A[i, j] = 1 for uniform attention, so r_j = 1 there). At least
+# SINK_MIN_QUERIES later queries are required, so that a few rows do not decide. A
+# parallel-residual model uses the same layer's attention too. Layer l's sink set is
+# {0} (bos_sink) united with those; the sink is token j's member, in a chunked run only
+# in the pass holding it, never the bias, remainder or positions component.
 #
 # Initialisations (what the components are at the start, section 6). The unit-level ones
 # (module, heads, neurons) start right after their block and split its output so that a
@@ -1572,8 +1584,8 @@ def depass_naive(m, ids, temperature=0.1, bos_sink=True):
 #
 # Chunked runs (chunk_size c > 0): members go through in groups of c (in member order);
 # each pass carries [its members..., remainder, bias] with remainder = state - bias_start
-# - sum(its members), so that every pass is lossless; the sink (token-level, bos_sink)
-# applies only in the pass that holds member 0. Merged result: every member from its own
+# - sum(its members), so that every pass is lossless; a sink (token-level) applies only
+# in the pass that holds its token's member. Merged result: every member from its own
 # pass, the bias component from the first pass, and a "chunk residual" = state - bias -
 # sum of all members (at the output: of the final-normed state and components).
 
@@ -1711,16 +1723,17 @@ def advance(m, x, b_from, b_to, x_in=None):
     return x, x_in
 
 
-def split_weights(gm, split, temperature, sink, bias):
+def split_weights(gm, split, temperature, sinks, bias):
     """gm [M, N, I] gate contributions -> weights [M, N, I] summing to 1 over M.
-    Eligible: g_m != 0 exactly, and the sink component only at position 0. Rules:
+    Eligible: g_m != 0 exactly, and a sink component c of sinks [(c, j), ...] only at
+    positions <= j. Rules:
     softmax(g_m / T); argmax (ties -> lowest index); proportional g_m / sum g (softmax
     where |sum g| <= CANCEL_RATIO * sum |g|). A neuron with no eligible component goes
     wholly to the bias component."""
     M, N, I = gm.shape
     elig = gm != 0
-    if sink is not None:
-        elig[sink, 1:, :] = False
+    for c, j in sinks:
+        elig[c, j + 1:, :] = False
     z = torch.where(elig, gm / temperature, torch.tensor(float("-inf"), dtype=gm.dtype))
     zmax = z.max(dim=0, keepdim=True).values
     zmax = torch.where(torch.isfinite(zmax), zmax, torch.zeros_like(zmax))
@@ -1757,9 +1770,9 @@ CANCEL_RATIO = 1e-3
 # real (g, u), the components' parts g_m, u_m as the inputs:
 # share_m = int_0^1 (da/dg(t g, t u) g_m + da/du(t g, t u) u_m) dt.
 # Here by composite Gauss-Legendre (PATH_PANELS panels of PATH_NODES nodes) with autograd
-# derivatives; the loop implementation below uses a closed form instead. With the sink,
-# its contributions past position 0 join the bias component's first (so its shares there
-# go to the bias and the sum stays exact).
+# derivatives; the loop implementation below uses a closed form instead. With sinks, each
+# sink's contributions past its position join the bias component's first (so its shares
+# there go to the bias and the sum stays exact).
 PATH_PANELS, PATH_NODES = 64, 16
 
 
@@ -1789,16 +1802,19 @@ def path_coefficients_quadrature(G, U, act="silu"):
     return A, B
 
 
-def merge_sink(t, sink, bias):
-    """The sink's rows past position 0 added to the bias component's, then zeroed."""
+def merge_sink(t, sinks, bias):
+    """Each sink (c, j)'s rows past position j added to the bias component's (in the
+    order of sinks), then zeroed."""
     t = t.clone()
-    t[bias, 1:] = t[bias, 1:] + t[sink, 1:]
-    t[sink, 1:] = 0
+    for c, j in sinks:
+        t[bias, j + 1:] = t[bias, j + 1:] + t[c, j + 1:]
+        t[c, j + 1:] = 0
     return t
 
 
-def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1, src=None):
-    """Block b's component rule with the real block's coefficients frozen -> new C. src:
+def propagate(m, b, real, C, bias, sinks, split="softmax", temperature=0.1, src=None):
+    """Block b's component rule with the real block's coefficients frozen -> new C.
+    sinks: the MLP's [(component, position), ...] (see split_weights). src:
     the components the block reads (default C; a parallel-residual MLP reads those at the
     layer input), its update is added to C."""
     V = layer_view(m, b // 2)
@@ -1822,18 +1838,18 @@ def propagate(m, b, real, C, bias, sink, split="softmax", temperature=0.1, src=N
         um = None
         if V["W3"] is not None:
             um = Cn @ V["W3"]
-        if sink is not None:
-            gm = merge_sink(gm, sink, bias)
-            um = merge_sink(um, sink, bias) if um is not None else None
+        if sinks:
+            gm = merge_sink(gm, sinks, bias)
+            um = merge_sink(um, sinks, bias) if um is not None else None
         with torch.enable_grad():
             A, B = path_coefficients_quadrature(gm.sum(0), um.sum(0) if um is not None else None, V["act"])
         shares = A * gm + (B * um if um is not None else 0)
         return add_update(C, shares @ V["W2"], bias, V["b2"], V["out2"], real["r_out"])
-    w = split_weights(gm, split, temperature, sink, bias)
+    w = split_weights(gm, split, temperature, sinks, bias)
     return add_update(C, (w * real["act"]) @ V["W2"], bias, V["b2"], V["out2"], real["r_out"])
 
 
-def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=0.1, src=None):
+def propagate_naive(m, b, real, comps, bias, sinks, split="softmax", temperature=0.1, src=None):
     """Second implementation of `propagate`: one component at a time, each head through
     its own slice of Wo before mixing, the split per (position, neuron) with math.exp.
     comps: list of [N, D] tensors -> new list. src: the list the block reads (parallel
@@ -1878,11 +1894,11 @@ def propagate_naive(m, b, real, comps, bias, sink, split="softmax", temperature=
     N, I, M = len(act), len(act[0]), len(comps)
     coef = [[[0.0] * I for _ in range(N)] for _ in range(M)]
     if split == "path":
-        path_naive(gms, ums, coef, bias, sink, V["act"])
+        path_naive(gms, ums, coef, bias, sinks, V["act"])
     for p in range(N if split != "path" else 0):
         for k in range(I):
             vals = [gms[i][p][k] for i in range(M)]
-            el = [i for i in range(M) if vals[i] != 0.0 and not (i == sink and p > 0)]
+            el = [i for i in range(M) if vals[i] != 0.0 and not any(i == c and p > j for c, j in sinks)]
             if not el:
                 wts = {bias: 1.0}
             else:
@@ -1935,7 +1951,7 @@ def gelu_path_p(G):
                for wi, t in zip(w, 0.5 * (x + 1)))
 
 
-def path_naive(gms, ums, coef, bias, sink, act="silu"):
+def path_naive(gms, ums, coef, bias, sinks, act="silu"):
     """The path rule per (position, neuron) in closed form: gated a = silu(g) u gives
     share_m = U (sigmoid(G) - q) g_m + G q u_m with q = int_0^1 t sigmoid(t G) dt (integrate
     the two terms of IG by parts); GeGLU a = gelu_tanh(g) u = g Phi(g) u the same with Phi
@@ -1947,12 +1963,13 @@ def path_naive(gms, ums, coef, bias, sink, act="silu"):
         for k in range(I):
             g = [gms[i][p][k] for i in range(M)]
             u = [ums[i][p][k] for i in range(M)] if ums else None
-            if sink is not None and p > 0:
-                g[bias] += g[sink]
-                g[sink] = 0.0
-                if u:
-                    u[bias] += u[sink]
-                    u[sink] = 0.0
+            for s, j in sinks:  # past its position a sink's parts go to the bias component
+                if p > j:
+                    g[bias] += g[s]
+                    g[s] = 0.0
+                    if u:
+                        u[bias] += u[s]
+                        u[s] = 0.0
             G = sum(g)
             if u is None:
                 if act == "gelu_erf":  # GPT-NeoX: gelu(G) / G = Phi(G), exactly
@@ -2053,9 +2070,10 @@ def start_components(m, ids, init):
             ["residual"] + ["neuron %d" % k for k in sel] + ["other neurons"], bias, None)
 
 
-def run_pass(m, b0, x, C, bias, sink, end, split, temperature, naive=False, x_in=None, C_in=None):
+def run_pass(m, b0, x, C, bias, sinks, end, split, temperature, naive=False, x_in=None, C_in=None):
     """One pass from boundary b0 to `end`; at the output the state and components are
-    final-normed (frozen scale, the offset to the bias component). Parallel residual: the
+    final-normed (frozen scale, the offset to the bias component). sinks: per layer the
+    MLP's [(component, position), ...]. Parallel residual: the
     MLP of layer l reads the state and components at the layer input (boundary 2l) and
     its update is added to those at 2l+1; a pass starting at 2l+1 is given them (x_in,
     C_in). Returns (state, C, relative completeness errors at every boundary)."""
@@ -2072,10 +2090,10 @@ def run_pass(m, b0, x, C, bias, sink, end, split, temperature, naive=False, x_in
         real = real_block(m, b, x, x_in)
         src = C_in if (par and b % 2 == 1) else None
         if naive:
-            C = torch.stack(propagate_naive(m, b, real, list(C), bias, sink, split, temperature,
+            C = torch.stack(propagate_naive(m, b, real, list(C), bias, sinks[b // 2], split, temperature,
                                             src=None if src is None else list(src)))
         else:
-            C = propagate(m, b, real, C, bias, sink, split, temperature, src=src)
+            C = propagate(m, b, real, C, bias, sinks[b // 2], split, temperature, src=src)
         x = x + real["out"]
         err(C, x)
     if end == 2 * n_layers(m):
@@ -2089,28 +2107,80 @@ def run_pass(m, b0, x, C, bias, sink, end, split, temperature, naive=False, x_in
     return x, C, errs
 
 
+# Attention-derived sinks need this many later queries (see the comment above n_layers).
+SINK_MIN_QUERIES = 8
+
+
+def attention_sinks(A, ratio):
+    """A [H, N, N] real probabilities of one layer -> sorted positions j with at least
+    SINK_MIN_QUERIES later queries and r_j = mean_{i > j} (i + 1) mean_h A[h, i, j] >= ratio."""
+    N = A.shape[1]
+    rel = A.mean(0) * torch.arange(1, N + 1, dtype=A.dtype)[:, None]  # (i + 1) mean_h A[i, j]
+    return [j for j in range(N - SINK_MIN_QUERIES) if rel[j + 1:, j].mean().item() >= ratio]
+
+
+def attention_sinks_naive(A, ratio):
+    """attention_sinks by loops over the nested lists (the naive=True cross-check)."""
+    H, N = len(A), len(A[0])
+    out = []
+    for j in range(N):
+        later = range(j + 1, N)
+        if len(later) < SINK_MIN_QUERIES:
+            continue
+        r = sum((i + 1) * sum(A[h][i][j] for h in range(H)) / H for i in later) / len(later)
+        if r >= ratio:
+            out.append(j)
+    return out
+
+
+def sink_sets(m, ids, kind, bos_sink, ratio, naive=False):
+    """Per layer the sorted sink positions of a run with init kind `kind`: token level
+    only, {0} with bos_sink, plus (ratio > 0) the attention sinks of the layer's real
+    attention on the prompt (the A the attention rule freezes)."""
+    L = n_layers(m)
+    base = [0] if (kind == "tokens" and bos_sink) else []
+    if kind != "tokens" or ratio <= 0:
+        return [list(base) for _ in range(L)]
+    x, out = embed(m, ids), []
+    for l in range(L):
+        A = attention_real(m, l, x)["A"]
+        found = attention_sinks_naive(A.tolist(), ratio) if naive else attention_sinks(A, ratio)
+        out.append(sorted(set(base) | set(found)))
+        x, _ = advance(m, x, 2 * l, 2 * l + 2)
+    return out
+
+
+def sink_members(sets, first, size):
+    """Sink positions per layer -> the pass's (component, position) pairs: token j is
+    member j, component j - first in the pass holding members first..first+size-1 (the
+    positions member, index N, is never a sink position)."""
+    return [[(j - first, j) for j in js if first <= j < first + size] for js in sets]
+
+
 def decompose(m, ids, init=None, end=None, split="softmax", temperature=0.1, bos_sink=True,
-              chunk_size=0, naive=False):
+              chunk_size=0, naive=False, sink_ratio=0.0):
     """DePass with every option. init: dict (see start_components; default token level at
-    the embeddings); end: boundary index (default the output). Returns dict(labels,
-    members [K, N, D], bias [N, D], chunk_residual [N, D] or None, state [N, D] at the end
-    (final-normed at the output), unembedding [V, D], chunks, max_rel_err)."""
+    the embeddings); end: boundary index (default the output); sink_ratio > 0 adds the
+    attention-derived sinks (token level). Returns dict(labels, members [K, N, D], bias
+    [N, D], chunk_residual [N, D] or None, state [N, D] at the end (final-normed at the
+    output), unembedding [V, D], chunks, max_rel_err, sinks: per layer the sorted sink
+    positions)."""
     init = init or {"kind": "tokens", "start": 0}
     L2 = 2 * n_layers(m)
     end = L2 if end is None else end
     b0, x, members, labels, bias0, read = start_components(m, ids, init)
     assert b0 <= end <= L2, (b0, end)
     K = members.shape[0]
-    token_sink = init["kind"] == "tokens" and bos_sink
+    sinks = sink_sets(m, ids, init["kind"], bos_sink, sink_ratio, naive)
     _, U = final_view(m)
     x_in, zero = (read[0] if read else None), torch.zeros_like(x)
     if not chunk_size:
         C = torch.cat([members, bias0[None]])
         C_in = torch.cat([read[1], zero[None]]) if read else None
-        state, C, errs = run_pass(m, b0, x, C, K, 0 if token_sink else None, end, split, temperature, naive,
+        state, C, errs = run_pass(m, b0, x, C, K, sink_members(sinks, 0, K), end, split, temperature, naive,
                                   x_in, C_in)
         return dict(labels=labels, members=C[:K], bias=C[K], chunk_residual=None, state=state,
-                    unembedding=U, chunks=1, max_rel_err=max(errs))
+                    unembedding=U, chunks=1, max_rel_err=max(errs), sinks=sinks)
     out, bias, errs, chunks = torch.zeros_like(members[:, :, :] if end < L2 else members), None, [], 0
     for first in range(0, K, chunk_size):
         part = members[first:first + chunk_size]
@@ -2120,8 +2190,8 @@ def decompose(m, ids, init=None, end=None, split="softmax", temperature=0.1, bos
         if read:  # the members' parts of the layer input; the remainder reads the rest of it
             rp = read[1][first:first + chunk_size]
             C_in = torch.cat([rp, (x_in - rp.sum(0))[None], zero[None]])
-        sink = 0 if (token_sink and first == 0) else None
-        state, C, e = run_pass(m, b0, x, C, C.shape[0] - 1, sink, end, split, temperature, naive, x_in, C_in)
+        sk = sink_members(sinks, first, part.shape[0])
+        state, C, e = run_pass(m, b0, x, C, C.shape[0] - 1, sk, end, split, temperature, naive, x_in, C_in)
         out[first:first + part.shape[0]] = C[:part.shape[0]]
         if first == 0:
             bias = C[-1]
@@ -2129,4 +2199,4 @@ def decompose(m, ids, init=None, end=None, split="softmax", temperature=0.1, bos
         chunks += 1
     residual = state - bias - out.sum(0)
     return dict(labels=labels, members=out, bias=bias, chunk_residual=residual, state=state,
-                unembedding=U, chunks=chunks, max_rel_err=max(errs))
+                unembedding=U, chunks=chunks, max_rel_err=max(errs), sinks=sinks)
