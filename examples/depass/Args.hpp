@@ -145,8 +145,8 @@ inline const std::vector<std::string> kFlags = {"--help",  "--no-bos-sink", "--e
 inline const std::vector<std::string> kModelOptions = {"--model", "--tokenizer", "--precision", "--threads"};
 inline const std::vector<std::string> kInputOptions = {"--prompt", "--prompt-file", "--ids",           "--position",
                                                        "--target", "--contrast",    "--target-position"};
-inline const std::vector<std::string> kSplitOptions = {"--mlp-split", "--temperature", "--no-bos-sink", "--chunk-size",
-                                                       "--memory-budget"};
+inline const std::vector<std::string> kSplitOptions = {"--mlp-split", "--temperature", "--no-bos-sink", "--sink-ratio",
+                                                       "--chunk-size", "--memory-budget"};
 inline const std::vector<std::string> kOutputOptions = {"--format", "--output",      "--json", "--top",
                                                         "--color",  "--no-progress", "--quiet"};
 

@@ -131,6 +131,12 @@ inline depass::DecomposeOptions decompose_options(const Args& args) {
   if (!(options.temperature > 0) || !std::isfinite(options.temperature))
     throw UsageError("--temperature must be a finite number > 0, got '" + args.get("--temperature") + "'");
   options.bos_sink = !args.has("--no-bos-sink");
+  if (args.has("--sink-ratio")) {
+    options.sink_ratio = args.number("--sink-ratio", 0);
+    if (!(options.sink_ratio > 0) || !std::isfinite(options.sink_ratio))
+      throw UsageError("--sink-ratio must be a finite number > 0, got '" + args.get("--sink-ratio") +
+                       "' (leave it out for the BOS sink alone)");
+  }
   if (args.has("--chunk-size") && args.has("--memory-budget"))
     throw UsageError("give --chunk-size or --memory-budget, not both");
   if (args.has("--chunk-size")) {
@@ -224,6 +230,7 @@ json document(const char* schema, const Args& args, const depass::DecomposeOptio
   doc["mlp_split"] = depass::to_string(options.split);
   doc["temperature"] = options.temperature;
   doc["bos_sink"] = options.bos_sink;
+  if (options.sink_ratio > 0) doc["sink_ratio"] = options.sink_ratio;
   if (options.chunk_size > 0) doc["chunk_size"] = options.chunk_size;
   if (options.memory_budget_bytes > 0) doc["memory_budget_bytes"] = options.memory_budget_bytes;
   return doc;

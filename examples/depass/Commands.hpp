@@ -95,6 +95,8 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
   "                       or path (integrated over gate and up; docs/method.md)\n"            \
   "  --temperature T      softmax split temperature (default 0.1)\n"                          \
   "  --no-bos-sink        let the first token receive MLP output at later positions\n"        \
+  "  --sink-ratio R       also treat as sinks the positions a layer's attention gives >= R x\n" \
+  "                       uniform attention (mean over heads and >= 8 later queries; e.g. 4)\n" \
   "  --chunk-size C       propagate components in chunks of C >= 1 (less memory; results then\n" \
   "                       carry a \"chunk residual\", see docs/cli.md)\n"                    \
   "  --memory-budget B    chunk so that the components fit in B bytes (512K, 200M, 2G)\n"

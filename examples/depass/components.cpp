@@ -151,9 +151,11 @@ Prediction<Scalar> predict(const Request& r, const Loaded<Scalar>& l) {
 /// other components --no-bos-sink would change nothing, so it is refused, and their
 /// documents carry no bos_sink field.
 inline void refuse_sink_option(const Args& args, bool token_level) {
-  if (!token_level && args.has("--no-bos-sink"))
-    throw UsageError("--no-bos-sink applies to token components only (tokens, generate --explain, decode --init tokens): "
-                     "the BOS sink is a rule of the token-level split");
+  for (const char* option : {"--no-bos-sink", "--sink-ratio"})
+    if (!token_level && args.has(option))
+      throw UsageError(std::string(option) +
+                       " applies to token components only (tokens, generate --explain, decode --init tokens): "
+                       "sinks are a rule of the token-level split");
 }
 
 template <typename Scalar>
@@ -161,6 +163,7 @@ json start_document(const char* schema, const Args& args, const depass::Decompos
                     const Prediction<Scalar>& p, bool token_level = false) {
   json doc = document<Scalar>(schema, args, options);
   if (!token_level) doc.erase("bos_sink");
+  if (!token_level) doc.erase("sink_ratio");
   doc["tokens"] = tokens_json(l, p.q.ids);
   doc["position"] = p.q.position;
   add_explained(doc, l, p.q, p.logits);

@@ -30,6 +30,7 @@ const char* kEvaluateHelp =
     "                       [--layers L,...] [--probe-layer L] [--probe-site attention|mlp]\n"
     "                       [--train-fraction 0.5] [--steps 100] [--rule riemann|gauss-legendre]\n"
     "                       [--keep-last] [--mlp-split RULE] [--temperature T] [--no-bos-sink]\n"
+    "                       [--sink-ratio R]\n"
     "\n"
     "Faithfulness of attribution methods (docs/faithfulness.md): each method ranks the inputs\n"
     "(tokens, heads or neurons) of every record, the top-ranked ones are removed and the\n"
@@ -70,7 +71,7 @@ const char* kEvaluateHelp =
     "  --probe-site S       subspace: attention (before the attention block, default) or mlp\n"
     "  --train-fraction F   subspace: share of the records that train the probe (default 0.5)\n"
     "  --steps K, --rule R  integrated gradients: nodes (default 100) and rule\n"
-    "  --mlp-split RULE, --temperature T, --no-bos-sink\n"
+    "  --mlp-split RULE, --temperature T, --no-bos-sink, --sink-ratio R\n"
     "                       depass: its split rule (softmax, argmax, proportional, path) and\n"
     "                       options, as for `depass tokens` (default: softmax, T = 0.1, sink on)\n"
     "  --no-progress        no progress bar (it shows on a terminal only)\n"
@@ -151,7 +152,7 @@ void refuse_unused(const Args& args, const EvalSettings& s) {
   only("--steps", ig, "--methods with ig");
   only("--rule", ig, "--methods with ig");
   const bool depass = std::find(s.methods.begin(), s.methods.end(), Method::DePass) != s.methods.end();
-  for (const char* option : {"--mlp-split", "--temperature", "--no-bos-sink"}) only(option, depass, "--methods with depass");
+  for (const char* option : {"--mlp-split", "--temperature", "--no-bos-sink", "--sink-ratio"}) only(option, depass, "--methods with depass");
 }
 
 std::vector<int> int_list(const Args& args, const char* option) {
@@ -206,6 +207,7 @@ json describe(const Args& args, const EvalSettings& s, const std::string& precis
   if (s.depass.split != plain.split) run["mlp_split"] = depass::to_string(s.depass.split);
   if (s.depass.temperature != plain.temperature) run["temperature"] = s.depass.temperature;
   if (s.depass.bos_sink != plain.bos_sink) run["bos_sink"] = s.depass.bos_sink;
+  if (s.depass.sink_ratio != plain.sink_ratio) run["sink_ratio"] = s.depass.sink_ratio;
   if (s.keep_last) run["keep_last"] = true;
   return run;
 }
@@ -681,7 +683,7 @@ int run_evaluate(const Args& args) {
 int command_evaluate(const Args& args) {
   args.allow_only({"--model", "--tokenizer", "--precision", "--threads", "--data", "--protocol", "--methods", "--out", "--resume",
                    "--limit", "--percents", "--replace", "--ks", "--layers", "--probe-layer", "--probe-site", "--train-fraction",
-                   "--steps", "--rule", "--mlp-split", "--temperature", "--no-bos-sink", "--keep-last", "--no-progress", "--help"});
+                   "--steps", "--rule", "--mlp-split", "--temperature", "--no-bos-sink", "--sink-ratio", "--keep-last", "--no-progress", "--help"});
   return with_precision(args, "double", [&](auto s) { return run_evaluate<decltype(s)>(args); });
 }
 

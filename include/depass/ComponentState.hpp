@@ -10,6 +10,7 @@
 #include "ComponentTensor.hpp"
 #include "Shards.hpp"
 #include "Weights.hpp"
+#include "layers/AttentionSinks.hpp"
 #include "layers/NeuronSplit.hpp"
 
 namespace depass {
@@ -55,7 +56,11 @@ template <typename Scalar>
 struct ComponentState {
   ComponentTensor<Scalar> tensor;    // M x N x D
   Eigen::Index bias_component = -1;  // receives biases, norm offsets and neurons nobody drives
-  Eigen::Index sink_component = -1;  // attention sink: drives MLP neurons only at position 0
+  /// The attention sinks of the next MLP split, each driving neurons only at its own
+  /// position; with sink_policy.from_attention(), Model::run_block renews them after each
+  /// attention from its probabilities.
+  std::vector<Sink> sinks;
+  SinkPolicy sink_policy;
   /// Per component, the first position that can be non-zero (rows before it are zero and
   /// stay zero: token m never reaches positions < m under the causal mask). Empty: all 0.
   /// The engine skips the zero rows, which halves the work of a token-level run.

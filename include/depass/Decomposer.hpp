@@ -23,6 +23,10 @@ struct DecomposeOptions {
   MlpSplit split = MlpSplit::Softmax;
   double temperature = 0.1;            // softmax split temperature, > 0
   bool bos_sink = true;                // token level: position 0 gets MLP output only at itself
+  /// Token level, >= 0: 0 = off; else before each MLP, every position that the layer's
+  /// attention gives at least sink_ratio x uniform attention (mean over the heads and over
+  /// at least kSinkMinQueries later queries) gets MLP output only at itself too.
+  double sink_ratio = 0;
   Boundary end = Boundary::output();   // where propagation stops
   /// 0: no limit. Else a bound on the run's working memory in bytes (component tensors,
   /// engine scratch, the result, the forward pass's buffers; not the model): components
@@ -247,6 +251,11 @@ class Decomposer {
     MatrixType x = model_.embed(ids, hook);
     const detail::Start<Scalar> start = builder.build(x, ids, init, hook);
     const int end_index = builder.boundary_index(options.end, "end");
+    if (options.sink_ratio > 0 && init.kind == InitKind::Token && start.boundary_index % 2 == 1)
+      throw std::invalid_argument(
+          "sink_ratio: a token-level run that starts before an MLP (" +
+          Boundary::from_index(start.boundary_index, model_.config().n_layers).to_string() +
+          ") has no attention of that layer to find its sinks in; start before an attention block or set sink_ratio = 0");
     if (end_index < start.boundary_index)
       throw std::invalid_argument("end boundary (" + options.end.to_string() +
                                   ") lies before the start of the decomposition (" +
@@ -301,6 +310,11 @@ class Decomposer {
       throw std::invalid_argument("work_rows = " + std::to_string(options.work_rows) + " must be > 0");
     if (options.chunk_size < 0)
       throw std::invalid_argument("chunk_size = " + std::to_string(options.chunk_size) + " must be >= 0");
+    if (!(options.sink_ratio >= 0.0) || !std::isfinite(options.sink_ratio))
+      throw std::invalid_argument("sink_ratio = " + std::to_string(options.sink_ratio) + " must be a finite number >= 0");
+    if (options.shards && options.sink_ratio > 0)
+      throw std::invalid_argument("shards: a sharded run takes no sink_ratio (a sink's shares would move to the bias "
+                                  "component of another process)");
     if (options.shards && (options.chunk_size > 0 || options.memory_budget_bytes > 0 || options.straightforward))
       throw std::invalid_argument(
           "shards: a sharded run takes neither chunk_size, memory_budget_bytes nor straightforward "
@@ -343,11 +357,20 @@ class Decomposer {
     return lo;
   }
 
+  /// The pass's rule and engine; its sinks: the token members, when the components are
+  /// tokens, are the members [0, count) from position first_member, up to the N-th.
   static void configure(ComponentState<Scalar>& cs, const DecomposeOptions& options, const Initialisation<Scalar>& init,
-                        Eigen::Index first_member) {
+                        Eigen::Index first_member, Eigen::Index count, Eigen::Index N) {
     cs.split = options.split_rule();
     cs.engine = options.engine_options();
-    cs.sink_component = init.kind == InitKind::Token && options.bos_sink && first_member == 0 ? 0 : -1;
+    cs.sink_policy = SinkPolicy{};
+    if (init.kind == InitKind::Token) {
+      cs.sink_policy.bos = options.bos_sink;
+      cs.sink_policy.ratio = options.sink_ratio;
+      cs.sink_policy.first_token = first_member;
+      cs.sink_policy.tokens = std::max<Eigen::Index>(0, std::min(count, N - first_member));
+    }
+    cs.sinks = cs.sink_policy.fixed();
   }
 
   /// One pass from the start boundary to the end; returns the real end state. `input`: the
@@ -404,8 +427,8 @@ class Decomposer {
     const Eigen::Index count = static_cast<Eigen::Index>(mine.size());
     const bool root = group.rank() == 0;
     ComponentState<Scalar> cs;
-    configure(cs, options, init, 0);
-    if (count == 0 || mine.front() != 0) cs.sink_component = -1;  // the sink is member 0
+    // BOS is a sink only where it is member 0 (sink_ratio is refused with shards).
+    configure(cs, options, init, 0, count > 0 && mine.front() == 0 ? 1 : 0, N);
     cs.shards = &group;
     const auto build = [&](const detail::Start<Scalar>& s, ComponentTensor<Scalar>& C) {
       C.resize(count + (root ? 1 : 0), N, D);
@@ -467,7 +490,7 @@ class Decomposer {
                  int end_index, const Hook<Scalar>& hook, Parts& parts) const {
     const Eigen::Index K = start.members();
     ComponentState<Scalar> cs;
-    configure(cs, options, init, 0);
+    configure(cs, options, init, 0, K, start.state.rows());
     const auto build = [K](const detail::Start<Scalar>& s, ComponentTensor<Scalar>& C) {
       C.resize(K + 1, s.state.rows(), s.state.cols());
       for (Eigen::Index m = 0; m < K; ++m) s.fill(m, C.component(m));
@@ -508,7 +531,7 @@ class Decomposer {
     ComponentState<Scalar> cs;  // reused by every chunk: the engine's buffers stay allocated
     for (Eigen::Index first = 0; first < K; first += chunk) {
       const Eigen::Index count = std::min<Eigen::Index>(chunk, K - first);
-      configure(cs, options, init, first);
+      configure(cs, options, init, first, count, N);
       cs.first_position.assign(start.first.begin() + first, start.first.begin() + first + count);
       cs.first_position.insert(cs.first_position.end(), {0, 0});
       const auto build = [first, count, N, D](const detail::Start<Scalar>& s, ComponentTensor<Scalar>& C) {

@@ -142,7 +142,8 @@ class Model {
 
   /// Block b (2l: layer l's attention, 2l+1: its MLP) on x. `input` carries the layer's
   /// input from the attention to the MLP (a parallel-residual model's MLP reads it); it is
-  /// assigned, not rebuilt, so a pass reuses its memory layer after layer.
+  /// assigned, not rebuilt, so a pass reuses its memory layer after layer. With sinks from
+  /// the attention (ComponentState::sink_policy), the attention renews the MLP's sinks.
   void run_block(int b, MatrixType& x, ComponentState<Scalar>* components, const Hook<Scalar>& hook,
                  LayerInput<Scalar>& input) const {
     const bool parallel = config().parallel_residual;
@@ -154,7 +155,10 @@ class Model {
       input.state = x;
       if (components) input.components = components->tensor;
     }
-    attention_block(b / 2, x, components, hook);
+    const typename Attention<Scalar>::Forward real = attention_block(b / 2, x, components, hook);
+    // The layer's MLP split treats as sinks the positions this attention does.
+    if (components && components->sink_policy.from_attention())
+      components->sinks = components->sink_policy.of_layer(real.probs, config().n_heads);
   }
 
   /// Both blocks of a layer: attention then MLP, or (parallel residual) both from the layer's input.

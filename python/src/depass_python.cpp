@@ -438,16 +438,17 @@ void bind_model(py::module_& m, const char* name) {
       .def(
           "decompose",
           [](const PM& p, const py::object& prompt, const InitSpec& init, const std::string& split, double temperature,
-             bool bos_sink, const py::object& end, long chunk_size, std::size_t memory_budget_bytes,
+             bool bos_sink, double sink_ratio, const py::object& end, long chunk_size, std::size_t memory_budget_bytes,
              const std::vector<long>& keep_positions, bool straightforward, long work_rows, const py::object& progress,
              const py::object& trace) {
-            const DecomposeOptions options = make_options(split, temperature, bos_sink, to_boundary(end, "end"), chunk_size,
-                                                          memory_budget_bytes, keep_positions, straightforward, work_rows);
+            DecomposeOptions options = make_options(split, temperature, bos_sink, to_boundary(end, "end"), chunk_size,
+                                                    memory_budget_bytes, keep_positions, straightforward, work_rows);
+            options.sink_ratio = sink_ratio;
             return decompose(p, prompt, init, options, progress, trace);
           },
           py::arg("prompt"), py::arg("init") = InitSpec{}, py::arg("split") = "softmax", py::arg("temperature") = 0.1,
-          py::arg("bos_sink") = true, py::arg("end") = Boundary::output(), py::arg("chunk_size") = 0,
-          py::arg("memory_budget_bytes") = 0, py::arg("keep_positions") = std::vector<long>{},
+          py::arg("bos_sink") = true, py::arg("sink_ratio") = 0.0, py::arg("end") = Boundary::output(),
+          py::arg("chunk_size") = 0, py::arg("memory_budget_bytes") = 0, py::arg("keep_positions") = std::vector<long>{},
           py::arg("straightforward") = false, py::arg("work_rows") = DecomposeOptions{}.work_rows,
           py::arg("progress") = py::none(), py::arg("trace") = py::none(), kDecomposeDoc)
       .def("__repr__", [name](const PM& p) {

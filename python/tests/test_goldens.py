@@ -114,7 +114,7 @@ def test_option_goldens(name, precision, tmp_path_factory):
         o = case["options"]
         result = model.decompose(golden["prompts"][case["prompt"]], init=make_init(golden, case["init"]),
                                  split=o["split"], temperature=o["temperature"], bos_sink=o["bos_sink"],
-                                 chunk_size=o["chunk_size"], end=o["end"])
+                                 sink_ratio=o.get("sink_ratio", 0.0), chunk_size=o["chunk_size"], end=o["end"])
         tol = tolerance(precision, o["split"])
         try:
             if "end_values" in case:

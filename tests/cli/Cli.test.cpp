@@ -558,6 +558,8 @@ TEST_CASE("depass: bad options fail with a clear message and a non-zero exit", "
       {"tokens " + m + " --output out.xyz", "cannot tell the format of --output 'out.xyz'", 2},
       {"tokens " + m + " --bogus 1", "unknown option --bogus", 2},
       {"tokens " + m + " --temperature 0", "--temperature must be a finite number > 0", 2},
+      {"tokens " + m + " --sink-ratio -1", "--sink-ratio must be a finite number > 0, got '-1'", 2},
+      {"tokens " + m + " --sink-ratio nan", "--sink-ratio", 2},
       {"tokens " + m + " --top x", "option --top expects an integer, got 'x'", 2},
       {"tokens --model " + test::sh(stories) + " --ids 1,600", "--ids: token id 600 at position 1 is unknown", 2},
       {"tokens --model " + test::sh(stories), "give exactly one of --prompt, --prompt-file and --ids", 2},

@@ -231,6 +231,11 @@ TEST_CASE("depass evaluate --mlp-split path: the sink option moves only BOS's sh
   CHECK(run["mlp_split"] == "path");
   CHECK_FALSE(run.contains("bos_sink"));  // the default is not recorded
   CHECK(read_json_file(dir.path("nosink") + "/run.json")["bos_sink"] == false);
+  REQUIRE(run_cli(base + " --sink-ratio 4 --out " + sh(dir.path("sinks4"))).code == 0);
+  CHECK(read_json_file(dir.path("sinks4") + "/run.json")["sink_ratio"] == 4.0);
+  CHECK_FALSE(run.contains("sink_ratio"));
+  const RunResult more_sinks = run_cli(base + " --sink-ratio 4 --resume --out " + sh(dir.path("sink")));
+  CHECK(more_sinks.code == 2);
   // Resuming with another rule (here: the default) is refused.
   const RunResult other = run_cli(evaluate_base(stories_data()) + " --protocol disrupt --methods depass --limit 4 --resume --out " +
                                   sh(dir.path("sink")));

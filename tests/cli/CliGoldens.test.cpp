@@ -77,6 +77,11 @@ std::string split_flags(const json& c) {
     f += " --temperature " + std::string(t);
   }
   if (!o.at("bos_sink").get<bool>()) f += " --no-bos-sink";
+  if (o.value("sink_ratio", 0.0) > 0) {
+    char r[64];
+    std::snprintf(r, sizeof r, "%.17g", o.at("sink_ratio").get<double>());
+    f += " --sink-ratio " + std::string(r);
+  }
   if (o.at("chunk_size").get<long>() > 0) f += " --chunk-size " + std::to_string(o.at("chunk_size").get<long>());
   return f;
 }
@@ -143,6 +148,10 @@ TEST_CASE("CLI goldens: depass tokens on stories260K", "[cli][golden]") {
   DEPASS_REQUIRE_MODEL(path, golden.at("model").get<std::string>());
   check_tokens_command(path, golden, golden_case(golden, "tokens softmax T=0.1"), 3);
   check_tokens_command(path, golden, golden_case(golden, "tokens chunk 7"), 0);
+  // Sinks from the attention (positions 6 and 7 in later layers), whole and chunked.
+  check_tokens_command(path, golden, golden_case(golden, "tokens path attention sinks"), 1);
+  check_tokens_command(path, golden, golden_case(golden, "tokens argmax attention sinks no bos sink"), 0);
+  check_tokens_command(path, golden, golden_case(golden, "tokens chunk 3 path attention sinks"), 1);
 }
 
 TEST_CASE("CLI goldens: depass modules", "[cli][golden]") {

@@ -575,7 +575,8 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
            {" --temperature 0.05", "tokens softmax T=0.05"}, {" --mlp-split argmax", "tokens argmax"},
            {" --mlp-split proportional", "tokens proportional"}, {" --no-bos-sink", "tokens softmax no sink"},
            {" --chunk-size 7", "tokens chunk 7"}, {" --mlp-split path", "tokens path"},
-           {" --mlp-split path --no-bos-sink", "tokens path no sink"}, {" --mlp-split path --chunk-size 3", "tokens chunk 3 path"}}) {
+           {" --mlp-split path --no-bos-sink", "tokens path no sink"}, {" --mlp-split path --chunk-size 3", "tokens chunk 3 path"},
+           {" --sink-ratio 1.025", "tokens softmax attention sinks"}}) {
     INFO("decode" << flags);
     const json doc = doc_of("decode" + model + ids + flags);
     const json& r = readout_at(option_case(name), 15);
@@ -600,14 +601,15 @@ TEST_CASE("depass split and chunk flags on modules, heads, neurons, subspace and
     const std::size_t per_component = bytes_per_component(base);
     const std::string budget = std::to_string(per_component);  // chunks of one component
     const std::vector<std::string> flags = {" --temperature 1", " --mlp-split argmax", " --mlp-split proportional", " --mlp-split path",
-                                            " --no-bos-sink", " --chunk-size 1", " --memory-budget " + budget};
+                                            " --no-bos-sink", " --sink-ratio 4", " --chunk-size 1", " --memory-budget " + budget};
     json chunk_of_one;
     for (const std::string& flag : flags) {
       INFO(base << flag);
-      if (flag == " --no-bos-sink") {
+      if (flag == " --no-bos-sink" || flag == " --sink-ratio 4") {
         const dt::RunResult refused = dt::run_cli(base + flag);
         CHECK(refused.code == 2);
-        CHECK(refused.err.find("--no-bos-sink applies to token components only") != kNpos);
+        CHECK(refused.err.find(flag.substr(1, flag.find(' ', 1) == std::string::npos ? std::string::npos : flag.find(' ', 1) - 1) +
+                               " applies to token components only") != kNpos);
         continue;
       }
       const json doc = doc_of(base + flag);

@@ -80,6 +80,7 @@ DecomposeOptions make_options(const json& o) {
   options.split = parse_mlp_split(o.at("split"));
   options.temperature = o.at("temperature");
   options.bos_sink = o.at("bos_sink");
+  options.sink_ratio = o.value("sink_ratio", 0.0);
   options.chunk_size = o.at("chunk_size");
   options.end = parse_boundary(o.at("end"));
   return options;
@@ -208,6 +209,22 @@ void check_linear_rope_logits(const Model<Scalar>& model, const json& golden) {
   }
 }
 
+/// The reference's sink positions per layer (BOS first, when on) against
+/// attention_sink_positions on the real pass's probabilities.
+template <typename Scalar>
+void check_sinks(const Model<Scalar>& model, const std::vector<int>& ids, const json& c) {
+  const json& o = c.at("options");
+  std::vector<std::vector<Eigen::Index>> found(static_cast<std::size_t>(model.config().n_layers));
+  const Hook<Scalar> hook = [&](const HookEvent<Scalar>& e) {
+    if (std::string(e.name) != "attn_probs") return;
+    std::vector<Eigen::Index> positions = attention_sink_positions(e.value, model.config().n_heads, o.at("sink_ratio"));
+    if (o.at("bos_sink").get<bool>() && (positions.empty() || positions.front() != 0)) positions.insert(positions.begin(), 0);
+    found[static_cast<std::size_t>(e.layer)] = positions;
+  };
+  model.forward(ids, hook);
+  CHECK(found == c.at("sinks").get<std::vector<std::vector<Eigen::Index>>>());
+}
+
 template <typename Scalar>
 void check_golden_file(const std::string& name) {
   const json golden = read_golden("options_" + name + ".json");
@@ -229,6 +246,7 @@ void check_golden_file(const std::string& name) {
     INFO(name << ": " << c.at("name").get<std::string>());
     const Decomposition<Scalar> result =
         decomposer.run(ids, make_init<Scalar>(golden, c.at("init")), make_options(c.at("options")));
+    if (c.contains("sinks")) check_sinks(model, ids, c);
     if (c.contains("readouts")) check_readouts(result, c, split);
     else check_end_values(result, golden, c, split);
   }

@@ -155,7 +155,8 @@ TEST_CASE("With shards_share_result every rank receives the whole result", "[eng
   }
 }
 
-TEST_CASE("A sharded run refuses chunking, a memory budget and the straightforward engine", "[engine][shards]") {
+TEST_CASE("A sharded run refuses chunking, a memory budget, the straightforward engine and sinks from the attention",
+          "[engine][shards]") {
   const auto models = test::shard_family_models();
   const Model<double> model(io::load_checkpoint<double>(models[0].first));
   test::ThreadShardHub hub(1);
@@ -169,4 +170,9 @@ TEST_CASE("A sharded run refuses chunking, a memory budget and the straightforwa
     CHECK_THROWS_WITH(Decomposer<double>(model).run(models[0].second, Initialisation<double>::tokens(), options),
                       Catch::Contains("shards: a sharded run takes neither"));
   }
+  DecomposeOptions options;
+  options.shards = &group;
+  options.sink_ratio = 4;
+  CHECK_THROWS_WITH(Decomposer<double>(model).run(models[0].second, Initialisation<double>::tokens(), options),
+                    Catch::Contains("shards: a sharded run takes no sink_ratio"));
 }

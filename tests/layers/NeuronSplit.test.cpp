@@ -55,16 +55,6 @@ TEMPLATE_TEST_CASE("split_neuron: each rule on a hand-computed case", "[layers]"
   CHECK((share[0] == 0 && share[1] == 0 && share[2] == 0));
 }
 
-TEST_CASE("exclude_sink keeps the sink's own position only", "[layers]") {
-  Eigen::MatrixXd rows = Eigen::MatrixXd::Ones(4, 3);
-  exclude_sink(rows, 0);
-  CHECK(rows.row(0).sum() == 3);
-  CHECK(rows.bottomRows(3).cwiseAbs().sum() == 0);
-  Eigen::MatrixXd later = Eigen::MatrixXd::Ones(2, 3);
-  exclude_sink(later, 5);  // rows of positions 5 and 6: none is the sink's own
-  CHECK(later.cwiseAbs().sum() == 0);
-}
-
 TEMPLATE_TEST_CASE("The vectorised split kernel equals split_neuron", "[layers][engine]", DEPASS_TEST_SCALARS) {
   using S = TestType;
   using Kernel = detail::SplitKernel<S>;
@@ -277,19 +267,6 @@ TEMPLATE_TEST_CASE("The split kernel's path rule equals split_neuron_path", "[la
     CHECK((g.leftCols(I) - expected).cwiseAbs().maxCoeff() <= tol);
     CHECK(g.rightCols(padded - I).cwiseAbs().maxCoeff() == 0);
   }
-}
-
-TEST_CASE("merge_sink_into_bias moves the sink's rows past position 0 to the bias", "[layers]") {
-  Eigen::MatrixXd sink = Eigen::MatrixXd::Constant(4, 3, 2.0), bias = Eigen::MatrixXd::Ones(4, 3);
-  merge_sink_into_bias(sink, bias, 0);
-  CHECK(sink.row(0).sum() == 6);
-  CHECK(sink.bottomRows(3).cwiseAbs().sum() == 0);
-  CHECK(bias.row(0).sum() == 3);
-  CHECK(bias.bottomRows(3).sum() == 27);
-  Eigen::MatrixXd later = Eigen::MatrixXd::Constant(2, 3, 2.0), later_bias = Eigen::MatrixXd::Zero(2, 3);
-  merge_sink_into_bias(later, later_bias, 5);
-  CHECK(later.cwiseAbs().sum() == 0);
-  CHECK(later_bias.sum() == 12);
 }
 
 TEST_CASE("split_neuron refuses the path rule, which needs up contributions", "[layers]") {

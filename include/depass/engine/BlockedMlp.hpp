@@ -29,7 +29,8 @@ namespace detail {
 struct MlpTile {
   Eigen::Index p0 = 0, p1 = 0;
   std::vector<Eigen::Index> members, start, offset;
-  Eigen::Index rows = 0, bias_member = -1, sink_member = -1;
+  Eigen::Index rows = 0, bias_member = -1;
+  std::vector<Sink> sinks;  // the state's sinks live here: component = member slot
 
   template <typename Scalar>
   MlpTile(const ComponentState<Scalar>& cs, Eigen::Index from, Eigen::Index to) : p0(from), p1(to) {
@@ -37,11 +38,15 @@ struct MlpTile {
       const Eigen::Index first = cs.first(m);
       if (first >= p1) continue;
       if (cs.is_bias(m)) bias_member = static_cast<Eigen::Index>(members.size());
-      if (m == cs.sink_component) sink_member = static_cast<Eigen::Index>(members.size());
       members.push_back(m);
       start.push_back(std::max(first, p0));
       offset.push_back(rows);
       rows += p1 - start.back();
+    }
+    for (const Sink& sink : cs.sinks) {  // members ascend: find each sink's slot
+      const auto it = std::lower_bound(members.begin(), members.end(), sink.component);
+      if (it != members.end() && *it == sink.component)
+        sinks.push_back(Sink{static_cast<Eigen::Index>(it - members.begin()), sink.position});
     }
   }
   Eigen::Index count() const { return static_cast<Eigen::Index>(members.size()); }
@@ -78,22 +83,27 @@ bool split_tile(const ComponentState<Scalar>& cs, MlpKind kind, const MlpTile& t
   return orphan;
 }
 
-/// Before the split: the sink's contributions past position 0 leave the split (softmax,
-/// argmax, proportional) or join the bias component's (path rule, which stays exact so).
+/// Before the split: each sink's contributions past its own position leave the split
+/// (softmax, argmax, proportional) or join the bias component's (path rule, which stays
+/// exact so).
 template <typename Scalar, typename Rows>
-void handle_sink(const ComponentState<Scalar>& cs, const MlpTile& tile, Rows& gate_rows, Rows* up_rows) {
-  if (tile.sink_member < 0) return;
-  const Eigen::Index s = tile.sink_member, from = tile.start[static_cast<std::size_t>(s)];
-  if (cs.split.split != MlpSplit::Path) {
-    exclude_sink(gate_rows.middleRows(tile.at(s), tile.length(s)), from);
-    return;
+void handle_sinks(const ComponentState<Scalar>& cs, const MlpTile& tile, Rows& gate_rows, Rows* up_rows) {
+  for (const Sink& sink : tile.sinks) {
+    const Eigen::Index s = sink.component, from = tile.start[static_cast<std::size_t>(s)];
+    if (cs.split.split != MlpSplit::Path) {
+      exclude_sink(gate_rows.middleRows(tile.at(s), tile.length(s)), from, sink.position);
+      continue;
+    }
+    // The bias starts at position 0, so its rows cover the sink's: align them.
+    const Eigen::Index b = tile.bias_member;
+    if (b < 0) throw std::logic_error("the path rule's sink handling needs a bias component");
+    const Eigen::Index at_b = tile.at(b) + from - tile.start[static_cast<std::size_t>(b)];
+    merge_sink_into_bias(gate_rows.middleRows(tile.at(s), tile.length(s)), gate_rows.middleRows(at_b, tile.length(s)),
+                         from, sink.position);
+    if (up_rows)
+      merge_sink_into_bias(up_rows->middleRows(tile.at(s), tile.length(s)), up_rows->middleRows(at_b, tile.length(s)),
+                           from, sink.position);
   }
-  // The bias and the sink both start at position 0, so they share the tile's positions.
-  const Eigen::Index b = tile.bias_member;
-  if (b < 0 || tile.length(b) != tile.length(s)) throw std::logic_error("the path rule's sink handling needs a bias component");
-  merge_sink_into_bias(gate_rows.middleRows(tile.at(s), tile.length(s)), gate_rows.middleRows(tile.at(b), tile.length(b)), from);
-  if (up_rows)
-    merge_sink_into_bias(up_rows->middleRows(tile.at(s), tile.length(s)), up_rows->middleRows(tile.at(b), tile.length(b)), from);
 }
 
 /// The tile length every process of a sharded run uses (its split meets the others per
@@ -153,7 +163,7 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
       mlp.up_contributions(normed, StridedMap(up_rows.data(), R, I, Eigen::OuterStride<>(padded_i)), bias_begin, bias_rows);
       up_rows.rightCols(padded_i - I).setZero();
     }
-    handle_sink(cs, tile, gate_rows, use_up ? &up_rows : nullptr);
+    handle_sinks(cs, tile, gate_rows, use_up ? &up_rows : nullptr);
     if (cs.shards) split_tile_sharded(cs, mlp.kind(), tile, gate_rows, use_up ? &up_rows : nullptr, act_rows);
     else if (split_tile(cs, mlp.kind(), tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
     RowMap update(base, R, D);

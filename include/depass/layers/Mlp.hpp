@@ -139,12 +139,15 @@ class Mlp {
       u.resize(M * N, I);
       up_contributions(normed, u, bias_begin, bias_rows);
     }
-    if (cs.sink_component >= 0 && path) {
+    for (const Sink& sink : cs.sinks) {
+      const Eigen::Index s = sink.component * N, b = cs.bias_component * N;
+      if (!path) {
+        exclude_sink(g.middleRows(s, N), 0, sink.position);
+        continue;
+      }
       if (cs.bias_component < 0) throw std::logic_error("the path rule's sink handling needs a bias component");
-      merge_sink_into_bias(g.middleRows(cs.sink_component * N, N), g.middleRows(cs.bias_component * N, N), 0);
-      if (use_up) merge_sink_into_bias(u.middleRows(cs.sink_component * N, N), u.middleRows(cs.bias_component * N, N), 0);
-    } else if (cs.sink_component >= 0) {
-      exclude_sink(g.middleRows(cs.sink_component * N, N), 0);
+      merge_sink_into_bias(g.middleRows(s, N), g.middleRows(b, N), 0, sink.position);
+      if (use_up) merge_sink_into_bias(u.middleRows(s, N), u.middleRows(b, N), 0, sink.position);
     }
     MatrixType shares(M * N, I);
     std::vector<Scalar> column(static_cast<std::size_t>(M)), up(static_cast<std::size_t>(M)),

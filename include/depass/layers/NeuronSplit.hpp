@@ -225,25 +225,4 @@ void split_neuron_path(const Scalar* g, const Scalar* u, Eigen::Index count, Sca
   split_neuron_path(u ? MlpKind::GatedSiLU : MlpKind::GeluTanh, g, u, count, share);
 }
 
-/// The attention sink (BOS, with DecomposeOptions::bos_sink) drives neurons only at its
-/// own position: its gate contributions at later positions are excluded from the split,
-/// i.e. set to zero (absent). rows: the sink's contributions at positions [from, ...).
-template <typename Rows>
-void exclude_sink(Rows&& rows, Eigen::Index from) {
-  const Eigen::Index keep = from == 0 ? 1 : 0;
-  if (rows.rows() > keep) rows.bottomRows(rows.rows() - keep).setZero();
-}
-
-/// The path rule's form of the exclusion: the sink's contributions at positions past 0
-/// join the bias component's (bias_rows, same positions as rows), so the neurons' shares
-/// they earn go to the bias, and the split stays exact. Why: there the sink's content is
-/// what attention to BOS adds everywhere, a near-constant offset, not evidence.
-template <typename Rows, typename BiasRows>
-void merge_sink_into_bias(Rows&& rows, BiasRows&& bias_rows, Eigen::Index from) {
-  const Eigen::Index keep = from == 0 ? 1 : 0, n = rows.rows() - keep;
-  if (n <= 0) return;
-  bias_rows.bottomRows(n) += rows.bottomRows(n);
-  rows.bottomRows(n).setZero();
-}
-
 }  // namespace depass

@@ -299,6 +299,7 @@ inline std::string meta(const nlohmann::json& doc) {
   add("mlp_split", "MLP split");
   add("temperature", "temperature");
   add("bos_sink", "BOS sink");
+  add("sink_ratio", "sink ratio");
   add("chunk_size", "chunk size");
   add("memory_budget_bytes", "memory budget (bytes)");
   add("chunks", "chunks");
