@@ -6,6 +6,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 namespace depass {
