@@ -58,20 +58,23 @@ void check_family_lossless(const std::string& name) {
   const double tol = std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
   const std::vector<int> ids = golden["cases"][0]["ids"];
   for (const MlpSplit split : kMlpSplits) {
-    DecomposeOptions options;
-    options.split = split;
-    const Decomposition<Scalar> result = Decomposer<Scalar>(model).run(ids, Initialisation<Scalar>::tokens(), options);
-    INFO(name << ", split " << to_string(split));
-    CHECK(result.max_relative_residual() <= tol);
-    const Eigen::Index last = static_cast<Eigen::Index>(ids.size()) - 1;
-    Eigen::Index target = 0;
-    result.logits(last).maxCoeff(&target);
-    const Vector<Scalar> scores = result.component_logits(last, static_cast<int>(target));
-    const double logit = result.logit(last, static_cast<int>(target));
-    CHECK(std::abs(static_cast<double>(scores.sum()) - logit) <= 10 * tol * std::max(1.0, std::abs(logit)));
-    if (model.config().has_biases()) {
-      // Biases exist, so the bias component must actually carry something.
-      CHECK(result.components().component(result.bias_component()).cwiseAbs().maxCoeff() > 0);
+    for (const double sink_ratio : {0.0, 1.0}) {  // BOS alone; and the attention's sinks
+      DecomposeOptions options;
+      options.split = split;
+      options.sink_ratio = sink_ratio;
+      const Decomposition<Scalar> result = Decomposer<Scalar>(model).run(ids, Initialisation<Scalar>::tokens(), options);
+      INFO(name << ", split " << to_string(split) << ", sink ratio " << sink_ratio);
+      CHECK(result.max_relative_residual() <= tol);
+      const Eigen::Index last = static_cast<Eigen::Index>(ids.size()) - 1;
+      Eigen::Index target = 0;
+      result.logits(last).maxCoeff(&target);
+      const Vector<Scalar> scores = result.component_logits(last, static_cast<int>(target));
+      const double logit = result.logit(last, static_cast<int>(target));
+      CHECK(std::abs(static_cast<double>(scores.sum()) - logit) <= 10 * tol * std::max(1.0, std::abs(logit)));
+      if (model.config().has_biases()) {
+        // Biases exist, so the bias component must actually carry something.
+        CHECK(result.components().component(result.bias_component()).cwiseAbs().maxCoeff() > 0);
+      }
     }
   }
 }
