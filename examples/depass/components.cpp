@@ -147,9 +147,9 @@ Prediction<Scalar> predict(const Request& r, const Loaded<Scalar>& l) {
   return p;
 }
 
-/// The BOS sink is a rule of the token-level split (docs/method.md, "Attention sink"): for
-/// other components --no-bos-sink would change nothing, so it is refused, and their
-/// documents carry no bos_sink field.
+/// Sinks are a rule of the token-level split (docs/method.md, "Attention sink"): for other
+/// components --no-bos-sink and --sink-ratio would change nothing, so they are refused, and
+/// their documents carry no bos_sink nor sink_ratio field.
 inline void refuse_sink_option(const Args& args, bool token_level) {
   for (const char* option : {"--no-bos-sink", "--sink-ratio"})
     if (!token_level && args.has(option))
