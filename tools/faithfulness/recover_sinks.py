@@ -25,10 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 sys.path.insert(0, HERE)
+import families  # noqa: E402
 import llama  # noqa: E402
 import metrics  # noqa: E402
-
-MIN_QUERIES = 8
 
 
 def sink_positions(model, ids, ratio):
@@ -39,10 +38,7 @@ def sink_positions(model, ids, ratio):
     found = set()
     for L in model["layers"]:
         A, v = llama.attention_probs(llama.rmsnorm(x, L["att_norm"], cfg["eps"]), L, cfg, cos, sin)
-        rel = A.mean(0) * torch.arange(1, N + 1, dtype=torch.float64)[:, None]
-        for j in range(N - MIN_QUERIES):
-            if rel[j + 1:, j].mean().item() >= ratio:
-                found.add(j)
+        found.update(families.attention_sinks(A, ratio))
         x = x + llama.attention_mix(A, v, cfg) @ L["wo"].T
         h = llama.rmsnorm(x, L["ffn_norm"], cfg["eps"])
         x = x + (llama.silu(h @ L["w1"].T) * (h @ L["w3"].T)) @ L["w2"].T
