@@ -8,13 +8,14 @@
 #
 # Environment: DEPASS, MODELS, RUNS, THREADS as for run_all.sh (RUNS must hold its
 # *-disrupt and *-disrupt-keep-last runs: the baselines); VARIANTS (default: every rule, sink on, plus softmax and
-# path with the sink off and with the attention's sinks, --sink-ratio 4), each NAME:FLAGS with commas for spaces.
+# path with the sink off and with the attention's sinks, --sink-ratio 4, and softmax at temperatures 0.03 and 1
+# around the default 0.1), each NAME:FLAGS with commas for spaces.
 set -eu
 DEPASS=${DEPASS:-build/bin/depass}
 MODELS=${MODELS:-models}
 RUNS=${RUNS:-build/faithfulness}
 THREADS=${THREADS:-2}
-VARIANTS=${VARIANTS:-"softmax:--mlp-split,softmax proportional:--mlp-split,proportional argmax:--mlp-split,argmax path:--mlp-split,path softmax-nosink:--mlp-split,softmax,--no-bos-sink path-nosink:--mlp-split,path,--no-bos-sink softmax-sinks4:--mlp-split,softmax,--sink-ratio,4 path-sinks4:--mlp-split,path,--sink-ratio,4"}
+VARIANTS=${VARIANTS:-"softmax:--mlp-split,softmax proportional:--mlp-split,proportional argmax:--mlp-split,argmax path:--mlp-split,path softmax-nosink:--mlp-split,softmax,--no-bos-sink path-nosink:--mlp-split,path,--no-bos-sink softmax-sinks4:--mlp-split,softmax,--sink-ratio,4 path-sinks4:--mlp-split,path,--sink-ratio,4 softmax-t003:--mlp-split,softmax,--temperature,0.03 softmax-t1:--mlp-split,softmax,--temperature,1"}
 mkdir -p "$RUNS"
 
 run() {
