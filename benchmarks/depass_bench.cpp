@@ -19,6 +19,7 @@
 // 4 kv heads, head_dim 64, MLP 1376, vocab 4096, context 2048, RoPE halves), weights
 // ~ N(0, 0.02) from a fixed seed, norm gains 1. Any other value is a checkpoint path.
 
+#include <depass/Allocator.hpp>
 #include <depass/Decomposer.hpp>
 #include <depass/Model.hpp>
 #include <depass/Threads.hpp>
@@ -331,6 +332,8 @@ Timing time_it(const Args& a, Fn fn) {
 
 void set_threads(int t) { depass::set_threads(t); }  // as the CLI's --threads does
 
+bool g_reuse_freed_memory = false;  // whether the allocator took the CLI's setting (main)
+
 json environment_json(const Args& a) {
   json e;
   e["eigen_version"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
@@ -338,6 +341,7 @@ json environment_json(const Args& a) {
   e["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
   e["eigen_threads"] = Eigen::nbThreads();
   e["threads_requested"] = a.threads;
+  e["reuse_freed_memory"] = g_reuse_freed_memory;
 #ifdef _OPENMP
   e["openmp"] = true;
   e["omp_max_threads"] = omp_get_max_threads();
@@ -577,6 +581,7 @@ int run_model(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  g_reuse_freed_memory = depass::reuse_freed_memory();  // as the CLI does: the harness measures what users get
   try {
     const Args a = parse(argc, argv);
     return a.gemm ? run_gemm(a) : run_model(a);

@@ -7,9 +7,7 @@
 
 #include "Commands.hpp"
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
+#include <depass/Allocator.hpp>
 
 namespace cli {
 
@@ -154,25 +152,12 @@ void prefer_passive_waiting(char** argv) {
 #endif
 }
 
-/// The engine's temporaries are large matrices, above glibc's default mmap threshold, so
-/// each is mapped fresh, faults and zeroes every page on first touch and is unmapped when
-/// freed: on `evaluate` (many short runs) that was a quarter of the wall time, all of it
-/// system time (docs/performance.md, "Allocator"). Served from the heap, and with freed
-/// memory kept for the next run, the pages are reused; the peak is the same, since the
-/// same matrices are live at once. Matrices over 32 MiB (glibc's limit) are still mapped.
-void reuse_freed_memory() {
-#if defined(__GLIBC__)
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-#endif
-}
-
 }  // namespace cli
 
 int main(int argc, char** argv) {
   using namespace cli;
   prefer_passive_waiting(argv);
-  reuse_freed_memory();
+  depass::reuse_freed_memory();  // many passes: keep freed matrices for the next (docs/performance.md)
   if (argc < 2) {
     std::cerr << main_help();
     return 2;

@@ -16,6 +16,7 @@
 #include "Objective.hpp"
 #include "Tape.hpp"
 #include "Threads.hpp"
+#include "Allocator.hpp"
 #include "Tokenizer.hpp"
 #include "Weights.hpp"
 #include "io/Load.hpp"

@@ -25,6 +25,7 @@ from ._depass import (  # noqa: F401  (re-exported API)
     Tokens,
     __version__,
     load,
+    reuse_freed_memory,
     set_threads,
     threads,
 )
@@ -38,5 +39,5 @@ Decomposition = (DecompositionFloat64, DecompositionFloat32)
 __all__ = [
     "Boundary", "Custom", "Decomposition", "DecompositionFloat32", "DecompositionFloat64", "FormatError",
     "Heads", "Initialisation", "Model", "ModelFloat32", "ModelFloat64", "Module", "Neurons", "Subspaces",
-    "Tokens", "load", "set_threads", "threads",
+    "Tokens", "load", "reuse_freed_memory", "set_threads", "threads",
 ]

@@ -595,4 +595,7 @@ PYBIND11_MODULE(_depass, m) {
       "it carries or sits next to).");
   m.def("set_threads", &set_threads, py::arg("count"), "Threads of every later run (depass::set_threads).");
   m.def("threads", &threads);
+  m.def("reuse_freed_memory", &reuse_freed_memory,
+        "Has glibc keep freed matrices on the heap for the next run (depass::reuse_freed_memory; a process-wide "
+        "setting, never made by importing depass). Returns whether the allocator took it.");
 }

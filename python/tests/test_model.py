@@ -33,3 +33,17 @@ def test_numpy_ids_are_token_ids(stories64):
     as_list = stories64.decompose(ids)
     as_array = stories64.decompose(np.array(ids, dtype=np.int64))
     assert np.array_equal(as_list.components, as_array.components)
+
+
+def test_reuse_freed_memory_keeps_the_numbers(stories64):
+    """The allocator setting is taken (glibc) and later runs give the golden logits."""
+    import platform
+
+    import depass
+
+    taken = depass.reuse_freed_memory()
+    assert taken is (platform.libc_ver()[0] == "glibc")
+    case = read_golden("stories260K_logits.json")["cases"][0]
+    expected = np.array(case["logits_f64"])
+    for _ in range(2):  # the second run reuses what the first freed
+        assert np.abs(stories64.logits(case["ids"]) - expected).max() <= 1e-10 * np.abs(expected).max()
