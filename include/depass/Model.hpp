@@ -207,35 +207,28 @@ class Model {
   /// The forward pass from given embeddings x0 (S*N x D: S sequences of sequence_length = N
   /// positions stacked, 0 meaning one sequence), keeping what backward() needs. The layers
   /// run their real forward, as in forward(); `ablation` zeroes heads or neurons on the way.
+  /// `scope` RecordScope::at(p): the last layer's MLP runs only at position p of each
+  /// sequence (Tape::scope), for callers that read nothing but an objective at p.
   Tape<Scalar> record(const Eigen::Ref<const MatrixType>& x0, Eigen::Index sequence_length = 0,
-                      const Ablation& ablation = {}) const {
+                      const Ablation& ablation = {}, const RecordScope& scope = {}) const {
     const Eigen::Index N = sequence_length > 0 ? sequence_length : x0.rows();
     check_batch(x0, N, ablation);
+    check_scope(scope, N);
     Tape<Scalar> tape;
     tape.sequence_length = N;
+    tape.scope = scope;
     tape.layers.resize(static_cast<std::size_t>(config().n_layers));
     MatrixType x = x0;
     for (int l = 0; l < config().n_layers; ++l) {
       LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
-      t.attention_input = x;
-      t.attention = attention(l).forward(attention_norm(l).forward(x, &t.attention_scale), {}, N);
-      if (ablation.touches(l, Site::Attention)) {
-        zero_columns(t.attention.heads, ablation, l, Site::Attention, N);
-        attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
+      record_attention(l, t, x, ablation, N);
+      if (scope.trimmed && l == config().n_layers - 1) {
+        // Nothing after the last MLP reads another row than p: from here on, S rows.
+        x = rows_at(x, N, scope.position);
+        record_mlp(l, t, rows_at(t.mlp_input, N, scope.position), x, ablation, 1);
+      } else {
+        record_mlp(l, t, t.mlp_input, x, ablation, N);
       }
-      const MatrixType attention_update = block_update(l, Site::Attention, t.attention.out, t.attention.post_scale);
-      if (config().parallel_residual) {  // the MLP reads the layer's input; boundary 2l+1 is input + attention
-        t.mlp_input = x;
-        t.parallel_mid = x + attention_update;
-      }
-      x += attention_update;
-      if (!config().parallel_residual) t.mlp_input = x;
-      t.mlp = mlp(l).forward(mlp_norm(l).forward(t.mlp_input, &t.mlp_scale), {});
-      if (ablation.touches(l, Site::Mlp)) {
-        zero_columns(t.mlp.act, ablation, l, Site::Mlp, N);
-        mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
-      }
-      x += block_update(l, Site::Mlp, t.mlp.out, t.mlp.post_scale);
     }
     tape.final_normed = final_norm(x, &tape.final_scale);
     tape.final_input = std::move(x);
@@ -256,22 +249,32 @@ class Model {
   /// `request` names. Each block x += layer(norm(x)) passes dx += norm'(layer'(dx)); in a
   /// parallel-residual model both blocks of a layer read the gradient wrt the layer's output,
   /// which is also the gradient at boundary 2l+1 (input + attention, which nothing reads).
+  /// A trimmed tape (RecordScope::at(p)) takes objectives at p only, and gives every gradient
+  /// the full tape gives: the last MLP's backward runs at the rows p, the only non-zero ones.
   Gradients<Scalar> backward(const Tape<Scalar>& tape, const Objective& objective,
                              const GradientRequest& request = {}) const {
     check_request(request);
     objective.validate(tape.sequence_length, config().vocab_size);
     Gradients<Scalar> g;
-    MatrixType dx = objective_gradient(tape, objective, g.values);
+    MatrixType dx = objective_gradient(tape, objective, g.values);  // S x D if the tape is trimmed
     const int L = config().n_layers;
-    keep(request.boundaries, 2 * L, dx, g.residual);
+    const bool parallel = config().parallel_residual;
+    if (wanted(request.boundaries, 2 * L)) g.residual[2 * L] = every_row(tape, dx);
     for (int l = L - 1; l >= 0; --l) {
       const LayerTape<Scalar>& t = tape.layers[static_cast<std::size_t>(l)];
-      const MatrixType d_output = config().parallel_residual ? dx : MatrixType();
-      const MatrixType d_act = mlp_block_backward(l, t, dx);
-      keep(request.neuron_layers, l, d_act, g.neurons);
-      keep(request.boundaries, 2 * l + 1, config().parallel_residual ? d_output : dx, g.residual);
-      const MatrixType dz =
-          attention_block_backward(l, t, dx, tape.sequence_length, config().parallel_residual ? &d_output : nullptr);
+      const bool trimmed = tape.scope.trimmed && l == L - 1;
+      MatrixType d_output = parallel ? dx : MatrixType();
+      if (trimmed) {  // at the rows p, then every row: the others have no path to the objective (zero gradients)
+        const MatrixType input = rows_at(t.mlp_input, tape.sequence_length, tape.scope.position);
+        const MatrixType d_act = mlp_block_backward(l, t, input, dx);
+        if (wanted(request.neuron_layers, l)) g.neurons[l] = every_row(tape, d_act);
+        dx = every_row(tape, dx);
+        if (parallel) d_output = every_row(tape, d_output);
+      } else {
+        keep(request.neuron_layers, l, mlp_block_backward(l, t, dx), g.neurons);
+      }
+      keep(request.boundaries, 2 * l + 1, parallel ? d_output : dx, g.residual);
+      const MatrixType dz = attention_block_backward(l, t, dx, tape.sequence_length, parallel ? &d_output : nullptr);
       keep(request.head_layers, l, dz, g.heads);
       keep(request.boundaries, 2 * l, dx, g.residual);
     }
@@ -283,8 +286,12 @@ class Model {
   /// the state after it, becomes the gradient wrt the state before it. Returns the gradient
   /// wrt the neuron values.
   MatrixType mlp_block_backward(int l, const LayerTape<Scalar>& t, MatrixType& dx) const {
+    return mlp_block_backward(l, t, t.mlp_input, dx);
+  }
+  /// The same with the MLP's input rows given (`input`: the rows t.mlp was recorded at).
+  MatrixType mlp_block_backward(int l, const LayerTape<Scalar>& t, const MatrixType& input, MatrixType& dx) const {
     const MatrixType d_act = mlp(l).backward_output(post_backward(l, Site::Mlp, t.mlp.out, t.mlp.post_scale, dx));
-    dx += mlp_norm(l).backward(t.mlp_input, t.mlp_scale, mlp(l).backward(t.mlp, d_act));
+    dx += mlp_norm(l).backward(input, t.mlp_scale, mlp(l).backward(t.mlp, d_act));
     return d_act;
   }
   /// The same for layer l's attention block; returns the gradient wrt the heads' mixed values.
@@ -329,6 +336,61 @@ class Model {
                            const MatrixType& dx) const {
     if (const std::optional<Norm<Scalar>> post = post_norm(layer, site)) return post->backward(out, post_scale, dx);
     return dx;
+  }
+
+  /// Layer l's attention block of record(): x (S*N x D) += its update; fills t's attention
+  /// part and t.mlp_input (and t.parallel_mid).
+  void record_attention(int l, LayerTape<Scalar>& t, MatrixType& x, const Ablation& ablation, Eigen::Index N) const {
+    t.attention_input = x;
+    t.attention = attention(l).forward(attention_norm(l).forward(x, &t.attention_scale), {}, N);
+    if (ablation.touches(l, Site::Attention)) {
+      zero_columns(t.attention.heads, ablation, l, Site::Attention, N);
+      attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
+    }
+    const MatrixType attention_update = block_update(l, Site::Attention, t.attention.out, t.attention.post_scale);
+    if (config().parallel_residual) {  // the MLP reads the layer's input; boundary 2l+1 is input + attention
+      t.mlp_input = x;
+      t.parallel_mid = x + attention_update;
+    }
+    x += attention_update;
+    if (!config().parallel_residual) t.mlp_input = x;
+  }
+
+  /// Layer l's MLP block of record() on `input` (what the MLP reads, row for row with x): x
+  /// += its update. rows_per_sequence: N, or 1 for a trimmed last layer (row s: sequence s).
+  void record_mlp(int l, LayerTape<Scalar>& t, const MatrixType& input, MatrixType& x, const Ablation& ablation,
+                  Eigen::Index rows_per_sequence) const {
+    t.mlp = mlp(l).forward(mlp_norm(l).forward(input, &t.mlp_scale), {});
+    if (ablation.touches(l, Site::Mlp)) {
+      zero_columns(t.mlp.act, ablation, l, Site::Mlp, rows_per_sequence);
+      mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
+    }
+    x += block_update(l, Site::Mlp, t.mlp.out, t.mlp.post_scale);
+  }
+
+  /// Row p of every sequence of all (S*N rows): S rows.
+  static MatrixType rows_at(const MatrixType& all, Eigen::Index N, Eigen::Index p) {
+    const Eigen::Index S = all.rows() / N;
+    MatrixType rows(S, all.cols());
+    for (Eigen::Index s = 0; s < S; ++s) rows.row(s) = all.row(s * N + p);
+    return rows;
+  }
+
+  /// A gradient of a trimmed tape's rows (S rows, sequence s's position p) at every row,
+  /// S*N, zero elsewhere: exactly what the full pass gives there, since no other row of the
+  /// last MLP or the final state reaches the objective. Other tapes' gradients: unchanged.
+  static MatrixType every_row(const Tape<Scalar>& tape, const MatrixType& rows) {
+    if (!tape.scope.trimmed || rows.size() == 0) return rows;
+    const Eigen::Index N = tape.sequence_length;
+    MatrixType all = MatrixType::Zero(rows.rows() * N, rows.cols());
+    for (Eigen::Index s = 0; s < rows.rows(); ++s) all.row(s * N + tape.scope.position) = rows.row(s);
+    return all;
+  }
+
+  void check_scope(const RecordScope& scope, Eigen::Index N) const {
+    if (scope.trimmed && (scope.position < 0 || scope.position >= N))
+      throw std::invalid_argument("scope position " + std::to_string(scope.position) + " is out of range [0, " +
+                                  std::to_string(N) + ")");
   }
 
   const LayerWeights<Scalar>& layer_weights(int layer) const {
@@ -408,15 +470,16 @@ class Model {
 
   /// Logits at the objective's position of every sequence, S x V.
   MatrixType objective_logits(const Tape<Scalar>& tape, const Objective& objective) const {
-    const Eigen::Index N = tape.sequence_length, S = tape.sequences();
+    const Eigen::Index S = tape.sequences();
     MatrixType rows(S, config().dim);
-    for (Eigen::Index s = 0; s < S; ++s) rows.row(s) = tape.final_normed.row(s * N + objective.position);
+    for (Eigen::Index s = 0; s < S; ++s) rows.row(s) = tape.final_normed.row(tape.final_row(s, objective.position));
     return unembedding().logits(rows);
   }
 
-  /// df/d(final state), S*N x D (non-zero only at the objective's rows); the values go to *values.
+  /// df/d(final state), S*N x D (non-zero only at the objective's rows; a trimmed tape: S x
+  /// D, those rows only); the values go to *values.
   MatrixType objective_gradient(const Tape<Scalar>& tape, const Objective& objective, VectorType& values) const {
-    const Eigen::Index N = tape.sequence_length, S = tape.sequences();
+    const Eigen::Index S = tape.sequences();
     const MatrixType logits = objective_logits(tape, objective);
     MatrixType d_logits(S, logits.cols());
     values.resize(S);
@@ -425,13 +488,16 @@ class Model {
       d_logits.row(s) = objective.gradient<Scalar>(logits.row(s).transpose()).transpose();
     }
     const MatrixType d_rows = unembedding().backward(d_logits, logits);
-    MatrixType d_normed = MatrixType::Zero(S * N, config().dim);
-    for (Eigen::Index s = 0; s < S; ++s) d_normed.row(s * N + objective.position) = d_rows.row(s);
+    MatrixType d_normed = MatrixType::Zero(tape.final_normed.rows(), config().dim);
+    for (Eigen::Index s = 0; s < S; ++s) d_normed.row(tape.final_row(s, objective.position)) = d_rows.row(s);
     return unembedding().norm().backward(tape.final_input, tape.final_scale, d_normed);
   }
 
-  static void keep(const std::vector<int>& wanted, int index, const MatrixType& value, std::map<int, MatrixType>& out) {
-    if (std::find(wanted.begin(), wanted.end(), index) != wanted.end()) out[index] = value;
+  static bool wanted(const std::vector<int>& indices, int index) {
+    return std::find(indices.begin(), indices.end(), index) != indices.end();
+  }
+  static void keep(const std::vector<int>& indices, int index, const MatrixType& value, std::map<int, MatrixType>& out) {
+    if (wanted(indices, index)) out[index] = value;
   }
 
   /// x += block(norm(x)), the real computation; then the components, if any, through the

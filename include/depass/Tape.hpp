@@ -4,8 +4,12 @@
 // forward returned (probabilities, mixed values, Q/K/V, gate and up values, neuron values).
 // Several sequences of the same length can be recorded at once, stacked as S*N rows
 // (sequence s owns rows [s*N, (s+1)*N)): the products run once for all of them.
+// A record trimmed to one position p (RecordScope::at) runs the last layer's MLP only at
+// row p of each sequence: an objective read at p is the same, at a fraction of the cost.
 
 #include <Eigen/Core>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -48,6 +52,18 @@ struct Ablation {
   }
 };
 
+/// Which rows Model::record computes the last layer's MLP at: every row (the default), or
+/// only position p of each sequence. Nothing after the last MLP mixes rows, so the logits
+/// at p, an objective read there and every gradient of it are the same either way; the
+/// trimmed record skips (N-1)/N of the last MLP's products, forward and backward.
+struct RecordScope {
+  bool trimmed = false;
+  Eigen::Index position = 0;  // p, when trimmed
+
+  static RecordScope full() { return {}; }
+  static RecordScope at(Eigen::Index p) { return {true, p}; }
+};
+
 template <typename Scalar>
 struct LayerTape {
   Matrix<Scalar> attention_input;  // S*N x D: the residual state at boundary 2l
@@ -55,28 +71,48 @@ struct LayerTape {
   typename Attention<Scalar>::Forward attention;
   Matrix<Scalar> mlp_input;  // S*N x D: boundary 2l+1 (parallel residual: the layer input, what the MLP reads)
   Matrix<Scalar> parallel_mid;  // parallel residual only, S*N x D: boundary 2l+1, the input plus the attention's update
-  Vector<Scalar> mlp_scale;
-  typename Mlp<Scalar>::Forward mlp;
+  Vector<Scalar> mlp_scale;  // S*N; the last layer of a trimmed tape: S (row s: sequence s's position p)
+  typename Mlp<Scalar>::Forward mlp;  // S*N rows; the last layer of a trimmed tape: S, as mlp_scale
 };
 
 template <typename Scalar>
 struct Tape {
   Eigen::Index sequence_length = 0;  // N
+  RecordScope scope;                 // trimmed: the last MLP and the final rows hold position p only
   std::vector<LayerTape<Scalar>> layers;
-  Matrix<Scalar> final_input;   // S*N x D: boundary 2L
-  Vector<Scalar> final_scale;   // S*N
-  Matrix<Scalar> final_normed;  // S*N x D: what the unembedding reads
+  Matrix<Scalar> final_input;   // S*N x D: boundary 2L (trimmed: S x D, row s = sequence s's position p)
+  Vector<Scalar> final_scale;   // S*N (trimmed: S)
+  Matrix<Scalar> final_normed;  // S*N x D: what the unembedding reads (trimmed: S x D)
 
-  Eigen::Index sequences() const { return sequence_length > 0 ? final_input.rows() / sequence_length : 0; }
+  Eigen::Index sequences() const {
+    if (sequence_length < 1) return 0;
+    return scope.trimmed ? final_input.rows() : final_input.rows() / sequence_length;
+  }
   /// The embeddings (boundary 0) the tape was recorded from.
   const Matrix<Scalar>& embeddings() const { return layers.front().attention_input; }
-  /// The residual state at boundary b (0..2L), all sequences.
+  /// The residual state at boundary b (0..2L), all sequences. A trimmed tape has boundary 2L
+  /// at position p only (final_input): asking for all of it throws.
   const Matrix<Scalar>& residual(int b) const {
     const int L = static_cast<int>(layers.size());
-    if (b == 2 * L) return final_input;
+    if (b == 2 * L) {
+      if (scope.trimmed)
+        throw std::invalid_argument("boundary " + std::to_string(b) + " of a tape trimmed to position " +
+                                    std::to_string(scope.position) +
+                                    " holds that position only: record with the full scope to read every row");
+      return final_input;
+    }
     const LayerTape<Scalar>& t = layers[static_cast<std::size_t>(b / 2)];
     if (b % 2 == 0) return t.attention_input;
     return t.parallel_mid.size() ? t.parallel_mid : t.mlp_input;
+  }
+  /// The row of final_input, final_scale and final_normed holding sequence s's position p;
+  /// a trimmed tape holds no other position than its own, and throws for one.
+  Eigen::Index final_row(Eigen::Index s, Eigen::Index p) const {
+    if (!scope.trimmed) return s * sequence_length + p;
+    if (p != scope.position)
+      throw std::invalid_argument("position " + std::to_string(p) + " was not recorded: the tape is trimmed to position " +
+                                  std::to_string(scope.position) + " (record with the full scope or at this position)");
+    return s;
   }
 };
 

@@ -197,7 +197,9 @@ class ComponentAttributor {
       const Eigen::Index count = std::min(batch, units - first);
       Ablation ablation{l, site, {}, {}};
       for (Eigen::Index k = 0; k < count; ++k) ablation.columns.push_back({(first + k) * width, width});
-      const VectorType f = model_.objective_values(model_.record(x0.replicate(count, 1), N, ablation), objective);
+      // Only the objective is read: the last MLP runs at its position alone (RecordScope).
+      const VectorType f = model_.objective_values(
+          model_.record(x0.replicate(count, 1), N, ablation, RecordScope::at(objective.position)), objective);
       effects.segment(first, count) = VectorType::Constant(count, clean) - f;
     }
     return effects;

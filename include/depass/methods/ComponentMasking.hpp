@@ -169,9 +169,11 @@ class ComponentMasking {
       Ablation ablation;
       for (std::size_t s = 0; s < count; ++s)
         for (long u : masks[first + s]) ablation.cuts.push_back(cut(level, u, static_cast<Eigen::Index>(s)));
-      const Tape<Scalar> tape = model_.record(x0.replicate(static_cast<Eigen::Index>(count), 1), N, ablation);
+      // Only the last position's logits are read: the last MLP runs there alone (RecordScope).
+      const Tape<Scalar> tape =
+          model_.record(x0.replicate(static_cast<Eigen::Index>(count), 1), N, ablation, RecordScope::at(N - 1));
       MatrixType last(static_cast<Eigen::Index>(count), x0.cols());
-      for (Eigen::Index s = 0; s < last.rows(); ++s) last.row(s) = tape.final_normed.row(s * N + N - 1);
+      for (Eigen::Index s = 0; s < last.rows(); ++s) last.row(s) = tape.final_normed.row(tape.final_row(s, N - 1));
       const MatrixType logits = model_.unembedding().logits(last);
       for (Eigen::Index s = 0; s < logits.rows(); ++s) {
         Eigen::Index best = 0;

@@ -114,7 +114,7 @@ class TokenAttributor {
   /// x0[i] . df/dx0[i] per position.
   Attribution<Scalar> input_x_grad(const std::vector<int>& ids, const Objective& objective) const {
     const MatrixType x0 = prefix_embeddings(ids, objective);
-    const Gradients<Scalar> g = model_.backward(model_.record(x0), objective);
+    const Gradients<Scalar> g = model_.backward(objective_tape(x0, x0.rows(), objective), objective);
     Attribution<Scalar> a = result(Method::InputXGrad, ids, objective, x0.cwiseProduct(g.embeddings).rowwise().sum());
     a.value = static_cast<double>(g.values(0));
     return a;
@@ -132,12 +132,12 @@ class TokenAttributor {
     const MatrixType delta = x0 - baseline;
     const Eigen::Index n = x0.rows();
     const MatrixType total = detail::path_gradient_sum(baseline, delta, q, options.batch, [&](const MatrixType& path) {
-      return MatrixType(model_.backward(model_.record(path, n), objective).embeddings);
+      return MatrixType(model_.backward(objective_tape(path, n, objective), objective).embeddings);
     });
     Attribution<Scalar> a = result(Method::IntegratedGradients, ids, objective, delta.cwiseProduct(total).rowwise().sum());
     MatrixType ends(2 * n, x0.cols());
     ends << x0, baseline;
-    const VectorType f = model_.objective_values(model_.record(ends, n), objective);
+    const VectorType f = model_.objective_values(objective_tape(ends, n, objective), objective);
     a.value = static_cast<double>(f(0));
     a.baseline_value = static_cast<double>(f(1));
     a.completeness_gap = static_cast<double>(a.scores.sum()) - (a.value - a.baseline_value);
@@ -151,7 +151,7 @@ class TokenAttributor {
     const MatrixType x0 = prefix_embeddings(ids, objective);
     const Eigen::Index n = x0.rows();
     const Embedding<Scalar> embedding = model_.embedding();
-    const Scalar f = model_.objective_values(model_.record(x0), objective)(0);
+    const Scalar f = model_.objective_values(objective_tape(x0, n, objective), objective)(0);
     VectorType scores(n);
     for (Eigen::Index first = 0; first < n; first += batch) {
       const Eigen::Index count = std::min(batch, n - first);
@@ -161,7 +161,8 @@ class TokenAttributor {
         if (embedding.learned_positions()) occluded.row(k * n + i) = embedding.positions(n).row(i);
         else occluded.row(k * n + i).setZero();
       }
-      scores.segment(first, count) = VectorType::Constant(count, f) - model_.objective_values(model_.record(occluded, n), objective);
+      scores.segment(first, count) =
+          VectorType::Constant(count, f) - model_.objective_values(objective_tape(occluded, n, objective), objective);
     }
     Attribution<Scalar> a = result(Method::Occlusion, ids, objective, scores);
     a.value = static_cast<double>(f);
@@ -181,7 +182,14 @@ class TokenAttributor {
   }
 
   Gradients<Scalar> gradient(const std::vector<int>& ids, const Objective& objective) const {
-    return model_.backward(prefix_tape(ids, objective), objective);
+    const MatrixType x0 = prefix_embeddings(ids, objective);
+    return model_.backward(objective_tape(x0, x0.rows(), objective), objective);
+  }
+
+  /// A record of x (sequences of n positions) for methods that read only the objective: the
+  /// last layer's MLP runs at its position alone (RecordScope), the same values for less work.
+  Tape<Scalar> objective_tape(const MatrixType& x, Eigen::Index n, const Objective& objective) const {
+    return model_.record(x, n, {}, RecordScope::at(objective.position));
   }
 
   MatrixType prefix_baseline(const MatrixType& baseline, const MatrixType& x0, std::size_t positions) const {
