@@ -140,7 +140,7 @@ class Args {
 /// Options that take no value.
 inline const std::vector<std::string> kFlags = {"--help",  "--no-bos-sink", "--explain", "--no-progress", "--projection",
                                                 "--quiet", "--trace",       "--no-bos",  "--per-step", "--mean-ablation", "--resume",
-                                                "--keep-last"};
+                                                "--keep-last", "--compare-float"};
 /// Options every command understands, by group.
 inline const std::vector<std::string> kModelOptions = {"--model", "--tokenizer", "--precision", "--threads"};
 inline const std::vector<std::string> kInputOptions = {"--prompt", "--prompt-file", "--ids",           "--position",

@@ -146,6 +146,10 @@ inline depass::DecomposeOptions decompose_options(const Args& args) {
     options.chunk_size = chunk;
   }
   if (args.has("--memory-budget")) options.memory_budget_bytes = parse_bytes("--memory-budget", args.get("--memory-budget"));
+  if (args.get("--precision", "") == "bf16") {
+    if (!depass::bf16_available()) throw UsageError("--precision bf16: " + depass::bf16_unavailable_reason());
+    options.gemm_precision = depass::GemmPrecision::Bf16;
+  }
   options.shards = MpiJob::get().shards();  // under mpirun: the ranks share the components
   options.shards_share_result = true;       // and every rank reads the result out alike
   if (options.shards && may_chunk(options))
@@ -226,7 +230,8 @@ json document(const char* schema, const Args& args, const depass::DecomposeOptio
   doc["schema"] = schema;
   doc["depass_version"] = depass::version_string();
   doc["model"] = args.get("--model");
-  doc["precision"] = std::is_same<Scalar, float>::value ? "float" : "double";
+  const bool bf16 = options.gemm_precision == depass::GemmPrecision::Bf16;
+  doc["precision"] = bf16 ? "bf16" : std::is_same<Scalar, float>::value ? "float" : "double";
   doc["mlp_split"] = depass::to_string(options.split);
   doc["temperature"] = options.temperature;
   doc["bos_sink"] = options.bos_sink;
@@ -241,6 +246,16 @@ double max_residual(const depass::Decomposition<Scalar>& d) {
   double r = 0;
   for (const depass::BoundaryCheck& c : d.completeness()) r = std::max(r, c.residual_max_abs);
   return r;
+}
+
+/// The completeness check at every boundary: max |sum_m C[m] - x| and max |x|.
+template <typename Scalar>
+json completeness_json(const depass::Decomposition<Scalar>& d) {
+  json checks = json::array();
+  for (const depass::BoundaryCheck& c : d.completeness())
+    checks.push_back({{"boundary", c.boundary.to_string()}, {"final_normed", c.final_normed},
+                      {"residual_max_abs", c.residual_max_abs}, {"state_max_abs", c.state_max_abs}});
+  return checks;
 }
 
 inline bool progress_enabled(const Args& args) { return !args.has("--no-progress") && isatty(fileno(stderr)); }

@@ -40,20 +40,25 @@ extern const char* kEvaluateHelp;
 /// Runs a templated command body in the precision of --precision (default `fallback`).
 /// Built with DEPASS_CLI_DOUBLE_ONLY (the sanitizer build, docs/robustness.md) the body
 /// exists for double only and float is refused, unless AlwaysBoth (cheap bodies).
-template <bool AlwaysBoth = false, typename Function>
+/// WithBf16: the command's DePass propagation can run bf16 (a float model whose products
+/// run in bf16, decompose_options); elsewhere bf16 is refused.
+template <bool AlwaysBoth = false, bool WithBf16 = false, typename Function>
 int with_precision(const Args& args, const std::string& fallback, Function run) {
   const std::string precision = args.get("--precision", fallback);
-  if (precision != "float" && precision != "double")
-    throw UsageError("--precision must be float or double, got '" + precision + "'");
+  if (precision == "bf16" && !WithBf16)
+    throw UsageError("--precision bf16 applies to the DePass propagation of tokens, generate --explain, heads, neurons "
+                     "and modules; this command runs float or double");
+  if (precision != "float" && precision != "double" && precision != "bf16")
+    throw UsageError("--precision must be float, double or bf16, got '" + precision + "'");
 #ifdef DEPASS_CLI_DOUBLE_ONLY
   constexpr bool with_float = AlwaysBoth;
 #else
   constexpr bool with_float = true;
 #endif
   if constexpr (with_float) {
-    if (precision == "float") return run(float());
-  } else if (precision == "float") {
-    throw UsageError("--precision float: this build of depass has double only (DEPASS_CLI_DOUBLE_ONLY, the sanitizer build)");
+    if (precision == "float" || precision == "bf16") return run(float());
+  } else if (precision == "float" || precision == "bf16") {
+    throw UsageError("--precision " + precision + ": this build of depass has double only (DEPASS_CLI_DOUBLE_ONLY, the sanitizer build)");
   }
   return run(double());
 }
@@ -68,7 +73,8 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
   DEPASS_CLI_MODEL_LINE                                                                       \
   "  --tokenizer PATH     tokenizer (llama2.c tok*.bin, tokenizer.json or .gguf); default: found\n" \
   "                       next to the checkpoint / inside the model directory or GGUF file\n" \
-  "  --precision P        float or double (default double)\n"                                  \
+  "  --precision P        float, double (default) or bf16: a float model whose DePass products\n" \
+  "                       run in bfloat16 with float sums (oneDNN builds; see --compare-float)\n" \
   "  --threads N          threads for every parallel loop and matrix product (default:\n"  \
   "                       OpenMP's default, all cores; small blocks run on one anyway)\n"
 

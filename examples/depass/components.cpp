@@ -596,17 +596,17 @@ const std::vector<std::string> kCommon = join({kModelOptions, kInputOptions, kSp
 
 int command_modules(const Args& args) {
   args.allow_only(join({kCommon, {"--batch", "--trace"}}));
-  return with_precision(args, "double", [&](auto s) { return run_modules<decltype(s)>(args); });
+  return with_precision<false, true>(args, "double", [&](auto s) { return run_modules<decltype(s)>(args); });
 }
 
 int command_heads(const Args& args) {
   args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--components", "--batch", "--trace", "--trace-npy"}}));
-  return with_precision(args, "double", [&](auto s) { return run_heads<decltype(s)>(args); });
+  return with_precision<false, true>(args, "double", [&](auto s) { return run_heads<decltype(s)>(args); });
 }
 
 int command_neurons(const Args& args) {
   args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--order", "--components", "--batch"}}));
-  return with_precision(args, "double", [&](auto s) { return run_neurons<decltype(s)>(args); });
+  return with_precision<false, true>(args, "double", [&](auto s) { return run_neurons<decltype(s)>(args); });
 }
 
 int command_subspace(const Args& args) {

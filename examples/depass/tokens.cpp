@@ -32,6 +32,8 @@ const char* kTokensHelp =
     "  --components FILE    write the full component tensor (M x N x D, float64) at the output\n"
     "                       boundary (final-normed) as .npy; labels go to the JSON (not with\n"
     "                       chunking)\n"
+    "  --compare-float      with --precision bf16: also run in float and report the bf16 scores'\n"
+    "                       agreement (max error, top-10 overlap, Spearman; JSON \"bf16_vs_float\")\n"
     DEPASS_CLI_TRACE_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "examples:\n"
@@ -60,7 +62,8 @@ const char* kGenerateHelp =
     "  --prompt-file FILE   the prompt from a file (- for stdin; one trailing newline dropped)\n"
     "  --max-new N          tokens to generate (default 256, with --explain 16); stops early\n"
     "                       at end of text or when the context is full\n"
-    "  --precision P        float or double (default float; double with --explain)\n"
+    "  --precision P        float or double (default float; double with --explain); with --explain\n"
+    "                       also bf16 (float model, DePass products in bfloat16)\n"
     "  --threads N          threads for every parallel loop and matrix product (default: all)\n"
     "  --explain            attribute every generated token (one view per step in HTML)\n"
     "  --contrast T         with --explain: explain logit(token) - logit(T) at every step\n"
@@ -157,6 +160,33 @@ json baseline_tokens_document(const Args& args, const Loaded<Scalar>& l, const d
   return doc;
 }
 
+/// A bf16 run's costs: its kernel, the completeness residual at every boundary and, with
+/// --compare-float, how its scores agree with a float run's over the reachable positions.
+template <typename Scalar>
+void add_precision_report(const Args& args, json& doc, const Loaded<Scalar>& l, const depass::DecomposeOptions& options,
+                          const Question& q, const depass::Decomposition<Scalar>& bf16) {
+  if (options.gemm_precision != depass::GemmPrecision::Bf16) return;
+  doc["gemm_kernel"] = bf16.gemm_kernel();
+  doc["completeness"] = completeness_json(bf16);
+  if (!args.has("--compare-float")) return;
+  depass::DecomposeOptions native = options;
+  native.gemm_precision = depass::GemmPrecision::Native;
+  const depass::Decomposition<Scalar> reference =
+      decompose_run(*l.model, q.ids, depass::Initialisation<Scalar>::tokens(), native, depass::Hook<Scalar>{});
+  const Eigen::Index reach = q.position + 1;
+  const Eigen::VectorXd test = explained_scores(bf16, q).head(reach).template cast<double>();
+  const Eigen::VectorXd ref = explained_scores(reference, q).head(reach).template cast<double>();
+  const depass::ScoreAgreement a = depass::score_agreement(test, ref, 10);
+  doc["bf16_vs_float"] = {{"positions", reach},
+                          {"max_abs_error", a.max_abs_error},
+                          {"max_abs_float_score", a.max_abs_reference},
+                          {"relative_error", a.relative_error()},
+                          {"top_k", a.top_k},
+                          {"top_k_overlap", a.top_k_overlap},
+                          {"spearman", a.spearman},
+                          {"float_residual_max_abs", max_residual(reference)}};
+}
+
 template <typename Scalar>
 json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::DecomposeOptions& base, long alternatives,
                      const MethodChoice& c, const Request& request, const depass::Hook<Scalar>& progress) {
@@ -195,6 +225,7 @@ json tokens_document(const Args& args, const Loaded<Scalar>& l, const depass::De
   for (auto it = main.begin(); it != main.end(); ++it) doc[it.key()] = it.value();
   doc["residual_max_abs"] = max_residual(result);
   doc["chunks"] = result.chunk_count();
+  add_precision_report(args, doc, l, options, q, result);
   doc["alternatives"] = json::array();
   for (int t : likely_tokens(logits, alternatives, q.foil)) doc["alternatives"].push_back(attribution(t));
   add_comparison(doc, l, c, base, q, logits, main);
@@ -375,8 +406,8 @@ int run_explained_generate(const Args& args) {
 
 int command_tokens(const Args& args) {
   args.allow_only(join({kModelOptions, kInputOptions, kSplitOptions, kOutputOptions, kMethodOptions,
-                        {"--alternatives", "--components", "--trace", "--trace-npy", "--batch", "--help"}}));
-  return with_precision(args, "double", [&](auto s) { return run_tokens<decltype(s)>(args); });
+                        {"--alternatives", "--components", "--trace", "--trace-npy", "--batch", "--compare-float", "--help"}}));
+  return with_precision<false, true>(args, "double", [&](auto s) { return run_tokens<decltype(s)>(args); });
 }
 
 int command_generate(const Args& args) {
@@ -389,7 +420,7 @@ int command_generate(const Args& args) {
   args.allow_only(join({kModelOptions, kSplitOptions, kOutputOptions,
                         {"--prompt", "--prompt-file", "--max-new", "--explain", "--contrast", "--target-position", "--per-step",
                          "--help"}}));
-  return with_precision(args, "double", [&](auto s) { return run_explained_generate<decltype(s)>(args); });
+  return with_precision<false, true>(args, "double", [&](auto s) { return run_explained_generate<decltype(s)>(args); });
 }
 
 }  // namespace cli

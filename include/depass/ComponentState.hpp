@@ -5,9 +5,14 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "ComponentTensor.hpp"
+#include "GemmPrecision.hpp"
+#include "detail/Bf16Gemm.hpp"
 #include "Shards.hpp"
 #include "Weights.hpp"
 #include "layers/AttentionSinks.hpp"
@@ -15,7 +20,8 @@
 
 namespace depass {
 
-/// How the propagation runs (the numbers it gives do not depend on it beyond rounding).
+/// How the propagation runs (the numbers it gives do not depend on it beyond rounding;
+/// gemm_precision sets how much rounding).
 struct EngineOptions {
   /// Packed rows (component x position) per work item of the blocked engine, at most (a
   /// short prompt uses fewer, detail::tile_rows): each thread's scratch holds about this many
@@ -27,6 +33,9 @@ struct EngineOptions {
   /// Leave sum_m C[m] after each block (the completeness check reads it; the blocked engine
   /// sums the rows it just wrote, cheaper than summing C again).
   bool track_sum = false;
+  /// The large products' precision (GemmPrecision.hpp); Bf16 needs Scalar = float and
+  /// oneDNN, and the blocked engine (not `reference`).
+  GemmPrecision gemm_precision = GemmPrecision::Native;
 };
 
 namespace detail {
@@ -48,6 +57,7 @@ struct Workspace {
   std::vector<RowMatrix<Scalar>> partial_sums;  // one per thread, N x D
   RowMatrix<Scalar> sum;                        // sum_m C[m] after the last block
   bool sum_current = false;                     // `sum` belongs to the last block
+  std::shared_ptr<Bf16Gemm> bf16;               // GemmPrecision::Bf16: its products and bf16 weights
 };
 
 }  // namespace detail
@@ -92,6 +102,17 @@ struct ComponentState {
 };
 
 namespace detail {
+
+/// The products of a pass's propagation: bf16 when the engine asks for it (made on first
+/// use, before any parallel region), else Scalar.
+template <typename Scalar>
+Product<Scalar> products(ComponentState<Scalar>& cs) {
+  if (cs.engine.gemm_precision != GemmPrecision::Bf16) return {};
+  if (!std::is_same<Scalar, float>::value)
+    throw std::invalid_argument("gemm_precision = bf16 runs on float models only (this one is double)");
+  if (!cs.workspace.bf16) cs.workspace.bf16 = std::make_shared<Bf16Gemm>();
+  return Product<Scalar>{cs.workspace.bf16.get()};
+}
 
 /// Points a state's block_input at `input` for one block's propagation (null: the tensor).
 template <typename Scalar>

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -47,6 +48,10 @@ struct DecomposeOptions {
   /// unless shards_share_result. Null: one process holds every component.
   ShardGroup* shards = nullptr;
   bool shards_share_result = false;    // sharded: every rank receives the whole result
+  /// Native: every product in Scalar. Bf16 (float models, oneDNN builds, blocked engine):
+  /// the weight products of the propagation in bfloat16 with float accumulation
+  /// (GemmPrecision.hpp); completeness() then shows the rounding's residual.
+  GemmPrecision gemm_precision = GemmPrecision::Native;
 
   SplitRule split_rule() const { return SplitRule{split, temperature}; }
   EngineOptions engine_options() const {
@@ -54,6 +59,7 @@ struct DecomposeOptions {
     e.work_rows = static_cast<Eigen::Index>(work_rows);
     e.reference = straightforward;
     e.track_sum = true;
+    e.gemm_precision = gemm_precision;
     return e;
   }
 };
@@ -85,6 +91,7 @@ class Decomposition {
     bool forced_chunking = false;           // chunk_size was given
     Boundary end = Boundary::output();
     std::vector<BoundaryCheck> checks;
+    std::string gemm_kernel;                // GemmPrecision::Bf16: what ran the products
   };
 
   Decomposition() = default;
@@ -121,6 +128,9 @@ class Decomposition {
     return position >= 0 && position < positions() && (p_.kept.empty() || slot_[static_cast<std::size_t>(position)] >= 0);
   }
   Eigen::Index bias_component() const { return p_.bias_component; }
+  /// With GemmPrecision::Bf16, what computed the products (oneDNN's kernel, e.g.
+  /// "brg:avx512_core_bf16", or the fallback); empty for native precision.
+  const std::string& gemm_kernel() const { return p_.gemm_kernel; }
   /// Index of the "chunk residual" component of a chunked run, else -1.
   Eigen::Index chunk_residual_component() const { return p_.chunk_residual_component; }
   bool chunked() const { return p_.chunks > 1 || p_.forced_chunking; }
@@ -304,6 +314,13 @@ class Decomposer {
 
  private:
   static void check_options(const DecomposeOptions& options) {
+    if (options.gemm_precision == GemmPrecision::Bf16) {
+      if (!std::is_same<Scalar, float>::value)
+        throw std::invalid_argument("gemm_precision = bf16 runs on float models only (this one is double)");
+      if (!bf16_available()) throw std::invalid_argument("gemm_precision = bf16: " + bf16_unavailable_reason());
+      if (options.straightforward)
+        throw std::invalid_argument("gemm_precision = bf16 runs in the blocked engine, not with straightforward");
+    }
     if (!(options.temperature > 0.0) || !std::isfinite(options.temperature))
       throw std::invalid_argument("temperature = " + std::to_string(options.temperature) + " must be a finite number > 0");
     if (options.work_rows <= 0)
@@ -447,6 +464,7 @@ class Decomposer {
       cs.first_position.push_back(0);
     }
     parts.state = propagate(cs, start, options, end_index, hook, parts.checks, start_input(start, build));
+    parts.gemm_kernel = cs.workspace.bf16 ? cs.workspace.bf16->kernel() : std::string();
     gather_shards(group, cs, shares, start, options.shards_share_result, parts);
   }
 
@@ -504,6 +522,7 @@ class Decomposer {
     parts.labels.push_back("bias");
     parts.bias_component = K;
     parts.state = propagate(cs, start, options, end_index, hook, parts.checks, start_input(start, build));
+    parts.gemm_kernel = cs.workspace.bf16 ? cs.workspace.bf16->kernel() : std::string();
     if (parts.kept.empty()) {
       parts.components = std::move(cs.tensor);
       return;
@@ -547,6 +566,7 @@ class Decomposer {
       build(start, cs.tensor);
       cs.bias_component = count + 1;
       const MatrixType state = propagate(cs, start, options, end_index, hook, parts.checks, start_input(start, build));
+      parts.gemm_kernel = cs.workspace.bf16 ? cs.workspace.bf16->kernel() : std::string();
       for (Eigen::Index m = 0; m < count; ++m) store_rows(cs.tensor, m, parts, first + m);
       if (parts.chunks == 0) {
         store_rows(cs.tensor, count + 1, parts, parts.bias_component);

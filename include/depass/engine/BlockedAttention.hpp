@@ -86,6 +86,7 @@ void propagate_blocked(const Attention<Scalar>& attention, const Norm<Scalar>& n
   const Eigen::Index N = cs.tensor.positions(), D = cs.tensor.width();
   const Eigen::Index Q = attention.q_width(), K = attention.kv_width();
   const std::vector<AttentionGroup> groups = plan_attention(cs);
+  const Product<Scalar> product = products(cs);
   if (cs.engine.track_sum) start_sums(cs, threads());
   run_items(cs.workspace, static_cast<Eigen::Index>(groups.size()), attention_work(groups, attention, N, D),
             [&](Eigen::Index item, std::size_t thread, int inner) {
@@ -102,11 +103,11 @@ void propagate_blocked(const Attention<Scalar>& attention, const Norm<Scalar>& n
     ColMap values(base + R * first_width, R, K);
     for (Eigen::Index b = 0; b < B; ++b)
       gather_normed(cs, g.members[static_cast<std::size_t>(b)], s, N, norm, scale, normed.middleRows(b * n, n));
-    attention.values(normed, values, bias_begin, bias_rows);
+    attention.values(normed, values, bias_begin, bias_rows, product);
     ColMap mixed(base, R, Q);
     attention.mix(probs, s, B, values.data(), mixed.data(), inner);
     RowMap update(base + R * first_width, R, D);
-    attention.project(mixed, update, bias_begin, bias_rows);
+    attention.project(mixed, update, bias_begin, bias_rows, product);
     RowMatrix<Scalar>* sum = cs.engine.track_sum ? &cs.workspace.partial_sums[thread] : nullptr;
     for (Eigen::Index b = 0; b < B; ++b) {
       post.apply(update.middleRows(b * n, n), s);

@@ -124,6 +124,7 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
   const Eigen::Index M = cs.tensor.components(), N = cs.tensor.positions(), D = cs.tensor.width();
   const Eigen::Index I = mlp.neurons(), padded_i = SplitKernel<Scalar>::padded(I);
   const bool use_up = cs.split.needs_up() && mlp.gated();
+  const Product<Scalar> product = products(cs);
   Eigen::Index live_components = 0;
   double live_rows = 0;
   for (Eigen::Index m = 0; m < M; ++m) {
@@ -157,17 +158,18 @@ void propagate_blocked(const Mlp<Scalar>& mlp, const Norm<Scalar>& norm, const t
     for (Eigen::Index b = 0; b < tile.count(); ++b)
       gather_normed(cs, tile.members[static_cast<std::size_t>(b)], tile.start[static_cast<std::size_t>(b)], tile.p1,
                     norm, scale, normed.middleRows(tile.at(b), tile.length(b)));
-    mlp.gate_contributions(normed, gate, bias_begin, bias_rows);
+    mlp.gate_contributions(normed, gate, bias_begin, bias_rows, product);
     gate_rows.rightCols(padded_i - I).setZero();
     if (use_up) {
-      mlp.up_contributions(normed, StridedMap(up_rows.data(), R, I, Eigen::OuterStride<>(padded_i)), bias_begin, bias_rows);
+      mlp.up_contributions(normed, StridedMap(up_rows.data(), R, I, Eigen::OuterStride<>(padded_i)), bias_begin, bias_rows,
+                           product);
       up_rows.rightCols(padded_i - I).setZero();
     }
     handle_sinks(cs, tile, gate_rows, use_up ? &up_rows : nullptr);
     if (cs.shards) split_tile_sharded(cs, mlp.kind(), tile, gate_rows, use_up ? &up_rows : nullptr, act_rows);
     else if (split_tile(cs, mlp.kind(), tile, gate_rows, use_up ? &up_rows : nullptr, act_rows, I, inner)) orphan = true;
     RowMap update(base, R, D);
-    mlp.down(gate, update, bias_begin, bias_rows);
+    mlp.down(gate, update, bias_begin, bias_rows, product);
     // Tiles own disjoint positions, so their rows of the sum are disjoint too.
     RowMatrix<Scalar>* sum = cs.engine.track_sum ? &cs.workspace.sum : nullptr;
     for (Eigen::Index b = 0; b < tile.count(); ++b) {

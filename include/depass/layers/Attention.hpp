@@ -16,6 +16,7 @@
 #include "../Config.hpp"
 #include "../Hook.hpp"
 #include "../Weights.hpp"
+#include "../detail/Bf16Gemm.hpp"
 #include "Norm.hpp"
 #include "Rotary.hpp"
 
@@ -108,8 +109,9 @@ class Attention {
   /// dst = normed Wv^T for stacked rows; rows [bias_begin, + bias_count) belong to the bias
   /// component and receive the value bias.
   template <typename Rows, typename Dst>
-  void values(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
-    dst.noalias() = normed * w_.wv.transpose();
+  void values(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
+              const detail::Product<Scalar>& product = {}) const {
+    product(normed, w_.wv, dst);
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.bv, true);
   }
 
@@ -134,8 +136,9 @@ class Attention {
 
   /// dst = mixed Wo^T (all heads at once); rows [bias_begin, + bias_count) receive bo.
   template <typename Mixed, typename Dst>
-  void project(const Mixed& mixed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
-    dst.noalias() = mixed * w_.wo.transpose();
+  void project(const Mixed& mixed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
+               const detail::Product<Scalar>& product = {}) const {
+    product(mixed, w_.wo, dst);
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.bo, true);
   }
 

@@ -14,6 +14,7 @@
 #include "../Config.hpp"
 #include "../Hook.hpp"
 #include "../Weights.hpp"
+#include "../detail/Bf16Gemm.hpp"
 #include "NeuronSplit.hpp"
 #include "Norm.hpp"
 
@@ -87,16 +88,18 @@ class Mlp {
   /// dst = normed W1^T, each component's contribution to every gate; rows [bias_begin,
   /// + bias_count) belong to the bias component and receive the gate bias.
   template <typename Rows, typename Dst>
-  void gate_contributions(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
-    dst.noalias() = normed * w_.w1.transpose();
+  void gate_contributions(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
+                          const detail::Product<Scalar>& product = {}) const {
+    product(normed, w_.w1, dst);
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b1, true);
   }
 
   /// dst = normed W3^T, each component's contribution to every up input (gated MLPs); rows
   /// [bias_begin, + bias_count) receive the up bias.
   template <typename Rows, typename Dst>
-  void up_contributions(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
-    dst.noalias() = normed * w_.w3.transpose();
+  void up_contributions(const Rows& normed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
+                        const detail::Product<Scalar>& product = {}) const {
+    product(normed, w_.w3, dst);
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b3, true);
   }
   bool gated() const { return gated_; }
@@ -106,8 +109,9 @@ class Mlp {
   /// dst = shares W2^T, the output of each component's share of the neurons; rows
   /// [bias_begin, + bias_count) receive the down projection's bias.
   template <typename Shares, typename Dst>
-  void down(const Shares& shares, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count) const {
-    dst.noalias() = shares * w_.w2.transpose();
+  void down(const Shares& shares, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
+            const detail::Product<Scalar>& product = {}) const {
+    product(shares, w_.w2, dst);
     if (bias_count > 0) route_bias(dst.middleRows(bias_begin, bias_count), w_.b2, true);
   }
 

@@ -245,6 +245,21 @@ inline std::string method_footer(const nlohmann::json& entry) {
   return s + "\n";
 }
 
+/// A bf16 run: "  bf16 products (KERNEL); vs float: max score error E (R of the largest),
+/// top-10 overlap k/10, Spearman rho" (the comparison with --compare-float).
+inline std::string precision_footer(const nlohmann::json& doc) {
+  if (doc.value("precision", "") != "bf16") return "";
+  std::string s = "  bf16 products (" + doc.value("gemm_kernel", std::string("?")) + ")";
+  if (doc.contains("bf16_vs_float")) {
+    const nlohmann::json& a = doc.at("bf16_vs_float");
+    s += "; vs float: max score error " + significant(a.at("max_abs_error").get<double>()) + " (" +
+         significant(a.at("relative_error").get<double>()) + " of the largest), top-" +
+         std::to_string(a.at("top_k").get<long>()) + " overlap " + std::to_string(a.at("top_k_overlap").get<long>()) + "/" +
+         std::to_string(a.at("top_k").get<long>()) + ", Spearman " + fixed(a.at("spearman").get<double>(), 4);
+  }
+  return s + "\n";
+}
+
 /// "  bias score +0.000000[, position score ...][, chunk residual ... (K chunks)], completeness residual R";
 /// a baseline method's entry (no bias component) gets method_footer.
 inline std::string footer(const nlohmann::json& doc, const nlohmann::json& entry) {
@@ -255,7 +270,7 @@ inline std::string footer(const nlohmann::json& doc, const nlohmann::json& entry
     s += ", chunk residual " + signed_fixed(entry.at("chunk_residual_score").get<double>(), 6);
     if (doc.contains("chunks")) s += " (" + std::to_string(doc.at("chunks").get<long>()) + " chunks)";
   }
-  return s + ", completeness residual " + exact_number(doc.value("residual_max_abs", 0.0)) + "\n";
+  return s + ", completeness residual " + exact_number(doc.value("residual_max_abs", 0.0)) + "\n" + precision_footer(doc);
 }
 
 /// Display name of a trace component: a token component shows its text.
