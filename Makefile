@@ -21,7 +21,10 @@ CMAKE_ARGS ?=
 PYTHON_DEB_PACKAGES := pybind11-dev python3-dev python3-numpy python3-pytest python3-matplotlib
 # Open MPI: sharded runs and their tests (docs/distributed.md; optional for the build).
 MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin
-DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make $(PYTHON_DEB_PACKAGES) $(MPI_DEB_PACKAGES)
+# oneDNN: the bf16 mode's products (--precision bf16); optional like MPI.
+ONEDNN_DEB_PACKAGES := libdnnl-dev
+DEB_PACKAGES := libeigen3-dev catch2 nlohmann-json3-dev cmake g++ make $(PYTHON_DEB_PACKAGES) $(MPI_DEB_PACKAGES) \
+	$(ONEDNN_DEB_PACKAGES)
 
 .PHONY: all deps models build cli test demo clean sanitize fuzz fuzz-deps fuzz-build fuzz-corpus
 

@@ -62,9 +62,14 @@ def load_dump(path):
 
 
 class TorchLlama:
-    """Llama forward pass and token-level DePass in PyTorch, float32."""
+    """Llama forward pass and token-level DePass in PyTorch, float32 (or every tensor in
+    `dtype`, e.g. torch.bfloat16: what a PyTorch user gets from model.to(torch.bfloat16))."""
 
-    def __init__(self, cfg, t):
+    def __init__(self, cfg, t, dtype=None):
+        import torch
+        self.dtype = dtype or torch.float32
+        if self.dtype != torch.float32:
+            t = {k: v.to(self.dtype) for k, v in t.items()}
         self.cfg = cfg
         self.D, self.H, self.G = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
         self.d, self.I, self.L = cfg["head_dim"], cfg["hidden_dim"], cfg["n_layers"]
@@ -84,7 +89,7 @@ class TorchLlama:
         j = torch.arange(d // 2, dtype=torch.float64)
         freq = self.cfg["rope_theta"] ** (-2.0 * j / d)
         angle = torch.arange(N, dtype=torch.float64)[:, None] * freq[None, :]
-        return torch.cos(angle).float(), torch.sin(angle).float()  # [N, d/2]
+        return torch.cos(angle).to(self.dtype), torch.sin(angle).to(self.dtype)  # [N, d/2]
 
     def rope(self, t, cos, sin):
         """t: [N, heads, d]; rotates pairs by position."""
@@ -143,7 +148,7 @@ class TorchLlama:
         mask = torch.ones(N, N, dtype=torch.bool).triu_(1)
         x = self.emb[ids]
         # Component m < N: embedding of token m at position m; component N: bias (zero).
-        C = torch.zeros(M, N, D)
+        C = torch.zeros(M, N, D, dtype=self.dtype)
         C[torch.arange(N), torch.arange(N)] = x
         inv_t = 1.0 / temperature
         for w in self.layers:
@@ -269,14 +274,15 @@ def torch_worker(args):
     blas = openblas_info()
     rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cfg, tensors = load_dump(args.weights)
-    model = TorchLlama(cfg, tensors)
+    model = TorchLlama(cfg, tensors, torch.bfloat16 if args.dtype == "bf16" else None)
     del tensors
     with open(args.ids) as f:
         ids = [int(v) for v in f.read().split()][: args.n]
     ids_t = torch.tensor(ids, dtype=torch.long)
     rss_baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    out = {"kind": "depass", "impl": "pytorch", "n": args.n, "threads": args.threads,
+    out = {"kind": "depass", "impl": "pytorch" if args.dtype == "float32" else "pytorch-bf16",
+           "dtype": args.dtype, "n": args.n, "threads": args.threads,
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
            "openblas": blas}
     with torch.no_grad():
@@ -294,12 +300,12 @@ def torch_worker(args):
         last = args.n - 1
         logits = model.unemb @ state[last]
         target = int(args.target) if args.target is not None else int(torch.argmax(logits))
-        scores = C[:, last, :] @ model.unemb[target]
+        scores = (C[:, last, :] @ model.unemb[target]).float()
         out["target"] = target
         out["logit"] = float(logits[target])
         out["score_sum_minus_logit"] = float(scores.sum() - logits[target])
         out["max_relative_residual_output"] = float(
-            (C.sum(0) - state).abs().max() / state.abs().max())
+            (C.float().sum(0) - state.float()).abs().max() / state.float().abs().max())
         del C, state, holder
     if args.scores:
         with open(args.scores, "w") as f:
@@ -736,6 +742,10 @@ def main():
     ap.add_argument("--worker", choices=["torch", "torch-gemm", "torch-grad"])
     ap.add_argument("--method", default="ig", help="torch-grad worker: ig | input-x-grad")
     ap.add_argument("--steps", type=int, default=100, help="integrated-gradients steps")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bf16"], help="torch worker: tensor type")
+    ap.add_argument("--bf16", action="store_true",
+                    help="add the bf16 rows: PyTorch in bf16 and `depass tokens --precision bf16` on llama-random "
+                         "at --cli-sizes, 2 threads, against both float runs (needs --cli speed)")
     ap.add_argument("--gradients", default="ig,input-x-grad",
                     help="gradient methods timed on llama-random against PyTorch autograd ('' for none)")
     ap.add_argument("--gradient-sizes", default="128,256", help="N of the gradient-method rows")
@@ -891,6 +901,13 @@ def main():
                     (tr,) = run(cmd, t, "pytorch %s N=%d t=%d" % (model, n, t))
                     tr["model"] = model
                     results["runs"].append(tr)
+                    if args.bf16 and model == "llama-random" and t == 2:
+                        bf16_scores = os.path.join(work, "%s-%d-%d.torch-bf16.json" % (model, n, t))
+                        cmd_b = [c if c != torch_scores else bf16_scores for c in cmd] + ["--dtype", "bf16"]
+                        (tb,) = run(cmd_b, t, "pytorch bf16 %s N=%d t=%d" % (model, n, t))
+                        tb["model"] = model
+                        tb["agreement_with_float"] = scores_agreement(bf16_scores, torch_scores)
+                        results["runs"].append(tb)
                 if "depass-cpp" in impls and "pytorch" in impls:
                     agree = scores_agreement(cpp_scores, torch_scores)
                     agree.update({"model": model, "n": n, "threads": t})
@@ -939,7 +956,7 @@ def main():
 def cli_measurements(args, cli, work, model_paths, log):
     parts = args.cli.split(",")
     sizes = [int(n) for n in args.cli_sizes.split(",")]
-    out = {"speed": [], "threads": [], "memory": [], "repeats": args.cli_repeats}
+    out = {"speed": [], "threads": [], "memory": [], "bf16": [], "repeats": args.cli_repeats}
     files = {}
     for model in ("stories260K", "llama-random"):
         dump = os.path.join(work, model + ".f32")
@@ -974,6 +991,16 @@ def cli_measurements(args, cli, work, model_paths, log):
             wall, peak, _ = measure(tokens("llama-random", n, "float", ["--threads", "2"]), user_env(),
                                     "llama-random N=%d t=2" % n)
             out["speed"].append({"model": "llama-random", "n": n, "threads": 2, "cli_s": wall, "cli_peak_kib": peak})
+            if args.bf16:
+                wall, peak, text = measure(tokens("llama-random", n, "bf16", ["--threads", "2", "--compare-float"]),
+                                           user_env(), "llama-random N=%d t=2 bf16 (with --compare-float)" % n)
+                doc = json.loads(text)
+                wall_b, peak_b, _ = measure(tokens("llama-random", n, "bf16", ["--threads", "2"]), user_env(),
+                                            "llama-random N=%d t=2 bf16" % n)
+                out["bf16"].append({"model": "llama-random", "n": n, "threads": 2, "cli_s": wall_b,
+                                    "cli_peak_kib": peak_b, "kernel": doc.get("gemm_kernel"),
+                                    "agreement": doc.get("bf16_vs_float"),
+                                    "residual_max_abs": doc.get("residual_max_abs")})
     if "threads" in parts and "stories260K" in files:
         configs = [("--threads 1", ["--threads", "1"], None), ("--threads 2", ["--threads", "2"], None),
                    ("OMP_NUM_THREADS=1", [], 1), ("no setting", [], None)]
@@ -1053,6 +1080,37 @@ def render_cli(res, runs, out):
                    "columns are the DePass call alone from the tables above (fastest sample). A CLI process "
                    "always runs cold (fresh buffers, page faults, OpenMP start-up), so the harness's first "
                    "sample of the configuration is shown beside it." % cli.get("repeats", 1))
+        out.append("")
+    if cli.get("bf16"):
+        out.append("#### bf16 (llama-random, 2 threads): `depass tokens --precision bf16` against PyTorch in bf16 "
+                   "and both float runs")
+        out.append("")
+        out.append("| N | ours float s | ours bf16 s | bf16 speed-up over ours float | PyTorch float s | PyTorch bf16 s "
+                   "| ours bf16 vs PyTorch bf16 | ours bf16 peak MiB | PyTorch bf16 peak MiB "
+                   "| ours bf16 vs float: max err / max score, top-10, Spearman | PyTorch bf16 vs float: max err / max score "
+                   "| bf16 kernel |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        speed = {r["n"]: r for r in cli.get("speed", [])}
+        for r in cli["bf16"]:
+            f = speed.get(r["n"])
+            p = runs.get(("pytorch", r["model"], r["n"], r["threads"]))
+            pb = runs.get(("pytorch-bf16", r["model"], r["n"], r["threads"]))
+            a = r.get("agreement") or {}
+            pa = (pb or {}).get("agreement_with_float") or {}
+            out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["n"], fmt_s(f["cli_s"]) if f else "-", fmt_s(r["cli_s"]),
+                "%.2fx" % (f["cli_s"] / r["cli_s"]) if f else "-",
+                fmt_s(p["depass_s"]["min"]) if p else "-", fmt_s(pb["depass_s"]["min"]) if pb else "-",
+                "%.2fx" % (pb["depass_s"]["min"] / r["cli_s"]) if pb else "-", fmt_mib(r["cli_peak_kib"]),
+                fmt_mib(pb["rss_kib"]["peak"]) if pb else "-",
+                "%.1e, %d/%d, %.4f" % (a["relative_error"], a["top_k_overlap"], a["top_k"], a["spearman"]) if a else "-",
+                "%.1e" % pa["rel"] if pa else "-", r.get("kernel") or "-"))
+        out.append("")
+        out.append("Ours: the whole `depass tokens` process as `make build` builds it (fastest of %d runs), products "
+                   "in bf16 with float sums, the component tensor, split and mixing in float. PyTorch: the DePass "
+                   "call alone with every tensor in bf16 (`model.to(torch.bfloat16)`), fastest sample. The agreement "
+                   "columns compare each side's bf16 scores with its own float run at the last position." %
+                   cli.get("repeats", 1))
         out.append("")
     if cli.get("threads"):
         out.append("#### CLI threads (stories260K, double, `depass tokens`, whole process, s)")
