@@ -46,8 +46,8 @@ template <bool AlwaysBoth = false, bool WithBf16 = false, typename Function>
 int with_precision(const Args& args, const std::string& fallback, Function run) {
   const std::string precision = args.get("--precision", fallback);
   if (precision == "bf16" && !WithBf16)
-    throw UsageError("--precision bf16 applies to the DePass propagation of tokens, generate --explain, heads, neurons "
-                     "and modules; this command runs float or double");
+    throw UsageError("--precision bf16 applies to the DePass propagation of tokens, generate --explain, heads, neurons, "
+                     "modules and evaluate; this command runs float or double");
   if (precision != "float" && precision != "double" && precision != "bf16")
     throw UsageError("--precision must be float, double or bf16, got '" + precision + "'");
 #ifdef DEPASS_CLI_DOUBLE_ONLY

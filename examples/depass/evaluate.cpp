@@ -153,6 +153,8 @@ void refuse_unused(const Args& args, const EvalSettings& s) {
   only("--rule", ig, "--methods with ig");
   const bool depass = std::find(s.methods.begin(), s.methods.end(), Method::DePass) != s.methods.end();
   for (const char* option : {"--mlp-split", "--temperature", "--no-bos-sink", "--sink-ratio"}) only(option, depass, "--methods with depass");
+  if (args.get("--precision", "") == "bf16" && !depass)
+    throw UsageError("--precision bf16 runs DePass in bf16 (the other methods in float): give --methods with depass");
 }
 
 std::vector<int> int_list(const Args& args, const char* option) {
@@ -633,7 +635,8 @@ int run_evaluate(const Args& args) {
   Loaded<Scalar> l = load<Scalar>(args);
   check_against_model(l, s);
   depass::FaithfulnessData data = read_data(args, l, s);
-  const json run = describe(args, s, std::is_same<Scalar, float>::value ? "float" : "double");
+  const bool bf16 = s.depass.gemm_precision == depass::GemmPrecision::Bf16;
+  const json run = describe(args, s, bf16 ? "bf16" : std::is_same<Scalar, float>::value ? "float" : "double");
   json extra = {{"data_errors", json::array()}};
   for (const depass::DataError& e : data.errors) extra["data_errors"].push_back({{"line", e.line}, {"error", e.message}});
   Evaluator evaluate = s.masking() ? masking_evaluator(l, s) : s.tokens() ? token_evaluator(l, s) : Evaluator{};
@@ -684,7 +687,7 @@ int command_evaluate(const Args& args) {
   args.allow_only({"--model", "--tokenizer", "--precision", "--threads", "--data", "--protocol", "--methods", "--out", "--resume",
                    "--limit", "--percents", "--replace", "--ks", "--layers", "--probe-layer", "--probe-site", "--train-fraction",
                    "--steps", "--rule", "--mlp-split", "--temperature", "--no-bos-sink", "--sink-ratio", "--keep-last", "--no-progress", "--help"});
-  return with_precision(args, "double", [&](auto s) { return run_evaluate<decltype(s)>(args); });
+  return with_precision<false, true>(args, "double", [&](auto s) { return run_evaluate<decltype(s)>(args); });
 }
 
 }  // namespace cli

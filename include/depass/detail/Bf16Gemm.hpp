@@ -65,8 +65,8 @@ std::pair<long, long> pack_bf16(const Src& src, std::vector<std::uint16_t>& out)
 /// One pass's bf16 products: the weights converted once (cached by address; the model
 /// outlives the pass) and oneDNN's engine. Safe to call from several threads at once: each
 /// call packs into its own buffer and runs on its own stream; the caches are locked.
-/// Where oneDNN has no bf16 matmul for the CPU (before AVX-512, in oneDNN 2.x) the products
-/// fall back to Eigen on the bf16-rounded values, which gives the same numbers up to the
+/// Where oneDNN has no bf16 matmul for the CPU (before AVX-512, in oneDNN 2.x), or only its
+/// reference loops, the products fall back to Eigen on the bf16-rounded values, which gives the same numbers up to the
 /// order of the float sums (a bf16 x bf16 product is exact in float), only slower.
 class Bf16Gemm {
  public:
@@ -122,7 +122,12 @@ class Bf16Gemm {
     }
     try {
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine_);
-      note_kernel(pd.impl_info_str());
+      const std::string kernel = pd.impl_info_str();
+      if (kernel.rfind("ref", 0) == 0) {  // oneDNN's reference loops: ours are ~1000x faster
+        fallback_ = true;
+        return false;
+      }
+      note_kernel(kernel);
       const dnnl::matmul product(pd);  // oneDNN's primitive cache makes repeats cheap
       dnnl::memory am(a, engine_, a_data), bm(b, engine_, w_data), cm(c, engine_, dst.data());
       dnnl::stream stream(engine_);

@@ -1,0 +1,86 @@
+// depass --precision bf16: the CLI's bf16 mode against a float run of the same binary, what
+// its documents report, and where it is refused (other methods and commands, and builds
+// without oneDNN or without float).
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "CliSupport.hpp"
+
+using nlohmann::json;
+using depass::test::close;
+using depass::test::kPrompt;
+using depass::test::kStories;
+using depass::test::npos;
+
+namespace {
+
+/// Whether this CLI runs bf16; if it refuses (no oneDNN, or the double-only sanitizer
+/// build), the refusal must be a usage error naming the reason.
+bool cli_runs_bf16_precision(const std::string& model) {
+  const depass::test::RunResult r = depass::test::run_cli("tokens --model " + model + " --ids 1,403 --precision bf16 --format json");
+  if (r.code == 0) return true;
+  INFO(r.err);
+  CHECK(r.code == 2);
+  CHECK((r.err.find("needs oneDNN") != npos || r.err.find("double only") != npos));
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("depass tokens --precision bf16 --compare-float: close to float, and says so", "[cli][bf16]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  const std::string m = "tokens --model " + depass::test::sh(stories) + " --prompt " + depass::test::sh(kPrompt);
+  if (!cli_runs_bf16_precision(depass::test::sh(stories))) return;
+  const depass::test::RunResult b = depass::test::run_cli(m + " --precision bf16 --compare-float --format json --threads 1");
+  const depass::test::RunResult f = depass::test::run_cli(m + " --precision float --format json --threads 1");
+  INFO(b.err << f.err);
+  REQUIRE(b.code == 0);
+  REQUIRE(f.code == 0);
+  const json bf16 = json::parse(b.out), single = json::parse(f.out);
+  CHECK(bf16["precision"] == "bf16");
+  CHECK(!bf16["gemm_kernel"].get<std::string>().empty());
+  CHECK(bf16["completeness"].size() == 2 * 5 + 2);  // before each block, the output, the normed output
+  for (const json& c : bf16["completeness"]) CHECK(c["residual_max_abs"].get<double>() <= 2e-2 * c["state_max_abs"].get<double>());
+  CHECK(bf16["target"]["id"] == single["target"]["id"]);
+  // The reported comparison is with this binary's float run of the same prompt.
+  const json& a = bf16["bf16_vs_float"];
+  double max_error = 0, max_float = 0;
+  for (std::size_t i = 0; i < single["scores"].size(); ++i) {
+    max_error = std::max(max_error, std::abs(bf16["scores"][i].get<double>() - single["scores"][i].get<double>()));
+    max_float = std::max(max_float, std::abs(single["scores"][i].get<double>()));
+  }
+  CHECK(close(a["max_abs_error"].get<double>(), max_error, 1e-6));
+  CHECK(close(a["max_abs_float_score"].get<double>(), max_float, 1e-9));
+  CHECK(a["relative_error"].get<double>() > 0);
+  CHECK(a["relative_error"].get<double>() <= 2e-2);
+  CHECK(a["top_k"] == 10);
+  CHECK(a["top_k_overlap"].get<int>() >= 9);
+  CHECK(a["spearman"].get<double>() >= 0.99);
+  const depass::test::RunResult text = depass::test::run_cli(m + " --precision bf16 --compare-float --threads 1");
+  CHECK(text.out.find("bf16 products (") != npos);
+  CHECK(text.out.find("; vs float: max score error") != npos);
+}
+
+TEST_CASE("depass --precision bf16 is refused where it does not apply", "[cli][bf16]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  const std::string model = " --model " + depass::test::sh(stories) + " --ids 1,403,407";
+  const auto refused = [](const std::string& args, const std::string& message) {
+    const depass::test::RunResult r = depass::test::run_cli(args);
+    INFO(args << "\n" << r.err);
+    CHECK(r.code == 2);
+    CHECK(r.err.find(message) != npos);
+  };
+  refused("tokens" + model + " --precision bf16 --method ig", "runs DePass's propagation only");
+  refused("subspace" + model + " --precision bf16 --layer 1", "applies to the DePass propagation of tokens");
+  refused("tokens" + model + " --compare-float", "give --precision bf16");
+  refused("tokens" + model + " --precision half", "float, double or bf16");
+  refused("evaluate --model " + depass::test::sh(stories) + " --data x.jsonl --protocol disrupt --methods ig --out d --precision bf16",
+          "give --methods with depass");
+}
