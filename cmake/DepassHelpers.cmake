@@ -20,9 +20,14 @@ function(depass_program_defaults target)
     target_compile_options(${target} PRIVATE /W4 /permissive- /bigobj)
   else()
     target_compile_options(${target} PRIVATE -Wall -Wextra)
-    # GCC 12 reports Eigen's AVX-512 intrinsics (`__m512 __Y = __Y;`) as maybe-uninitialized.
+    # GCC 12 reports Eigen's AVX-512 intrinsics (`__m512 __Y = __Y;`) as maybe-uninitialized,
+    # and, on AVX-512 machines, as uninitialized (GCC bug 105593, fixed in GCC 13): pages of
+    # warnings from GCC's own headers in every native build there.
     if(DEPASS_NATIVE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
       target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized)
+      if(CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+        target_compile_options(${target} PRIVATE -Wno-uninitialized)
+      endif()
     endif()
   endif()
 endfunction()
