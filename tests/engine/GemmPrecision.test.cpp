@@ -170,7 +170,7 @@ TEST_CASE("bf16 decompositions agree with float ones on stories260K and TinyStor
   check_bf16_agreement(b, bf16_random_ids(b, 64, 5));
 }
 
-TEST_CASE("bf16 runs chunked and sharded runs alike: the chunk residual absorbs the rounding", "[engine][bf16]") {
+TEST_CASE("bf16 in a chunked run: the chunk residual absorbs the rounding", "[engine][bf16]") {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<float>& model = test::cached_model<float>(path);
   const std::vector<int> ids = bf16_random_ids(model, 40, 9);
