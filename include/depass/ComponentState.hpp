@@ -103,13 +103,19 @@ struct ComponentState {
 
 namespace detail {
 
+/// GemmPrecision::Bf16 runs on float models only.
+template <typename Scalar>
+void require_bf16_scalar() {
+  if (!std::is_same<Scalar, float>::value)
+    throw std::invalid_argument("gemm_precision = bf16 runs on float models only (this one is double)");
+}
+
 /// The products of a pass's propagation: bf16 when the engine asks for it (made on first
 /// use, before any parallel region), else Scalar.
 template <typename Scalar>
 Product<Scalar> products(ComponentState<Scalar>& cs) {
   if (cs.engine.gemm_precision != GemmPrecision::Bf16) return {};
-  if (!std::is_same<Scalar, float>::value)
-    throw std::invalid_argument("gemm_precision = bf16 runs on float models only (this one is double)");
+  require_bf16_scalar<Scalar>();
   if (!cs.workspace.bf16) cs.workspace.bf16 = std::make_shared<Bf16Gemm>();
   return Product<Scalar>{cs.workspace.bf16.get()};
 }

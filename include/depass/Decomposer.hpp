@@ -315,8 +315,7 @@ class Decomposer {
  private:
   static void check_options(const DecomposeOptions& options) {
     if (options.gemm_precision == GemmPrecision::Bf16) {
-      if (!std::is_same<Scalar, float>::value)
-        throw std::invalid_argument("gemm_precision = bf16 runs on float models only (this one is double)");
+      detail::require_bf16_scalar<Scalar>();  // before the forward pass, not at the first block
       if (!bf16_available()) throw std::invalid_argument("gemm_precision = bf16: " + bf16_unavailable_reason());
       if (options.straightforward)
         throw std::invalid_argument("gemm_precision = bf16 runs in the blocked engine, not with straightforward");

@@ -44,6 +44,11 @@ inline float from_bf16(std::uint16_t b) {
   return f;
 }
 
+/// The strides (row, column) of a tightly packed rows x cols matrix in the given order.
+inline std::pair<long, long> packed_strides(bool row_major, long rows, long cols) {
+  return row_major ? std::pair<long, long>{cols, 1} : std::pair<long, long>{1, rows};
+}
+
 /// A float matrix (any storage order, unit inner stride) as bf16 in the same order, tightly
 /// packed. Returns the strides (row, column) of the packed copy.
 template <typename Src>
@@ -57,7 +62,7 @@ std::pair<long, long> pack_bf16(const Src& src, std::vector<std::uint16_t>& out)
     std::uint16_t* to = out.data() + o * inner;
     for (Eigen::Index i = 0; i < inner; ++i) to[i] = to_bf16(row[i]);
   }
-  return Src::IsRowMajor ? std::pair<long, long>{inner, 1} : std::pair<long, long>{1, inner};
+  return packed_strides(Src::IsRowMajor, src.rows(), src.cols());
 }
 
 #ifdef DEPASS_WITH_ONEDNN
@@ -161,7 +166,7 @@ class Bf16Gemm {
     const std::lock_guard<std::mutex> lock(mutex_);
     std::vector<std::uint16_t>& copy = bf16_weights_[w.data()];
     if (copy.size() != static_cast<std::size_t>(w.size())) pack_bf16(w, copy);
-    strides = W::IsRowMajor ? std::pair<long, long>{w.cols(), 1} : std::pair<long, long>{1, w.rows()};
+    strides = packed_strides(W::IsRowMajor, w.rows(), w.cols());
     return copy.data();
   }
 
