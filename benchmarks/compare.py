@@ -216,9 +216,15 @@ def torch_forward_batch(model, x, p):
     return (y * model.rms_scale(y) * model.final_norm) @ model.unemb.T
 
 
+def ig_batch(args, n):
+    """IG path points per backward on both sides: --ig-batch, or if 0 the library's choice
+    (detail::sequences_per_record: about 1024 rows, 1 to 16 path points)."""
+    return args.ig_batch if args.ig_batch > 0 else max(1, min(16, 1024 // n))
+
+
 def torch_grad_worker(args):
     """Input x gradient or integrated gradients (midpoint rule, zero baseline, args.steps,
-    16 path points per autograd call, as ours) of the top-1 logit at the last position."""
+    args.ig_batch path points per autograd call, as ours) of the top-1 logit at the last position."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -249,8 +255,8 @@ def torch_grad_worker(args):
             return
         alphas = [(k + 0.5) / args.steps for k in range(args.steps)]
         total = torch.zeros_like(x0)
-        for i in range(0, args.steps, 16):
-            a = torch.tensor(alphas[i:i + 16], dtype=x0.dtype)[:, None, None]
+        for i in range(0, args.steps, args.ig_batch):
+            a = torch.tensor(alphas[i:i + args.ig_batch], dtype=x0.dtype)[:, None, None]
             total += grads(a * x0[None]).sum(0) / args.steps
         holder["scores"] = (x0 * total).sum(-1)
 
@@ -698,14 +704,14 @@ def gradient_runs(args, run, harness, work, model_paths, threads, log):
             ours_scores = os.path.join(work, "grad-%s-%d.cpp.json" % (method, n))
             torch_scores = os.path.join(work, "grad-%s-%d.torch.json" % (method, n))
             (c,) = run([harness, "--model", model_paths[model], "--n", str(n), "--threads", str(threads),
-                        "--ids", ids_file, "--method", method, "--steps", str(args.steps),
+                        "--ids", ids_file, "--method", method, "--steps", str(args.steps), "--batch", str(ig_batch(args, n)),
                         "--scores", ours_scores] + common, threads, "depass-cpp %s N=%d" % (method, n))
             (t,) = run([sys.executable, os.path.abspath(__file__), "--worker", "torch-grad", "--method", method,
-                        "--steps", str(args.steps), "--weights", dump, "--ids", ids_file, "--n", str(n),
+                        "--steps", str(args.steps), "--ig-batch", str(ig_batch(args, n)), "--weights", dump, "--ids", ids_file, "--n", str(n),
                         "--threads", str(threads), "--target", str(c["target"]), "--scores", torch_scores] + common,
                        threads, "pytorch %s N=%d" % (method, n))
             agree = scores_agreement(ours_scores, torch_scores)
-            rows.append({"method": method, "n": n, "threads": threads, "ours": c, "pytorch": t,
+            rows.append({"method": method, "n": n, "threads": threads, "ours": c, "pytorch": t, "batch": ig_batch(args, n),
                          "scores_rel": agree["rel"]})
             log("%s N=%d: ours %.2fs, PyTorch %.2fs, scores rel. diff %.1e" %
                 (method, n, c["time_s"]["min"], t["time_s"]["min"], agree["rel"]))
@@ -724,13 +730,14 @@ def render_gradients(res, out):
     for r in rows:
         c, p = r["ours"], r["pytorch"]
         cs, ps, ds = c["time_s"]["min"], p["time_s"]["min"], c["depass_s"]["min"]
-        name = "IG (%d steps)" % c["steps"] if r["method"] == "ig" else r["method"]
+        name = "IG (%d steps, %d per pass)" % (c["steps"], r["batch"]) if r["method"] == "ig" else r["method"]
         out.append("| %s | %d | %s | %s | %.2fx | %s | %s | %.2f | %s | %.2f | %.1e |" % (
             name, r["n"], fmt_s(cs), fmt_s(ps), ps / cs, fmt_mib(c["rss_kib"]["peak"]),
             fmt_mib(p["rss_kib"]["peak"]), c["rss_kib"]["peak"] / p["rss_kib"]["peak"], fmt_s(ds), ds / cs,
             r["scores_rel"]))
     out.append("")
-    out.append("Both batch 16 IG path points per backward (midpoint rule, zero baseline); the objective is "
+    out.append("Both sides put the same IG path points through one forward and backward pass (the library's "
+               "default: about 1024 rows, `detail::sequences_per_record`; midpoint rule, zero baseline); the objective is "
                "the top-1 logit at the last position. Ours: `TokenAttributor` (Model::record + Model::backward); "
                "PyTorch: a batched float32 forward with autograd (`torch_forward_batch`). Peak RSS of the whole "
                "process (ours: before the DePass run used for the last two columns).")
@@ -742,6 +749,8 @@ def main():
     ap.add_argument("--worker", choices=["torch", "torch-gemm", "torch-grad"])
     ap.add_argument("--method", default="ig", help="torch-grad worker: ig | input-x-grad")
     ap.add_argument("--steps", type=int, default=100, help="integrated-gradients steps")
+    ap.add_argument("--ig-batch", type=int, default=0,
+                    help="IG path points per backward, both sides (0: the library's choice for N)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bf16"], help="torch worker: tensor type")
     ap.add_argument("--bf16", action="store_true",
                     help="add the bf16 rows: PyTorch in bf16 and `depass tokens --precision bf16` on llama-random "

@@ -88,6 +88,7 @@ struct Args {
   unsigned seed = 20251;
   long work_rows = depass::DecomposeOptions{}.work_rows;  // engine work-item size (tuning)
   std::string method;  // ig | input-x-grad: time a gradient method (run_method)
+  long batch = 0;      // IG path points per record (IgOptions::batch; 0: the library's choice)
   int steps = 100;     // IG steps
 };
 
@@ -119,6 +120,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--seed") a.seed = static_cast<unsigned>(std::stoul(need(i)));
     else if (s == "--method") a.method = need(i);
     else if (s == "--steps") a.steps = std::stoi(need(i));
+    else if (s == "--batch") a.batch = std::stol(need(i));
     else if (s == "--help" || s == "-h") {
       std::cout << "see the comment at the top of benchmarks/depass_bench.cpp\n";
       std::exit(0);
@@ -451,6 +453,7 @@ int run_method(const Args& a, const depass::Model<float>& model, const std::vect
   const depass::TokenAttributor<float> methods(model);
   depass::IgOptions<float> ig;
   ig.steps = a.steps;
+  ig.batch = a.batch;
   const depass::Method method = depass::parse_method(a.method);
   depass::Attribution<float> result;
   const Timing t = time_it(a, [&] { result = methods.run(method, ids, objective, ig); });

@@ -133,8 +133,9 @@ TEMPLATE_TEST_CASE("Head and neuron methods refuse bad arguments", "[methods][er
                     Contains("layer " + std::to_string(L) + " is out of range [0, " + std::to_string(L) + ")"));
   CHECK_THROWS_WITH(methods.heads(Method::Ablation, ids, Objective::contrast(N - 1, 2, 2)), Contains("equals the target"));
   ComponentOptions options;
-  options.batch = 0;
-  CHECK_THROWS_WITH(methods.heads(Method::Ablation, ids, Objective::logit(N - 1, 2), options), Contains("batch = 0"));
+  options.batch = -1;
+  CHECK_THROWS_WITH(methods.heads(Method::Ablation, ids, Objective::logit(N - 1, 2), options),
+                    Contains("batch = -1 is out of range [0, inf) (0: automatic)"));
   CHECK_THROWS_WITH(methods.heads(Method::DePass, ids, Objective::logprob(N - 1, 2)),
                     Contains("objective 'logprob' is not decomposed by method 'depass'"));
 }

@@ -189,8 +189,8 @@ TEMPLATE_TEST_CASE("component masking refuses bad arguments, naming them", "[mas
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   MaskingOptions options;
-  options.batch = 0;
-  CHECK_THROWS_WITH(ComponentMasking<TestType>(model, options), Contains("batch = 0 is out of range [1, inf)"));
+  options.batch = -1;
+  CHECK_THROWS_WITH(ComponentMasking<TestType>(model, options), Contains("batch = -1 is out of range [0, inf) (0: automatic)"));
   options = {};
   options.neuron_layers = {1, 1};
   CHECK_THROWS_WITH(ComponentMasking<TestType>(model, options), Contains("lists layer 1 twice"));

@@ -2,12 +2,14 @@
 // tools/reference/gradients.py (goldens tests/golden/gradients_<model>.json): attention
 // (last layer, mean over layers), rollout, gradient norm, input x gradient, integrated
 // gradients (both rules, 4/16/100 steps, zero and token baselines, with their completeness
-// gaps and baseline values), occlusion; IG's completeness gap shrinking with the steps.
+// gaps and baseline values), occlusion; IG's completeness gap shrinking with the steps;
+// results independent of the batch (sequences per record).
 
 #include <catch2/catch.hpp>
 #include <depass/methods/TokenAttributor.hpp>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "support/GradientGoldens.hpp"
@@ -101,6 +103,45 @@ TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the step
   }
 }
 
+TEST_CASE("The automatic batch puts about 1024 rows through a record", "[methods]") {
+  CHECK(detail::sequences_per_record(0, 7) == 16);  // short prompts: the former fixed 16
+  CHECK(detail::sequences_per_record(0, 64) == 16);
+  CHECK(detail::sequences_per_record(0, 128) == 8);
+  CHECK(detail::sequences_per_record(0, 256) == 4);
+  CHECK(detail::sequences_per_record(0, 300) == 3);
+  CHECK(detail::sequences_per_record(0, 4096) == 1);
+  CHECK(detail::sequences_per_record(5, 4096) == 5);  // an explicit batch is kept
+  CHECK_THROWS_WITH(detail::sequences_per_record(-2, 8),
+                    Catch::Matchers::Contains("batch = -2 is out of range [0, inf) (0: automatic)"));
+}
+
+TEMPLATE_TEST_CASE("IG and occlusion do not depend on how many sequences share a record", "[methods]",
+                   DEPASS_TEST_SCALARS) {
+  // 100 positions: the automatic batch (10) differs from 7 and 16, and 7 leaves a short last
+  // record for both the 12 path points and the 100 occluded copies.
+  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
+  const Model<TestType>& model = test::cached_model<TestType>(path);
+  const TokenAttributor<TestType> methods(model);
+  std::vector<int> ids{1};
+  for (int i = 1; i < 100; ++i) ids.push_back(3 + (i * 37) % 500);
+  const Objective objective = Objective::logit(99, 11);
+  IgOptions<TestType> options;
+  options.steps = 12;
+  const Attribution<TestType> ig = methods.integrated_gradients(ids, objective, options);
+  const Attribution<TestType> occlusion = methods.occlusion(ids, objective);
+  const double tolerance = std::is_same<TestType, double>::value ? 1e-12 : 2e-5;
+  for (const Eigen::Index batch : {7, 16}) {
+    INFO("batch " << batch);
+    options.batch = batch;
+    const Vector<TestType> ig_b = methods.integrated_gradients(ids, objective, options).scores;
+    const Vector<TestType> occlusion_b = methods.occlusion(ids, objective, batch).scores;
+    CHECK((ig_b - ig.scores).cwiseAbs().maxCoeff() <= tolerance * ig.scores.cwiseAbs().maxCoeff());
+    CHECK((occlusion_b - occlusion.scores).cwiseAbs().maxCoeff() <= tolerance * occlusion.scores.cwiseAbs().maxCoeff());
+  }
+  CHECK(ig.scores.cwiseAbs().maxCoeff() > 0);
+  CHECK(occlusion.scores.cwiseAbs().maxCoeff() > 0);
+}
+
 TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors]", DEPASS_TEST_SCALARS) {
   const nlohmann::json golden = test::read_gradient_golden("llama");
   const Model<TestType> model(io::load_checkpoint<TestType>(test::gradient_model_path(golden)));
@@ -118,6 +159,11 @@ TEMPLATE_TEST_CASE("Token-level methods refuse bad arguments", "[methods][errors
   CHECK_THROWS_WITH(methods.integrated_gradients(ids, Objective::logit(N - 1, 3), options),
                     Contains("steps = 0 is out of range [1"));
   options.steps = 4;
+  options.batch = -1;
+  CHECK_THROWS_WITH(methods.integrated_gradients(ids, Objective::logit(N - 1, 3), options),
+                    Contains("batch = -1 is out of range [0, inf) (0: automatic)"));
+  CHECK_THROWS_WITH(methods.occlusion(ids, Objective::logit(N - 1, 3), -1), Contains("batch = -1"));
+  options.batch = 0;
   options.baseline = Matrix<TestType>::Zero(N - 1, model.config().dim);
   CHECK_THROWS_WITH(methods.integrated_gradients(ids, Objective::logit(N - 1, 3), options), Contains("IG baseline is"));
   CHECK_THROWS_WITH(methods.grad_norm(ids, Objective::contrast(N - 1, 3, 3)), Contains("equals the target"));

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "Batching.hpp"
+
 namespace depass {
 
 enum class Quadrature {
@@ -62,15 +64,16 @@ inline QuadratureNodes quadrature(Quadrature rule, int steps) {
 }
 
 /// Integrated gradients' path loop, shared by every attributor: sum_k w_k grad(baseline +
-/// alpha_k delta) over the nodes q, `batch` path points per call of gradient(path), which
-/// takes the points stacked ((count * n) x D, point k in rows [k*n, (k+1)*n)) and returns
-/// their gradients stacked the same way. Returns the n x D weighted sum. batch >= 1 (the
-/// callers check it with their other options).
+/// alpha_k delta) over the nodes q, `batch` path points per call of gradient(path) (0:
+/// sequences_per_record's choice), which takes the points stacked ((count * n) x D, point k
+/// in rows [k*n, (k+1)*n)) and returns their gradients stacked the same way. Returns the
+/// n x D weighted sum.
 template <typename Matrix, typename Gradient>
-Matrix path_gradient_sum(const Matrix& baseline, const Matrix& delta, const QuadratureNodes& q, Eigen::Index batch,
+Matrix path_gradient_sum(const Matrix& baseline, const Matrix& delta, const QuadratureNodes& q, Eigen::Index requested,
                          const Gradient& gradient) {
   using Scalar = typename Matrix::Scalar;
   const Eigen::Index n = baseline.rows(), K = static_cast<Eigen::Index>(q.alphas.size());
+  const Eigen::Index batch = sequences_per_record(requested, n);
   Matrix total = Matrix::Zero(n, baseline.cols());
   for (Eigen::Index first = 0; first < K; first += batch) {
     const Eigen::Index count = std::min(batch, K - first);

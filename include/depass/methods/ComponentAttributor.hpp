@@ -21,13 +21,14 @@
 
 #include "../Decomposer.hpp"
 #include "../Model.hpp"
+#include "../detail/Batching.hpp"
 #include "Attribution.hpp"
 
 namespace depass {
 
 struct ComponentOptions {
   bool mean_ablation = false;  // atp: estimate mean ablation (activation - its mean over positions)
-  Eigen::Index batch = 16;     // ablation: units rerun per record, >= 1
+  Eigen::Index batch = 0;      // ablation: units rerun per record, >= 1; 0: detail::sequences_per_record
   DecomposeOptions depass;     // depass: split rule, temperature (its initialisation is set here)
 };
 
@@ -108,7 +109,7 @@ class ComponentAttributor {
     check_applies(method, level);
     model_.check_tokens(ids);
     objective.validate(static_cast<Eigen::Index>(ids.size()), model_.config().vocab_size);
-    if (options.batch < 1) throw std::invalid_argument("batch = " + std::to_string(options.batch) + " is out of range [1, inf)");
+    detail::check_batch(options.batch);
     if (method == Method::DePass && objective.kind == ObjectiveKind::LogProb)
       throw std::invalid_argument("objective 'logprob' is not decomposed by method 'depass' (allowed: logit, contrast)");
   }
@@ -192,6 +193,7 @@ class ComponentAttributor {
                               Eigen::Index units, Eigen::Index width, Eigen::Index batch) const {
     const MatrixType x0 = model_.embed(ids);
     const Eigen::Index N = x0.rows();
+    batch = detail::sequences_per_record(batch, N);
     VectorType effects(units);
     for (Eigen::Index first = 0; first < units; first += batch) {
       const Eigen::Index count = std::min(batch, units - first);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../Model.hpp"
+#include "../detail/Batching.hpp"
 #include "ComponentAttributor.hpp"
 #include "FaithfulnessMetrics.hpp"
 
@@ -26,7 +27,7 @@ namespace depass {
 struct MaskingOptions {
   std::vector<int> ks;             // k grid, ascending, each in [0, units]; empty: 0, 1, 2, 4, ..., units
   std::vector<int> neuron_layers;  // neurons: the layers ranked together, in this order; empty: every layer
-  Eigen::Index batch = 16;         // masked runs per record, >= 1
+  Eigen::Index batch = 0;          // masked runs per record, >= 1; 0: detail::sequences_per_record
   ComponentOptions component;      // for the atp and ablation baselines
 };
 
@@ -60,7 +61,7 @@ class ComponentMasking {
   /// The model must outlive this object.
   explicit ComponentMasking(const Model<Scalar>& model, MaskingOptions options = {})
       : model_(model), options_(std::move(options)) {
-    if (options_.batch < 1) throw std::invalid_argument("batch = " + std::to_string(options_.batch) + " is out of range [1, inf)");
+    detail::check_batch(options_.batch);
     if (options_.neuron_layers.empty())
       for (int l = 0; l < model_.config().n_layers; ++l) options_.neuron_layers.push_back(l);
     for (std::size_t i = 0; i < options_.neuron_layers.size(); ++i) {
@@ -152,7 +153,8 @@ class ComponentMasking {
   }
 
   /// The target's probability and top-1 at the last position with each set of units masked
-  /// (unit indices as in MaskingSample::scores), options().batch runs per record.
+  /// (unit indices as in MaskingSample::scores), options().batch runs per record (0: the
+  /// library's choice, detail::sequences_per_record).
   std::vector<MaskedPrediction> predict(Level level, const std::vector<int>& ids, int target,
                                         const std::vector<std::vector<long>>& masks) const {
     check_sample(level, ids, target);
@@ -162,7 +164,7 @@ class ComponentMasking {
         if (u < 0 || u >= U)
           throw std::invalid_argument("unit " + std::to_string(u) + " is out of range [0, " + std::to_string(U) + ")");
     const MatrixType x0 = model_.embed(ids);
-    const Eigen::Index N = x0.rows(), B = options_.batch;
+    const Eigen::Index N = x0.rows(), B = detail::sequences_per_record(options_.batch, N);
     std::vector<MaskedPrediction> out;
     for (std::size_t first = 0; first < masks.size(); first += static_cast<std::size_t>(B)) {
       const std::size_t count = std::min(masks.size() - first, static_cast<std::size_t>(B));

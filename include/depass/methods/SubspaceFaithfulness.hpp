@@ -164,7 +164,7 @@ class SubspaceFaithfulness {
 
   VectorType integrated_gradients(const std::vector<int>& ids) const {
     const IgOptions<Scalar>& o = options_.ig;
-    if (o.batch < 1) throw std::invalid_argument("batch = " + std::to_string(o.batch) + " is out of range [1, inf)");
+    detail::check_batch(o.batch);
     const detail::QuadratureNodes q = detail::quadrature(o.rule, o.steps);
     const MatrixType x0 = model_.embed(ids);
     const Eigen::Index n = x0.rows();

@@ -14,6 +14,7 @@
 
 #include "../Decomposer.hpp"
 #include "../Model.hpp"
+#include "../detail/Batching.hpp"
 #include "../detail/Quadrature.hpp"
 #include "Attribution.hpp"
 
@@ -25,7 +26,8 @@ struct IgOptions {
   int steps = 100;                              // quadrature nodes, >= 1
   Quadrature rule = Quadrature::Midpoint;
   Matrix<Scalar> baseline;                      // N x D embeddings (model.embed(other_ids), ...); empty: zeros
-  Eigen::Index batch = 16;                      // path points per record (memory vs products), >= 1
+  Eigen::Index batch = 0;                       // path points per record (memory vs products), >= 1;
+                                                // 0: about 1024 rows (detail::sequences_per_record)
 };
 
 template <typename Scalar>
@@ -124,8 +126,7 @@ class TokenAttributor {
   /// completeness gap sum_i score_i - (f(x0) - f(x')) reported.
   Attribution<Scalar> integrated_gradients(const std::vector<int>& ids, const Objective& objective,
                                            const IgOptions<Scalar>& options = {}) const {
-    if (options.batch < 1)
-      throw std::invalid_argument("batch = " + std::to_string(options.batch) + " is out of range [1, inf)");
+    detail::check_batch(options.batch);
     const detail::QuadratureNodes q = detail::quadrature(options.rule, options.steps);
     const MatrixType x0 = prefix_embeddings(ids, objective);
     const MatrixType baseline = prefix_baseline(options.baseline, x0, ids.size());
@@ -146,10 +147,12 @@ class TokenAttributor {
 
   /// f(x0) - f(x0 with token i's embedding replaced by zeros) for i <= p; a learned position
   /// vector (GPT-2) stays, since it belongs to the position, not to the token.
-  Attribution<Scalar> occlusion(const std::vector<int>& ids, const Objective& objective, Eigen::Index batch = 16) const {
-    if (batch < 1) throw std::invalid_argument("batch = " + std::to_string(batch) + " is out of range [1, inf)");
+  /// `batch` occluded sequences per record (0: detail::sequences_per_record's choice).
+  Attribution<Scalar> occlusion(const std::vector<int>& ids, const Objective& objective, Eigen::Index batch = 0) const {
+    detail::check_batch(batch);
     const MatrixType x0 = prefix_embeddings(ids, objective);
     const Eigen::Index n = x0.rows();
+    batch = detail::sequences_per_record(batch, n);
     const Embedding<Scalar> embedding = model_.embedding();
     const Scalar f = model_.objective_values(objective_tape(x0, n, objective), objective)(0);
     VectorType scores(n);
