@@ -150,6 +150,8 @@ inline depass::DecomposeOptions decompose_options(const Args& args) {
     if (!depass::bf16_available()) throw UsageError("--precision bf16: " + depass::bf16_unavailable_reason());
     options.gemm_precision = depass::GemmPrecision::Bf16;
   }
+  if (args.has("--compare-float") && options.gemm_precision != depass::GemmPrecision::Bf16)
+    throw UsageError("--compare-float compares a --precision bf16 run with a float one: give --precision bf16");
   options.shards = MpiJob::get().shards();  // under mpirun: the ranks share the components
   options.shards_share_result = true;       // and every rank reads the result out alike
   if (options.shards && may_chunk(options))
@@ -246,6 +248,14 @@ double max_residual(const depass::Decomposition<Scalar>& d) {
   double r = 0;
   for (const depass::BoundaryCheck& c : d.completeness()) r = std::max(r, c.residual_max_abs);
   return r;
+}
+
+/// "bf16_vs_float": how a bf16 run's scores agree with a float run's over the same items.
+inline json agreement_json(const Eigen::VectorXd& bf16, const Eigen::VectorXd& reference) {
+  const depass::ScoreAgreement a = depass::score_agreement(bf16, reference, 10);
+  return {{"max_abs_error", a.max_abs_error},  {"max_abs_float_score", a.max_abs_reference},
+          {"relative_error", a.relative_error()}, {"top_k", a.top_k},
+          {"top_k_overlap", a.top_k_overlap},   {"spearman", a.spearman}};
 }
 
 /// The completeness check at every boundary: max |sum_m C[m] - x| and max |x|.

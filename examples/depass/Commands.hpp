@@ -69,6 +69,10 @@ int with_precision(const Args& args, const std::string& fallback, Function run) 
   "                       or a Hugging Face model directory (config.json, model.safetensors\n" \
   "                       or its shards, tokenizer.json); the format is detected from the file\n"
 
+#define DEPASS_CLI_COMPARE_FLOAT_HELP                                                           \
+  "  --compare-float      with --precision bf16: also run in float and report how the bf16\n"    \
+  "                       scores agree (max error, top-10 overlap, Spearman; JSON \"bf16_vs_float\")\n"
+
 #define DEPASS_CLI_MODEL_HELP                                                                 \
   DEPASS_CLI_MODEL_LINE                                                                       \
   "  --tokenizer PATH     tokenizer (llama2.c tok*.bin, tokenizer.json or .gguf); default: found\n" \

@@ -129,8 +129,6 @@ inline MethodChoice method_choice(const Args& args, depass::Level level) {
   if (args.get("--precision", "") == "bf16" && !c.only_depass())
     throw UsageError("--precision bf16 runs DePass's propagation only (--method depass); the other methods run float "
                      "or double");
-  if (args.has("--compare-float") && args.get("--precision", "") != "bf16")
-    throw UsageError("--compare-float compares a --precision bf16 run with a float one: give --precision bf16");
   return c;
 }
 

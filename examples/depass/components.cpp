@@ -22,7 +22,7 @@ const char* kModulesHelp =
     DEPASS_CLI_MODEL_HELP DEPASS_CLI_INPUT_HELP DEPASS_CLI_BATCH_HELP
     "  --trace              also trace each run's components (residual, module, bias) over the\n"
     "                       later layer boundaries (JSON field \"trace\" of each module entry)\n"
-    DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
+    DEPASS_CLI_COMPARE_FLOAT_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
     "  depass modules --model models/stories260K/stories260K.bin \\\n"
@@ -47,7 +47,7 @@ const char* kHeadsHelp =
     "  --trace              trace each layer's heads over the later boundaries (JSON \"trace\" of\n"
     "                       each layer entry; a chart per layer in HTML; not with chunking)\n"
     "  --trace-npy FILE     with --layer: the trace as a (boundaries, components) .npy\n"
-    DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
+    DEPASS_CLI_COMPARE_FLOAT_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
     "  depass heads --model models/stories260K/stories260K.bin \\\n"
@@ -71,7 +71,7 @@ const char* kNeuronsHelp =
     "  --order O            desc: most positive first (default); asc: most negative first;\n"
     "                       abs: largest magnitude first\n"
     "  --components FILE    write the component tensor (M x N x D) as .npy\n"
-    DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
+    DEPASS_CLI_COMPARE_FLOAT_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
     "  depass neurons --model models/stories260K/stories260K.bin --layer 4 --top 5 \\\n"
@@ -95,7 +95,7 @@ const char* kSubspaceHelp =
     "  --projection         the files hold D x D projection matrices, used as given\n"
     "  --top-tokens K       tokens decoded per component (default 5)\n"
     "  --components FILE    write the component tensor (M x N x D) as .npy\n"
-    DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
+    DEPASS_CLI_COMPARE_FLOAT_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
     "  depass subspace --model models/stories260K/stories260K.bin --layer 2 --site mlp \\\n"
@@ -194,6 +194,52 @@ Decomposition<Scalar> decompose(const Args& args, const Loaded<Scalar>& l, const
   return d;
 }
 
+/// --precision bf16: the kernel that ran the products (in doc), and decomposition d's
+/// completeness residual at every boundary (in entry): what the mode costs.
+template <typename Scalar>
+void add_completeness(json& doc, json& entry, const depass::DecomposeOptions& options, const Decomposition<Scalar>& d) {
+  if (options.gemm_precision != depass::GemmPrecision::Bf16) return;
+  // A run from the last MLP's output has no products to run: keep the kernel of one that had.
+  if (!d.gemm_kernel().empty() || !doc.contains("gemm_kernel")) doc["gemm_kernel"] = d.gemm_kernel();
+  entry["completeness"] = completeness_json(d);
+}
+
+/// --compare-float: each bf16 decomposition again in float; the units' scores of both runs
+/// are gathered and compared in "bf16_vs_float" (as tokens does over its positions).
+template <typename Scalar>
+class FloatComparison {
+ public:
+  explicit FloatComparison(const Args& args) : on_(args.has("--compare-float")) {}
+
+  /// The float run of `init`; keeps components [first, first + count) of both runs' scores.
+  void add(const Loaded<Scalar>& l, const Prediction<Scalar>& p, const Initialisation<Scalar>& init,
+           depass::DecomposeOptions options, const depass::Vector<Scalar>& bf16_scores, Eigen::Index first, Eigen::Index count) {
+    if (!on_) return;
+    options.gemm_precision = depass::GemmPrecision::Native;
+    const Decomposition<Scalar> d = decompose_run(*l.model, p.q.ids, init, options, depass::Hook<Scalar>{});
+    const depass::Vector<Scalar> reference = explained_scores(d, p.q);
+    for (Eigen::Index k = first; k < first + count; ++k) {
+      bf16_.push_back(static_cast<double>(bf16_scores(k)));
+      reference_.push_back(static_cast<double>(reference(k)));
+    }
+    float_residual_ = std::max(float_residual_, max_residual(d));
+  }
+
+  void write(json& doc) const {
+    if (!on_) return;
+    const Eigen::Index n = static_cast<Eigen::Index>(bf16_.size());
+    doc["bf16_vs_float"] = agreement_json(Eigen::Map<const Eigen::VectorXd>(bf16_.data(), n),
+                                          Eigen::Map<const Eigen::VectorXd>(reference_.data(), n));
+    doc["bf16_vs_float"]["units"] = n;
+    doc["bf16_vs_float"]["float_residual_max_abs"] = float_residual_;
+  }
+
+ private:
+  bool on_;
+  std::vector<double> bf16_, reference_;
+  double float_residual_ = 0;
+};
+
 /// Sets "bias_score" and, for a chunked run, "chunk_residual_score" (both part of the sum).
 template <typename Scalar>
 void add_bias(json& entry, const Decomposition<Scalar>& d, const depass::Vector<Scalar>& scores) {
@@ -234,11 +280,12 @@ json modules_document(const Args& args, const Loaded<Scalar>& l, const depass::D
   json doc = start_document(depass::output::schema::kModules, args, options, l, p);
   doc["modules"] = json::array();
   double residual = 0;
+  FloatComparison<Scalar> comparison(args);
   for (int layer = 0; layer < l.model->config().n_layers; ++layer) {
     for (depass::Site site : {depass::Site::Attention, depass::Site::Mlp}) {
       json traced;
-      const Decomposition<Scalar> d =
-          decompose(args, l, p, Initialisation<Scalar>::module_output(layer, site), options, progress, &traced);
+      const Initialisation<Scalar> init = Initialisation<Scalar>::module_output(layer, site);
+      const Decomposition<Scalar> d = decompose(args, l, p, init, options, progress, &traced);
       const depass::Vector<Scalar> scores = explained_scores(d, p.q);
       json entry = {{"layer", layer},
                     {"site", site_name(site)},
@@ -246,12 +293,15 @@ json modules_document(const Args& args, const Loaded<Scalar>& l, const depass::D
                     {"score", static_cast<double>(scores(1))},
                     {"residual_score", static_cast<double>(scores(0))}};
       add_bias(entry, d, scores);
+      add_completeness(doc, entry, options, d);
       if (!traced.is_null()) entry.update(traced);
       doc["modules"].push_back(entry);
       residual = std::max(residual, max_residual(d));
+      comparison.add(l, p, init, options, scores, 1, 1);
     }
   }
   doc["residual_max_abs"] = residual;
+  comparison.write(doc);
   return doc;
 }
 
@@ -279,20 +329,25 @@ json heads_document(const Args& args, const Loaded<Scalar>& l, const depass::Dec
   doc["n_heads"] = cfg.n_heads;
   doc["layers"] = json::array();
   double residual = 0;
+  FloatComparison<Scalar> comparison(args);
   for (int layer : layers) {
     json traced;
-    const Decomposition<Scalar> d = decompose(args, l, p, Initialisation<Scalar>::heads(layer), options, progress, &traced);
+    const Initialisation<Scalar> init = Initialisation<Scalar>::heads(layer);
+    const Decomposition<Scalar> d = decompose(args, l, p, init, options, progress, &traced);
     const depass::Vector<Scalar> scores = explained_scores(d, p.q);
     json heads = json::array();
     for (int h = 0; h < cfg.n_heads; ++h) heads.push_back(static_cast<double>(scores(1 + h)));
     json entry = {{"layer", layer}, {"heads", heads}, {"residual_score", static_cast<double>(scores(0))}};
     add_bias(entry, d, scores);
+    add_completeness(doc, entry, options, d);
     if (!traced.is_null()) entry.update(traced);
     doc["layers"].push_back(entry);
     residual = std::max(residual, max_residual(d));
+    comparison.add(l, p, init, options, scores, 1, cfg.n_heads);
     if (layers.size() == 1) maybe_write_components(args, doc, d, cfg.dim);
   }
   doc["residual_max_abs"] = residual;
+  comparison.write(doc);
   return doc;
 }
 
@@ -387,7 +442,8 @@ json neurons_document(const Args& args, const Loaded<Scalar>& l, const depass::D
                       const std::string& order, const Request& r, const depass::Hook<Scalar>& progress) {
   const Prediction<Scalar> p = predict(r, l);
   const depass::DecomposeOptions options = request_options(args, base, p.q.position);
-  const Decomposition<Scalar> d = decompose(args, l, p, Initialisation<Scalar>::neuron_outputs(layer), options, progress);
+  const Initialisation<Scalar> init = Initialisation<Scalar>::neuron_outputs(layer);
+  const Decomposition<Scalar> d = decompose(args, l, p, init, options, progress);
   const depass::Vector<Scalar> scores = explained_scores(d, p.q);
   const int I = l.model->config().hidden_dim;
   std::vector<double> s(static_cast<std::size_t>(I));
@@ -398,6 +454,10 @@ json neurons_document(const Args& args, const Loaded<Scalar>& l, const depass::D
   doc["other_score"] = static_cast<double>(scores(1 + I));
   add_bias(doc, d, scores);
   doc["residual_max_abs"] = max_residual(d);
+  add_completeness(doc, doc, options, d);
+  FloatComparison<Scalar> comparison(args);
+  comparison.add(l, p, init, options, scores, 1, I);
+  comparison.write(doc);
   maybe_write_components(args, doc, d, l.model->config().dim);
   return doc;
 }
@@ -595,17 +655,17 @@ const std::vector<std::string> kCommon = join({kModelOptions, kInputOptions, kSp
 }  // namespace
 
 int command_modules(const Args& args) {
-  args.allow_only(join({kCommon, {"--batch", "--trace"}}));
+  args.allow_only(join({kCommon, {"--batch", "--trace", "--compare-float"}}));
   return with_precision<false, true>(args, "double", [&](auto s) { return run_modules<decltype(s)>(args); });
 }
 
 int command_heads(const Args& args) {
-  args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--components", "--batch", "--trace", "--trace-npy"}}));
+  args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--components", "--batch", "--trace", "--trace-npy", "--compare-float"}}));
   return with_precision<false, true>(args, "double", [&](auto s) { return run_heads<decltype(s)>(args); });
 }
 
 int command_neurons(const Args& args) {
-  args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--order", "--components", "--batch"}}));
+  args.allow_only(join({kCommon, kMethodOptions, {"--layer", "--order", "--components", "--batch", "--compare-float"}}));
   return with_precision<false, true>(args, "double", [&](auto s) { return run_neurons<decltype(s)>(args); });
 }
 

@@ -32,8 +32,7 @@ const char* kTokensHelp =
     "  --components FILE    write the full component tensor (M x N x D, float64) at the output\n"
     "                       boundary (final-normed) as .npy; labels go to the JSON (not with\n"
     "                       chunking)\n"
-    "  --compare-float      with --precision bf16: also run in float and report the bf16 scores'\n"
-    "                       agreement (max error, top-10 overlap, Spearman; JSON \"bf16_vs_float\")\n"
+    DEPASS_CLI_COMPARE_FLOAT_HELP
     DEPASS_CLI_TRACE_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "examples:\n"
@@ -176,15 +175,9 @@ void add_precision_report(const Args& args, json& doc, const Loaded<Scalar>& l, 
   const Eigen::Index reach = q.position + 1;
   const Eigen::VectorXd test = explained_scores(bf16, q).head(reach).template cast<double>();
   const Eigen::VectorXd ref = explained_scores(reference, q).head(reach).template cast<double>();
-  const depass::ScoreAgreement a = depass::score_agreement(test, ref, 10);
-  doc["bf16_vs_float"] = {{"positions", reach},
-                          {"max_abs_error", a.max_abs_error},
-                          {"max_abs_float_score", a.max_abs_reference},
-                          {"relative_error", a.relative_error()},
-                          {"top_k", a.top_k},
-                          {"top_k_overlap", a.top_k_overlap},
-                          {"spearman", a.spearman},
-                          {"float_residual_max_abs", max_residual(reference)}};
+  doc["bf16_vs_float"] = agreement_json(test, ref);
+  doc["bf16_vs_float"]["positions"] = reach;
+  doc["bf16_vs_float"]["float_residual_max_abs"] = max_residual(reference);
 }
 
 template <typename Scalar>

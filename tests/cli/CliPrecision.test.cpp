@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "CliSupport.hpp"
 
@@ -67,6 +69,63 @@ TEST_CASE("depass tokens --precision bf16 --compare-float: close to float, and s
   CHECK(text.out.find("; vs float: max score error") != npos);
 }
 
+TEST_CASE("depass heads, neurons and modules --precision bf16 --compare-float report what the mode costs", "[cli][bf16]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  if (!cli_runs_bf16_precision(depass::test::sh(stories))) return;
+  const std::string model = " --model " + depass::test::sh(stories) + " --prompt " + depass::test::sh(kPrompt) + " --threads 1";
+  const auto run = [&](const std::string& args) {
+    const depass::test::RunResult r = depass::test::run_cli(args + " --format json");
+    INFO(args << "\n" << r.err);
+    REQUIRE(r.code == 0);
+    return json::parse(r.out);
+  };
+  // (command, the entries holding one decomposition each, their unit scores, units per entry)
+  struct Case {
+    std::string command, entries;
+    std::function<std::vector<double>(const json&)> units;
+  };
+  const std::vector<Case> cases = {
+      {"heads", "layers", [](const json& e) { return e["heads"].get<std::vector<double>>(); }},
+      {"neurons --layer 1", "", [](const json& e) { return e["scores"].get<std::vector<double>>(); }},
+      {"modules", "modules", [](const json& e) { return std::vector<double>{e["score"].get<double>()}; }}};
+  for (const Case& c : cases) {
+    INFO(c.command);
+    const json bf16 = run(c.command + model + " --precision bf16 --compare-float");
+    const json single = run(c.command + model + " --precision float");
+    CHECK(bf16["precision"] == "bf16");
+    CHECK(!bf16["gemm_kernel"].get<std::string>().empty());
+    const json entries = c.entries.empty() ? json::array({bf16}) : bf16[c.entries];
+    const json float_entries = c.entries.empty() ? json::array({single}) : single[c.entries];
+    REQUIRE(entries.size() == float_entries.size());
+    std::vector<double> test, reference;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      // Every boundary after the decomposition's start, each within the mode's error.
+      CHECK(entries[i]["completeness"].size() >= 2);
+      for (const json& b : entries[i]["completeness"])
+        CHECK(b["residual_max_abs"].get<double>() <= 2e-2 * std::max(1.0, b["state_max_abs"].get<double>()));
+      for (double v : c.units(entries[i])) test.push_back(v);
+      for (double v : c.units(float_entries[i])) reference.push_back(v);
+    }
+    // The reported comparison is with this binary's float run of the same command.
+    const json& a = bf16["bf16_vs_float"];
+    double max_error = 0, max_float = 0;
+    for (std::size_t i = 0; i < test.size(); ++i) {
+      max_error = std::max(max_error, std::abs(test[i] - reference[i]));
+      max_float = std::max(max_float, std::abs(reference[i]));
+    }
+    CHECK(a["units"] == test.size());
+    CHECK(close(a["max_abs_error"].get<double>(), max_error, 1e-6));
+    CHECK(close(a["max_abs_float_score"].get<double>(), max_float, 1e-9));
+    CHECK(max_error > 0);
+    CHECK(a["relative_error"].get<double>() <= 2e-2);
+    CHECK(a["spearman"].get<double>() >= 0.99);
+    const depass::test::RunResult text = depass::test::run_cli(c.command + model + " --precision bf16 --compare-float");
+    CHECK(text.out.find("bf16 products (") != npos);
+    CHECK(text.out.find("; vs float: max score error") != npos);
+  }
+}
+
 TEST_CASE("depass --precision bf16 is refused where it does not apply", "[cli][bf16]") {
   DEPASS_REQUIRE_CLI();
   DEPASS_REQUIRE_MODEL(stories, kStories);
@@ -84,6 +143,9 @@ TEST_CASE("depass --precision bf16 is refused where it does not apply", "[cli][b
   refused("tokens" + model + " --precision bf16 --method ig", "runs DePass's propagation only");
   refused("subspace" + model + " --precision bf16 --layer 1", "applies to the DePass propagation of tokens");
   refused("tokens" + model + " --compare-float", "give --precision bf16", false);
+  refused("modules" + model + " --compare-float", "give --precision bf16", false);
+  refused("heads" + model + " --method atp --compare-float", "give --precision bf16", false);
+  refused("subspace" + model + " --layer 1 --compare-float", "--compare-float", false);
   refused("tokens" + model + " --precision half", "float, double or bf16", false);
   refused("evaluate --model " + depass::test::sh(stories) + " --data x.jsonl --protocol disrupt --methods ig --out d --precision bf16",
           "give --methods with depass");

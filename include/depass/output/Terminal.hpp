@@ -249,7 +249,9 @@ inline std::string method_footer(const nlohmann::json& entry) {
 /// top-10 overlap k/10, Spearman rho" (the comparison with --compare-float).
 inline std::string precision_footer(const nlohmann::json& doc) {
   if (doc.value("precision", "") != "bf16") return "";
-  std::string s = "  bf16 products (" + doc.value("gemm_kernel", std::string("?")) + ")";
+  const std::string kernel = doc.value("gemm_kernel", std::string());
+  // Components that start after the last products (the last MLP's neurons) meet none.
+  std::string s = "  bf16 products (" + (kernel.empty() ? std::string("none in this run") : kernel) + ")";
   if (doc.contains("bf16_vs_float")) {
     const nlohmann::json& a = doc.at("bf16_vs_float");
     s += "; vs float: max score error " + significant(a.at("max_abs_error").get<double>()) + " (" +
@@ -397,7 +399,7 @@ inline std::string render_modules(const nlohmann::json& doc, const TerminalOptio
   std::string out = target_line(doc) + heat_grid(rows, {"attention", "mlp"}, values, options.color);
   out += "  (each module's output propagated to the logits; residual + module + bias = logit)\n";
   if (!chunk.empty()) out += "  chunk residual per run:" + chunk + "\n";
-  return out;
+  return out + precision_footer(doc);
 }
 
 inline std::string render_heads(const nlohmann::json& doc, const TerminalOptions& options) {
@@ -422,7 +424,7 @@ inline std::string render_heads(const nlohmann::json& doc, const TerminalOptions
   std::string out = target_line(doc) + heat_grid(rows, cols, values, options.color) + ranking(labels, flat, options.top, "head");
   if (!chunk.empty()) out += "  chunk residual per layer:" + chunk + "\n";
   if (doc.contains("method") && doc.at("method") != "depass") out += method_footer(doc);
-  return out + traces;
+  return out + precision_footer(doc) + traces;
 }
 
 inline std::string render_neurons(const nlohmann::json& doc, const TerminalOptions& options) {
