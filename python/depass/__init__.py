@@ -24,6 +24,7 @@ from ._depass import (  # noqa: F401  (re-exported API)
     Subspaces,
     Tokens,
     __version__,
+    bf16_available,
     load,
     reuse_freed_memory,
     set_threads,
@@ -39,5 +40,5 @@ Decomposition = (DecompositionFloat64, DecompositionFloat32)
 __all__ = [
     "Boundary", "Custom", "Decomposition", "DecompositionFloat32", "DecompositionFloat64", "FormatError",
     "Heads", "Initialisation", "Model", "ModelFloat32", "ModelFloat64", "Module", "Neurons", "Subspaces",
-    "Tokens", "load", "reuse_freed_memory", "set_threads", "threads",
+    "Tokens", "bf16_available", "load", "reuse_freed_memory", "set_threads", "threads",
 ]

@@ -219,6 +219,16 @@ std::optional<LogitTrace<Scalar>> make_trace(const Model<Scalar>& model, const p
   return LogitTrace<Scalar>(model, t[0], static_cast<int>(t[1]), t.size() == 3 ? static_cast<int>(t[2]) : -1);
 }
 
+/// decompose's gemm_precision: "native" (the model's precision) or "bf16".
+inline GemmPrecision parse_gemm_precision(const std::string& name) {
+  if (name == "native") return GemmPrecision::Native;
+  if (name == "bf16") {
+    if (!bf16_available()) throw std::invalid_argument("gemm_precision 'bf16': " + bf16_unavailable_reason());
+    return GemmPrecision::Bf16;
+  }
+  throw std::invalid_argument("gemm_precision '" + name + "' is unknown (allowed: native, bf16)");
+}
+
 inline DecomposeOptions make_options(const std::string& split, double temperature, bool bos_sink, const Boundary& end,
                                      long chunk_size, std::size_t memory_budget_bytes,
                                      const std::vector<long>& keep_positions, bool straightforward, long work_rows) {
@@ -276,6 +286,9 @@ void bind_decomposition(py::module_& m, const char* name) {
       .def_property_readonly("chunked", [](const PD& d) { return d.result.chunked(); })
       .def_property_readonly("chunk_count", [](const PD& d) { return d.result.chunk_count(); })
       .def_property_readonly("end", [](const PD& d) { return d.result.end(); })
+      .def_property_readonly("gemm_kernel", [](const PD& d) { return d.result.gemm_kernel(); },
+                             "With gemm_precision='bf16': what ran the bf16 products (oneDNN's kernel names, or "
+                             "the fallback); empty otherwise, or if no product ran.")
       .def_property_readonly(
           "completeness",
           [](const PD& d) {
@@ -393,7 +406,9 @@ constexpr const char* kDecomposeDoc =
     "arguments are DecomposeOptions'. progress(name, layer, boundary), if given, is called at each "
     "residual-stream event (start, attn_resid, layer_out; boundary as Boundary::index counts); an exception it "
     "raises stops the run. trace=(position, target[, foil]) records LogitTrace: every component's logit lens "
-    "at each boundary (result.trace).";
+    "at each boundary (result.trace). gemm_precision='bf16' (float32 models, builds with oneDNN: "
+    "depass.bf16_available()) runs the propagation's weight products in bfloat16 with float sums; "
+    "result.completeness then says what that costs at every boundary.";
 
 }  // namespace python
 }  // namespace depass
@@ -440,17 +455,19 @@ void bind_model(py::module_& m, const char* name) {
           [](const PM& p, const py::object& prompt, const InitSpec& init, const std::string& split, double temperature,
              bool bos_sink, double sink_ratio, const py::object& end, long chunk_size, std::size_t memory_budget_bytes,
              const std::vector<long>& keep_positions, bool straightforward, long work_rows, const py::object& progress,
-             const py::object& trace) {
+             const py::object& trace, const std::string& gemm_precision) {
             DecomposeOptions options = make_options(split, temperature, bos_sink, to_boundary(end, "end"), chunk_size,
                                                     memory_budget_bytes, keep_positions, straightforward, work_rows);
             options.sink_ratio = sink_ratio;
+            options.gemm_precision = parse_gemm_precision(gemm_precision);
             return decompose(p, prompt, init, options, progress, trace);
           },
           py::arg("prompt"), py::arg("init") = InitSpec{}, py::arg("split") = "softmax", py::arg("temperature") = 0.1,
           py::arg("bos_sink") = true, py::arg("sink_ratio") = 0.0, py::arg("end") = Boundary::output(),
           py::arg("chunk_size") = 0, py::arg("memory_budget_bytes") = 0, py::arg("keep_positions") = std::vector<long>{},
           py::arg("straightforward") = false, py::arg("work_rows") = DecomposeOptions{}.work_rows,
-          py::arg("progress") = py::none(), py::arg("trace") = py::none(), kDecomposeDoc)
+          py::arg("progress") = py::none(), py::arg("trace") = py::none(), py::arg("gemm_precision") = "native",
+          kDecomposeDoc)
       .def("__repr__", [name](const PM& p) {
         const Config& c = p.model().config();
         return std::string("<depass.") + name + ": " + c.architecture + ", " + std::to_string(c.n_layers) +
@@ -593,6 +610,8 @@ PYBIND11_MODULE(_depass, m) {
       py::arg("path"), py::arg("tokenizer") = py::none(), py::arg("precision") = "float64",
       "Loads a checkpoint (llama2.c .bin, GGUF, Hugging Face directory) and its tokenizer (given, or the one "
       "it carries or sits next to).");
+  m.def("bf16_available", &bf16_available,
+        "Whether this build has the bf16 mode (oneDNN): decompose(..., gemm_precision='bf16').");
   m.def("set_threads", &set_threads, py::arg("count"), "Threads of every later run (depass::set_threads).");
   m.def("threads", &threads);
   m.def("reuse_freed_memory", &reuse_freed_memory,
