@@ -95,7 +95,7 @@ const char* kSubspaceHelp =
     "  --projection         the files hold D x D projection matrices, used as given\n"
     "  --top-tokens K       tokens decoded per component (default 5)\n"
     "  --components FILE    write the component tensor (M x N x D) as .npy\n"
-    DEPASS_CLI_COMPARE_FLOAT_HELP DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
+    DEPASS_CLI_SPLIT_HELP DEPASS_CLI_OUTPUT_HELP
     "\n"
     "example:\n"
     "  depass subspace --model models/stories260K/stories260K.bin --layer 2 --site mlp \\\n"

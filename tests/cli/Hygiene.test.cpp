@@ -231,3 +231,28 @@ TEST_CASE("depass --batch on a terminal: a progress bar over the items, none whe
   CHECK(file.err.find("items") == npos);
   CHECK(test::read_file(dir.path("out.jsonl")) == test::read_file(dir.path("out2.jsonl")));
 }
+
+TEST_CASE("Every option a command's --help lists is one the command accepts", "[cli][hygiene]") {
+  DEPASS_REQUIRE_CLI();
+  for (const char* command : {"tokens", "modules", "heads", "neurons", "subspace", "decode", "generate", "tokenize",
+                              "evaluate", "info"}) {
+    const test::RunResult help = test::run_cli(std::string(command) + " --help");
+    REQUIRE(help.code == 0);
+    // The option list: lines "  --name ..." (usage lines and prose may name other commands' options).
+    std::vector<std::string> options;
+    std::size_t start = 0;
+    while (start < help.out.size()) {
+      const std::size_t end = std::min(help.out.find('\n', start), help.out.size());
+      const std::string line = help.out.substr(start, end - start);
+      if (line.rfind("  --", 0) == 0) options.push_back(line.substr(2, line.find(' ', 2) - 2));
+      start = end + 1;
+    }
+    CHECK(options.size() >= 3);
+    for (const std::string& option : options) {
+      // A value after every option: a flag then meets a stray argument, never "unknown option".
+      const test::RunResult r = test::run_cli(std::string(command) + " " + option + " x");
+      INFO(command << " " << option << "\n" << r.err);
+      CHECK(r.err.find("unknown option " + option) == npos);
+    }
+  }
+}
