@@ -7,11 +7,12 @@
 //                      [--budget SECONDS] [--ids FILE] [--scores FILE] [--profile]
 //   bench_depass_bench --gemm [--rows R --inner K --cols C] [--threads T] [--repeats R]
 //   bench_depass_bench --model llama-random|PATH --dump-weights FILE
-//   bench_depass_bench --model llama-random|PATH --n N --method ig|input-x-grad [--steps S]
-//                      [--threads T] [--repeats R] [--ids FILE] [--scores FILE]
+//   bench_depass_bench --model llama-random|PATH --n N --method ig|input-x-grad|... [--steps S]
+//                      [--batch B] [--threads T] [--repeats R] [--ids FILE] [--scores FILE]
 //
-// --method times a gradient method instead of DePass (methods/TokenAttributor.hpp; IG:
-// midpoint rule from the zero baseline, --steps, default 100), the objective being the
+// --method times a token-level method instead of DePass (methods/TokenAttributor.hpp; IG:
+// midpoint rule from the zero baseline, --steps, default 100, --batch path points per
+// record, default 0: the library's choice), the objective being the
 // logit of the top-1 prediction at the last position; DePass is timed on the same ids in
 // the same process for the ratio.
 //
