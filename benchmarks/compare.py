@@ -216,15 +216,11 @@ def torch_forward_batch(model, x, p):
     return (y * model.rms_scale(y) * model.final_norm) @ model.unemb.T
 
 
-def ig_batch(args, n):
-    """IG path points per backward on both sides: --ig-batch, or if 0 the library's choice
-    (detail::sequences_per_record: about 1024 rows, 1 to 16 path points)."""
-    return args.ig_batch if args.ig_batch > 0 else max(1, min(16, 1024 // n))
-
-
 def torch_grad_worker(args):
     """Input x gradient or integrated gradients (midpoint rule, zero baseline, args.steps,
     args.ig_batch path points per autograd call, as ours) of the top-1 logit at the last position."""
+    if args.method == "ig" and args.ig_batch < 1:
+        raise SystemExit("--worker torch-grad --method ig needs --ig-batch >= 1 (compare.py passes the harness's)")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -704,14 +700,14 @@ def gradient_runs(args, run, harness, work, model_paths, threads, log):
             ours_scores = os.path.join(work, "grad-%s-%d.cpp.json" % (method, n))
             torch_scores = os.path.join(work, "grad-%s-%d.torch.json" % (method, n))
             (c,) = run([harness, "--model", model_paths[model], "--n", str(n), "--threads", str(threads),
-                        "--ids", ids_file, "--method", method, "--steps", str(args.steps), "--batch", str(ig_batch(args, n)),
+                        "--ids", ids_file, "--method", method, "--steps", str(args.steps), "--batch", str(args.ig_batch),
                         "--scores", ours_scores] + common, threads, "depass-cpp %s N=%d" % (method, n))
             (t,) = run([sys.executable, os.path.abspath(__file__), "--worker", "torch-grad", "--method", method,
-                        "--steps", str(args.steps), "--ig-batch", str(ig_batch(args, n)), "--weights", dump, "--ids", ids_file, "--n", str(n),
+                        "--steps", str(args.steps), "--ig-batch", str(c["batch"]), "--weights", dump, "--ids", ids_file, "--n", str(n),
                         "--threads", str(threads), "--target", str(c["target"]), "--scores", torch_scores] + common,
                        threads, "pytorch %s N=%d" % (method, n))
             agree = scores_agreement(ours_scores, torch_scores)
-            rows.append({"method": method, "n": n, "threads": threads, "ours": c, "pytorch": t, "batch": ig_batch(args, n),
+            rows.append({"method": method, "n": n, "threads": threads, "ours": c, "pytorch": t, "batch": c["batch"],
                          "scores_rel": agree["rel"]})
             log("%s N=%d: ours %.2fs, PyTorch %.2fs, scores rel. diff %.1e" %
                 (method, n, c["time_s"]["min"], t["time_s"]["min"], agree["rel"]))
@@ -750,7 +746,8 @@ def main():
     ap.add_argument("--method", default="ig", help="torch-grad worker: ig | input-x-grad")
     ap.add_argument("--steps", type=int, default=100, help="integrated-gradients steps")
     ap.add_argument("--ig-batch", type=int, default=0,
-                    help="IG path points per backward, both sides (0: the library's choice for N)")
+                    help="IG path points per backward, both sides (0: the library's choice for N, which the "
+                         "harness reports)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bf16"], help="torch worker: tensor type")
     ap.add_argument("--bf16", action="store_true",
                     help="add the bf16 rows: PyTorch in bf16 and `depass tokens --precision bf16` on llama-random "

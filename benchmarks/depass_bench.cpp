@@ -463,6 +463,10 @@ int run_method(const Args& a, const depass::Model<float>& model, const std::vect
   out["impl"] = "depass-cpp";
   out["method"] = a.method;
   out["steps"] = method == depass::Method::IntegratedGradients ? a.steps : 0;
+  // The path points per record IG used (compare.py gives PyTorch the same).
+  out["batch"] = method == depass::Method::IntegratedGradients
+                     ? depass::detail::sequences_per_record(a.batch, static_cast<Eigen::Index>(ids.size()))
+                     : 0;
   out["model"] = a.model == "llama-random" ? "llama-random" : a.model;
   out["n"] = a.n;
   out["threads"] = a.threads;
