@@ -218,7 +218,8 @@ def torch_forward_batch(model, x, p):
 
 def torch_grad_worker(args):
     """Input x gradient or integrated gradients (midpoint rule, zero baseline, args.steps,
-    args.ig_batch path points per autograd call, as ours) of the top-1 logit at the last position."""
+    args.ig_batch path points per autograd call: as many as ours holds in flight) of the top-1 logit at
+    the last position."""
     if args.method == "ig" and args.ig_batch < 1:
         raise SystemExit("--worker torch-grad --method ig needs --ig-batch >= 1 (compare.py passes the harness's)")
     import torch
@@ -703,11 +704,12 @@ def gradient_runs(args, run, harness, work, model_paths, threads, log):
                         "--ids", ids_file, "--method", method, "--steps", str(args.steps), "--batch", str(args.ig_batch),
                         "--scores", ours_scores] + common, threads, "depass-cpp %s N=%d" % (method, n))
             (t,) = run([sys.executable, os.path.abspath(__file__), "--worker", "torch-grad", "--method", method,
-                        "--steps", str(args.steps), "--ig-batch", str(c["batch"]), "--weights", dump, "--ids", ids_file, "--n", str(n),
+                        "--steps", str(args.steps), "--ig-batch", str(c["in_flight"]), "--weights", dump, "--ids", ids_file, "--n", str(n),
                         "--threads", str(threads), "--target", str(c["target"]), "--scores", torch_scores] + common,
                        threads, "pytorch %s N=%d" % (method, n))
             agree = scores_agreement(ours_scores, torch_scores)
             rows.append({"method": method, "n": n, "threads": threads, "ours": c, "pytorch": t, "batch": c["batch"],
+                         "in_flight": c["in_flight"], "concurrent": c["concurrent_records"],
                          "scores_rel": agree["rel"]})
             log("%s N=%d: ours %.2fs, PyTorch %.2fs, scores rel. diff %.1e" %
                 (method, n, c["time_s"]["min"], t["time_s"]["min"], agree["rel"]))
@@ -726,14 +728,16 @@ def render_gradients(res, out):
     for r in rows:
         c, p = r["ours"], r["pytorch"]
         cs, ps, ds = c["time_s"]["min"], p["time_s"]["min"], c["depass_s"]["min"]
-        name = "IG (%d steps, %d per pass)" % (c["steps"], r["batch"]) if r["method"] == "ig" else r["method"]
+        name = ("IG (%d steps, %d in flight: ours %d x %d)" % (c["steps"], r["in_flight"], r["concurrent"], r["batch"])
+                if r["method"] == "ig" else r["method"])
         out.append("| %s | %d | %s | %s | %.2fx | %s | %s | %.2f | %s | %.2f | %.1e |" % (
             name, r["n"], fmt_s(cs), fmt_s(ps), ps / cs, fmt_mib(c["rss_kib"]["peak"]),
             fmt_mib(p["rss_kib"]["peak"]), c["rss_kib"]["peak"] / p["rss_kib"]["peak"], fmt_s(ds), ds / cs,
             r["scores_rel"]))
     out.append("")
-    out.append("Both sides put the same IG path points through one forward and backward pass (the library's "
-               "default: about 1024 rows, `detail::sequences_per_record`; midpoint rule, zero baseline); the objective is "
+    out.append("Both sides hold the same IG path points in flight (the library's default: about 1024 rows, "
+               "`detail::plan_records`; midpoint rule, zero baseline): PyTorch as one batched forward and backward "
+               "pass, ours as concurrent records of `per pass` points, one per thread; the objective is "
                "the top-1 logit at the last position. Ours: `TokenAttributor` (Model::record + Model::backward); "
                "PyTorch: a batched float32 forward with autograd (`torch_forward_batch`). Peak RSS of the whole "
                "process (ours: before the DePass run used for the last two columns).")
@@ -746,8 +750,8 @@ def main():
     ap.add_argument("--method", default="ig", help="torch-grad worker: ig | input-x-grad")
     ap.add_argument("--steps", type=int, default=100, help="integrated-gradients steps")
     ap.add_argument("--ig-batch", type=int, default=0,
-                    help="IG path points per backward, both sides (0: the library's choice for N, which the "
-                         "harness reports)")
+                    help="IG path points per record of ours (0: the library's choice for N); PyTorch gets the "
+                         "points ours holds in flight, which the harness reports")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bf16"], help="torch worker: tensor type")
     ap.add_argument("--bf16", action="store_true",
                     help="add the bf16 rows: PyTorch in bf16 and `depass tokens --precision bf16` on llama-random "

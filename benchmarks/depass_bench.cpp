@@ -463,10 +463,14 @@ int run_method(const Args& a, const depass::Model<float>& model, const std::vect
   out["impl"] = "depass-cpp";
   out["method"] = a.method;
   out["steps"] = method == depass::Method::IntegratedGradients ? a.steps : 0;
-  // The path points per record IG used (compare.py gives PyTorch the same).
-  out["batch"] = method == depass::Method::IntegratedGradients
-                     ? depass::detail::sequences_per_record(a.batch, static_cast<Eigen::Index>(ids.size()))
-                     : 0;
+  // The path points per record IG used, and how many it had in flight at once (compare.py
+  // gives PyTorch that many per pass: the same rows at a time).
+  const bool ig_run = method == depass::Method::IntegratedGradients;
+  const depass::detail::RecordPlan plan =
+      depass::detail::plan_records(a.batch, static_cast<Eigen::Index>(ids.size()));
+  out["batch"] = ig_run ? plan.per_record : 0;
+  out["concurrent_records"] = ig_run ? plan.concurrent : 0;
+  out["in_flight"] = ig_run ? plan.in_flight() : 0;
   out["model"] = a.model == "llama-random" ? "llama-random" : a.model;
   out["n"] = a.n;
   out["threads"] = a.threads;

@@ -208,7 +208,8 @@ class Model {
   /// positions stacked, 0 meaning one sequence), keeping what backward() needs. The layers
   /// run their real forward, as in forward(); `ablation` zeroes heads or neurons on the way.
   /// `scope` RecordScope::at(p): the last layer's MLP runs only at position p of each
-  /// sequence (Tape::scope), for callers that read nothing but an objective at p.
+  /// sequence (Tape::scope) and the tape keeps only what backward() reads, for callers that
+  /// read nothing but an objective at p and its gradients.
   Tape<Scalar> record(const Eigen::Ref<const MatrixType>& x0, Eigen::Index sequence_length = 0,
                       const Ablation& ablation = {}, const RecordScope& scope = {}) const {
     const Eigen::Index N = sequence_length > 0 ? sequence_length : x0.rows();
@@ -229,6 +230,7 @@ class Model {
       } else {
         record_mlp(l, t, t.mlp_input, x, ablation, N);
       }
+      if (scope.lean) drop_activations(l, t);
     }
     tape.final_normed = final_norm(x, &tape.final_scale);
     tape.final_input = std::move(x);
@@ -366,6 +368,15 @@ class Model {
       mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
     }
     x += block_update(l, Site::Mlp, t.mlp.out, t.mlp.post_scale);
+  }
+
+  /// What backward() does not read from layer l's tape (RecordScope::lean): the mixed
+  /// values and neuron values, and the blocks' outputs unless a post-norm's backward needs them.
+  void drop_activations(int l, LayerTape<Scalar>& t) const {
+    t.attention.heads = MatrixType();
+    t.mlp.act = MatrixType();
+    if (!post_norm(l, Site::Attention)) t.attention.out = MatrixType();
+    if (!post_norm(l, Site::Mlp)) t.mlp.out = MatrixType();
   }
 
   /// Row p of every sequence of all (S*N rows): S rows.

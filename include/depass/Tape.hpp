@@ -4,8 +4,9 @@
 // forward returned (probabilities, mixed values, Q/K/V, gate and up values, neuron values).
 // Several sequences of the same length can be recorded at once, stacked as S*N rows
 // (sequence s owns rows [s*N, (s+1)*N)): the products run once for all of them.
-// A record trimmed to one position p (RecordScope::at) runs the last layer's MLP only at
-// row p of each sequence: an objective read at p is the same, at a fraction of the cost.
+// A record for one position p (RecordScope::at) runs the last layer's MLP only at row p of
+// each sequence and keeps only what the backward pass reads: an objective read at p and its
+// gradients are the same, at a fraction of the cost and memory.
 
 #include <Eigen/Core>
 #include <stdexcept>
@@ -52,16 +53,23 @@ struct Ablation {
   }
 };
 
-/// Which rows Model::record computes the last layer's MLP at: every row (the default), or
-/// only position p of each sequence. Nothing after the last MLP mixes rows, so the logits
-/// at p, an objective read there and every gradient of it are the same either way; the
-/// trimmed record skips (N-1)/N of the last MLP's products, forward and backward.
+/// What Model::record computes and keeps for a caller. By default: every row of the last
+/// layer's MLP, and every block's output, mixed values (heads) and neuron values. at(p),
+/// for callers that read nothing but an objective at position p and its gradients:
+/// - trimmed: the last layer's MLP runs only at row p of each sequence. Nothing after it
+///   mixes rows, so the logits at p, an objective read there and every gradient of it are
+///   the same either way; (N-1)/N of the last MLP's products are skipped, forward and
+///   backward;
+/// - lean: the blocks' outputs (unless a post-norm's backward reads them), heads and neuron
+///   values are dropped once added in, since Model::backward reads none of them: a third
+///   less memory per recorded row, and less to write.
 struct RecordScope {
   bool trimmed = false;
   Eigen::Index position = 0;  // p, when trimmed
+  bool lean = false;
 
   static RecordScope full() { return {}; }
-  static RecordScope at(Eigen::Index p) { return {true, p}; }
+  static RecordScope at(Eigen::Index p) { return {true, p, true}; }
 };
 
 template <typename Scalar>

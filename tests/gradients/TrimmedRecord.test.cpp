@@ -2,7 +2,8 @@
 // MLP runs only at row p of each sequence. Against the full record on every family's test
 // checkpoint (parallel residual, post-norms, biases included), several sequences stacked,
 // p = N-1 and p < N-1, every objective kind: the same objective values and the same
-// gradients (every kind backward can keep), also with the last MLP ablated; and what a
+// gradients (every kind backward can keep), also with the last MLP ablated; the trimmed
+// tape is lean (no heads, neuron values or block outputs but a post-norm's); and what a
 // trimmed tape does not hold is refused.
 
 #include <catch2/catch.hpp>
@@ -73,6 +74,19 @@ void check_same_gradients(const Model<Scalar>& model, const Matrix<Scalar>& x, E
   }
   // Up to the last MLP the trimmed record is the full one.
   CHECK(trimmed.residual(2 * L - 1) == full.residual(2 * L - 1));
+  // Lean: what backward does not read is gone, the rest is kept.
+  REQUIRE(trimmed.scope.lean);
+  for (int l = 0; l < L; ++l) {
+    const LayerTape<Scalar>& t = trimmed.layers[static_cast<std::size_t>(l)];
+    const LayerTape<Scalar>& f = full.layers[static_cast<std::size_t>(l)];
+    INFO("lean layer " << l);
+    CHECK(t.attention.heads.size() == 0);
+    CHECK(t.mlp.act.size() == 0);
+    CHECK(t.attention.out.size() == (model.post_norm(l, Site::Attention) ? f.attention.out.size() : 0));
+    CHECK(t.attention.probs.size() == f.attention.probs.size());
+    CHECK(t.mlp.gate.size() > 0);
+    CHECK(f.mlp.act.size() > 0);
+  }
 }
 
 }  // namespace

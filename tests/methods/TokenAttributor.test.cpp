@@ -103,22 +103,66 @@ TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the step
   }
 }
 
-TEST_CASE("The automatic batch puts about 1024 rows through a record", "[methods]") {
-  CHECK(detail::sequences_per_record(0, 7) == 16);  // short prompts: the former fixed 16
-  CHECK(detail::sequences_per_record(0, 64) == 16);
-  CHECK(detail::sequences_per_record(0, 128) == 8);
-  CHECK(detail::sequences_per_record(0, 256) == 4);
-  CHECK(detail::sequences_per_record(0, 300) == 3);
-  CHECK(detail::sequences_per_record(0, 4096) == 1);
-  CHECK(detail::sequences_per_record(5, 4096) == 5);  // an explicit batch is kept
-  CHECK_THROWS_WITH(detail::sequences_per_record(-2, 8),
-                    Catch::Matchers::Contains("batch = -2 is out of range [0, inf) (0: automatic)"));
+TEST_CASE("The automatic batch keeps about 1024 rows in flight", "[methods]") {
+  using detail::plan_records;
+  CHECK(plan_records(0, 7, 1).per_record == 16);  // short prompts: the former fixed 16
+  CHECK(plan_records(0, 64, 1).per_record == 16);
+  CHECK(plan_records(0, 128, 1).per_record == 8);
+  CHECK(plan_records(0, 256, 1).per_record == 4);
+  CHECK(plan_records(0, 300, 1).per_record == 3);
+  CHECK(plan_records(0, 4096, 1).per_record == 1);
+  CHECK(plan_records(0, 128, 1).concurrent == 1);
+  // Two threads: two records at once, each half as tall.
+  CHECK(plan_records(0, 128, 2).per_record == 4);
+  CHECK(plan_records(0, 128, 2).concurrent == 2);
+  CHECK(plan_records(0, 128, 2).in_flight() == 8);
+  CHECK(plan_records(0, 512, 2).per_record == 1);
+  CHECK(plan_records(0, 512, 2).concurrent == 2);
+  // Too long for two in flight: one record at a time (its products use the threads).
+  CHECK(plan_records(0, 1000, 2).concurrent == 1);
+  CHECK(plan_records(0, 7, 64).concurrent == 64);
+  CHECK(plan_records(0, 7, 64).per_record == 2);
+  // An explicit batch is kept; records run at once only while they fit in the 1024 rows.
+  CHECK(plan_records(5, 4096, 2).per_record == 5);
+  CHECK(plan_records(5, 4096, 2).concurrent == 1);
+  CHECK(plan_records(3, 100, 2).concurrent == 2);
+  CHECK(plan_records(16, 128, 2).concurrent == 1);
+  CHECK_THROWS_WITH(plan_records(-2, 8, 1), Catch::Matchers::Contains("batch = -2 is out of range [0, inf) (0: automatic)"));
+}
+
+TEST_CASE("Concurrent records each run once and pass on the first error", "[methods]") {
+  const detail::RecordPlan plan{3, 2};
+  // Catch's assertions are not thread-safe: the records only write their own slots.
+  std::vector<Eigen::Index> firsts(4, -1), counts(4, -1);
+  std::vector<int> inner_threads(4, 0), seen(10, 0);
+  {
+    const test::ThreadCount two(2);
+    detail::for_each_record(10, plan, [&](Eigen::Index record, Eigen::Index first, Eigen::Index count) {
+      const auto r = static_cast<std::size_t>(record);
+      firsts[r] = first;
+      counts[r] = count;
+      inner_threads[r] = threads();
+      for (Eigen::Index s = first; s < first + count; ++s) ++seen[static_cast<std::size_t>(s)];
+    });
+    CHECK(threads() == 2);
+    CHECK_THROWS_WITH(detail::for_each_record(10, plan,
+                                              [](Eigen::Index record, Eigen::Index, Eigen::Index) {
+                                                if (record == 2) throw std::invalid_argument("record 2 failed");
+                                              }),
+                      Catch::Matchers::Contains("record 2 failed"));
+  }
+  CHECK(firsts == std::vector<Eigen::Index>{0, 3, 6, 9});
+  CHECK(counts == std::vector<Eigen::Index>{3, 3, 3, 1});
+  CHECK(inner_threads == std::vector<int>(4, 1));  // one thread inside a concurrent record
+  CHECK(seen == std::vector<int>(10, 1));
 }
 
 TEMPLATE_TEST_CASE("IG and occlusion do not depend on how many sequences share a record", "[methods]",
                    DEPASS_TEST_SCALARS) {
-  // 100 positions: the automatic batch (10) differs from 7 and 16, and 7 leaves a short last
-  // record for both the 12 path points and the 100 occluded copies.
+  // 100 positions: the automatic batch (10) differs from 3, 7 and 16, and 3 and 7 leave a
+  // short last record for both the 12 path points and the 100 occluded copies. On two
+  // threads the automatic plan runs two records of 5 at once, batch 3 three-row records
+  // two at a time.
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
   const Model<TestType>& model = test::cached_model<TestType>(path);
   const TokenAttributor<TestType> methods(model);
@@ -130,13 +174,16 @@ TEMPLATE_TEST_CASE("IG and occlusion do not depend on how many sequences share a
   const Attribution<TestType> ig = methods.integrated_gradients(ids, objective, options);
   const Attribution<TestType> occlusion = methods.occlusion(ids, objective);
   const double tolerance = std::is_same<TestType, double>::value ? 1e-12 : 2e-5;
-  for (const Eigen::Index batch : {7, 16}) {
-    INFO("batch " << batch);
-    options.batch = batch;
-    const Vector<TestType> ig_b = methods.integrated_gradients(ids, objective, options).scores;
-    const Vector<TestType> occlusion_b = methods.occlusion(ids, objective, batch).scores;
-    CHECK((ig_b - ig.scores).cwiseAbs().maxCoeff() <= tolerance * ig.scores.cwiseAbs().maxCoeff());
-    CHECK((occlusion_b - occlusion.scores).cwiseAbs().maxCoeff() <= tolerance * occlusion.scores.cwiseAbs().maxCoeff());
+  for (const int thread_count : {1, 2}) {
+    const test::ThreadCount scope(thread_count);
+    for (const Eigen::Index batch : {0, 3, 7, 16}) {
+      INFO(thread_count << " threads, batch " << batch);
+      options.batch = batch;
+      const Vector<TestType> ig_b = methods.integrated_gradients(ids, objective, options).scores;
+      const Vector<TestType> occlusion_b = methods.occlusion(ids, objective, batch).scores;
+      CHECK((ig_b - ig.scores).cwiseAbs().maxCoeff() <= tolerance * ig.scores.cwiseAbs().maxCoeff());
+      CHECK((occlusion_b - occlusion.scores).cwiseAbs().maxCoeff() <= tolerance * occlusion.scores.cwiseAbs().maxCoeff());
+    }
   }
   CHECK(ig.scores.cwiseAbs().maxCoeff() > 0);
   CHECK(occlusion.scores.cwiseAbs().maxCoeff() > 0);

@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include <depass/Threads.hpp>
+
 #include "TestSkip.hpp"
 
 // The Scalar types of every TEMPLATE_TEST_CASE. The sanitizer build defines
@@ -50,6 +52,18 @@
 #endif
 
 namespace depass::test {
+
+/// The library's thread setting for a scope (tests run on one thread unless they say).
+class ThreadCount {
+ public:
+  explicit ThreadCount(int count) : before_(threads()) { set_threads(count); }
+  ~ThreadCount() { set_threads(before_); }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+
+ private:
+  int before_;
+};
 
 /// Root of the depass source tree.
 inline std::string source_dir() { return DEPASS_SOURCE_DIR; }

@@ -64,26 +64,30 @@ inline QuadratureNodes quadrature(Quadrature rule, int steps) {
 }
 
 /// Integrated gradients' path loop, shared by every attributor: sum_k w_k grad(baseline +
-/// alpha_k delta) over the nodes q, `batch` path points per call of gradient(path) (0:
-/// sequences_per_record's choice), which takes the points stacked ((count * n) x D, point k
-/// in rows [k*n, (k+1)*n)) and returns their gradients stacked the same way. Returns the
-/// n x D weighted sum.
+/// alpha_k delta) over the nodes q, path points per call of gradient(path) and calls at once
+/// as plan_records(requested, n) says, which takes the points stacked ((count * n) x D,
+/// point k in rows [k*n, (k+1)*n)) and returns their gradients stacked the same way.
+/// Returns the n x D weighted sum, added up record by record in path order whatever ran
+/// at once.
 template <typename Matrix, typename Gradient>
 Matrix path_gradient_sum(const Matrix& baseline, const Matrix& delta, const QuadratureNodes& q, Eigen::Index requested,
                          const Gradient& gradient) {
   using Scalar = typename Matrix::Scalar;
   const Eigen::Index n = baseline.rows(), K = static_cast<Eigen::Index>(q.alphas.size());
-  const Eigen::Index batch = sequences_per_record(requested, n);
-  Matrix total = Matrix::Zero(n, baseline.cols());
-  for (Eigen::Index first = 0; first < K; first += batch) {
-    const Eigen::Index count = std::min(batch, K - first);
+  const RecordPlan plan = plan_records(requested, n);
+  std::vector<Matrix> partial(static_cast<std::size_t>((K + plan.per_record - 1) / plan.per_record));
+  for_each_record(K, plan, [&](Eigen::Index record, Eigen::Index first, Eigen::Index count) {
     Matrix path(count * n, baseline.cols());
     for (Eigen::Index k = 0; k < count; ++k)
       path.middleRows(k * n, n) = baseline + static_cast<Scalar>(q.alphas[static_cast<std::size_t>(first + k)]) * delta;
     const Matrix g = gradient(path);
+    Matrix& sum = partial[static_cast<std::size_t>(record)];
+    sum = Matrix::Zero(n, baseline.cols());
     for (Eigen::Index k = 0; k < count; ++k)
-      total += static_cast<Scalar>(q.weights[static_cast<std::size_t>(first + k)]) * g.middleRows(k * n, n);
-  }
+      sum += static_cast<Scalar>(q.weights[static_cast<std::size_t>(first + k)]) * g.middleRows(k * n, n);
+  });
+  Matrix total = Matrix::Zero(n, baseline.cols());
+  for (const Matrix& sum : partial) total += sum;
   return total;
 }
 

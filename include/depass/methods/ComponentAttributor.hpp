@@ -28,7 +28,7 @@ namespace depass {
 
 struct ComponentOptions {
   bool mean_ablation = false;  // atp: estimate mean ablation (activation - its mean over positions)
-  Eigen::Index batch = 0;      // ablation: units rerun per record, >= 1; 0: detail::sequences_per_record
+  Eigen::Index batch = 0;      // ablation: units rerun per record, >= 1; 0: detail::plan_records
   DecomposeOptions depass;     // depass: split rule, temperature (its initialisation is set here)
 };
 
@@ -193,17 +193,15 @@ class ComponentAttributor {
                               Eigen::Index units, Eigen::Index width, Eigen::Index batch) const {
     const MatrixType x0 = model_.embed(ids);
     const Eigen::Index N = x0.rows();
-    batch = detail::sequences_per_record(batch, N);
     VectorType effects(units);
-    for (Eigen::Index first = 0; first < units; first += batch) {
-      const Eigen::Index count = std::min(batch, units - first);
+    detail::for_each_record(units, detail::plan_records(batch, N), [&](Eigen::Index, Eigen::Index first, Eigen::Index count) {
       Ablation ablation{l, site, {}, {}};
       for (Eigen::Index k = 0; k < count; ++k) ablation.columns.push_back({(first + k) * width, width});
       // Only the objective is read: the last MLP runs at its position alone (RecordScope).
       const VectorType f = model_.objective_values(
           model_.record(x0.replicate(count, 1), N, ablation, RecordScope::at(objective.position)), objective);
       effects.segment(first, count) = VectorType::Constant(count, clean) - f;
-    }
+    });
     return effects;
   }
 

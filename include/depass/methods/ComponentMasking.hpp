@@ -27,7 +27,7 @@ namespace depass {
 struct MaskingOptions {
   std::vector<int> ks;             // k grid, ascending, each in [0, units]; empty: 0, 1, 2, 4, ..., units
   std::vector<int> neuron_layers;  // neurons: the layers ranked together, in this order; empty: every layer
-  Eigen::Index batch = 0;          // masked runs per record, >= 1; 0: detail::sequences_per_record
+  Eigen::Index batch = 0;          // masked runs per record, >= 1; 0: detail::plan_records
   ComponentOptions component;      // for the atp and ablation baselines
 };
 
@@ -154,7 +154,7 @@ class ComponentMasking {
 
   /// The target's probability and top-1 at the last position with each set of units masked
   /// (unit indices as in MaskingSample::scores), options().batch runs per record (0: the
-  /// library's choice, detail::sequences_per_record).
+  /// library's choice, detail::plan_records).
   std::vector<MaskedPrediction> predict(Level level, const std::vector<int>& ids, int target,
                                         const std::vector<std::vector<long>>& masks) const {
     check_sample(level, ids, target);
@@ -164,25 +164,25 @@ class ComponentMasking {
         if (u < 0 || u >= U)
           throw std::invalid_argument("unit " + std::to_string(u) + " is out of range [0, " + std::to_string(U) + ")");
     const MatrixType x0 = model_.embed(ids);
-    const Eigen::Index N = x0.rows(), B = detail::sequences_per_record(options_.batch, N);
-    std::vector<MaskedPrediction> out;
-    for (std::size_t first = 0; first < masks.size(); first += static_cast<std::size_t>(B)) {
-      const std::size_t count = std::min(masks.size() - first, static_cast<std::size_t>(B));
+    const Eigen::Index N = x0.rows();
+    std::vector<MaskedPrediction> out(masks.size());
+    const auto masked_runs = static_cast<Eigen::Index>(masks.size());
+    detail::for_each_record(masked_runs, detail::plan_records(options_.batch, N),
+                            [&](Eigen::Index, Eigen::Index first, Eigen::Index count) {
       Ablation ablation;
-      for (std::size_t s = 0; s < count; ++s)
-        for (long u : masks[first + s]) ablation.cuts.push_back(cut(level, u, static_cast<Eigen::Index>(s)));
+      for (Eigen::Index s = 0; s < count; ++s)
+        for (long u : masks[static_cast<std::size_t>(first + s)]) ablation.cuts.push_back(cut(level, u, s));
       // Only the last position's logits are read: the last MLP runs there alone (RecordScope).
-      const Tape<Scalar> tape =
-          model_.record(x0.replicate(static_cast<Eigen::Index>(count), 1), N, ablation, RecordScope::at(N - 1));
-      MatrixType last(static_cast<Eigen::Index>(count), x0.cols());
-      for (Eigen::Index s = 0; s < last.rows(); ++s) last.row(s) = tape.final_normed.row(tape.final_row(s, N - 1));
+      const Tape<Scalar> tape = model_.record(x0.replicate(count, 1), N, ablation, RecordScope::at(N - 1));
+      MatrixType last(count, x0.cols());
+      for (Eigen::Index s = 0; s < count; ++s) last.row(s) = tape.final_normed.row(tape.final_row(s, N - 1));
       const MatrixType logits = model_.unembedding().logits(last);
-      for (Eigen::Index s = 0; s < logits.rows(); ++s) {
+      for (Eigen::Index s = 0; s < count; ++s) {
         Eigen::Index best = 0;
         logits.row(s).maxCoeff(&best);
-        out.push_back({faithfulness::target_probability(logits.row(s), target), best == target});
+        out[static_cast<std::size_t>(first + s)] = {faithfulness::target_probability(logits.row(s), target), best == target};
       }
-    }
+    });
     return out;
   }
 

@@ -27,7 +27,7 @@ struct IgOptions {
   Quadrature rule = Quadrature::Midpoint;
   Matrix<Scalar> baseline;                      // N x D embeddings (model.embed(other_ids), ...); empty: zeros
   Eigen::Index batch = 0;                       // path points per record (memory vs products), >= 1;
-                                                // 0: about 1024 rows (detail::sequences_per_record)
+                                                // 0: automatic (detail::plan_records)
 };
 
 template <typename Scalar>
@@ -147,17 +147,15 @@ class TokenAttributor {
 
   /// f(x0) - f(x0 with token i's embedding replaced by zeros) for i <= p; a learned position
   /// vector (GPT-2) stays, since it belongs to the position, not to the token.
-  /// `batch` occluded sequences per record (0: detail::sequences_per_record's choice).
+  /// `batch` occluded sequences per record (0: detail::plan_records' choice).
   Attribution<Scalar> occlusion(const std::vector<int>& ids, const Objective& objective, Eigen::Index batch = 0) const {
     detail::check_batch(batch);
     const MatrixType x0 = prefix_embeddings(ids, objective);
     const Eigen::Index n = x0.rows();
-    batch = detail::sequences_per_record(batch, n);
     const Embedding<Scalar> embedding = model_.embedding();
     const Scalar f = model_.objective_values(objective_tape(x0, n, objective), objective)(0);
     VectorType scores(n);
-    for (Eigen::Index first = 0; first < n; first += batch) {
-      const Eigen::Index count = std::min(batch, n - first);
+    detail::for_each_record(n, detail::plan_records(batch, n), [&](Eigen::Index, Eigen::Index first, Eigen::Index count) {
       MatrixType occluded = x0.replicate(count, 1);
       for (Eigen::Index k = 0; k < count; ++k) {
         const Eigen::Index i = first + k;
@@ -166,7 +164,7 @@ class TokenAttributor {
       }
       scores.segment(first, count) =
           VectorType::Constant(count, f) - model_.objective_values(objective_tape(occluded, n, objective), objective);
-    }
+    });
     Attribution<Scalar> a = result(Method::Occlusion, ids, objective, scores);
     a.value = static_cast<double>(f);
     return a;
