@@ -152,6 +152,9 @@ TEST_CASE("Concurrent records each run once and pass on the first error", "[meth
                       Catch::Matchers::Contains("record 2 failed"));
   }
   CHECK(firsts == std::vector<Eigen::Index>{0, 3, 6, 9});
+  int calls = 0;
+  detail::for_each_record(0, plan, [&](Eigen::Index, Eigen::Index, Eigen::Index) { ++calls; });
+  CHECK(calls == 0);  // nothing to run: no record, no team of zero threads
   CHECK(counts == std::vector<Eigen::Index>{3, 3, 3, 1});
   CHECK(inner_threads == std::vector<int>(4, 1));  // one thread inside a concurrent record
   CHECK(seen == std::vector<int>(10, 1));

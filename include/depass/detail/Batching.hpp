@@ -57,6 +57,7 @@ inline RecordPlan plan_records(Eigen::Index requested, Eigen::Index n, int team 
 template <typename Body>
 void for_each_record(Eigen::Index sequences, const RecordPlan& plan, const Body& body) {
   const Eigen::Index per = plan.per_record, records = (sequences + per - 1) / per;
+  if (records <= 0) return;
   const int team = static_cast<int>(std::min<Eigen::Index>(plan.concurrent, records));
   std::exception_ptr error;
 #ifdef _OPENMP
