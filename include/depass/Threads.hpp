@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -67,6 +68,28 @@ class ThreadLimit {
  private:
   int saved_ = 0;
 };
+
+/// Runs body(i) for i in [0, count): across `team` threads, one index at a time (dynamic
+/// schedule), when `across`, else in order on the calling thread. Every index runs; the
+/// first exception of any is rethrown here.
+template <typename Body>
+void for_each_index(Eigen::Index count, int team, bool across, const Body& body) {
+  std::exception_ptr error;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (across)
+#endif
+  for (Eigen::Index i = 0; i < count; ++i) {
+    try {
+      body(i);
+    } catch (...) {
+#ifdef _OPENMP
+#pragma omp critical(depass_for_each_index_error)
+#endif
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
 
 }  // namespace detail
 }  // namespace depass

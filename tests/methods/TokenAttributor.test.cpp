@@ -104,30 +104,36 @@ TEMPLATE_TEST_CASE("Integrated gradients' completeness gap shrinks with the step
 }
 
 TEST_CASE("The automatic batch keeps about 1024 rows in flight", "[methods]") {
-  using detail::plan_records;
-  CHECK(plan_records(0, 7, 1).per_record == 16);  // short prompts: the former fixed 16
-  CHECK(plan_records(0, 64, 1).per_record == 16);
-  CHECK(plan_records(0, 128, 1).per_record == 8);
-  CHECK(plan_records(0, 256, 1).per_record == 4);
-  CHECK(plan_records(0, 300, 1).per_record == 3);
-  CHECK(plan_records(0, 4096, 1).per_record == 1);
-  CHECK(plan_records(0, 128, 1).concurrent == 1);
-  // Two threads: two records at once, each half as tall.
-  CHECK(plan_records(0, 128, 2).per_record == 4);
-  CHECK(plan_records(0, 128, 2).concurrent == 2);
-  CHECK(plan_records(0, 128, 2).in_flight() == 8);
-  CHECK(plan_records(0, 512, 2).per_record == 1);
-  CHECK(plan_records(0, 512, 2).concurrent == 2);
-  // Too long for two in flight: one record at a time (its products use the threads).
-  CHECK(plan_records(0, 1000, 2).concurrent == 1);
-  CHECK(plan_records(0, 7, 64).concurrent == 64);
-  CHECK(plan_records(0, 7, 64).per_record == 2);
-  // An explicit batch is kept; records run at once only while they fit in the 1024 rows.
-  CHECK(plan_records(5, 4096, 2).per_record == 5);
-  CHECK(plan_records(5, 4096, 2).concurrent == 1);
-  CHECK(plan_records(3, 100, 2).concurrent == 2);
-  CHECK(plan_records(16, 128, 2).concurrent == 1);
-  CHECK_THROWS_WITH(plan_records(-2, 8, 1), Catch::Matchers::Contains("batch = -2 is out of range [0, inf) (0: automatic)"));
+  struct Case {
+    Eigen::Index requested, n;
+    int team;
+    Eigen::Index per_record;
+    int concurrent;
+  };
+  const Case cases[] = {
+      {0, 7, 1, 16, 1},  // short prompts: the former fixed 16
+      {0, 64, 1, 16, 1},
+      {0, 128, 1, 8, 1},
+      {0, 256, 1, 4, 1},
+      {0, 300, 1, 3, 1},
+      {0, 4096, 1, 1, 1},
+      {0, 128, 2, 4, 2},  // two threads: two records at once, each half as tall
+      {0, 512, 2, 1, 2},
+      {0, 1000, 2, 1, 1},  // too long for two in flight: one at a time (its products use the threads)
+      {0, 7, 64, 2, 64},
+      {5, 4096, 2, 5, 1},  // an explicit batch is kept; records run at once only while they fit
+      {3, 100, 2, 3, 2},
+      {16, 128, 2, 16, 1},
+  };
+  for (const Case& c : cases) {
+    INFO("batch " << c.requested << ", n = " << c.n << ", " << c.team << " threads");
+    const detail::RecordPlan plan = detail::plan_records(c.requested, c.n, c.team);
+    CHECK(plan.per_record == c.per_record);
+    CHECK(plan.concurrent == c.concurrent);
+  }
+  CHECK(detail::plan_records(0, 128, 2).in_flight() == 8);
+  CHECK_THROWS_WITH(detail::plan_records(-2, 8, 1),
+                    Catch::Matchers::Contains("batch = -2 is out of range [0, inf) (0: automatic)"));
 }
 
 TEST_CASE("Concurrent records each run once and pass on the first error", "[methods]") {

@@ -4,7 +4,6 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -59,22 +58,10 @@ void for_each_record(Eigen::Index sequences, const RecordPlan& plan, const Body&
   const Eigen::Index per = plan.per_record, records = (sequences + per - 1) / per;
   if (records <= 0) return;
   const int team = static_cast<int>(std::min<Eigen::Index>(plan.concurrent, records));
-  std::exception_ptr error;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
-#endif
-  for (Eigen::Index r = 0; r < records; ++r) {
-    try {
-      const ThreadLimit one(team > 1 ? 1 : threads());
-      body(r, r * per, std::min(per, sequences - r * per));
-    } catch (...) {
-#ifdef _OPENMP
-#pragma omp critical(depass_record_error)
-#endif
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  for_each_index(records, team, team > 1, [&](Eigen::Index r) {
+    const ThreadLimit one(team > 1 ? 1 : threads());
+    body(r, r * per, std::min(per, sequences - r * per));
+  });
 }
 
 }  // namespace detail

@@ -6,7 +6,6 @@
 // work in all, everything runs on one thread.
 
 #include <Eigen/Core>
-#include <exception>
 #include <vector>
 
 #include "../ComponentState.hpp"
@@ -52,22 +51,10 @@ void run_items(Workspace<Scalar>& workspace, Eigen::Index count, double work, co
   const int inner = across ? 1 : team;
   if (workspace.scratch.size() < static_cast<std::size_t>(team)) workspace.scratch.resize(static_cast<std::size_t>(team));
   const ThreadLimit limit(team);  // Eigen's products inside follow it
-  std::exception_ptr error;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (across)
-#endif
-  for (Eigen::Index item = 0; item < count; ++item) {
-    try {
-      // Outside our own team the thread number may be a caller's: item scratch is slot 0.
-      body(item, across ? static_cast<std::size_t>(thread_index()) : 0, inner);
-    } catch (...) {
-#ifdef _OPENMP
-#pragma omp critical(depass_propagation_error)
-#endif
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  for_each_index(count, team, across, [&](Eigen::Index item) {
+    // Outside our own team the thread number may be a caller's: item scratch is slot 0.
+    body(item, across ? static_cast<std::size_t>(thread_index()) : 0, inner);
+  });
 }
 
 }  // namespace detail
