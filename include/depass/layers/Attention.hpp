@@ -17,6 +17,7 @@
 #include "../Hook.hpp"
 #include "../Weights.hpp"
 #include "../detail/Bf16Gemm.hpp"
+#include "../detail/SplitProduct.hpp"
 #include "Norm.hpp"
 #include "Rotary.hpp"
 
@@ -52,9 +53,7 @@ class Attention {
   Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap, Eigen::Index sequence_length = 0) const {
     const Eigen::Index N = sequence_length > 0 ? sequence_length : xn.rows(), S = xn.rows() / N;
     Forward f;
-    f.q = xn * w_.wq.transpose();
-    f.k = xn * w_.wk.transpose();
-    f.v = xn * w_.wv.transpose();
+    detail::run_products<Scalar>({{&f.q, {{xn, w_.wq, true}}}, {&f.k, {{xn, w_.wk, true}}}, {&f.v, {{xn, w_.wv, true}}}});
     route_bias(f.q, w_.bq, true);
     route_bias(f.k, w_.bk, true);
     route_bias(f.v, w_.bv, true);
@@ -69,23 +68,32 @@ class Attention {
     for (Eigen::Index s = 0; s < S; ++s) attend(f, s, N);
     tap("attn_probs", f.probs);
     tap("attn_heads", f.heads);
-    f.out.resize(S * N, w_.wo.rows());
-    project(f.heads, f.out, 0, S * N);
+    detail::run_products<Scalar>({{&f.out, {{f.heads, w_.wo, true}}}});
+    route_bias(f.out, w_.bo, true);
     tap("attn_out", f.out);
     return f;
   }
 
   /// Reverse mode, output projection: the gradient wrt the heads' mixed values (before Wo),
   /// dz = d_out Wo, from the gradient wrt the block's output (rows x D).
-  MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const { return d_out * w_.wo; }
+  MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const {
+    MatrixType dz;
+    detail::run_products<Scalar>({{&dz, {{d_out, w_.wo, false}}}});
+    return dz;
+  }
 
   /// Reverse mode from dz (the gradient wrt `real.heads`) to the normed input: through the
   /// mixing, the softmax, RoPE and the Q/K/V projections (biases have no input gradient).
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& dz, Eigen::Index sequence_length) const {
     const Eigen::Index N = sequence_length, S = dz.rows() / N;
     MatrixType dq(S * N, q_width()), dk = MatrixType::Zero(S * N, kv_width()), dv = MatrixType::Zero(S * N, kv_width());
+    const int team = head_team(N);
     for (Eigen::Index s = 0; s < S; ++s) {
-      for (int h = 0; h < heads_; ++h) backward_head(real, dz, s, N, h, dq, dk, dv);
+      // Heads sharing a kv head add into its dk and dv: one thread per kv head.
+      detail::for_each_index(kv_heads_, team, team > 1, [&](Eigen::Index g) {
+        for (int h = static_cast<int>(g) * group_; h < (static_cast<int>(g) + 1) * group_; ++h)
+          backward_head(real, dz, s, N, h, dq, dk, dv);
+      });
       rotary_.rotate<Scalar>(dq.middleRows(s * N, N), heads_, -1);
       rotary_.rotate<Scalar>(dk.middleRows(s * N, N), kv_heads_, -1);
     }
@@ -93,9 +101,8 @@ class Attention {
       head_norm_backward(real.q_raw, dq, heads_, w_.q_norm);
       head_norm_backward(real.k_raw, dk, kv_heads_, w_.k_norm);
     }
-    MatrixType dxn = dq * w_.wq;
-    dxn.noalias() += dk * w_.wk;
-    dxn.noalias() += dv * w_.wv;
+    MatrixType dxn;
+    detail::run_products<Scalar>({{&dxn, {{dq, w_.wq, false}, {dk, w_.wk, false}, {dv, w_.wv, false}}}});
     return dxn;
   }
 
@@ -173,18 +180,26 @@ class Attention {
     const Eigen::Index d = head_dim_;
     rotary_.rotate<Scalar>(f.q.middleRows(s * N, N), heads_, 1);
     rotary_.rotate<Scalar>(f.k.middleRows(s * N, N), kv_heads_, 1);
-    for (int h = 0; h < heads_; ++h) {
+    const int team = head_team(N);
+    detail::for_each_index(heads_, team, team > 1, [&](Eigen::Index h) {
       Eigen::Block<MatrixType> A = f.probs.middleRows((s * heads_ + h) * N, N);
-      A.noalias() = (f.q.block(s * N, h * d, N, d) * f.k.block(s * N, kv_head(h) * d, N, d).transpose()) * score_scale_;
+      A.noalias() = (f.q.block(s * N, h * d, N, d) * f.k.block(s * N, kv_head(static_cast<int>(h)) * d, N, d).transpose()) * score_scale_;
       if (softcap_ > Scalar(0)) A = (A.array() / softcap_).tanh().matrix() * softcap_;  // Gemma 2
       causal_softmax_rows(A);
-    }
-    if (f.v.rows() == N) return mix(f.probs, 0, 1, f.v.data(), f.heads.data(), 1);  // one sequence: no copies
+    });
+    if (f.v.rows() == N) return mix(f.probs, 0, 1, f.v.data(), f.heads.data(), team);  // one sequence: no copies
     const MatrixType probs = f.probs.middleRows(s * heads_ * N, heads_ * N);
     const MatrixType values = f.v.middleRows(s * N, N);
     MatrixType mixed(N, q_width());
-    mix(probs, 0, 1, values.data(), mixed.data(), 1);
+    mix(probs, 0, 1, values.data(), mixed.data(), team);
     f.heads.middleRows(s * N, N) = mixed;
+  }
+
+  /// Threads for the per-head work of one sequence of N positions (scores, softmax, mixing
+  /// and their reverse, about 4 N^2 d flops per head): heads run whole on one thread each,
+  /// single-threaded products inside.
+  int head_team(Eigen::Index N) const {
+    return detail::threads_for(4.0 * static_cast<double>(N) * static_cast<double>(N) * static_cast<double>(head_dim_) * heads_);
   }
 
   /// Head h of sequence s, reverse mode: z = A V, A = softmax(S), S = Q K^T c (c the score

@@ -15,6 +15,7 @@
 #include "../Hook.hpp"
 #include "../Weights.hpp"
 #include "../detail/Bf16Gemm.hpp"
+#include "../detail/SplitProduct.hpp"
 #include "NeuronSplit.hpp"
 #include "Norm.hpp"
 
@@ -41,11 +42,11 @@ class Mlp {
   /// The real MLP of normed rows xn (any number of rows: positions of one or more sequences).
   Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap) const {
     Forward f;
-    f.gate = xn * w_.w1.transpose();
+    if (gated_) detail::run_products<Scalar>({{&f.gate, {{xn, w_.w1, true}}}, {&f.up, {{xn, w_.w3, true}}}});
+    else detail::run_products<Scalar>({{&f.gate, {{xn, w_.w1, true}}}});
     route_bias(f.gate, w_.b1, true);
     tap("ffn_gate", f.gate);
     if (gated_) {
-      f.up = xn * w_.w3.transpose();
       route_bias(f.up, w_.b3, true);
       tap("ffn_up", f.up);
       f.act = gate_activation(f.gate).cwiseProduct(f.up);
@@ -53,20 +54,29 @@ class Mlp {
       f.act = ungated_activation(f.gate);
     }
     tap("ffn_act", f.act);
-    f.out.resize(xn.rows(), w_.w2.rows());
-    down(f.act, f.out, 0, xn.rows());
+    detail::run_products<Scalar>({{&f.out, {{f.act, w_.w2, true}}}});
+    route_bias(f.out, w_.b2, true);
     tap("ffn_out", f.out);
     return f;
   }
 
   /// Reverse mode, down projection: the gradient wrt the neuron values, d_act = d_out W2.
-  MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const { return d_out * w_.w2; }
+  MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const {
+    MatrixType d_act;
+    detail::run_products<Scalar>({{&d_act, {{d_out, w_.w2, false}}}});
+    return d_act;
+  }
 
   /// Reverse mode from d_act (the gradient wrt `real.act`) to the normed input.
   ///   gated: a = f(g) u,  dg = d_act u f'(g), du = d_act f(g), dxn = dg W1 + du W3  (f = silu or gelu)
   ///   GELU:  a = gelu(g), dg = d_act gelu'(g),                   dxn = dg W1
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
-    if (!gated_) return (d_act.array() * ungated_derivative(real.gate).array()).matrix() * w_.w1;
+    MatrixType dxn;
+    if (!gated_) {
+      const MatrixType dg = (d_act.array() * ungated_derivative(real.gate).array()).matrix();
+      detail::run_products<Scalar>({{&dxn, {{dg, w_.w1, false}}}});
+      return dxn;
+    }
     MatrixType dg, du;
     if (kind_ == MlpKind::GatedGeluTanh) {
       dg = (d_act.array() * real.up.array() * gelu_tanh_derivative(real.gate).array()).matrix();
@@ -78,8 +88,7 @@ class Mlp {
       dg = (d_act.array() * real.up.array() * s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
       du = (d_act.array() * g * s).matrix();
     }
-    MatrixType dxn = dg * w_.w1;
-    dxn.noalias() += du * w_.w3;
+    detail::run_products<Scalar>({{&dxn, {{dg, w_.w1, false}, {du, w_.w3, false}}}});
     return dxn;
   }
 
