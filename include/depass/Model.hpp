@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -65,7 +66,9 @@ class Model {
     const LayerWeights<Scalar>& w = layer_weights(layer);
     return Norm<Scalar>(config().norm, w.attention_norm, w.attention_norm_bias, config().norm_eps);
   }
-  Attention<Scalar> attention(int layer) const { return Attention<Scalar>(config(), layer_weights(layer)); }
+  Attention<Scalar> attention(int layer) const {
+    return Attention<Scalar>(config(), layer_weights(layer), rotary_tables_.get());
+  }
   Norm<Scalar> mlp_norm(int layer) const {
     const LayerWeights<Scalar>& w = layer_weights(layer);
     return Norm<Scalar>(config().norm, w.mlp_norm, w.mlp_norm_bias, config().norm_eps);
@@ -590,6 +593,8 @@ class Model {
   }
 
   Checkpoint<Scalar> checkpoint_;
+  // RoPE's cos/sin, computed once for all layers and passes (copies of the model share them).
+  std::shared_ptr<detail::RotaryTables> rotary_tables_ = std::make_shared<detail::RotaryTables>();
 };
 
 using Modelf = Model<float>;

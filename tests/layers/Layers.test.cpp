@@ -102,6 +102,40 @@ TEST_CASE("Rotary rotates pairs in each layout and leaves learned positions alon
   CHECK(learned == t);
 }
 
+TEST_CASE("Rotary with a model's shared tables: the same angles as computed afresh, the tables grown when a longer sequence comes",
+          "[layers]") {
+  Config cfg;
+  cfg.head_dim = 8;
+  cfg.rope_theta = 500;
+  cfg.rope_scaling.type = RopeScaling::Type::Linear;
+  cfg.rope_scaling.factor = 2;
+  cfg.rope_layout = RopeLayout::AdjacentPairs;
+  detail::RotaryTables tables;
+  const Rotary shared(cfg, &tables), fresh(cfg);
+  for (const Eigen::Index n : {3, 2, 7, 40}) {  // grows at 7 (to 7) and 40 (to 40); 2 reuses the 3-row table
+    INFO("n = " << n);
+    const Eigen::MatrixXd t = Eigen::MatrixXd::Random(n, 16);
+    Eigen::MatrixXd a = t, b = t;
+    shared.rotate<double>(a, 2, 1);
+    fresh.rotate<double>(b, 2, 1);
+    CHECK(a == b);  // bit for bit: the same double angles
+    CHECK(a != t);
+    shared.rotate<double>(a, 2, -1);  // the reverse rotation undoes it
+    CHECK((a - t).cwiseAbs().maxCoeff() < 1e-13);
+    // The pair at position n-1, by hand (frequency 500^(-2/8) / 2 for pair 1, adjacent layout).
+    const double angle = static_cast<double>(n - 1) * std::pow(500.0, -0.25) / 2;
+    CHECK(b(n - 1, 2) == Approx(t(n - 1, 2) * std::cos(angle) - t(n - 1, 3) * std::sin(angle)).epsilon(1e-13));
+    // The shared table now covers n positions: asking again builds nothing.
+    const auto no_build = [](Eigen::Index) -> std::shared_ptr<const detail::RotaryTable> {
+      throw std::logic_error("rebuilt");
+    };
+    CHECK(tables.at_least(n, no_build)->cos.rows() >= n);
+  }
+  CHECK(tables.at_least(40, [](Eigen::Index) -> std::shared_ptr<const detail::RotaryTable> {
+          throw std::logic_error("rebuilt");
+        })->cos.rows() == 40);
+}
+
 TEST_CASE("Partial rotary (GPT-NeoX) turns the leading dimensions of each head, by the rotated width's frequencies",
           "[layers]") {
   Config cfg;

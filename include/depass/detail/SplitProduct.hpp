@@ -74,17 +74,29 @@ void run_product_columns(const std::vector<ProductJob<Scalar>>& jobs, Eigen::Ind
   }
 }
 
-/// Runs the jobs: on threads() threads in one parallel region when the work is large
-/// enough to share (engine/WorkItems.hpp), each thread a contiguous run of the output
-/// columns (multiples of 16, for whole SIMD registers); else on this thread alone.
+/// Output columns of the jobs, all outputs side by side.
+template <typename Scalar>
+Eigen::Index product_columns(const std::vector<ProductJob<Scalar>>& jobs) {
+  Eigen::Index total = 0;
+  for (const ProductJob<Scalar>& job : jobs) total += job.terms.front().cols();
+  return total;
+}
+
+/// Threads run_products uses: threads() when the work is large enough to share
+/// (engine/WorkItems.hpp) and each thread gets at least 16 columns; else 1.
+template <typename Scalar>
+int product_team(const std::vector<ProductJob<Scalar>>& jobs) {
+  const Eigen::Index runs = std::max<Eigen::Index>(1, product_columns(jobs) / 16);
+  return static_cast<int>(std::min<Eigen::Index>(threads_for(product_work(jobs)), runs));
+}
+
+/// Runs the jobs on product_team(jobs) threads in one parallel region, each thread a
+/// contiguous run of the output columns (multiples of 16, for whole SIMD registers).
 template <typename Scalar>
 void run_products(const std::vector<ProductJob<Scalar>>& jobs) {
-  Eigen::Index total = 0;
-  for (const ProductJob<Scalar>& job : jobs) {
-    job.dst->resize(job.terms.front().lhs.rows(), job.terms.front().cols());
-    total += job.dst->cols();
-  }
-  const int team = static_cast<int>(std::min<Eigen::Index>(threads_for(product_work(jobs)), std::max<Eigen::Index>(1, total / 16)));
+  for (const ProductJob<Scalar>& job : jobs) job.dst->resize(job.terms.front().lhs.rows(), job.terms.front().cols());
+  const Eigen::Index total = product_columns(jobs);
+  const int team = product_team(jobs);
   if (team <= 1) {
     const ThreadLimit one(1);
     return run_product_columns(jobs, 0, total);

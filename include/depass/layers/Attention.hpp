@@ -29,9 +29,9 @@ class Attention {
   using MatrixType = Matrix<Scalar>;
   using VectorType = Vector<Scalar>;
 
-  /// The weights must outlive the Attention.
-  Attention(const Config& cfg, const LayerWeights<Scalar>& w)
-      : w_(w), rotary_(cfg), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
+  /// The weights (and the model's rotary tables, if given) must outlive the Attention.
+  Attention(const Config& cfg, const LayerWeights<Scalar>& w, detail::RotaryTables* rotary_tables = nullptr)
+      : w_(w), rotary_(cfg, rotary_tables), heads_(cfg.n_heads), kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim),
         group_(cfg.heads_per_kv()), eps_(static_cast<Scalar>(cfg.norm_eps)),
         score_scale_(cfg.attention_scale > 0 ? static_cast<Scalar>(cfg.attention_scale)
                                             : Scalar(1) / std::sqrt(static_cast<Scalar>(cfg.head_dim))), softcap_(static_cast<Scalar>(cfg.attention_softcap)) {}

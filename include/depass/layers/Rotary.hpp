@@ -5,18 +5,54 @@
 // scaling of the frequencies are fixed when the Rotary is built from the Config.
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 
 #include "../Config.hpp"
 #include "../Weights.hpp"
 
 namespace depass {
 
+class Rotary;
+
+namespace detail {
+
+/// cos and sin of each rotated pair's angle at positions [0, rows), in double: a model's
+/// layers and passes share them instead of computing the same angles again in every call
+/// (2-3% of a gradient's time at N = 128; docs/performance.md).
+struct RotaryTable {
+  Eigen::MatrixXd cos, sin;  // positions x (rotated / 2): pair j at position p in (p, j)
+};
+
+/// One model's tables, grown on demand and shared by its threads (built for the first
+/// Rotary that asks; every Rotary of the model has the same frequencies).
+class RotaryTables {
+ public:
+  template <typename Build>
+  std::shared_ptr<const RotaryTable> at_least(Eigen::Index positions, Build&& build) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (!table_ || table_->cos.rows() < positions)
+      table_ = build(std::max(positions, table_ ? 2 * table_->cos.rows() : Eigen::Index(0)));
+    return table_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::shared_ptr<const RotaryTable> table_;
+};
+
+}  // namespace detail
+
 class Rotary {
  public:
-  explicit Rotary(const Config& cfg)
+  /// tables: where the model keeps its cos/sin tables (must outlive the Rotary); none:
+  /// the angles are computed in every call.
+  explicit Rotary(const Config& cfg, detail::RotaryTables* tables = nullptr)
       : active_(cfg.positions == PositionKind::Rotary), adjacent_(cfg.rope_layout == RopeLayout::AdjacentPairs),
-        head_dim_(cfg.head_dim), rotated_(cfg.rotated_dims()), theta_(cfg.rope_theta), scaling_(cfg.rope_scaling) {}
+        head_dim_(cfg.head_dim), rotated_(cfg.rotated_dims()), theta_(cfg.rope_theta), scaling_(cfg.rope_scaling),
+        tables_(tables) {}
 
   /// Whether the model rotates at all (learned absolute positions do not).
   bool active() const { return active_; }
@@ -44,14 +80,13 @@ class Rotary {
   template <typename Scalar>
   void rotate(Eigen::Ref<Matrix<Scalar>> t, int heads, int direction) const {
     if (!active_) return;
+    const std::shared_ptr<const detail::RotaryTable> table =
+        tables_ ? tables_->at_least(t.rows(), [this](Eigen::Index n) { return build_table(n); }) : build_table(t.rows());
     const Eigen::Index half = rotated_ / 2;
     for (Eigen::Index j = 0; j < half; ++j) {
-      // Angles in double: late positions lose digits in float.
-      const double freq = frequency(j);
       const Eigen::Index a0 = adjacent_ ? 2 * j : j, b0 = adjacent_ ? 2 * j + 1 : j + half;
       for (Eigen::Index pos = 0; pos < t.rows(); ++pos) {
-        const double angle = static_cast<double>(pos) * freq;
-        const Scalar c = static_cast<Scalar>(std::cos(angle)), s = static_cast<Scalar>(direction * std::sin(angle));
+        const Scalar c = static_cast<Scalar>(table->cos(pos, j)), s = static_cast<Scalar>(direction * table->sin(pos, j));
         for (int h = 0; h < heads; ++h) {
           const Eigen::Index a = h * head_dim_ + a0, b = h * head_dim_ + b0;
           const Scalar x0 = t(pos, a), x1 = t(pos, b);
@@ -63,6 +98,23 @@ class Rotary {
   }
 
  private:
+  /// The angles of positions [0, positions), in double: late positions lose digits in float.
+  std::shared_ptr<const detail::RotaryTable> build_table(Eigen::Index positions) const {
+    auto table = std::make_shared<detail::RotaryTable>();
+    const Eigen::Index half = rotated_ / 2;
+    table->cos.resize(positions, half);
+    table->sin.resize(positions, half);
+    for (Eigen::Index j = 0; j < half; ++j) {
+      const double freq = frequency(j);
+      for (Eigen::Index pos = 0; pos < positions; ++pos) {
+        const double angle = static_cast<double>(pos) * freq;
+        table->cos(pos, j) = std::cos(angle);
+        table->sin(pos, j) = std::sin(angle);
+      }
+    }
+    return table;
+  }
+
   /// Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
   double llama3_frequency(double base) const {
     const double pi = 3.14159265358979323846;
@@ -82,6 +134,7 @@ class Rotary {
   Eigen::Index rotated_;  // leading dimensions of each head that turn
   double theta_;
   RopeScaling scaling_;
+  detail::RotaryTables* tables_;  // the model's shared tables, or none
 };
 
 }  // namespace depass
