@@ -15,13 +15,11 @@
 
 namespace depass {
 
-class Rotary;
-
 namespace detail {
 
 /// cos and sin of each rotated pair's angle at positions [0, rows), in double: a model's
 /// layers and passes share them instead of computing the same angles again in every call
-/// (2-3% of a gradient's time at N = 128; docs/performance.md).
+/// (they took 2% of input x gradient's cycles; docs/performance.md, "One parallel region per step").
 struct RotaryTable {
   Eigen::MatrixXd cos, sin;  // positions x (rotated / 2): pair j at position p in (p, j)
 };
