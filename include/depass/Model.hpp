@@ -350,7 +350,7 @@ class Model {
     t.attention = attention(l).forward(attention_norm(l).forward(x, &t.attention_scale), {}, N);
     if (ablation.touches(l, Site::Attention)) {
       zero_columns(t.attention.heads, ablation, l, Site::Attention, N);
-      attention(l).project(t.attention.heads, t.attention.out, 0, x.rows());
+      t.attention.out = attention(l).output(t.attention.heads);
     }
     const MatrixType attention_update = block_update(l, Site::Attention, t.attention.out, t.attention.post_scale);
     if (config().parallel_residual) {  // the MLP reads the layer's input; boundary 2l+1 is input + attention
@@ -368,7 +368,7 @@ class Model {
     t.mlp = mlp(l).forward(mlp_norm(l).forward(input, &t.mlp_scale), {});
     if (ablation.touches(l, Site::Mlp)) {
       zero_columns(t.mlp.act, ablation, l, Site::Mlp, rows_per_sequence);
-      mlp(l).down(t.mlp.act, t.mlp.out, 0, x.rows());
+      t.mlp.out = mlp(l).output(t.mlp.act);
     }
     x += block_update(l, Site::Mlp, t.mlp.out, t.mlp.post_scale);
   }

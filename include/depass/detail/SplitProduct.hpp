@@ -12,7 +12,6 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <exception>
 #include <vector>
 
 #include "../Threads.hpp"
@@ -105,6 +104,15 @@ void run_products(const std::vector<ProductJob<Scalar>>& jobs) {
   for_each_index(team, team, true, [&](Eigen::Index t) {
     run_product_columns(jobs, std::min(total, t * chunk), std::min(total, (t + 1) * chunk));
   });
+}
+
+/// lhs * weight^T (`transposed`) or lhs * weight, as one job of run_products.
+template <typename Scalar>
+Matrix<Scalar> split_product(const Eigen::Ref<const Matrix<Scalar>>& lhs, const RowMatrix<Scalar>& weight,
+                             bool transposed) {
+  Matrix<Scalar> out;
+  run_products<Scalar>({{&out, {{lhs, weight, transposed}}}});
+  return out;
 }
 
 }  // namespace detail

@@ -68,8 +68,7 @@ class Attention {
     for (Eigen::Index s = 0; s < S; ++s) attend(f, s, N);
     tap("attn_probs", f.probs);
     tap("attn_heads", f.heads);
-    detail::run_products<Scalar>({{&f.out, {{f.heads, w_.wo, true}}}});
-    route_bias(f.out, w_.bo, true);
+    f.out = output(f.heads);
     tap("attn_out", f.out);
     return f;
   }
@@ -77,9 +76,7 @@ class Attention {
   /// Reverse mode, output projection: the gradient wrt the heads' mixed values (before Wo),
   /// dz = d_out Wo, from the gradient wrt the block's output (rows x D).
   MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const {
-    MatrixType dz;
-    detail::run_products<Scalar>({{&dz, {{d_out, w_.wo, false}}}});
-    return dz;
+    return detail::split_product<Scalar>(d_out, w_.wo, false);
   }
 
   /// Reverse mode from dz (the gradient wrt `real.heads`) to the normed input: through the
@@ -141,7 +138,15 @@ class Attention {
     }
   }
 
-  /// dst = mixed Wo^T (all heads at once); rows [bias_begin, + bias_count) receive bo.
+  /// The real output of the heads' mixed values (rows x H*d): heads Wo^T + bo.
+  MatrixType output(const MatrixType& heads) const {
+    MatrixType out = detail::split_product<Scalar>(heads, w_.wo, true);
+    route_bias(out, w_.bo, true);
+    return out;
+  }
+
+  /// The components' outputs, dst = mixed Wo^T (all heads at once; the propagation's
+  /// products, bf16 ones too); rows [bias_begin, + bias_count) receive bo.
   template <typename Mixed, typename Dst>
   void project(const Mixed& mixed, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
                const detail::Product<Scalar>& product = {}) const {

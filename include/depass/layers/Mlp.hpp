@@ -42,8 +42,9 @@ class Mlp {
   /// The real MLP of normed rows xn (any number of rows: positions of one or more sequences).
   Forward forward(const MatrixType& xn, const detail::Tap<Scalar>& tap) const {
     Forward f;
-    if (gated_) detail::run_products<Scalar>({{&f.gate, {{xn, w_.w1, true}}}, {&f.up, {{xn, w_.w3, true}}}});
-    else detail::run_products<Scalar>({{&f.gate, {{xn, w_.w1, true}}}});
+    std::vector<detail::ProductJob<Scalar>> projections{{&f.gate, {{xn, w_.w1, true}}}};
+    if (gated_) projections.push_back({&f.up, {{xn, w_.w3, true}}});
+    detail::run_products(projections);
     route_bias(f.gate, w_.b1, true);
     tap("ffn_gate", f.gate);
     if (gated_) {
@@ -54,28 +55,23 @@ class Mlp {
       f.act = ungated_activation(f.gate);
     }
     tap("ffn_act", f.act);
-    detail::run_products<Scalar>({{&f.out, {{f.act, w_.w2, true}}}});
-    route_bias(f.out, w_.b2, true);
+    f.out = output(f.act);
     tap("ffn_out", f.out);
     return f;
   }
 
   /// Reverse mode, down projection: the gradient wrt the neuron values, d_act = d_out W2.
   MatrixType backward_output(const Eigen::Ref<const MatrixType>& d_out) const {
-    MatrixType d_act;
-    detail::run_products<Scalar>({{&d_act, {{d_out, w_.w2, false}}}});
-    return d_act;
+    return detail::split_product<Scalar>(d_out, w_.w2, false);
   }
 
   /// Reverse mode from d_act (the gradient wrt `real.act`) to the normed input.
   ///   gated: a = f(g) u,  dg = d_act u f'(g), du = d_act f(g), dxn = dg W1 + du W3  (f = silu or gelu)
   ///   GELU:  a = gelu(g), dg = d_act gelu'(g),                   dxn = dg W1
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
-    MatrixType dxn;
     if (!gated_) {
       const MatrixType dg = (d_act.array() * ungated_derivative(real.gate).array()).matrix();
-      detail::run_products<Scalar>({{&dxn, {{dg, w_.w1, false}}}});
-      return dxn;
+      return detail::split_product<Scalar>(dg, w_.w1, false);
     }
     MatrixType dg, du;
     if (kind_ == MlpKind::GatedGeluTanh) {
@@ -88,6 +84,7 @@ class Mlp {
       dg = (d_act.array() * real.up.array() * s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
       du = (d_act.array() * g * s).matrix();
     }
+    MatrixType dxn;
     detail::run_products<Scalar>({{&dxn, {{dg, w_.w1, false}, {du, w_.w3, false}}}});
     return dxn;
   }
@@ -115,8 +112,16 @@ class Mlp {
   /// The neuron's form (what the path rule integrates).
   MlpKind kind() const { return kind_; }
 
-  /// dst = shares W2^T, the output of each component's share of the neurons; rows
-  /// [bias_begin, + bias_count) receive the down projection's bias.
+  /// The real output of the neuron values act (rows x I): act W2^T + b2.
+  MatrixType output(const MatrixType& act) const {
+    MatrixType out = detail::split_product<Scalar>(act, w_.w2, true);
+    route_bias(out, w_.b2, true);
+    return out;
+  }
+
+  /// dst = shares W2^T, the output of each component's share of the neurons (the
+  /// propagation's products, bf16 ones too); rows [bias_begin, + bias_count) receive the
+  /// down projection's bias.
   template <typename Shares, typename Dst>
   void down(const Shares& shares, Dst&& dst, Eigen::Index bias_begin, Eigen::Index bias_count,
             const detail::Product<Scalar>& product = {}) const {
