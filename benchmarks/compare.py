@@ -348,9 +348,9 @@ def check_blas(gemm_rows):
     every PyTorch time would be 20-50x too slow. The fix is an optimised libblas.so.3."""
     rates = {(g["impl"], g["threads"]): g["gflops"] for g in gemm_rows}
     for (impl, threads), rate in rates.items():
-        eigen = rates.get(("eigen", threads))
+        eigen = rates.get(("depass-cpp", threads))
         if impl == "pytorch" and eigen and rate < 0.25 * eigen:
-            raise SystemExit("PyTorch's GEMM runs at %.1f GFLOP/s against Eigen's %.1f (%d threads): its BLAS is "
+            raise SystemExit("PyTorch's GEMM runs at %.1f GFLOP/s against ours %.1f (%d threads): its BLAS is "
                              "not an optimised one (Debian's reference libblas3?). Install one, e.g. "
                              "`apt-get install libopenblas0-pthread`, and run again." % (rate, eigen, threads))
 
@@ -867,7 +867,7 @@ def main():
     # --- reference GEMM rates
     for t in threads_list:
         if "depass-cpp" in impls:
-            results["gemm"] += run([harness, "--gemm", "--threads", str(t)], t, "eigen gemm t=%d" % t)
+            results["gemm"] += run([harness, "--gemm", "--threads", str(t)], t, "our gemm t=%d" % t)
         if "pytorch" in impls:
             results["gemm"] += run([sys.executable, os.path.abspath(__file__), "--worker",
                                     "torch-gemm", "--threads", str(t)], t, "torch gemm t=%d" % t)
@@ -1199,7 +1199,7 @@ def render(res):
                 (" (built from `git archive %s`)" % g["engine_ref"] if g.get("engine_ref") else "")))
     cpp_env = next((r["env"] for r in res["runs"] if r["impl"] == "depass-cpp"), None)
     if cpp_env is None and res["gemm"]:
-        cpp_env = next((x.get("env") for x in res["gemm"] if x["impl"] == "eigen"), None)
+        cpp_env = next((x.get("env") for x in res["gemm"] if x["impl"] in ("eigen", "depass-cpp")), None)
     if cpp_env:
         out.append("- C++: Eigen %s, flags `%s`, Eigen SIMD: %s, OpenMP %s." %
                    (cpp_env["eigen_version"], cpp_env["cxx_flags"].strip(), cpp_env["eigen_simd"],
@@ -1217,7 +1217,8 @@ def render(res):
                 any_run.get("omp_wait_policy", "?")))
     rates = []
     for (impl, t), x in sorted(gemm.items()):
-        rates.append("%s %d thread%s: %.0f GFLOP/s" % ("Eigen" if impl == "eigen" else "PyTorch/OpenBLAS",
+        ours = "ours (%s)" % {"onednn": "oneDNN"}.get(x.get("float_gemm"), "Eigen")
+        rates.append("%s %d thread%s: %.0f GFLOP/s" % (ours if impl in ("eigen", "depass-cpp") else "PyTorch/OpenBLAS",
                                                         t, "" if t == 1 else "s", x["gflops"]))
     if rates:
         out.append("- Reference GEMM (%d x %d times %d x %d, float32): %s." %
@@ -1253,7 +1254,7 @@ def render(res):
                 flops = c["flops"]["depass_dense"] if c else None
                 cs = c["depass_s"]["min"] if c else None
                 ps = p["depass_s"]["min"] if p else None
-                eg = gemm.get(("eigen", t))
+                eg = gemm.get(("depass-cpp", t)) or gemm.get(("eigen", t))
                 pg = gemm.get(("pytorch", t))
                 cells = [str(n), fmt_s(cs), fmt_s(ps),
                          "%.2fx" % (ps / cs) if cs and ps else "-",

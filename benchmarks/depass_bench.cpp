@@ -9,6 +9,8 @@
 //   bench_depass_bench --model llama-random|PATH --dump-weights FILE
 //   bench_depass_bench --model llama-random|PATH --n N --method ig|input-x-grad|... [--steps S]
 //                      [--batch B] [--threads T] [--repeats R] [--ids FILE] [--scores FILE]
+//   any of the above [--float-gemm eigen|onednn]: who computes the float products (default:
+//                      oneDNN when this build links it; GemmPrecision.hpp)
 //
 // --method times a token-level method instead of DePass (methods/TokenAttributor.hpp; IG:
 // midpoint rule from the zero baseline, --steps, default 100, --batch path points per
@@ -122,6 +124,11 @@ Args parse(int argc, char** argv) {
     else if (s == "--method") a.method = need(i);
     else if (s == "--steps") a.steps = std::stoi(need(i));
     else if (s == "--batch") a.batch = std::stol(need(i));
+    else if (s == "--float-gemm") {
+      const std::string g = need(i);
+      if (g != "eigen" && g != "onednn") throw std::invalid_argument("--float-gemm must be eigen or onednn, got " + g);
+      depass::set_float_gemm(g == "eigen" ? depass::FloatGemm::Eigen : depass::FloatGemm::OneDnn);
+    }
     else if (s == "--help" || s == "-h") {
       std::cout << "see the comment at the top of benchmarks/depass_bench.cpp\n";
       std::exit(0);
@@ -376,11 +383,14 @@ int run_gemm(const Args& a) {
   for (long i = 0; i < A.size(); ++i) A.data()[i] = normal(rng);
   for (long i = 0; i < W.size(); ++i) W.data()[i] = normal(rng);
   MatrixF C(rows, cols);
-  const Timing t = time_it(a, [&] { C.noalias() = A * W.transpose(); });
+  // The products the engine makes (detail::Product): Eigen's or oneDNN's (--float-gemm).
+  const depass::detail::Product<float> product;
+  const Timing t = time_it(a, [&] { product(A, W, C); });
   const double flops = 2.0 * rows * inner * cols;
   json out;
   out["kind"] = "gemm";
-  out["impl"] = "eigen";
+  out["impl"] = "depass-cpp";
+  out["float_gemm"] = depass::to_string(depass::float_gemm());
   out["shape"] = {rows, inner, cols};
   out["threads"] = a.threads;
   out["flops"] = flops;
@@ -474,6 +484,7 @@ int run_method(const Args& a, const depass::Model<float>& model, const std::vect
   out["model"] = a.model == "llama-random" ? "llama-random" : a.model;
   out["n"] = a.n;
   out["threads"] = a.threads;
+  out["float_gemm"] = depass::to_string(depass::float_gemm());
   out["target"] = target;
   out["time_s"] = t.to_json();
   out["completeness_gap"] = result.completeness_gap;
@@ -518,6 +529,7 @@ int run_model(const Args& a) {
   out["model"] = a.model == "llama-random" ? "llama-random" : a.model;
   out["n"] = a.n;
   out["threads"] = a.threads;
+  out["float_gemm"] = depass::to_string(depass::float_gemm());
   out["config"] = {{"dim", cfg.dim}, {"n_layers", cfg.n_layers}, {"n_heads", cfg.n_heads},
                    {"n_kv_heads", cfg.n_kv_heads}, {"head_dim", cfg.head_dim},
                    {"hidden_dim", cfg.hidden_dim}, {"vocab_size", cfg.vocab_size}};

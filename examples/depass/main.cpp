@@ -169,12 +169,30 @@ void prepare_runtime(char** argv) {
   if (changed) execv("/proc/self/exe", argv);  // returns only if it failed: carry on as we are
 }
 
+/// DEPASS_FLOAT_GEMM=eigen|onednn chooses who computes the float products (default: oneDNN
+/// where this build has it; GemmPrecision.hpp). False, with a message, for another value.
+bool choose_float_gemm() {
+  const char* choice = std::getenv("DEPASS_FLOAT_GEMM");
+  if (choice == nullptr || *choice == '\0') return true;
+  const std::string value = choice;
+  try {
+    if (value == "eigen") depass::set_float_gemm(depass::FloatGemm::Eigen);
+    else if (value == "onednn") depass::set_float_gemm(depass::FloatGemm::OneDnn);
+    else throw std::invalid_argument("DEPASS_FLOAT_GEMM must be eigen or onednn, got '" + value + "'");
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "depass: " << e.what() << "\n";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace cli
 
 int main(int argc, char** argv) {
   using namespace cli;
   prepare_runtime(argv);
   depass::reuse_freed_memory();  // many passes: keep freed matrices for the next (docs/performance.md)
+  if (!choose_float_gemm()) return 2;
   if (argc < 2) {
     std::cerr << main_help();
     return 2;

@@ -7,6 +7,7 @@
 // forward pass and every frozen coefficient stay float. The components then sum to the real
 // state only up to bf16 rounding: Decomposition::completeness() reports by how much.
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -32,5 +33,34 @@ inline std::string bf16_unavailable_reason() {
 }
 
 inline const char* to_string(GemmPrecision p) { return p == GemmPrecision::Bf16 ? "bf16" : "native"; }
+
+/// Who computes the float products of the real and backward passes (the layers'
+/// projections, their gradients: everything gradients, IG, occlusion and the real forward
+/// pass multiply by a weight). Same float arithmetic either way, summed in a different order.
+/// OneDnn: oneDNN's matmul, ~1.5x Eigen's GEMM on AVX-512 CPUs (docs/performance.md,
+/// "oneDNN for the float products"); only in builds linking depass::bf16. Eigen otherwise.
+/// Double products are always Eigen's.
+enum class FloatGemm { Eigen, OneDnn };
+
+inline const char* to_string(FloatGemm g) { return g == FloatGemm::OneDnn ? "onednn" : "eigen"; }
+
+namespace detail {
+inline std::atomic<int>& float_gemm_setting() {
+  static std::atomic<int> setting{bf16_available() ? static_cast<int>(FloatGemm::OneDnn) : static_cast<int>(FloatGemm::Eigen)};
+  return setting;
+}
+}  // namespace detail
+
+/// The current choice (default: OneDnn when this build has oneDNN, else Eigen).
+inline FloatGemm float_gemm() { return static_cast<FloatGemm>(detail::float_gemm_setting().load()); }
+
+/// Chooses who computes the float products, for every pass started afterwards. Throws
+/// std::invalid_argument for OneDnn in a build without oneDNN.
+inline void set_float_gemm(FloatGemm g) {
+  if (g == FloatGemm::OneDnn && !bf16_available())
+    throw std::invalid_argument("set_float_gemm: FloatGemm::OneDnn needs oneDNN: this program was built without it "
+                                "(install libdnnl-dev, reconfigure, and link depass::bf16)");
+  detail::float_gemm_setting() = static_cast<int>(g);
+}
 
 }  // namespace depass

@@ -299,8 +299,8 @@ class StartBuilder {
   }
 
   /// {state before the MLP, each selected neuron's output, the other neurons} after the MLP;
-  /// the down projection's bias goes to the bias component, so "other neurons" is the MLP's
-  /// output minus the selected neurons and that bias.
+  /// the down projection's bias goes to the bias component, so "other neurons" is the output
+  /// of the neurons not selected (the MLP's output minus the selected neurons and that bias).
   Start<Scalar> neurons(MatrixType& x, const Initialisation<Scalar>& init, const Hook<Scalar>& hook,
                         const LayerInput<Scalar>& input) const {
     const std::vector<int> selected = selected_neurons(init.neurons);
@@ -316,7 +316,10 @@ class StartBuilder {
     const auto enter = [model, layer, post_scale](MatrixType part) {
       return model->residual_part(layer, Site::Mlp, std::move(part), post_scale);
     };
-    const MatrixType others = enter(real.out - s.bias - mlp.neurons_output(real.act, selected));
+    // The other neurons' output from their own values, not the block's output minus the
+    // selected ones': with every neuron selected that difference is rounding (non-zero once
+    // the output came from another GEMM), and the MLP split gives any non-zero component a share.
+    const MatrixType others = enter(mlp.neurons_output(real.act, unselected_neurons(selected)));
     s.bias = enter(s.bias);
     s.labels.push_back("residual");
     for (int k : selected) s.labels.push_back("neuron " + std::to_string(k));
@@ -352,6 +355,16 @@ class StartBuilder {
         throw std::invalid_argument("neuron " + std::to_string(k) + " is selected twice");
     }
     return selected;
+  }
+
+  /// The neurons not in `selected` (checked by selected_neurons), in order.
+  std::vector<int> unselected_neurons(const std::vector<int>& selected) const {
+    std::vector<char> in(static_cast<std::size_t>(model_.config().hidden_dim), 0);
+    for (int k : selected) in[static_cast<std::size_t>(k)] = 1;
+    std::vector<int> rest;
+    for (int k = 0; k < model_.config().hidden_dim; ++k)
+      if (!in[static_cast<std::size_t>(k)]) rest.push_back(k);
+    return rest;
   }
 
   /// D x D orthogonal projection onto span(B), or B itself when it is a projection.

@@ -241,6 +241,23 @@ TEMPLATE_TEST_CASE("Neuron components equal what ablating each neuron removes", 
   }
 }
 
+TEMPLATE_TEST_CASE("Neuron components: with every neuron selected, 'other neurons' is exactly zero", "[engine]",
+                   DEPASS_TEST_SCALARS) {
+  // Once the MLP's real output came from another GEMM (FloatGemm::OneDnn), the output minus
+  // the neurons was rounding, not zero, and the MLP split gave that component a share of
+  // every later neuron (a 1e-3 shift of the scores in float).
+  DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");
+  const Model<TestType>& model = test::cached_model<TestType>(path);
+  const int layer = 1;
+  DecomposeOptions options;
+  options.end = Boundary::before_attention(layer + 2);
+  const Decomposition<TestType> result =
+      Decomposer<TestType>(model).run(kStoriesIds, Initialisation<TestType>::neuron_outputs(layer, {}), options);
+  const Eigen::Index others = result.component_count() - 2;
+  REQUIRE(result.labels()[static_cast<std::size_t>(others)] == "other neurons");
+  CHECK(result.components().component(others).cwiseAbs().maxCoeff() == 0);
+}
+
 TEMPLATE_TEST_CASE("Module split: residual and block output at the boundary after the block", "[engine]",
                    DEPASS_TEST_SCALARS) {
   DEPASS_REQUIRE_MODEL(path, "stories260K/stories260K.bin");

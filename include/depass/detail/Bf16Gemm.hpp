@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../GemmPrecision.hpp"
+#include "FloatGemm.hpp"
 
 #ifdef DEPASS_WITH_ONEDNN
 #include <dnnl.hpp>
@@ -199,8 +200,9 @@ class Bf16Gemm {
 
 #endif
 
-/// The products of a layer's rule: dst = src w^T in Scalar (Eigen), or through bf16 when
-/// the pass runs GemmPrecision::Bf16 (float only).
+/// The products of a layer's rule: dst = src w^T in Scalar, or through bf16 when the pass
+/// runs GemmPrecision::Bf16 (float only). Float products go to oneDNN where FloatGemm says
+/// so (FloatGemm.hpp), the rest to Eigen.
 template <typename Scalar>
 struct Product {
   Bf16Gemm* bf16 = nullptr;
@@ -212,6 +214,7 @@ struct Product {
         bf16->multiply_transposed(src, w, dst);
         return;
       }
+      if (onednn_multiply_transposed(src, w, dst)) return;
     }
     dst.noalias() = src * w.transpose();
   }

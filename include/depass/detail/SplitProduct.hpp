@@ -12,11 +12,13 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../Threads.hpp"
 #include "../Weights.hpp"
 #include "../engine/WorkItems.hpp"
+#include "FloatGemm.hpp"
 
 namespace depass {
 namespace detail {
@@ -32,12 +34,34 @@ struct ProductTerm {
   /// Columns [begin, begin + count) of the product, added to (or written into) dst.
   template <typename Dst>
   void columns(Dst&& dst, Eigen::Index begin, Eigen::Index count, bool add) const {
+    if (onednn_columns(dst, begin, count, add)) return;
     if (transposed) {
       if (add) dst.noalias() += lhs * weight.middleRows(begin, count).transpose();
       else dst.noalias() = lhs * weight.middleRows(begin, count).transpose();
     } else {
       if (add) dst.noalias() += lhs * weight.middleCols(begin, count);
       else dst.noalias() = lhs * weight.middleCols(begin, count);
+    }
+  }
+
+  /// The same columns through oneDNN (FloatGemm.hpp) for float, as dst^T = (the weight's
+  /// part, transposed or not) times lhs^T: each operand is then a row-major view of storage
+  /// we have. False (nothing written) where Eigen does it.
+  template <typename Dst>
+  bool onednn_columns(Dst& dst, Eigen::Index begin, Eigen::Index count, bool add) const {
+    if constexpr (std::is_same<Scalar, float>::value) {
+      const long rows = lhs.rows(), inner = lhs.cols(), w_ld = weight.outerStride();
+      if (!use_onednn(count, rows, inner)) return false;
+      const Strides lhs_t{lhs.outerStride(), 1};  // lhs^T: inner x rows
+      if (transposed)  // weight rows [begin, begin + count): count x inner
+        return onednn_product(count, rows, inner, weight.data() + begin * w_ld, {w_ld, 1}, lhs.data(), lhs_t,
+                              dst.data(), dst.outerStride(), add);
+      // weight columns [begin, begin + count), transposed: count x inner
+      return onednn_product(count, rows, inner, weight.data() + begin, {1, w_ld}, lhs.data(), lhs_t, dst.data(),
+                            dst.outerStride(), add);
+    } else {
+      static_cast<void>(dst), static_cast<void>(begin), static_cast<void>(count), static_cast<void>(add);
+      return false;
     }
   }
 };

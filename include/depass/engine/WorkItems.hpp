@@ -6,6 +6,7 @@
 // work in all, everything runs on one thread.
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <vector>
 
 #include "../ComponentState.hpp"
@@ -21,6 +22,24 @@ constexpr double kParallelWork = 3e7;
 
 /// Threads for `work` flops of divisible work.
 inline int threads_for(double work) { return work >= kParallelWork ? threads() : 1; }
+
+/// An element of a transcendental element-wise pass (exp, tanh, erf and a few products)
+/// takes about as long as this many flops of a GEMM; a pass of N x I elements is then
+/// N I kElementWork flops of work for threads_for.
+constexpr double kElementWork = 100;
+
+/// body(begin, count) over columns [0, cols): one contiguous run per thread of
+/// threads_for(work) (multiples of 16 columns), or body(0, cols) on this thread.
+template <typename Body>
+void for_column_runs(Eigen::Index cols, double work, const Body& body) {
+  const int team = static_cast<int>(std::min<Eigen::Index>(threads_for(work), std::max<Eigen::Index>(1, cols / 16)));
+  if (team <= 1) return body(Eigen::Index(0), cols);
+  const Eigen::Index chunk = (cols + 16 * team - 1) / (16 * team) * 16;
+  for_each_index(team, team, true, [&](Eigen::Index t) {
+    const Eigen::Index begin = std::min(cols, t * chunk), end = std::min(cols, (t + 1) * chunk);
+    if (begin < end) body(begin, end - begin);
+  });
+}
 
 inline int thread_index() {
 #ifdef _OPENMP

@@ -17,6 +17,7 @@
 #include "../Hook.hpp"
 #include "../Weights.hpp"
 #include "../detail/Bf16Gemm.hpp"
+#include "../detail/FloatGemm.hpp"
 #include "../detail/SplitProduct.hpp"
 #include "Norm.hpp"
 #include "Rotary.hpp"
@@ -188,7 +189,9 @@ class Attention {
     const int team = head_team(N);
     detail::for_each_index(heads_, team, team > 1, [&](Eigen::Index h) {
       Eigen::Block<MatrixType> A = f.probs.middleRows((s * heads_ + h) * N, N);
-      A.noalias() = (f.q.block(s * N, h * d, N, d) * f.k.block(s * N, kv_head(static_cast<int>(h)) * d, N, d).transpose()) * score_scale_;
+      detail::product(A, f.q.block(s * N, h * d, N, d), false, f.k.block(s * N, kv_head(static_cast<int>(h)) * d, N, d), true,
+                      false);
+      A *= score_scale_;
       if (softcap_ > Scalar(0)) A = (A.array() / softcap_).tanh().matrix() * softcap_;  // Gemma 2
       causal_softmax_rows(A);
     });
@@ -216,8 +219,9 @@ class Attention {
     const Eigen::Index d = head_dim_, r = s * N, g = kv_head(h) * d;
     const MatrixType A = real.probs.middleRows((s * heads_ + h) * N, N);
     const MatrixType dz_h = dz.block(r, h * d, N, d);
-    MatrixType dS = dz_h * real.v.block(r, g, N, d).transpose();
-    dv.block(r, g, N, d).noalias() += A.transpose() * dz_h;
+    MatrixType dS(N, N);
+    detail::product(dS, dz_h, false, real.v.block(r, g, N, d), true, false);
+    detail::product(dv.block(r, g, N, d), A, true, dz_h, false, true);
     const VectorType weighted = A.cwiseProduct(dS).rowwise().sum();
     dS = (A.array() * (dS.colwise() - weighted).array()).matrix();
     if (softcap_ > Scalar(0)) {
@@ -225,8 +229,9 @@ class Attention {
                                .array().tanh().matrix();
       dS.array() *= Scalar(1) - t.array().square();
     }
-    dq.block(r, h * d, N, d).noalias() = dS * real.k.block(r, g, N, d) * score_scale_;
-    dk.block(r, g, N, d).noalias() += dS.transpose() * real.q.block(r, h * d, N, d) * score_scale_;
+    dS *= score_scale_;
+    detail::product(dq.block(r, h * d, N, d), dS, false, real.k.block(r, g, N, d), false, false);
+    detail::product(dk.block(r, g, N, d), dS, true, real.q.block(r, h * d, N, d), false, true);
   }
 
   /// RMSNorm over each of `count` heads of every row: x_h <- x_h r w, r = 1/sqrt(mean(x_h^2) + eps).

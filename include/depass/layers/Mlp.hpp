@@ -50,10 +50,12 @@ class Mlp {
     if (gated_) {
       route_bias(f.up, w_.b3, true);
       tap("ffn_up", f.up);
-      f.act = gate_activation(f.gate).cwiseProduct(f.up);
-    } else {
-      f.act = ungated_activation(f.gate);
     }
+    f.act.resize(f.gate.rows(), f.gate.cols());
+    by_neurons(f.gate, [&](Eigen::Index b, Eigen::Index n) {
+      if (gated_) f.act.middleCols(b, n) = gate_activation(f.gate.middleCols(b, n)).cwiseProduct(f.up.middleCols(b, n));
+      else f.act.middleCols(b, n) = ungated_activation(f.gate.middleCols(b, n));
+    });
     tap("ffn_act", f.act);
     f.out = output(f.act);
     tap("ffn_out", f.out);
@@ -69,27 +71,36 @@ class Mlp {
   ///   gated: a = f(g) u,  dg = d_act u f'(g), du = d_act f(g), dxn = dg W1 + du W3  (f = silu or gelu)
   ///   GELU:  a = gelu(g), dg = d_act gelu'(g),                   dxn = dg W1
   MatrixType backward(const Forward& real, const Eigen::Ref<const MatrixType>& d_act) const {
-    if (!gated_) {
-      const MatrixType dg = (d_act.array() * ungated_derivative(real.gate).array()).matrix();
-      return detail::split_product<Scalar>(dg, w_.w1, false);
-    }
-    MatrixType dg, du;
-    if (kind_ == MlpKind::GatedGeluTanh) {
-      dg = (d_act.array() * real.up.array() * gelu_tanh_derivative(real.gate).array()).matrix();
-      du = (d_act.array() * gelu_tanh(real.gate).array()).matrix();
-    } else {
-      using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-      const ArrayType g = real.gate.array();
-      const ArrayType s = (Scalar(1) + (-g).exp()).inverse();  // sigmoid; silu' = s (1 + g (1 - s))
-      dg = (d_act.array() * real.up.array() * s * (Scalar(1) + g * (Scalar(1) - s))).matrix();
-      du = (d_act.array() * g * s).matrix();
-    }
+    MatrixType dg(d_act.rows(), d_act.cols()), du(gated_ ? d_act.rows() : 0, d_act.cols());
+    by_neurons(real.gate, [&](Eigen::Index b, Eigen::Index n) {
+      const Eigen::Ref<const MatrixType> g = real.gate.middleCols(b, n), d = d_act.middleCols(b, n);
+      if (!gated_) {
+        dg.middleCols(b, n) = (d.array() * ungated_derivative(g).array()).matrix();
+      } else if (kind_ == MlpKind::GatedGeluTanh) {
+        dg.middleCols(b, n) = (d.array() * real.up.middleCols(b, n).array() * gelu_tanh_derivative(g).array()).matrix();
+        du.middleCols(b, n) = (d.array() * gelu_tanh(g).array()).matrix();
+      } else {
+        using ArrayType = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+        const ArrayType s = (Scalar(1) + (-g.array()).exp()).inverse();  // sigmoid; silu' = s (1 + g (1 - s))
+        dg.middleCols(b, n) = (d.array() * real.up.middleCols(b, n).array() * s * (Scalar(1) + g.array() * (Scalar(1) - s))).matrix();
+        du.middleCols(b, n) = (d.array() * g.array() * s).matrix();
+      }
+    });
+    if (!gated_) return detail::split_product<Scalar>(dg, w_.w1, false);
     MatrixType dxn;
     detail::run_products<Scalar>({{&dxn, {{dg, w_.w1, false}, {du, w_.w3, false}}}});
     return dxn;
   }
 
   Eigen::Index neurons() const { return w_.w1.rows(); }
+
+  /// body(begin, count) over runs of neurons (columns of `gate`), shared among threads when
+  /// the element-wise pass is long enough to pay for waking them.
+  template <typename Body>
+  static void by_neurons(const MatrixType& gate, const Body& body) {
+    const double work = static_cast<double>(gate.size()) * detail::kElementWork;
+    detail::for_column_runs(gate.cols(), work, body);
+  }
 
   /// dst = normed W1^T, each component's contribution to every gate; rows [bias_begin,
   /// + bias_count) belong to the bias component and receive the gate bias.
@@ -189,26 +200,26 @@ class Mlp {
   }
 
  private:
-  static MatrixType silu(const MatrixType& g) { return (g.array() / (Scalar(1) + (-g.array()).exp())).matrix(); }
+  static MatrixType silu(const Eigen::Ref<const MatrixType>& g) { return (g.array() / (Scalar(1) + (-g.array()).exp())).matrix(); }
   /// The gated MLP's gate nonlinearity: silu (SwiGLU) or gelu_tanh (GeGLU).
-  MatrixType gate_activation(const MatrixType& g) const {
+  MatrixType gate_activation(const Eigen::Ref<const MatrixType>& g) const {
     return kind_ == MlpKind::GatedGeluTanh ? gelu_tanh(g) : silu(g);
   }
 
   /// The GELU MLP's activation: the tanh approximation (GPT-2) or the exact erf form (GPT-NeoX).
-  MatrixType ungated_activation(const MatrixType& g) const {
+  MatrixType ungated_activation(const Eigen::Ref<const MatrixType>& g) const {
     return kind_ == MlpKind::GeluErf ? gelu_erf(g) : gelu_tanh(g);
   }
-  MatrixType ungated_derivative(const MatrixType& g) const {
+  MatrixType ungated_derivative(const Eigen::Ref<const MatrixType>& g) const {
     return kind_ == MlpKind::GeluErf ? gelu_erf_derivative(g) : gelu_tanh_derivative(g);
   }
 
   /// GELU, exact: g Phi(g), Phi(g) = (1 + erf(g / sqrt 2)) / 2.
-  static MatrixType gelu_erf(const MatrixType& g) {
+  static MatrixType gelu_erf(const Eigen::Ref<const MatrixType>& g) {
     return g.unaryExpr([](Scalar x) { return x * detail::normal_cdf(x); });
   }
   /// d gelu / dg = Phi(g) + g phi(g), phi(g) = exp(-g^2 / 2) / sqrt(2 pi).
-  static MatrixType gelu_erf_derivative(const MatrixType& g) {
+  static MatrixType gelu_erf_derivative(const Eigen::Ref<const MatrixType>& g) {
     const Scalar inv_sqrt_2pi = static_cast<Scalar>(0.3989422804014327);
     return g.unaryExpr([inv_sqrt_2pi](Scalar x) {
       return detail::normal_cdf(x) + x * inv_sqrt_2pi * std::exp(Scalar(-0.5) * x * x);
@@ -216,7 +227,7 @@ class Mlp {
   }
 
   /// GELU, tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
-  static MatrixType gelu_tanh(const MatrixType& g) {
+  static MatrixType gelu_tanh(const Eigen::Ref<const MatrixType>& g) {
     const Scalar k = static_cast<Scalar>(0.7978845608028654);  // sqrt(2/pi)
     return (Scalar(0.5) * g.array() * (Scalar(1) + (k * (g.array() + Scalar(0.044715) * g.array().cube())).tanh()))
         .matrix();
@@ -224,7 +235,7 @@ class Mlp {
 
   /// d gelu_tanh / dg = 0.5 (1 + t) + 0.5 g (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 g^2),
   /// t = tanh(sqrt(2/pi) (g + 0.044715 g^3)).
-  static MatrixType gelu_tanh_derivative(const MatrixType& g) {
+  static MatrixType gelu_tanh_derivative(const Eigen::Ref<const MatrixType>& g) {
     const Scalar k = static_cast<Scalar>(0.7978845608028654), c = static_cast<Scalar>(0.044715);
     const Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic> t = (k * (g.array() + c * g.array().cube())).tanh();
     return (Scalar(0.5) * (Scalar(1) + t) +

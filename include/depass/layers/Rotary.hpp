@@ -80,19 +80,21 @@ class Rotary {
     if (!active_) return;
     const std::shared_ptr<const detail::RotaryTable> table =
         tables_ ? tables_->at_least(t.rows(), [this](Eigen::Index n) { return build_table(n); }) : build_table(t.rows());
-    const Eigen::Index half = rotated_ / 2;
-    for (Eigen::Index j = 0; j < half; ++j) {
-      const Eigen::Index a0 = adjacent_ ? 2 * j : j, b0 = adjacent_ ? 2 * j + 1 : j + half;
-      for (Eigen::Index pos = 0; pos < t.rows(); ++pos) {
-        const Scalar c = static_cast<Scalar>(table->cos(pos, j)), s = static_cast<Scalar>(direction * table->sin(pos, j));
-        for (int h = 0; h < heads; ++h) {
-          const Eigen::Index a = h * head_dim_ + a0, b = h * head_dim_ + b0;
-          const Scalar x0 = t(pos, a), x1 = t(pos, b);
-          t(pos, a) = x0 * c - x1 * s;
-          t(pos, b) = x0 * s + x1 * c;
-        }
+    // Column by column (contiguous: vectorises), the angles cast to Scalar once per call.
+    using Column = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    const Eigen::Index half = rotated_ / 2, n = t.rows();
+    const Matrix<Scalar> cosines = table->cos.topRows(n).template cast<Scalar>();
+    const Matrix<Scalar> sines = (table->sin.topRows(n) * static_cast<double>(direction)).template cast<Scalar>();
+    Column first(n);
+    for (int h = 0; h < heads; ++h)
+      for (Eigen::Index j = 0; j < half; ++j) {
+        const Eigen::Index a = h * head_dim_ + (adjacent_ ? 2 * j : j), b = h * head_dim_ + (adjacent_ ? 2 * j + 1 : j + half);
+        Eigen::Map<Column> x0(&t(0, a), n), x1(&t(0, b), n);
+        const Eigen::Map<const Column> c(cosines.col(j).data(), n), s(sines.col(j).data(), n);
+        first = x0;
+        x0 = first * c - x1 * s;
+        x1 = first * s + x1 * c;
       }
-    }
   }
 
  private:
