@@ -349,7 +349,8 @@ def check_blas(gemm_rows):
     rates = {(g["impl"], g["threads"]): g["gflops"] for g in gemm_rows}
     for (impl, threads), rate in rates.items():
         eigen = rates.get(("depass-cpp", threads))
-        if impl == "pytorch" and eigen and rate < 0.25 * eigen:
+        # Reference BLAS runs at ~2% of ours; OpenBLAS at 20-40% (oneDNN's or Eigen's GEMM).
+        if impl == "pytorch" and eigen and rate < 0.1 * eigen:
             raise SystemExit("PyTorch's GEMM runs at %.1f GFLOP/s against ours %.1f (%d threads): its BLAS is "
                              "not an optimised one (Debian's reference libblas3?). Install one, e.g. "
                              "`apt-get install libopenblas0-pthread`, and run again." % (rate, eigen, threads))
