@@ -34,9 +34,10 @@ inline std::string bf16_unavailable_reason() {
 
 inline const char* to_string(GemmPrecision p) { return p == GemmPrecision::Bf16 ? "bf16" : "native"; }
 
-/// Who computes the float products of the real and backward passes (the layers'
-/// projections, their gradients: everything gradients, IG, occlusion and the real forward
-/// pass multiply by a weight). Same float arithmetic either way, summed in a different order.
+/// Who computes the float products: the real and backward passes' (the layers' projections
+/// and their gradients, attention's per-head products: what gradients, IG, occlusion and the
+/// forward pass compute) and DePass's weight products (values, output projection, gate/up,
+/// down). Same float arithmetic either way, summed in a different order.
 /// OneDnn: oneDNN's matmul, ~1.5x Eigen's GEMM on AVX-512 CPUs (docs/performance.md,
 /// "oneDNN for the float products"); only in builds linking depass::bf16. Eigen otherwise.
 /// Double products are always Eigen's.

@@ -150,3 +150,34 @@ TEST_CASE("depass --precision bf16 is refused where it does not apply", "[cli][b
   refused("evaluate --model " + depass::test::sh(stories) + " --data x.jsonl --protocol disrupt --methods ig --out d --precision bf16",
           "give --methods with depass");
 }
+
+TEST_CASE("DEPASS_FLOAT_GEMM: eigen and onednn agree in float, another value is refused", "[cli][precision]") {
+  DEPASS_REQUIRE_CLI();
+  DEPASS_REQUIRE_MODEL(stories, kStories);
+  const std::string m = "tokens --model " + depass::test::sh(stories) + " --prompt " + depass::test::sh(kPrompt) + " --format json";
+  const depass::test::RunResult bad = depass::test::run_cli(m, "DEPASS_FLOAT_GEMM=mkl");
+  INFO(bad.err);
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("DEPASS_FLOAT_GEMM must be eigen or onednn, got 'mkl'") != npos);
+  const depass::test::RunResult eigen = depass::test::run_cli(m + " --precision float", "DEPASS_FLOAT_GEMM=eigen");
+  const depass::test::RunResult onednn = depass::test::run_cli(m + " --precision float", "DEPASS_FLOAT_GEMM=onednn");
+  INFO(eigen.err << onednn.err);
+  if (eigen.code != 0) {  // the sanitizer build's CLI has double only
+    CHECK(eigen.code == 2);
+    CHECK(eigen.err.find("double only") != npos);
+    return;
+  }
+  if (onednn.code != 0) {  // a build without oneDNN (or the double-only sanitizer build) refuses the choice
+    CHECK(onednn.code == 2);
+    CHECK((onednn.err.find("needs oneDNN") != npos || onednn.err.find("double only") != npos));
+    return;
+  }
+  const json a = json::parse(eigen.out), b = json::parse(onednn.out);
+  REQUIRE(a["scores"].size() == b["scores"].size());
+  double gap = 0, scale = 1;
+  for (std::size_t i = 0; i < a["scores"].size(); ++i) {
+    gap = std::max(gap, std::abs(a["scores"][i].get<double>() - b["scores"][i].get<double>()));
+    scale = std::max(scale, std::abs(a["scores"][i].get<double>()));
+  }
+  CHECK(gap <= 1e-4 * scale);
+}
